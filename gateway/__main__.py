@@ -1,0 +1,10 @@
+import uvicorn
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from idlock import telemetry
+
+settings = GatewaySettings()
+telemetry.setup("gateway")
+print(f"gateway listening on http://{settings.host}:{settings.port}", flush=True)
+uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")

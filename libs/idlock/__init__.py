@@ -1,0 +1,1 @@
+"""IDLock shared runtime."""

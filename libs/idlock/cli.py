@@ -1,0 +1,165 @@
+"""`idlock`: run the local mesh, single services, evaluations and the demo."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from idlock.launch import SERVICES, serve_main
+from idlock.settings import DEFAULT_PORTS, PathsSettings
+
+app = typer.Typer(help="IDLock: consistent characters across every scene.", no_args_is_help=True)
+console = Console()
+
+
+def _mount_optional(module: str, attr: str, name: str, help_text: str) -> None:
+    """Sub-commands that live with their service (e.g. `idlock eval` with identity)."""
+    try:
+        sub = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        missing = typer.Typer(help=f"{help_text} (unavailable: {err})")
+
+        @missing.callback(invoke_without_command=True)
+        def _unavailable() -> None:
+            console.print(f"[red]`idlock {name}` is unavailable: {err}. Install the project with its extras.[/red]")
+            raise typer.Exit(2)
+
+        app.add_typer(missing, name=name)
+        return
+    app.add_typer(sub, name=name, help=help_text)
+
+
+_mount_optional("services.identity.cli", "eval_app", "eval", "Evaluate the identity encoders.")
+
+
+def _components_table(components, title: str) -> Table:
+    table = Table(title=title)
+    for col in ("component", "address", "pid", "status"):
+        table.add_column(col)
+    for c in components:
+        colour = "green" if c.status in ("SERVING", "EXTERNAL") else "red"
+        table.add_row(c.name, c.address, str(c.pid or "-"), f"[{colour}]{c.status}[/{colour}]")
+    return table
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path, typer.Option(help="Data folder (SQLite, Qdrant, objects, NATS).", envvar="IDLOCK_DATA_DIR")] = None,  # type: ignore[assignment]
+    nats_url: Annotated[str, typer.Option(help="Use this NATS instead of starting one.", envvar="IDLOCK_NATS_URL")] = "",
+    nats_port: Annotated[int, typer.Option(help="Port of the NATS that `up` starts (0: a free one).", envvar="IDLOCK_NATS_PORT")] = 4222,
+    gateway_port: Annotated[int | None, typer.Option(help=f"Port of the REST gateway [default: {DEFAULT_PORTS['gateway']}].", envvar="IDLOCK_GATEWAY_PORT")] = None,
+    free_ports: Annotated[bool, typer.Option(help="Pick free ports for every service instead of the defaults.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every component to be SERVING.")] = 60.0,
+) -> None:
+    """Start NATS, every service and the gateway; stop them all on Ctrl-C."""
+    from idlock.mesh import LocalMesh, MeshError
+
+    data_dir = data_dir or PathsSettings().data_dir
+    ports = {"gateway": gateway_port} if gateway_port is not None else {}
+    for name in SERVICES:
+        env_port = os.environ.get(f"IDLOCK_{name.upper()}_PORT")
+        if env_port:
+            ports[name] = int(env_port)
+    mesh = LocalMesh(data_dir, nats_url=nats_url, nats_port=nats_port, ports=ports, free_ports=free_ports)
+    started = time.perf_counter()
+    try:
+        mesh.start(timeout_s=timeout)
+    except MeshError as err:
+        console.print(f"[red]idlock up failed:[/red] {err}")
+        raise typer.Exit(1) from None
+    console.print(_components_table(mesh.components.values(), f"IDLock mesh ({time.perf_counter() - started:.1f} s)"))
+    console.print(f"data: {mesh.data_dir}   logs: {mesh.data_dir / 'logs'}   Ctrl-C stops everything")
+    stop = {"now": False}
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while not stop["now"]:
+            for name, proc in list(mesh._procs.items()):
+                if proc.poll() is not None:
+                    console.print(f"[red]{name} exited with code {proc.returncode}; stopping the mesh[/red]")
+                    stop["now"] = True
+            time.sleep(0.5)
+    finally:
+        console.print("stopping ...")
+        codes = mesh.stop()
+        bad = {k: v for k, v in codes.items() if v not in (0, -signal.SIGTERM)}
+        console.print("stopped" + (f" (non-zero exits: {bad})" if bad else " cleanly"))
+
+
+@app.command()
+def status(
+    data_dir: Annotated[Path, typer.Option(help="Data folder of the running mesh.", envvar="IDLOCK_DATA_DIR")] = None,  # type: ignore[assignment]
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Health of each component of the mesh started by `idlock up`."""
+    from idlock.mesh import grpc_health, http_health, read_state
+
+    data_dir = data_dir or PathsSettings().data_dir
+    components = read_state(data_dir)
+    if not components:
+        console.print(f"no mesh is running from {data_dir} (start one with `idlock up`)")
+        raise typer.Exit(1)
+    for c in components:
+        if c.kind == "grpc":
+            c.status = grpc_health(c.address)
+        elif c.kind == "http":
+            c.status = http_health(c.address)
+    if as_json:
+        print(json.dumps({c.name: {"address": c.address, "status": c.status} for c in components}))
+    else:
+        console.print(_components_table(components, "IDLock mesh"))
+    if any(c.status not in ("SERVING", "EXTERNAL") for c in components):
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}, gateway.")]) -> None:
+    """Run one service in the foreground (what `python -m services.<name>` does)."""
+    if name == "gateway":
+        importlib.import_module("gateway.__main__")
+        return
+    serve_main(name)
+
+
+@app.command()
+def config(
+    update: Annotated[Path | None, typer.Option(help="Rewrite the table in this README instead of printing it.")] = None,
+) -> None:
+    """Every setting as a Markdown table: environment variable, default and description (as in the README)."""
+    from idlock.config_docs import config_table, update_readme
+
+    if update is None:
+        print(config_table())
+    else:
+        print(f"{update}: {'updated' if update_readme(update) else 'already up to date'}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the contact sheet and report.json.")] = Path("demo-out"),
+) -> None:
+    """Three-scene story on the local mesh (no keys needed)."""
+    console.print("[red]`idlock demo` arrives with issue #6 (orchestrator + gateway): the generation flow is not wired yet.[/red]")
+    raise typer.Exit(2)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
+

@@ -1,0 +1,83 @@
+"""Domain errors. Core modules raise these; the gRPC layer maps them to status codes and the gateway to HTTP.
+
+Core modules never import grpc: they raise one of these with a message that names the problem.
+"""
+
+from __future__ import annotations
+
+
+class IdlockError(Exception):
+    """Base of every error IDLock reports to a caller. `code` is the stable machine-readable name."""
+
+    code = "internal"
+    grpc_status = "INTERNAL"
+    http_status = 500
+
+    def __init__(self, message: str, *, details: dict | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class InvalidInput(IdlockError):
+    code = "invalid_argument"
+    grpc_status = "INVALID_ARGUMENT"
+    http_status = 400
+
+
+class NotFound(IdlockError):
+    code = "not_found"
+    grpc_status = "NOT_FOUND"
+    http_status = 404
+
+
+class AlreadyExists(IdlockError):
+    code = "already_exists"
+    grpc_status = "ALREADY_EXISTS"
+    http_status = 409
+
+
+class PreconditionFailed(IdlockError):
+    """The request is well-formed but the system is not in a state to honour it (no consent, no face, ...)."""
+
+    code = "failed_precondition"
+    grpc_status = "FAILED_PRECONDITION"
+    http_status = 409
+
+
+class PermissionDenied(IdlockError):
+    code = "permission_denied"
+    grpc_status = "PERMISSION_DENIED"
+    http_status = 403
+
+
+class QuotaExceeded(IdlockError):
+    code = "resource_exhausted"
+    grpc_status = "RESOURCE_EXHAUSTED"
+    http_status = 429
+
+
+class Unavailable(IdlockError):
+    """A transient fault: the caller may retry."""
+
+    code = "unavailable"
+    grpc_status = "UNAVAILABLE"
+    http_status = 503
+
+
+class DeadlineExceeded(IdlockError):
+    code = "deadline_exceeded"
+    grpc_status = "DEADLINE_EXCEEDED"
+    http_status = 504
+
+
+class Cancelled(IdlockError):
+    code = "cancelled"
+    grpc_status = "CANCELLED"
+    http_status = 409
+
+
+class Unimplemented(IdlockError):
+    code = "unimplemented"
+    grpc_status = "UNIMPLEMENTED"
+    http_status = 501

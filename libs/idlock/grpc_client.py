@@ -1,0 +1,105 @@
+"""Client channels between services: a deadline on every call, retries for UNAVAILABLE on idempotent RPCs,
+and request id + trace context passed along in metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import grpc
+from opentelemetry import propagate
+
+from idlock.grpc_server import remaining_s
+from idlock.telemetry import job_id_var, request_id_var
+
+#: RPCs that are safe to retry after UNAVAILABLE (reads, pure computations, idempotent-by-key writes).
+IDEMPOTENT_RPCS: dict[str, list[str]] = {
+    "idlock.v1.IdentityService": ["DetectFaces", "EncodeReferences", "ScoreIdentity", "CompareImages", "ExtractFrames"],
+    "idlock.v1.MemoryService": [
+        "GetCharacter", "ListCharacters", "ListHistory", "GetCurrentState", "GetAttributeHistory", "BuildContext",
+        "RecordEpisode", "DeleteCharacter", "Consolidate",
+    ],
+    "idlock.v1.RenderService": ["ListProviders"],
+    "idlock.v1.RefinerService": [],
+    "idlock.v1.TrainerService": ["ListGoldenImages", "GetTrainingRun", "GetActiveLora", "ListLoras"],
+    "idlock.v1.OrchestratorService": ["GetJob", "ListJobs", "SubmitGeneration", "CancelJob"],
+}
+
+
+def service_config(idempotent: dict[str, list[str]] | None = None, *, max_attempts: int = 4) -> str:
+    """gRPC service config JSON: retry UNAVAILABLE with backoff on the idempotent RPCs only."""
+    idempotent = IDEMPOTENT_RPCS if idempotent is None else idempotent
+    names = [{"service": svc, "method": m} for svc, methods in idempotent.items() for m in methods]
+    config = {
+        "methodConfig": [
+            {
+                "name": names,
+                "retryPolicy": {
+                    "maxAttempts": max_attempts,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+        if names
+        else []
+    }
+    return json.dumps(config)
+
+
+class _CallDetails(grpc.aio.ClientCallDetails):
+    pass
+
+
+class _DeadlineAndContext(
+    grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor
+):
+    """Fills in a deadline (what is left of the caller's, at most the default) and propagates ids."""
+
+    def __init__(self, default_timeout_s: float) -> None:
+        self.default_timeout_s = default_timeout_s
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        timeout = details.timeout if details.timeout is not None else remaining_s(self.default_timeout_s)
+        metadata = list(details.metadata or [])
+        keys = {k for k, _ in metadata}
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        metadata.extend((k, v) for k, v in carrier.items() if k not in keys)
+        if "x-request-id" not in keys and request_id_var.get():
+            metadata.append(("x-request-id", request_id_var.get()))
+        if "x-job-id" not in keys and job_id_var.get():
+            metadata.append(("x-job-id", job_id_var.get()))
+        return _CallDetails(details.method, timeout, metadata, details.credentials, details.wait_for_ready)
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        return await continuation(self._details(client_call_details), request)
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        return await continuation(self._details(client_call_details), request)
+
+
+def channel(
+    target: str,
+    *,
+    default_timeout_s: float = 30.0,
+    max_message_mb: int = 32,
+    idempotent: dict[str, list[str]] | None = None,
+    extra_options: Iterable[tuple[str, object]] = (),
+) -> grpc.aio.Channel:
+    """An insecure aio channel (the mesh runs inside the cluster network; mTLS belongs to the service mesh)."""
+    limit = max_message_mb * 1024 * 1024
+    return grpc.aio.insecure_channel(
+        target,
+        options=[
+            ("grpc.service_config", service_config(idempotent)),
+            ("grpc.enable_retries", 1),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.max_receive_message_length", limit),
+            *extra_options,
+        ],
+        interceptors=[_DeadlineAndContext(default_timeout_s)],
+    )

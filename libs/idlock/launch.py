@@ -1,0 +1,58 @@
+"""Process entry point shared by every service: `python -m services.<name>` and `idlock serve <name>`.
+
+Each service package has `server.py` exposing `SETTINGS` (its settings class) and `build(settings) -> ServiceSpec`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from types import ModuleType
+
+from pydantic import ValidationError
+
+from idlock import telemetry
+from idlock.grpc_server import ServiceSpec, pending_rpcs, run_forever
+
+SERVICES = ("identity", "memory", "render", "refiner", "trainer", "orchestrator")
+
+
+def server_module(component: str) -> ModuleType:
+    if component not in SERVICES:
+        raise SystemExit(f"unknown service {component!r}; choose one of: {', '.join(SERVICES)}")
+    return importlib.import_module(f"services.{component}.server")
+
+
+def serve_main(component: str) -> None:
+    module = server_module(component)
+    try:
+        settings = module.SETTINGS()
+    except ValidationError as err:
+        # Fail fast and name the variables: configuration errors are the operator's to fix.
+        print(f"{component}: invalid configuration:", file=sys.stderr)
+        for e in err.errors():
+            name = "_".join(str(p) for p in e["loc"]).upper()
+            print(f"  {settings_prefix(module.SETTINGS)}{name}: {e['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+    telemetry.setup(component)
+    try:
+        asyncio.run(run_forever(module.build(settings), settings))
+    except KeyboardInterrupt:
+        pass
+
+
+def settings_prefix(cls: type) -> str:
+    return str(cls.model_config.get("env_prefix", ""))
+
+
+def pending_service(component: str, pb2: ModuleType, pb2_grpc: ModuleType, service: str, issue: str) -> ServiceSpec:
+    """A service whose RPCs all answer UNIMPLEMENTED, naming the issue that brings them."""
+    base = getattr(pb2_grpc, f"{service}Servicer")
+    servicer = type(f"Pending{service}", (base,), pending_rpcs(base, issue))()
+    add = getattr(pb2_grpc, f"add_{service}Servicer_to_server")
+    return ServiceSpec(
+        component=component,
+        service_names=[pb2.DESCRIPTOR.services_by_name[service].full_name],
+        registrations=[lambda server: add(servicer, server)],
+    )

@@ -1,0 +1,3 @@
+from idlock.launch import serve_main
+
+serve_main("orchestrator")

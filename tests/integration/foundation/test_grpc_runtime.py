@@ -1,0 +1,148 @@
+"""The shared gRPC bootstrap with a real grpc.aio server on port 0: health, reflection, error mapping,
+deadline propagation and client retries."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from idlock import grpc_client
+from idlock.errors import NotFound, Unavailable
+from idlock.grpc_server import GrpcService, ServiceSpec, remaining_s
+from idlock.settings import GrpcServerSettings
+from idlock.v1 import identity_service_pb2 as pb
+from idlock.v1 import identity_service_pb2_grpc as pb_grpc
+
+SERVICE = "idlock.v1.IdentityService"
+
+
+class ProbeServicer(pb_grpc.IdentityServiceServicer):
+    def __init__(self) -> None:
+        self.compare_calls = 0
+
+    async def DetectFaces(self, request, context):
+        raise NotFound("character char_404 does not exist")
+
+    async def CompareImages(self, request, context):
+        self.compare_calls += 1
+        if self.compare_calls < 3:
+            raise Unavailable("warming up")
+        return pb.CompareImagesResponse(face_found_a=True)
+
+    async def ScoreIdentity(self, request, context):
+        # what an outgoing call made from here would get as its deadline, in ms
+        return pb.ScoreIdentityResponse(faces_detected=int(remaining_s(100.0) * 1000))
+
+    async def ExtractFrames(self, request, context):
+        raise RuntimeError("secret internals")
+
+
+async def _start(servicer: ProbeServicer, startup_gate: asyncio.Event | None = None):
+    async def startup() -> None:
+        if startup_gate is not None:
+            await startup_gate.wait()
+
+    spec = ServiceSpec(
+        component="probe",
+        service_names=[SERVICE],
+        registrations=[lambda server: pb_grpc.add_IdentityServiceServicer_to_server(servicer, server)],
+        on_startup=[startup],
+    )
+    service = GrpcService(spec, GrpcServerSettings(port=0, grace_s=1.0))
+    task = asyncio.ensure_future(service.start())
+    while service.port == 0:
+        await asyncio.sleep(0.01)
+    return service, task
+
+
+async def _health(address: str, service: str = "") -> str:
+    async with grpc.aio.insecure_channel(address) as ch:
+        reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+async def test_serving_only_after_startup_and_not_serving_during_shutdown() -> None:
+    gate = asyncio.Event()
+    service, started = await _start(ProbeServicer(), gate)
+    assert await _health(service.address) == "NOT_SERVING"
+    assert await _health(service.address, SERVICE) == "NOT_SERVING"
+    gate.set()
+    await started
+    assert await _health(service.address, SERVICE) == "SERVING"
+
+    async with grpc.aio.insecure_channel(service.address) as ch:
+        watch = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(service=SERVICE))
+        seen = [(await watch.read()).status]
+        stopping = asyncio.ensure_future(service.stop(drain_s=0.5))
+        seen.append((await watch.read()).status)
+        await stopping
+    assert seen == [health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING]
+
+
+async def test_reflection_lists_the_service() -> None:
+    service, started = await _start(ProbeServicer())
+    await started
+    try:
+
+        def listed() -> list[str]:
+            with grpc.insecure_channel(service.address) as ch:
+                return ProtoReflectionDescriptorDatabase(ch).get_services()
+
+        names = await asyncio.to_thread(listed)
+        assert SERVICE in names and "grpc.health.v1.Health" in names
+    finally:
+        await service.stop(drain_s=0)
+
+
+async def test_errors_map_to_status_codes_and_internals_do_not_leak() -> None:
+    service, started = await _start(ProbeServicer())
+    await started
+    try:
+        async with grpc_client.channel(service.address, default_timeout_s=5) as ch:
+            stub = pb_grpc.IdentityServiceStub(ch)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.DetectFaces(pb.DetectFacesRequest())
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            assert err.value.details() == "character char_404 does not exist"
+
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.ExtractFrames(pb.ExtractFramesRequest())
+            assert err.value.code() == grpc.StatusCode.INTERNAL
+            assert "secret" not in err.value.details() and "request id" in err.value.details()
+    finally:
+        await service.stop(drain_s=0)
+
+
+async def test_idempotent_rpcs_are_retried_on_unavailable() -> None:
+    servicer = ProbeServicer()
+    service, started = await _start(servicer)
+    await started
+    try:
+        async with grpc_client.channel(service.address, default_timeout_s=5) as ch:
+            reply = await pb_grpc.IdentityServiceStub(ch).CompareImages(pb.CompareImagesRequest())
+        assert reply.face_found_a and servicer.compare_calls == 3
+
+        servicer.compare_calls = 0
+        no_retry = {"idlock.v1.IdentityService": []}
+        async with grpc_client.channel(service.address, default_timeout_s=5, idempotent=no_retry) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await pb_grpc.IdentityServiceStub(ch).CompareImages(pb.CompareImagesRequest())
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and servicer.compare_calls == 1
+    finally:
+        await service.stop(drain_s=0)
+
+
+async def test_every_call_gets_a_deadline_and_the_server_sees_what_is_left() -> None:
+    service, started = await _start(ProbeServicer())
+    await started
+    try:
+        async with grpc_client.channel(service.address, default_timeout_s=1.5) as ch:
+            reply = await pb_grpc.IdentityServiceStub(ch).ScoreIdentity(pb.ScoreIdentityRequest())
+        # the client default (1.5 s) became the RPC deadline; the server's outgoing budget is what remains
+        assert 0 < reply.faces_detected <= 1500
+    finally:
+        await service.stop(drain_s=0)

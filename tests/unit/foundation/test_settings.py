@@ -1,0 +1,55 @@
+"""Settings: every field described, the README table generated from them, bad values fail fast by name."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from idlock.config_docs import config_table, readme_table, settings_classes
+from idlock.settings import DatabaseSettings, NatsSettings
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_every_settings_field_is_described() -> None:
+    missing = [
+        f"{cls.__name__}.{name}"
+        for cls in settings_classes()
+        for name, field in cls.model_fields.items()
+        if not (field.description or "").strip()
+    ]
+    assert missing == []
+
+
+def test_each_component_has_its_own_env_prefix() -> None:
+    prefixes = [cls.model_config.get("env_prefix") for cls in settings_classes()]
+    service_prefixes = [p for p in prefixes if p not in ("IDLOCK_",)]
+    assert len(service_prefixes) == len(set(service_prefixes))
+
+
+def test_readme_configuration_table_matches_settings() -> None:
+    assert readme_table(ROOT / "README.md") == config_table(), "README is stale: paste the output of `idlock config`"
+
+
+def test_env_overrides_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IDLOCK_NATS_URL", "nats://10.0.0.1:4333")
+    assert NatsSettings().url == "nats://10.0.0.1:4333"
+    monkeypatch.setenv("IDLOCK_DATABASE_URL", "postgres://u@h/db")
+    assert DatabaseSettings().url == "postgresql+asyncpg://u@h/db"
+    monkeypatch.setenv("IDLOCK_DATABASE_URL", "mysql://u@h/db")
+    with pytest.raises(ValidationError, match="postgresql"):
+        DatabaseSettings()
+
+
+def test_service_refuses_bad_configuration_naming_the_variable() -> None:
+    env = dict(os.environ, IDLOCK_REFINER_PORT="not-a-port")
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.refiner"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert proc.returncode == 2
+    assert "IDLOCK_REFINER_PORT" in proc.stderr
