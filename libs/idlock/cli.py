@@ -18,7 +18,7 @@ from idlock.launch import SERVICES, serve_main
 from idlock.settings import DEFAULT_PORTS, PathsSettings
 
 app = typer.Typer(help="IDLock: consistent characters across every scene.", no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)
 
 
 def _mount_optional(module: str, attr: str, name: str, help_text: str) -> None:
@@ -43,11 +43,11 @@ _mount_optional("services.identity.cli", "eval_app", "eval", "Evaluate the ident
 
 def _components_table(components, title: str) -> Table:
     table = Table(title=title)
-    for col in ("component", "address", "pid", "status"):
+    for col in ("component", "address", "metrics", "pid", "status"):
         table.add_column(col)
     for c in components:
         colour = "green" if c.status in ("SERVING", "EXTERNAL") else "red"
-        table.add_row(c.name, c.address, str(c.pid or "-"), f"[{colour}]{c.status}[/{colour}]")
+        table.add_row(c.name, c.address, c.metrics or "-", str(c.pid or "-"), f"[{colour}]{c.status}[/{colour}]")
     return table
 
 
@@ -118,7 +118,7 @@ def status(
         elif c.kind == "http":
             c.status = http_health(c.address)
     if as_json:
-        print(json.dumps({c.name: {"address": c.address, "status": c.status} for c in components}))
+        print(json.dumps({c.name: {"address": c.address, "metrics": c.metrics, "status": c.status} for c in components}))
     else:
         console.print(_components_table(components, "IDLock mesh"))
     if any(c.status not in ("SERVING", "EXTERNAL") for c in components):

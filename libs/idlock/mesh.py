@@ -24,6 +24,8 @@ from idlock.natsd import NatsServer, free_port
 from idlock.settings import DEFAULT_PORTS
 
 STATE_FILE = "mesh.json"
+#: Prometheus ports of `idlock up` with default ports: 9101 identity ... 9107 gateway
+METRICS_BASE_PORT = 9101
 
 
 class MeshError(RuntimeError):
@@ -38,6 +40,7 @@ class Component:
     pid: int = 0
     status: str = "STARTING"
     log: str = ""
+    metrics: str = ""
 
 
 def _port_taken(host: str, port: int) -> bool:
@@ -142,14 +145,22 @@ class LocalMesh:
             self._nats.start()
         except Exception as err:
             raise MeshError(str(err)) from err
-        pid = self._nats._proc.pid if self._nats._proc else 0
+        pid = self._nats.pid or 0
         self.components["nats"] = Component(
             "nats", "nats", self._nats.url, pid=pid, status="SERVING", log=str(self._nats.log_file)
         )
 
+    def _metrics_port_for(self, name: str, port: int) -> int:
+        # one Prometheus endpoint per process; by default next to the service's own port range
+        if self.free_ports or port == 0:
+            return free_port(self.host)
+        return METRICS_BASE_PORT + list(DEFAULT_PORTS).index(name)
+
     def _spawn(self, name: str, port: int, env: dict[str, str]) -> None:
         env = dict(env)
         env[f"IDLOCK_{name.upper()}_PORT"] = str(port)
+        metrics_port = self._metrics_port_for(name, port)
+        env["IDLOCK_METRICS_PORT"] = str(metrics_port)
         module = "gateway" if name == "gateway" else f"services.{name}"
         log_path = self.data_dir / "logs" / f"{name}.log"
         log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
@@ -160,7 +171,9 @@ class LocalMesh:
         self._procs[name] = proc
         kind = "http" if name == "gateway" else "grpc"
         address = f"http://{self.host}:{port}" if kind == "http" else f"{self.host}:{port}"
-        self.components[name] = Component(name, kind, address, pid=proc.pid, log=str(log_path))
+        self.components[name] = Component(
+            name, kind, address, pid=proc.pid, log=str(log_path), metrics=f"http://{self.host}:{metrics_port}/metrics"
+        )
 
     def _wait_serving(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
@@ -60,6 +61,8 @@ def test_up_brings_every_component_to_serving_and_stops_cleanly(tmp_path: Path) 
         for name, service in SERVICES.items():
             with grpc.insecure_channel(components[name]["address"]) as ch:
                 assert service in ProtoReflectionDescriptorDatabase(ch).get_services()
+            metrics = httpx.get(components[name]["metrics"], timeout=5)
+            assert metrics.status_code == 200 and "# TYPE idlock_rpc_total counter" in metrics.text
 
         with grpc.insecure_channel(components["identity"]["address"]) as ch:
             watch = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)

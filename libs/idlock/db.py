@@ -1,0 +1,244 @@
+"""Relational storage per service: SQLAlchemy 2 async on SQLite (default) or Postgres.
+
+Each service declares its models on `make_base("<service>")`, whose tables carry the schema `<service>`:
+- SQLite: one file per service, `<data_dir>/<service>.sqlite3`; the schema is translated away.
+- Postgres: one schema per service (`CREATE SCHEMA IF NOT EXISTS`); the logical name is translated to the
+  physical schema, so tests (or a shared database) can place a service under another name.
+
+`migrate()` is a versioned create_all: a `schema_version` table in the service's schema records which
+version of the models the tables match. Code never runs against tables newer than itself (SchemaTooNew).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, event, func, select, text
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+
+from idlock.errors import InvalidInput, PreconditionFailed
+from idlock.settings import DatabaseSettings
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+SQLITE_BUSY_TIMEOUT_MS = 5000
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+#: an upgrade step brings the tables from version N-1 to N; it runs inside the migration transaction
+UpgradeStep = Callable[[AsyncConnection], Awaitable[None]]
+
+
+class SchemaTooNew(PreconditionFailed):
+    """The database was migrated by a newer release than this code."""
+
+
+class SchemaUpgradeMissing(PreconditionFailed):
+    """The stored schema is older than the code, and no upgrade step covers the gap."""
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not _NAME.match(name):
+        raise InvalidInput(
+            f"{kind} {name!r} must be lowercase letters, digits and '_' (at most 63), not a digit first"
+        )
+    return name
+
+
+def make_base(service: str, *, type_annotation_map: Mapping[Any, Any] | None = None) -> type[DeclarativeBase]:
+    """A declarative base whose tables live in the schema `service` (translated per backend at run time)."""
+    _check_name("service schema", service)
+    attrs: dict[str, Any] = {"metadata": MetaData(schema=service, naming_convention=NAMING_CONVENTION)}
+    if type_annotation_map:
+        attrs["type_annotation_map"] = dict(type_annotation_map)
+    return type(f"{service.title().replace('_', '')}Base", (DeclarativeBase,), attrs)
+
+
+def _version_table(service: str) -> Table:
+    return Table(
+        "schema_version",
+        MetaData(schema=service),
+        Column("version", Integer, primary_key=True),
+        Column("applied_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("note", String(200), nullable=False, default=""),
+    )
+
+
+class Database:
+    """One service's database: an async engine, a session factory and the schema it owns."""
+
+    def __init__(self, engine: AsyncEngine, *, service: str, schema: str | None) -> None:
+        self._base_engine = engine
+        self.service = service
+        #: physical Postgres schema, None on SQLite
+        self.schema = schema
+        self.translate_map: dict[str | None, str | None] = {service: schema}
+        self.engine = engine.execution_options(schema_translate_map=self.translate_map)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._versions = _version_table(service)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @classmethod
+    def open(
+        cls,
+        settings: DatabaseSettings,
+        *,
+        service: str,
+        data_dir: Path,
+        schema: str | None = None,
+    ) -> Database:
+        """The service's database. `schema` overrides the Postgres schema name (default: the service name)."""
+        _check_name("service schema", service)
+        url = settings.url
+        if not url:
+            Path(data_dir).mkdir(parents=True, exist_ok=True)
+            url = f"sqlite+aiosqlite:///{Path(data_dir).resolve() / f'{service}.sqlite3'}"
+        if url.startswith("sqlite"):
+            engine = create_async_engine(
+                url,
+                echo=settings.echo,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            )
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(engine.sync_engine, "begin", _sqlite_begin)
+            return cls(engine, service=service, schema=None)
+        physical = _check_name("database schema", schema or service)
+        engine = create_async_engine(
+            url,
+            echo=settings.echo,
+            pool_size=settings.pool_size,
+            pool_pre_ping=True,
+            # raw SQL in upgrade steps finds the service's tables without qualifying them
+            connect_args={"server_settings": {"search_path": f"{physical},public"}},
+        )
+        return cls(engine, service=service, schema=physical)
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session that commits when the block succeeds and rolls back when it raises."""
+        async with self._sessions() as s:
+            try:
+                yield s
+                await s.commit()
+            except BaseException:
+                await s.rollback()
+                raise
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction (committed on success), with the schema translation applied."""
+        async with self.engine.begin() as conn:
+            yield conn
+
+    async def stored_version(self) -> int | None:
+        """The recorded schema version; None for an empty schema."""
+        async with self.engine.connect() as conn:
+            return await self._read_version(conn)
+
+    async def _read_version(self, conn: AsyncConnection) -> int | None:
+        def has_table(sync_conn: Any) -> bool:
+            from sqlalchemy import inspect
+
+            return inspect(sync_conn).has_table("schema_version", schema=self.schema)
+
+        if not await conn.run_sync(has_table):
+            return None
+        return (await conn.execute(select(func.max(self._versions.c.version)))).scalar_one_or_none()
+
+    async def migrate(
+        self,
+        metadata: MetaData,
+        *,
+        version: int,
+        upgrades: Mapping[int, UpgradeStep] | None = None,
+    ) -> int:
+        """Bring the schema to `version`: create everything on an empty schema, run upgrade steps
+        `stored+1 … version` on an older one, refuse a newer one. Returns the version it found (0 if empty).
+
+        Steps run before create_all (which then adds any brand-new tables), all in one transaction.
+        """
+        if version < 1:
+            raise InvalidInput(f"schema version must be >= 1, got {version}")
+        upgrades = dict(upgrades or {})
+        async with self.engine.begin() as conn:
+            if self.schema is not None:
+                # one migrator at a time when several replicas start together
+                lock_id = int.from_bytes(
+                    hashlib.sha256(self.schema.encode()).digest()[:8], "big", signed=True
+                )
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_id})
+                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+            stored = await self._read_version(conn)
+            if stored is not None and stored > version:
+                raise SchemaTooNew(
+                    f"{self.service} database schema is at version {stored}, "
+                    f"newer than this code's {version}; run the newer release or restore a backup",
+                    details={"service": self.service, "stored": stored, "code": version},
+                )
+            if stored == version:
+                return stored
+            if stored is not None:
+                missing = [v for v in range(stored + 1, version + 1) if v not in upgrades]
+                if missing:
+                    raise SchemaUpgradeMissing(
+                        f"{self.service} database schema is at version {stored}, code needs {version}, "
+                        f"but no upgrade step is given for version(s) {missing}",
+                        details={
+                            "service": self.service,
+                            "stored": stored,
+                            "code": version,
+                            "missing": missing,
+                        },
+                    )
+                for v in range(stored + 1, version + 1):
+                    await upgrades[v](conn)
+            await conn.run_sync(metadata.create_all, checkfirst=True)
+            await conn.run_sync(self._versions.metadata.create_all, checkfirst=True)
+            await conn.execute(
+                self._versions.insert().values(
+                    version=version,
+                    applied_at=dt.datetime.now(dt.UTC),
+                    note="created" if stored is None else f"upgraded from {stored}",
+                )
+            )
+            return stored or 0
+
+    async def close(self) -> None:
+        await self._base_engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # the driver's own transaction handling skips DDL; _sqlite_begin makes migrations truly transactional
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+        cur.execute("PRAGMA foreign_keys=ON")  # off by default in SQLite
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA synchronous=NORMAL")  # safe with WAL, much faster commits
+    finally:
+        cur.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")
