@@ -281,7 +281,7 @@ async def run_forever(spec: ServiceSpec, settings: GrpcServerSettings) -> None:
 
     def on_signal() -> None:
         if not stopping:
-            stopping.append(asyncio.ensure_future(service.stop(drain_s=1.0)))
+            stopping.append(asyncio.ensure_future(service.stop(drain_s=settings.drain_s)))
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)

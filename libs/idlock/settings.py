@@ -99,6 +99,9 @@ class TelemetrySettings(IdlockSettings):
     metrics_port: int = Field(
         -1, ge=-1, le=65535, description="Prometheus metrics port for this process; -1 disables, 0 picks a free one."
     )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the metrics endpoint binds (0.0.0.0 in a pod, so Prometheus can scrape it)."
+    )
 
 
 class GrpcServerSettings(IdlockSettings):
@@ -108,7 +111,14 @@ class GrpcServerSettings(IdlockSettings):
     port: int = Field(0, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     max_message_mb: int = Field(32, ge=1, le=512, description="Largest gRPC message accepted or sent (MiB).")
     grace_s: float = Field(10.0, ge=0, description="Grace period for in-flight RPCs on shutdown (seconds).")
-    max_concurrent_rpcs: int = Field(64, ge=1, description="RPCs served at once; more wait.")
+    max_concurrent_rpcs: int = Field(
+        64, ge=1, description="RPCs served at once; more are refused with RESOURCE_EXHAUSTED (callers retry)."
+    )
+    drain_s: float = Field(
+        1.0,
+        ge=0,
+        description="On SIGTERM: seconds between reporting NOT_SERVING and stopping, so load balancers move away.",
+    )
 
 
 #: default ports of the local mesh (`idlock up`); Kubernetes uses the same numbers.

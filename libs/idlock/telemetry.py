@@ -96,7 +96,7 @@ def setup(component: str, settings: TelemetrySettings | None = None) -> Telemetr
     trace.set_tracer_provider(provider)
 
     if settings.metrics_port >= 0:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     return settings
 
 
