@@ -1,14 +1,186 @@
-"""gRPC surface of the identity service."""
+"""gRPC surface of the identity service: proto <-> `IdentityEngine`. Model work runs in a thread pool."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from idlock import refs
+from idlock.errors import InvalidInput
 from idlock.grpc_server import ServiceSpec
-from idlock.launch import pending_service
-from idlock.v1 import identity_service_pb2, identity_service_pb2_grpc
+from idlock.images import encode_png
+from idlock.settings import PathsSettings, StorageSettings
+from idlock.storage import ObjectStore, open_store
+from idlock.v1 import common_pb2, identity_service_pb2 as pb, identity_service_pb2_grpc as pb_grpc
+from services.identity.core import FaceInfo, IdentityEngine, get_engine
 from services.identity.settings import IdentitySettings
 
 SETTINGS = IdentitySettings
 
+VERDICTS = {
+    "refine": common_pb2.VERDICT_REFINE,
+    "borderline": common_pb2.VERDICT_BORDERLINE,
+    "pass": common_pb2.VERDICT_PASS,
+    "golden": common_pb2.VERDICT_GOLDEN,
+}
+
+
+def face_pb(face: FaceInfo) -> pb.DetectedFace:
+    x1, y1, x2, y2 = face.box
+    return pb.DetectedFace(
+        box=common_pb2.BoundingBox(x=x1, y=y1, width=x2 - x1, height=y2 - y1),
+        landmarks=[common_pb2.Point(x=x, y=y) for x, y in face.landmarks],
+        score=face.score,
+        face_size_px=face.size_px,
+        blur=face.blur,
+        pose=pb.HeadPose(yaw=face.pose.yaw, pitch=face.pose.pitch, roll=face.pose.roll),
+    )
+
+
+def idr_pb(raw: float, calibrated: float, verdict: str, encoder: str) -> common_pb2.IdrScore:
+    return common_pb2.IdrScore(
+        raw=raw, calibrated=calibrated, verdict=VERDICTS.get(verdict, common_pb2.VERDICT_UNSPECIFIED), encoder=encoder
+    )
+
+
+class IdentityServicer(pb_grpc.IdentityServiceServicer):
+    def __init__(self, settings: IdentitySettings) -> None:
+        self.settings = settings
+        self.engine: IdentityEngine | None = None
+        self.store: ObjectStore | None = None
+        self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="identity")
+
+    async def startup(self) -> None:
+        loop = asyncio.get_running_loop()
+        # models load before the service reports SERVING
+        self.engine = await loop.run_in_executor(self._pool, get_engine, self.settings)
+        self.store = await open_store(StorageSettings(), PathsSettings().data_dir)
+
+    async def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def _image(self, image: common_pb2.ImageInput, name: str) -> bytes:
+        return await refs.image_bytes(self.store, image, name)
+
+    async def DetectFaces(self, request: pb.DetectFacesRequest, context) -> pb.DetectFacesResponse:
+        data = await self._image(request.image, "image")
+        rgb = await self._run(self.engine.pixels, data)
+        faces = await self._run(self.engine.detect_faces, rgb)
+        return pb.DetectFacesResponse(
+            faces=[face_pb(f) for f in faces], image_width=rgb.shape[1], image_height=rgb.shape[0]
+        )
+
+    async def EncodeReferences(self, request: pb.EncodeReferencesRequest, context) -> pb.EncodeReferencesResponse:
+        if request.encoder and request.encoder != self.engine.encoder.name:
+            raise InvalidInput(
+                f"encoder {request.encoder!r} is not served here; this service runs {self.engine.encoder.name!r}"
+            )
+        images = [await self._image(img, f"reference image {i}") for i, img in enumerate(request.images)]
+        identity = await self._run(self.engine.encode_references, images)
+        name = identity.encoder
+        quality = []
+        for q in identity.qualities:
+            quality.append(
+                pb.ReferenceQuality(
+                    index=q.index,
+                    faces_found=q.face_count,
+                    multiple_faces=q.multiple_faces,
+                    face_size_px=q.face.size_px,
+                    blur=q.face.blur,
+                    too_small=q.small_face,
+                    too_blurry=q.blurry,
+                    inconsistent=q.inconsistent,
+                    similarity_to_others=q.consistency if q.consistency is not None else 1.0,
+                    accepted=q.index in identity.used_indices,
+                    issues=q.warnings,
+                    face=face_pb(q.face),
+                )
+            )
+        return pb.EncodeReferencesResponse(
+            identity=common_pb2.IdentityVector(encoder=name, values=identity.vector.tolist()),
+            views=[common_pb2.IdentityVector(encoder=name, values=v.tolist()) for v in identity.views],
+            quality=quality,
+            inconsistent_indices=identity.inconsistent_indices,
+            consistent=not identity.inconsistent_indices,
+        )
+
+    async def ScoreIdentity(self, request: pb.ScoreIdentityRequest, context) -> pb.ScoreIdentityResponse:
+        if not request.characters:
+            raise InvalidInput("characters is empty: give at least one character identity to score")
+        identities: dict[str, np.ndarray] = {}
+        for i, c in enumerate(request.characters):
+            key = c.character_id or f"character {i}"
+            if key in identities:
+                raise InvalidInput(f"character {key!r} is listed twice")
+            if c.identity.encoder and c.identity.encoder != self.engine.encoder.name:
+                raise InvalidInput(
+                    f"identity of {key!r} was made by encoder {c.identity.encoder!r}; this service runs "
+                    f"{self.engine.encoder.name!r}"
+                )
+            identities[key] = np.asarray(c.identity.values, dtype=np.float64)
+        data = await self._image(request.image, "scene image")
+        scene = await self._run(self.engine.score_identity, identities, data)
+        encoder = self.engine.encoder.name
+        matches = []
+        for m in scene.matches:
+            match = pb.CharacterMatch(character_id=m.character, face_found=m.found)
+            if m.found:
+                face = scene.faces[m.face_index]
+                fp = face_pb(face)
+                match.score.CopyFrom(idr_pb(m.raw, m.calibrated, m.verdict, encoder))
+                match.box.CopyFrom(fp.box)
+                match.face_index = m.face_index
+                match.landmarks.extend(fp.landmarks)
+            matches.append(match)
+        return pb.ScoreIdentityResponse(matches=matches, faces_detected=scene.face_count, no_face=scene.no_face)
+
+    async def CompareImages(self, request: pb.CompareImagesRequest, context) -> pb.CompareImagesResponse:
+        a = await self._image(request.a, "image a")
+        b = await self._image(request.b, "image b")
+        result = await self._run(self.engine.compare_images, a, b)
+        return pb.CompareImagesResponse(
+            score=idr_pb(result.raw, result.calibrated, result.verdict, self.engine.encoder.name),
+            face_found_a=True,
+            face_found_b=True,
+        )
+
+    async def ExtractFrames(self, request: pb.ExtractFramesRequest, context) -> pb.ExtractFramesResponse:
+        from services.identity import frames
+
+        data = await refs.fetch_ref(self.store, request.video, "video")
+        selection = {
+            pb.FRAME_SELECTION_FIRST: "first",
+            pb.FRAME_SELECTION_LAST: "last",
+            pb.FRAME_SELECTION_EVERY_N_SECONDS: "every",
+        }.get(request.selection)
+        if selection is None:
+            raise InvalidInput("selection is required: FIRST, LAST or EVERY_N_SECONDS")
+        if selection == "every" and request.every_s <= 0:
+            raise InvalidInput(f"every_s must be > 0 for EVERY_N_SECONDS (got {request.every_s})")
+        video = await self._run(frames.extract_frames, data, selection, request.every_s)
+        prefix = request.output_prefix.rstrip("/") or f"frames/{hashlib.sha256(data).hexdigest()[:16]}"
+        out = []
+        for f in video.frames:
+            png = await self._run(encode_png, f.pixels)
+            ref = await refs.put_image(
+                self.store, f"{prefix}/frame_{f.index:06d}.png", png, width=f.pixels.shape[1], height=f.pixels.shape[0]
+            )
+            out.append(pb.VideoFrame(timestamp_s=f.timestamp_s, index=f.index, image=ref))
+        return pb.ExtractFramesResponse(frames=out, duration_s=video.duration_s, fps=video.fps)
+
 
 def build(settings: IdentitySettings) -> ServiceSpec:
-    return pending_service("identity", identity_service_pb2, identity_service_pb2_grpc, "IdentityService", "issue #3 (identity service)")
+    servicer = IdentityServicer(settings)
+    return ServiceSpec(
+        component="identity",
+        service_names=[pb.DESCRIPTOR.services_by_name["IdentityService"].full_name],
+        registrations=[lambda server: pb_grpc.add_IdentityServiceServicer_to_server(servicer, server)],
+        on_startup=[servicer.startup],
+        on_shutdown=[servicer.shutdown],
+    )

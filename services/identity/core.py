@@ -1,0 +1,379 @@
+"""Identity operations, plain Python (no grpc): detect, encode references, score a scene, compare two images.
+
+The gRPC servicer decodes nothing itself: it hands bytes (or a `DecodedImage`) to `IdentityEngine` and maps the
+`IdlockError`s raised here to status codes. Every score is reported raw (cosine of L2-normalised embeddings) and
+calibrated (see `calibration.py`); verdicts use the calibrated value.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from idlock.errors import InvalidInput, PreconditionFailed
+from idlock.images import DecodedImage, as_rgb, decode_image
+
+from .calibration import Calibration, calibration_for
+from .encoders import FaceEncoder, RawFace, get_encoder, l2_normalize
+from .settings import IdentitySettings
+
+ImageInput = bytes | bytearray | memoryview | DecodedImage | np.ndarray
+
+#: at most this many faces of one scene are embedded (largest first)
+MAX_SCENE_FACES = 16
+BLUR_CROP_PX = 112
+
+
+@dataclass(frozen=True)
+class Pose:
+    """Approximate head pose in degrees from the 2-D landmarks (yaw: + = face turned to the image's right)."""
+
+    yaw: float
+    pitch: float
+    roll: float
+
+
+@dataclass
+class FaceInfo:
+    index: int
+    box: tuple[float, float, float, float]
+    landmarks: list[tuple[float, float]]
+    score: float
+    size_px: int
+    blur: float
+    pose: Pose
+    embedding: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass
+class ReferenceQuality:
+    index: int
+    face_count: int
+    face: FaceInfo
+    width: int
+    height: int
+    multiple_faces: bool = False
+    small_face: bool = False
+    blurry: bool = False
+    #: median calibrated IDR against the other references (None with a single reference)
+    consistency: float | None = None
+    inconsistent: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReferenceIdentity:
+    encoder: str
+    vector: np.ndarray
+    views: np.ndarray
+    qualities: list[ReferenceQuality]
+    used_indices: list[int]
+    inconsistent_indices: list[int]
+    #: pairwise raw cosine between the references (n x n)
+    pairwise_raw: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return int(self.vector.shape[0])
+
+
+@dataclass
+class IdentityMatch:
+    character: str
+    found: bool
+    face_index: int | None = None
+    box: tuple[float, float, float, float] | None = None
+    raw: float | None = None
+    calibrated: float | None = None
+    verdict: str = "no_face"
+
+
+@dataclass
+class SceneScore:
+    face_count: int
+    faces: list[FaceInfo]
+    matches: list[IdentityMatch]
+    width: int
+    height: int
+
+    @property
+    def no_face(self) -> bool:
+        return self.face_count == 0
+
+    @property
+    def message(self) -> str:
+        if self.no_face:
+            return "no face was found in the scene"
+        return f"{self.face_count} face(s) found"
+
+
+@dataclass
+class Comparison:
+    raw: float
+    calibrated: float
+    verdict: str
+    face_a: FaceInfo
+    face_b: FaceInfo
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = l2_normalize(a), l2_normalize(b)
+    return float(np.clip(np.dot(a, b), -1.0, 1.0))
+
+
+def blur_score(rgb: np.ndarray, box: Sequence[float]) -> float:
+    """Variance of the Laplacian of the face crop, resized to 112 x 112 gray (higher = sharper)."""
+    h, w = rgb.shape[:2]
+    x0, y0 = max(0, math.floor(box[0])), max(0, math.floor(box[1]))
+    x1, y1 = min(w, math.ceil(box[2])), min(h, math.ceil(box[3]))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return 0.0
+    crop = cv2.cvtColor(np.ascontiguousarray(rgb[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
+    interp = cv2.INTER_AREA if (x1 - x0) > BLUR_CROP_PX else cv2.INTER_LINEAR
+    crop = cv2.resize(crop, (BLUR_CROP_PX, BLUR_CROP_PX), interpolation=interp)
+    return float(cv2.Laplacian(crop, cv2.CV_64F).var())
+
+
+def estimate_pose(encoder: FaceEncoder, landmarks: np.ndarray) -> Pose:
+    """Rough yaw/pitch/roll from the eyes and the nose: roll from the eye line, yaw from the nose's sideways offset,
+    pitch from its drop below the eye line relative to a frontal face (both relative to the eye distance)."""
+    left, right, nose = encoder.eyes_nose(np.asarray(landmarks, dtype=np.float64))
+    axis = right - left
+    iod = float(np.linalg.norm(axis))
+    if iod < 1e-6:
+        return Pose(0.0, 0.0, 0.0)
+    ex = axis / iod
+    ey = np.array([-ex[1], ex[0]])
+    rel = nose - (left + right) / 2.0
+    u = float(np.dot(rel, ex)) / iod
+    v = float(np.dot(rel, ey)) / iod
+    roll = math.degrees(math.atan2(axis[1], axis[0]))
+    yaw = math.degrees(math.asin(max(-1.0, min(1.0, 2.0 * u))))
+    # looking up shortens the nose's drop below the eyes, looking down lengthens it (+ = up)
+    pitch = math.degrees(math.asin(max(-1.0, min(1.0, 1.0 - v / encoder.nose_drop_frontal))))
+    return Pose(round(yaw, 1), round(pitch, 1), round(roll, 1))
+
+
+class IdentityEngine:
+    """The identity operations for one settings object; models come from the module-level cache."""
+
+    def __init__(
+        self, settings: IdentitySettings | None = None, *, calibration: Calibration | None = None
+    ) -> None:
+        self.settings = settings or IdentitySettings()
+        self.encoder = get_encoder(self.settings)
+        self.calibration = calibration or calibration_for(
+            self.settings.encoder, self.settings.calibration_path
+        )
+
+    # ------------------------------------------------------------------------------------------- helpers
+    def pixels(self, image: ImageInput, name: str = "image") -> np.ndarray:
+        """RGB uint8 array of an input: bytes are decoded (once) with the configured pixel limit."""
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            return decode_image(image, max_pixels=self.settings.max_pixels, name=name).pixels
+        if image is None:
+            raise InvalidInput(f"{name} is empty: no data was given")
+        return as_rgb(image)
+
+    def verdict(self, calibrated: float) -> str:
+        s = self.settings
+        if calibrated > s.golden_threshold:
+            return "golden"
+        if calibrated >= s.pass_threshold:
+            return "pass"
+        if calibrated >= s.refine_threshold:
+            return "borderline"
+        return "refine"
+
+    def _face_info(self, rgb: np.ndarray, i: int, f: RawFace, emb: np.ndarray | None = None) -> FaceInfo:
+        return FaceInfo(
+            index=i,
+            box=tuple(round(float(v), 1) for v in f.box),
+            landmarks=[(round(float(x), 1), round(float(y), 1)) for x, y in f.landmarks],
+            score=float(f.score),
+            size_px=round(min(f.width, f.height)),
+            blur=round(blur_score(rgb, f.box), 2),
+            pose=estimate_pose(self.encoder, f.landmarks),
+            embedding=emb,
+        )
+
+    def _analyse(self, rgb: np.ndarray, *, limit: int | None = MAX_SCENE_FACES) -> list[FaceInfo]:
+        raw = self.encoder.detect(rgb)
+        if limit is not None:
+            raw = raw[:limit]
+        embs = self.encoder.embed(rgb, raw) if raw else np.zeros((0, self.encoder.dim))
+        return [self._face_info(rgb, i, f, embs[i]) for i, f in enumerate(raw)]
+
+    # ---------------------------------------------------------------------------------------- operations
+    def detect_faces(self, image: ImageInput, *, embed: bool = False) -> list[FaceInfo]:
+        """Faces (largest first): box, 5 landmarks, detector score, size, blur, pose; embeddings when asked."""
+        rgb = self.pixels(image)
+        if embed:
+            return self._analyse(rgb)
+        return [self._face_info(rgb, i, f) for i, f in enumerate(self.encoder.detect(rgb))]
+
+    def encode_references(self, images: Sequence[ImageInput]) -> ReferenceIdentity:
+        """Canonical identity from 1..max_references images (mean of normalised embeddings, re-normalised)."""
+        s = self.settings
+        if images is None or len(images) == 0:
+            raise InvalidInput("at least one reference image is needed (got 0)")
+        if len(images) > s.max_references:
+            raise InvalidInput(
+                f"at most {s.max_references} reference images are accepted (got {len(images)})"
+            )
+        qualities: list[ReferenceQuality] = []
+        views = []
+        for idx, image in enumerate(images):
+            rgb = self.pixels(image, name=f"reference image {idx}")
+            raw = self.encoder.detect(rgb)
+            if not raw:
+                raise PreconditionFailed(
+                    f"no face found in reference image {idx}", details={"reason": "no_face", "index": idx}
+                )
+            face = self._face_info(rgb, 0, raw[0])
+            q = ReferenceQuality(
+                index=idx, face_count=len(raw), face=face, width=rgb.shape[1], height=rgb.shape[0]
+            )
+            if len(raw) > 1:
+                q.multiple_faces = True
+                q.warnings.append(f"{len(raw)} faces found; the largest was used")
+            if face.size_px < s.min_face_px:
+                raise PreconditionFailed(
+                    f"face in reference image {idx} is too small: {face.size_px} px < minimum {s.min_face_px} px",
+                    details={"reason": "face_too_small", "index": idx, "size_px": face.size_px},
+                )
+            if face.blur < s.min_blur:
+                raise PreconditionFailed(
+                    f"face in reference image {idx} is too blurred: sharpness {face.blur:.1f} < minimum {s.min_blur}",
+                    details={"reason": "face_too_blurred", "index": idx, "blur": face.blur},
+                )
+            if face.size_px < 2 * s.min_face_px:
+                q.small_face = True
+                q.warnings.append(f"small face ({face.size_px} px)")
+            if face.blur < 2 * s.min_blur:
+                q.blurry = True
+                q.warnings.append(f"blurry face (sharpness {face.blur:.1f})")
+            face.embedding = self.encoder.embed(rgb, raw[:1])[0]  # only once the face is accepted
+            qualities.append(q)
+            views.append(face.embedding)
+        views_arr = l2_normalize(np.stack(views))
+        pairwise = views_arr @ views_arr.T
+        n = len(views)
+        inconsistent: list[int] = []
+        if n >= 2:
+            cal = self.calibration(pairwise)
+            for i in range(n):
+                others = np.delete(cal[i], i)
+                qualities[i].consistency = round(float(np.median(others)), 4)
+            if n == 2:
+                # no majority: the first reference is the anchor, the second is flagged when they disagree
+                if qualities[1].consistency < s.consistency_threshold:
+                    inconsistent = [1]
+            else:
+                inconsistent = [q.index for q in qualities if q.consistency < s.consistency_threshold]
+        for i in inconsistent:
+            qualities[i].inconsistent = True
+            qualities[i].warnings.append("looks like a different person than the other references")
+        used = [i for i in range(n) if i not in inconsistent]
+        if len(used) * 2 <= n:
+            # the outliers are not a minority: nothing tells which references are right, so keep them all
+            used = list(range(n))
+        vector = l2_normalize(views_arr[used].mean(axis=0))
+        return ReferenceIdentity(
+            encoder=self.encoder.name,
+            vector=vector,
+            views=views_arr,
+            qualities=qualities,
+            used_indices=used,
+            inconsistent_indices=inconsistent,
+            pairwise_raw=pairwise,
+        )
+
+    def _check_vector(self, name: str, vec: np.ndarray) -> np.ndarray:
+        v = np.asarray(vec, dtype=np.float64).reshape(-1)
+        if v.shape[0] != self.encoder.dim:
+            raise InvalidInput(
+                f"identity vector of {name!r} has {v.shape[0]} dimensions; the {self.encoder.name} encoder "
+                f"uses {self.encoder.dim}"
+            )
+        if not np.all(np.isfinite(v)) or np.linalg.norm(v) < 1e-9:
+            raise InvalidInput(f"identity vector of {name!r} is zero or not finite")
+        return l2_normalize(v)
+
+    def score_identity(
+        self, identities: Mapping[str, np.ndarray] | ReferenceIdentity, image: ImageInput
+    ) -> SceneScore:
+        """For each character, the best face of the scene (one face per character), raw + calibrated IDR, verdict."""
+        if isinstance(identities, ReferenceIdentity):
+            identities = {"character": identities.vector}
+        if not identities:
+            raise InvalidInput("at least one identity vector is needed")
+        names = list(identities)
+        mat = np.stack([self._check_vector(n, identities[n]) for n in names])
+        rgb = self.pixels(image, name="scene image")
+        faces = self._analyse(rgb)
+        matches = [IdentityMatch(character=n, found=False) for n in names]
+        if faces:
+            embs = np.stack([f.embedding for f in faces])
+            sims = mat @ embs.T  # characters x faces
+            rows, cols = linear_sum_assignment(-sims)
+            for r, c in zip(rows, cols):
+                raw = float(np.clip(sims[r, c], -1, 1))
+                cal = self.calibration(raw)
+                matches[r] = IdentityMatch(
+                    character=names[r],
+                    found=True,
+                    face_index=int(c),
+                    box=faces[c].box,
+                    raw=raw,
+                    calibrated=cal,
+                    verdict=self.verdict(cal),
+                )
+            for m in matches:
+                if not m.found:
+                    m.verdict = "unmatched"  # more characters than faces: every face went to a better match
+        return SceneScore(
+            face_count=len(faces), faces=faces, matches=matches, width=rgb.shape[1], height=rgb.shape[0]
+        )
+
+    def _largest_face(self, image: ImageInput, name: str) -> FaceInfo:
+        rgb = self.pixels(image, name=name)
+        faces = self._analyse(rgb, limit=1)
+        if not faces:
+            raise PreconditionFailed(f"no face found in {name}", details={"reason": "no_face", "image": name})
+        return faces[0]
+
+    def compare_images(self, a: ImageInput, b: ImageInput) -> Comparison:
+        """Largest face of `a` against the largest face of `b`."""
+        fa = self._largest_face(a, "image a")
+        fb = self._largest_face(b, "image b")
+        raw = cosine(fa.embedding, fb.embedding)
+        cal = self.calibration(raw)
+        return Comparison(raw=raw, calibrated=cal, verdict=self.verdict(cal), face_a=fa, face_b=fb)
+
+    def embed_largest(self, image: ImageInput, name: str = "image") -> FaceInfo | None:
+        """Largest face with its embedding, or None when there is none (used by evaluation and benchmarks)."""
+        rgb = self.pixels(image, name=name)
+        faces = self._analyse(rgb, limit=1)
+        return faces[0] if faces else None
+
+
+_ENGINES: dict[str, IdentityEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def get_engine(settings: IdentitySettings | None = None) -> IdentityEngine:
+    """One engine per distinct settings, built once (models are cached by the encoder factory as well)."""
+    settings = settings or IdentitySettings()
+    key = settings.model_dump_json()
+    with _ENGINES_LOCK:
+        eng = _ENGINES.get(key)
+        if eng is None:
+            eng = _ENGINES[key] = IdentityEngine(settings)
+        return eng

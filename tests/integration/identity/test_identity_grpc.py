@@ -1,0 +1,124 @@
+"""The identity service over gRPC (real server on port 0): proto mapping, refs through storage, and every bad
+input answered with a clear status code and message."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+from idlock.images import encode_png
+from idlock.v1 import common_pb2, identity_service_pb2 as pb, identity_service_pb2_grpc as pb_grpc
+from tests.harness import running_service
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    return encode_png(rgb)
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return skdata.astronaut()
+
+
+def _inline(data: bytes) -> common_pb2.ImageInput:
+    return common_pb2.ImageInput(data=data)
+
+
+async def _call_fails(call, code: grpc.StatusCode, *fragments: str) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    assert err.value.code() == code, err.value.details()
+    for fragment in fragments:
+        assert fragment in err.value.details()
+    return err.value.details()
+
+
+async def test_encode_score_compare_and_detect(tmp_path, astronaut) -> None:
+    async with running_service("identity", tmp_path) as channel:
+        stub = pb_grpc.IdentityServiceStub(channel)
+        png = _png(astronaut)
+        enc = await stub.EncodeReferences(pb.EncodeReferencesRequest(images=[_inline(png)]))
+        assert enc.identity.encoder == "dlib" and len(enc.identity.values) == 128
+        assert abs(np.linalg.norm(enc.identity.values) - 1) < 1e-5
+        assert enc.quality[0].accepted and enc.quality[0].faces_found == 1
+
+        # same face, resized: pass or golden; raw and calibrated both reported
+        smaller = cv2.resize(astronaut, (384, 384), interpolation=cv2.INTER_AREA)
+        scored = await stub.ScoreIdentity(
+            pb.ScoreIdentityRequest(
+                characters=[pb.CharacterIdentity(character_id="char_a", identity=enc.identity)],
+                image=_inline(_png(smaller)),
+            )
+        )
+        match = scored.matches[0]
+        assert scored.faces_detected == 1 and not scored.no_face
+        assert match.face_found and match.score.verdict in (common_pb2.VERDICT_PASS, common_pb2.VERDICT_GOLDEN)
+        assert match.score.raw > 0.9 and 0.75 <= match.score.calibrated <= 1
+        assert match.box.width > 50 and len(match.landmarks) == 5
+
+        cmp = await stub.CompareImages(pb.CompareImagesRequest(a=_inline(png), b=_inline(_png(smaller))))
+        assert cmp.score.calibrated >= 0.75
+
+        det = await stub.DetectFaces(pb.DetectFacesRequest(image=_inline(png)))
+        assert len(det.faces) == 1 and (det.image_width, det.image_height) == (512, 512)
+        assert det.faces[0].blur > 0 and abs(det.faces[0].pose.yaw) < 45
+
+
+async def test_scene_without_a_face_says_so(tmp_path, astronaut) -> None:
+    async with running_service("identity", tmp_path) as channel:
+        stub = pb_grpc.IdentityServiceStub(channel)
+        enc = await stub.EncodeReferences(pb.EncodeReferencesRequest(images=[_inline(_png(astronaut))]))
+        sky = np.zeros((256, 256, 3), np.uint8)
+        sky[:] = (90, 140, 220)
+        scored = await stub.ScoreIdentity(
+            pb.ScoreIdentityRequest(
+                characters=[pb.CharacterIdentity(character_id="c", identity=enc.identity)], image=_inline(_png(sky))
+            )
+        )
+        assert scored.no_face and scored.faces_detected == 0 and not scored.matches[0].face_found
+
+
+async def test_bad_inputs_get_clear_status_codes(tmp_path, astronaut) -> None:
+    async with running_service("identity", tmp_path) as channel:
+        stub = pb_grpc.IdentityServiceStub(channel)
+        png = _png(astronaut)
+        blank = _png(np.full((200, 200, 3), 127, np.uint8))
+        invalid = grpc.StatusCode.INVALID_ARGUMENT
+
+        await _call_fails(stub.DetectFaces(pb.DetectFacesRequest(image=_inline(b"%PDF-1.4 not an image"))), invalid, "not an image")
+        await _call_fails(stub.DetectFaces(pb.DetectFacesRequest(image=_inline(png[: len(png) // 2]))), invalid, "truncated")
+        await _call_fails(stub.DetectFaces(pb.DetectFacesRequest()), invalid, "image is missing")
+        await _call_fails(
+            stub.EncodeReferences(pb.EncodeReferencesRequest(images=[_inline(png)] * 6)), invalid, "at most 5"
+        )
+        await _call_fails(stub.EncodeReferences(pb.EncodeReferencesRequest()), invalid, "at least one")
+        await _call_fails(
+            stub.EncodeReferences(pb.EncodeReferencesRequest(images=[_inline(png), _inline(blank)])),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "no face found in reference image 1",
+        )
+        await _call_fails(
+            stub.ScoreIdentity(
+                pb.ScoreIdentityRequest(
+                    characters=[pb.CharacterIdentity(character_id="c", identity=common_pb2.IdentityVector(values=[1, 0]))],
+                    image=_inline(png),
+                )
+            ),
+            invalid,
+            "2 dimensions",
+        )
+        await _call_fails(
+            stub.DetectFaces(pb.DetectFacesRequest(image=common_pb2.ImageInput(ref=common_pb2.ImageRef(uri="s3://other/x.png")))),
+            invalid,
+        )
+        # a GIF decodes; a TGA-like blob without a signature does not
+        buf = io.BytesIO()
+        Image.fromarray(astronaut).save(buf, format="GIF")
+        det = await stub.DetectFaces(pb.DetectFacesRequest(image=_inline(buf.getvalue())))
+        assert len(det.faces) == 1
