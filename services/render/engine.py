@@ -1,0 +1,147 @@
+"""The render core the servicer calls: provider selection, fallback, deadline, watermark.
+
+renderer = Renderer.from_settings(RenderSettings())
+result = await renderer.render(RenderRequest(prompt=..., references=[...], job_id=...))
+await renderer.aclose()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping
+
+from idlock.errors import (
+    DeadlineExceeded,
+    IdlockError,
+    InvalidInput,
+    QuotaExceeded,
+    Unavailable,
+    Unimplemented,
+)
+from services.render.models import EditRequest, MediaKind, RenderRequest, RenderResult
+from services.render.providers.base import RenderProvider
+from services.render.settings import KNOWN_PROVIDERS, RenderSettings
+from services.render.watermark import apply_watermark
+
+log = logging.getLogger("idlock.render")
+
+#: errors after which the next provider is tried (when settings.fallback_on_transient); never for bad input,
+#: permission or safety refusals
+TRANSIENT = (Unavailable, DeadlineExceeded, QuotaExceeded)
+
+
+def build_provider(name: str, settings: RenderSettings) -> RenderProvider:
+    if name == "gemini":
+        from services.render.providers.gemini import GeminiProvider
+
+        return GeminiProvider(settings)
+    if name == "diffusers":
+        from services.render.providers.diffusers_local import DiffusersProvider
+
+        return DiffusersProvider(settings)
+    if name == "compositor":
+        from services.render.providers.compositor import CompositorProvider
+
+        return CompositorProvider(settings)
+    raise InvalidInput(f"unknown render provider {name!r}; known: {list(KNOWN_PROVIDERS)}")
+
+
+class Renderer:
+    def __init__(
+        self, settings: RenderSettings, providers: Mapping[str, RenderProvider] | None = None
+    ) -> None:
+        self.settings = settings
+        self._providers: dict[str, RenderProvider] = dict(providers or {})
+
+    @classmethod
+    def from_settings(cls, settings: RenderSettings | None = None) -> Renderer:
+        return cls(settings or RenderSettings())
+
+    def provider(self, name: str) -> RenderProvider:
+        if name not in self._providers:
+            self._providers[name] = build_provider(name, self.settings)
+        return self._providers[name]
+
+    def status(self) -> dict[str, str | None]:
+        """Per configured provider: None when usable, else why not (for health/readiness and the CLI)."""
+        return {name: self.provider(name).unavailable_reason() for name in self.settings.providers}
+
+    def _order(self, requested: list[str]) -> list[str]:
+        if not requested:
+            return list(self.settings.providers)
+        order = []
+        for name in requested:
+            n = name.strip().lower()
+            if n not in KNOWN_PROVIDERS:
+                raise InvalidInput(f"unknown render provider {name!r}; known: {list(KNOWN_PROVIDERS)}")
+            if n not in order:
+                order.append(n)
+        return order
+
+    async def render(self, req: RenderRequest) -> RenderResult:
+        req.validate()
+        if req.media != MediaKind.IMAGE:
+            raise Unimplemented("video rendering is not available yet (Veo arrives in a later issue)")
+        return await self._run(req, "render")
+
+    async def edit(self, req: EditRequest) -> RenderResult:
+        req.validate()
+        return await self._run(req, "edit")
+
+    async def _run(self, req: RenderRequest | EditRequest, op: str) -> RenderResult:
+        t0 = time.perf_counter()
+        end = t0 + req.deadline_s if req.deadline_s else None
+        reasons: list[str] = []
+        last_error: IdlockError | None = None
+        for name in self._order(req.providers):
+            provider = self.provider(name)
+            why = provider.unavailable_reason()
+            if why:
+                log.info("render provider %s skipped: %s", name, why)
+                reasons.append(f"{name}: {why}")
+                continue
+            if end is not None:
+                left = end - time.perf_counter()
+                if left <= 0:
+                    raise DeadlineExceeded(
+                        f"render deadline passed before provider {name}; " + "; ".join(reasons)
+                    )
+                req = dataclasses.replace(req, deadline_s=left)
+            try:
+                result = await (provider.render(req) if op == "render" else provider.edit(req))  # type: ignore[arg-type]
+            except Unimplemented as e:
+                reasons.append(f"{name}: {e.message}")
+                last_error = e
+                continue
+            except TRANSIENT as e:
+                if not self.settings.fallback_on_transient:
+                    raise
+                log.warning("render provider %s failed (%s); trying the next one", name, e.message)
+                reasons.append(f"{name}: {e.message}")
+                last_error = e
+                continue
+            result.fallback_reasons = reasons + result.fallback_reasons
+            result.fallback_used = bool(reasons)
+            result.latency_s = time.perf_counter() - t0
+            if not result.estimated_cost_usd:
+                result.estimated_cost_usd = float(self.settings.cost_per_image_usd.get(name, 0.0))
+            wm = self.settings.watermark if req.watermark is None else req.watermark
+            if wm:
+                result.image = apply_watermark(
+                    result.image, job_id=req.job_id, provider=result.provider, label=result.label
+                )
+                result.watermarked = True
+            return result
+        summary = "; ".join(reasons) or "no provider configured"
+        if isinstance(last_error, TRANSIENT):
+            err = type(last_error)(
+                f"every render provider failed: {summary}", details={"fallback_reasons": reasons}
+            )
+            raise err from last_error
+        raise Unavailable(f"no render provider available: {summary}", details={"fallback_reasons": reasons})
+
+    async def aclose(self) -> None:
+        for p in self._providers.values():
+            await p.aclose()

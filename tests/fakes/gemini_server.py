@@ -1,0 +1,372 @@
+"""A local fake of the Gemini REST API for tests and benches: the real google-genai client talks to it.
+
+    with FakeGeminiServer() as fake:
+        settings.gemini_base_url = fake.base_url
+        fake.script(Reply.status(429, retry_after=0.3), Reply.ok())   # next calls, in order; then `default`
+        ...
+        fake.calls, fake.requests[-1].texts, fake.requests[-1].images
+
+Routes live in a table (`self.routes`: method, regex, handler), so Veo's `:predictLongRunning` and the
+`operations/{name}` polling can be added by registering two more handlers.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+
+from PIL import Image
+
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+_STATUS_MESSAGES = {
+    400: "Request contains an invalid argument.",
+    401: "API key not valid. Please pass a valid API key.",
+    403: "Permission denied: the API key has no access to this model.",
+    404: "models/{model} is not found for API version v1beta, or is not supported for generateContent.",
+    429: "Resource has been exhausted (e.g. check quota).",
+    500: "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting",
+    503: "The model is overloaded. Please try again later.",
+    504: "The request timed out. Please try again.",
+}
+
+
+@dataclass
+class Reply:
+    """One scripted answer. Build with the class methods."""
+
+    kind: str = (
+        "ok"  # ok | status | prompt_blocked | finish_blocked | malformed | no_image | text_only | hang
+    )
+    status: int = 200
+    retry_after: float | None = None
+    message: str | None = None
+    reason: str = "SAFETY"
+    hang_s: float = 0.0
+    body: bytes | None = None
+    image: bytes | None = None
+
+    @classmethod
+    def ok(cls, image: bytes | None = None) -> Reply:
+        return cls("ok", image=image)
+
+    @classmethod
+    def error(cls, status: int, *, retry_after: float | None = None, message: str | None = None) -> Reply:
+        return cls("status", status=status, retry_after=retry_after, message=message)
+
+    status_ = error  # alias
+
+    @classmethod
+    def prompt_blocked(cls, reason: str = "SAFETY") -> Reply:
+        return cls("prompt_blocked", reason=reason)
+
+    @classmethod
+    def finish_blocked(cls, reason: str = "IMAGE_SAFETY") -> Reply:
+        return cls("finish_blocked", reason=reason)
+
+    @classmethod
+    def malformed(cls, body: bytes = b'{"candidates": [ {"content": ') -> Reply:
+        return cls("malformed", body=body)
+
+    @classmethod
+    def no_image(cls) -> Reply:
+        """Valid JSON, a candidate whose parts carry neither image nor text."""
+        return cls("no_image")
+
+    @classmethod
+    def bad_image(cls) -> Reply:
+        """inlineData that is not an image."""
+        return cls("bad_image")
+
+    @classmethod
+    def text_only(cls, text: str = "I can't draw that, but here is a description.") -> Reply:
+        return cls("text_only", message=text)
+
+    @classmethod
+    def hang(cls, seconds: float = 30.0) -> Reply:
+        return cls("hang", hang_s=seconds)
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    model: str | None
+    headers: dict[str, str]
+    body: Any
+    at: float = field(default_factory=time.monotonic)
+
+    def parts(self) -> list[dict]:
+        out: list[dict] = []
+        for content in (self.body or {}).get("contents", []) if isinstance(self.body, dict) else []:
+            out.extend(content.get("parts", []))
+        return out
+
+    @property
+    def texts(self) -> list[str]:
+        return [p["text"] for p in self.parts() if "text" in p]
+
+    @property
+    def images(self) -> list[bytes]:
+        return [_b64(p["inlineData"]["data"]) for p in self.parts() if "inlineData" in p]
+
+    @property
+    def image_mimes(self) -> list[str]:
+        # the real client writes `mime_type` (proto JSON accepts both spellings)
+        return [
+            p["inlineData"].get("mimeType") or p["inlineData"].get("mime_type", "")
+            for p in self.parts()
+            if "inlineData" in p
+        ]
+
+    @property
+    def generation_config(self) -> dict:
+        return (self.body or {}).get("generationConfig", {}) if isinstance(self.body, dict) else {}
+
+
+def _b64(text: str) -> bytes:
+    """Decode base64 as the client sends it (URL-safe alphabet, padding optional) or the standard one."""
+    text = text.replace("-", "+").replace("_", "/")
+    return base64.b64decode(text + "=" * (-len(text) % 4))
+
+
+def default_image(prompt: str, size: tuple[int, int] = (64, 64)) -> bytes:
+    """A small PNG whose colour depends on the prompt (so tests can tell answers apart)."""
+    h = hashlib.sha256(prompt.encode()).digest()
+    im = Image.new("RGB", size, (h[0], h[1], h[2]))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+Handler = Callable[["FakeGeminiServer", "_RequestHandler", re.Match, RecordedRequest], None]
+
+
+class FakeGeminiServer:
+    """Threaded HTTP server speaking generateContent. Context manager; `start()`/`stop()` also work."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.default: Reply = Reply.ok()
+        self._script: list[Reply] = []
+        self.requests: list[RecordedRequest] = []
+        self.image: bytes | None = (
+            None  # answer image for Reply.ok() without one; None = default_image(prompt)
+        )
+        self.expected_api_key: str | None = None  # when set, other keys get 400 API_KEY_INVALID
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.routes: list[tuple[str, re.Pattern, Handler]] = [
+            (
+                "POST",
+                re.compile(r"^/(?P<version>v1\w*)/models/(?P<model>[^/:]+):generateContent$"),
+                FakeGeminiServer._generate_content,
+            ),
+        ]
+        self._httpd = ThreadingHTTPServer((host, port), _RequestHandler)
+        self._httpd.daemon_threads = True
+        self._httpd.fake = self  # type: ignore[attr-defined]
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FakeGeminiServer:
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-gemini", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()  # wakes hanging handlers
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- scripting ------------------------------------------------------------------------------------------------
+    def script(self, *replies: Reply) -> None:
+        """Answer the next calls with these replies, in order; afterwards `self.default`."""
+        with self._lock:
+            self._script.extend(replies)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._script.clear()
+            self.requests.clear()
+            self.default = Reply.ok()
+
+    @property
+    def calls(self) -> int:
+        return len(self.requests)
+
+    def _next_reply(self) -> Reply:
+        with self._lock:
+            return self._script.pop(0) if self._script else self.default
+
+    # -- handlers -------------------------------------------------------------------------------------------------
+    def _generate_content(self, h: _RequestHandler, m: re.Match, rec: RecordedRequest) -> None:
+        rec.model = m.group("model")
+        if self.expected_api_key is not None and rec.headers.get("x-goog-api-key") != self.expected_api_key:
+            return h.send_json(400, _error_body(400, "API key not valid. Please pass a valid API key."))
+        reply = self._next_reply()
+        prompt = " ".join(rec.texts)
+        if reply.kind == "hang":
+            self._stop.wait(reply.hang_s)
+            reply = Reply.ok()
+        if reply.kind == "status":
+            msg = reply.message or _STATUS_MESSAGES.get(reply.status, "error").format(model=rec.model)
+            headers = {}
+            if reply.retry_after is not None:
+                ra = reply.retry_after
+                headers["Retry-After"] = str(int(ra)) if float(ra).is_integer() else f"{ra:g}"
+            return h.send_json(reply.status, _error_body(reply.status, msg), headers)
+        if reply.kind == "prompt_blocked":
+            return h.send_json(
+                200, {"promptFeedback": {"blockReason": reply.reason}, "modelVersion": rec.model}
+            )
+        if reply.kind == "finish_blocked":
+            return h.send_json(
+                200,
+                {
+                    "candidates": [
+                        {"content": {"role": "model", "parts": []}, "finishReason": reply.reason, "index": 0}
+                    ],
+                    "modelVersion": rec.model,
+                },
+            )
+        if reply.kind == "malformed":
+            return h.send_raw(200, reply.body or b"not json", "application/json")
+        if reply.kind == "no_image":
+            return h.send_json(
+                200, {"candidates": [{"content": {"role": "model", "parts": []}, "finishReason": "STOP"}]}
+            )
+        if reply.kind == "bad_image":
+            return h.send_json(200, _image_body(b"definitely not a png", "image/png", rec.model))
+        if reply.kind == "text_only":
+            return h.send_json(
+                200,
+                {
+                    "candidates": [
+                        {
+                            "content": {"role": "model", "parts": [{"text": reply.message}]},
+                            "finishReason": "STOP",
+                        }
+                    ]
+                },
+            )
+        image = reply.image or self.image or default_image(prompt)
+        return h.send_json(200, _image_body(image, "image/png", rec.model))
+
+
+def _error_body(status: int, message: str) -> dict:
+    return {"error": {"code": status, "message": message, "status": _STATUS_NAMES.get(status, "UNKNOWN")}}
+
+
+def _image_body(image: bytes, mime: str, model: str | None) -> dict:
+    return {
+        "candidates": [
+            {
+                "content": {
+                    "role": "model",
+                    "parts": [{"inlineData": {"mimeType": mime, "data": base64.b64encode(image).decode()}}],
+                },
+                "finishReason": "STOP",
+                "index": 0,
+            }
+        ],
+        "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 1290, "totalTokenCount": 1300},
+        "modelVersion": model,
+    }
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server_version = "FakeGemini/1.0"
+
+    def log_message(self, fmt, *args) -> None:  # quiet
+        pass
+
+    def _dispatch(self, method: str) -> None:
+        fake: FakeGeminiServer = self.server.fake  # type: ignore[attr-defined]
+        path = self.path.split("?", 1)[0]
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw
+        rec = RecordedRequest(method, path, None, {k.lower(): v for k, v in self.headers.items()}, body)
+        for m_, rx, handler in fake.routes:
+            m = rx.match(path)
+            if m and m_ == method:
+                with fake._lock:
+                    fake.requests.append(rec)
+                try:
+                    handler(fake, self, m, rec)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                return
+        self.send_json(404, _error_body(404, f"no route for {method} {path}"))
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+        self.send_raw(status, json.dumps(obj).encode(), "application/json; charset=UTF-8", headers)
+
+    def send_raw(self, status: int, data: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        # headers and body in one write: two small writes meet the client's delayed ACK (~40 ms per call)
+        self._headers_buffer.append(b"\r\n")
+        self._headers_buffer.append(data)
+        self.flush_headers()
+
+
+try:  # pytest fixture (import it into a conftest: `from tests.fakes.gemini_server import fake_gemini`)
+    import pytest
+
+    @pytest.fixture
+    def fake_gemini():
+        with FakeGeminiServer() as server:
+            yield server
+except ImportError:  # pragma: no cover
+    pass
