@@ -1,17 +1,37 @@
-"""REST gateway: the external face of IDLock. Issue #6 adds auth, characters, generation and jobs."""
+"""REST gateway: the external face of IDLock (FastAPI; OpenAPI at /docs and /openapi.json).
+
+Auth (JWT + API keys), characters, generation jobs (with server-sent events), history and admin endpoints,
+calling the mesh over gRPC only. Every error is `{"error": {"code", "message"}}`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
-from fastapi import FastAPI
+import httpx
+from fastapi import FastAPI, HTTPException
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway import errors, pose
+from gateway.core import Gateway
+from gateway.metrics import HTTP_REQUESTS, HTTP_SECONDS
+from gateway.routers import admin, auth, characters, jobs
 from gateway.settings import GatewaySettings
 from idlock import grpc_client
-from idlock.settings import MeshSettings
+from idlock.settings import DatabaseSettings, MeshSettings, NatsSettings, PathsSettings, StorageSettings
+from idlock.telemetry import request_id_var
+
+#: room for form fields and multipart framing on top of the files themselves
+MULTIPART_OVERHEAD_BYTES = 1024 * 1024
 
 
 async def component_health(mesh: MeshSettings, timeout_s: float) -> dict[str, str]:
@@ -33,10 +53,123 @@ async def component_health(mesh: MeshSettings, timeout_s: float) -> dict[str, st
     return dict(results)
 
 
-def create_app(settings: GatewaySettings | None = None, mesh: MeshSettings | None = None) -> FastAPI:
+class _BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than the limit of {limit} bytes")
+
+
+class RequestContextMiddleware:
+    """Request id (X-Request-ID in and out, passed into the mesh), body size limit, HTTP metrics."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        incoming = headers.get("x-request-id", "")
+        request_id = (
+            incoming if incoming and len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex[:16]
+        )
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = {"code": 500}
+        limit = self.max_body_bytes
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            declared = headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                body = errors.too_large(
+                    f"request body is {declared} bytes, larger than the limit of {limit} bytes"
+                )
+                await body.response()(scope, receive, send_with_id)
+                return
+            seen = 0
+
+            async def receive_limited() -> Message:
+                nonlocal seen
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen += len(message.get("body", b""))
+                    if seen > limit:
+                        raise _BodyTooLarge(limit)
+                return message
+
+            await self.app(scope, receive_limited, send_with_id)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            HTTP_REQUESTS.labels(scope["method"], path, str(status["code"])).inc()
+            HTTP_SECONDS.labels(scope["method"], path).observe(time.perf_counter() - started)
+            request_id_var.reset(token)
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    mesh: MeshSettings | None = None,
+    *,
+    data_dir: Path | None = None,
+    database: DatabaseSettings | None = None,
+    storage: StorageSettings | None = None,
+    nats: NatsSettings | None = None,
+    resolver: pose.Resolver = pose.system_resolver,
+    pose_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """The gateway app. Its lifespan opens the database, object store and mesh channels; tests inject a DNS
+    resolver and an HTTP transport for pose downloads."""
     settings = settings or GatewaySettings()
     mesh = mesh or MeshSettings()
-    app = FastAPI(title="IDLock API", version="0.1.0", description="Consistent characters across every scene.")
+    gateway = Gateway(
+        settings,
+        mesh,
+        data_dir=data_dir or PathsSettings().data_dir,
+        database=database,
+        storage=storage,
+        nats=nats,
+        resolver=resolver,
+        pose_transport=pose_transport,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.close()
+
+    app = FastAPI(
+        title="IDLock API",
+        version="0.1.0",
+        description=(
+            "Consistent characters across every scene. Authenticate with `Authorization: Bearer <JWT>` "
+            '(POST /auth/login) or `X-API-Key`. Errors are `{"error": {"code", "message"}}`.'
+        ),
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    errors.install(app)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_upload_total_bytes + MULTIPART_OVERHEAD_BYTES
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["Retry-After", "X-Request-ID", "Location"],
+        )
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -50,4 +183,9 @@ def create_app(settings: GatewaySettings | None = None, mesh: MeshSettings | Non
         ready = all(v == "SERVING" for v in components.values())
         return JSONResponse({"ready": ready, "components": components}, status_code=200 if ready else 503)
 
+    for router in (auth.router, characters.router, jobs.router, admin.router):
+        app.include_router(router)
     return app
+
+
+__all__ = ["component_health", "create_app"]

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from idlock.settings import DEFAULT_PORTS, IdlockSettings
+
+MIB = 1024 * 1024
+
+
+def _split_csv(v: object) -> object:
+    """Lists come from the environment as comma separated values."""
+    if isinstance(v, str):
+        return [item.strip() for item in v.split(",") if item.strip()]
+    return v
 
 
 class GatewaySettings(IdlockSettings):
@@ -16,4 +25,123 @@ class GatewaySettings(IdlockSettings):
 
     host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
     port: int = Field(DEFAULT_PORTS["gateway"], ge=0, le=65535, description="HTTP port of the REST gateway.")
-    health_timeout_s: float = Field(2.0, gt=0, description="Deadline of each component health check (seconds).")
+    health_timeout_s: float = Field(
+        2.0, gt=0, description="Deadline of each component health check (seconds)."
+    )
+
+    # auth
+    jwt_secret: SecretStr | None = Field(
+        None,
+        description=(
+            "HMAC secret signing the gateway's JWTs (HS256, at least 32 characters). Empty: a development "
+            "secret is generated once per data directory and kept in <data_dir>/gateway-jwt-secret (a warning "
+            "is logged)."
+        ),
+    )
+    jwt_expiry_s: int = Field(
+        3600, ge=60, le=30 * 24 * 3600, description="Lifetime of an access token (seconds)."
+    )
+    jwt_issuer: str = Field(
+        "idlock-gateway", min_length=1, description="`iss` claim written and required in JWTs."
+    )
+    password_min_length: int = Field(
+        10, ge=8, le=128, description="Shortest password accepted at registration."
+    )
+    admin_emails: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma separated emails of administrators (besides the first registered user, who is always one)."
+        ),
+    )
+    allow_registration: bool = Field(True, description="Accept new users on POST /auth/register.")
+
+    # uploads
+    max_upload_file_bytes: int = Field(
+        10 * MIB,
+        ge=1024,
+        description="Largest single uploaded file (bytes); larger files are refused with 413.",
+    )
+    max_upload_total_bytes: int = Field(
+        30 * MIB,
+        ge=1024,
+        description="Largest total of the files of one request (bytes); more is refused with 413.",
+    )
+    max_image_pixels: int = Field(
+        40_000_000,
+        ge=1,
+        description="Largest image (width x height) accepted; larger ones are refused as bombs.",
+    )
+    max_reference_images: int = Field(5, ge=1, le=20, description="Most reference images per character.")
+    jpeg_quality: int = Field(
+        92, ge=50, le=100, description="Quality of JPEG uploads re-encoded without EXIF."
+    )
+
+    # pose images
+    pose_fetch_timeout_s: float = Field(
+        10.0, gt=0, description="Time limit to download a pose_image_url (seconds)."
+    )
+    pose_max_bytes: int = Field(
+        10 * MIB, ge=1024, description="Largest pose image downloaded from a URL (bytes)."
+    )
+    pose_max_redirects: int = Field(
+        3, ge=0, le=10, description="Redirects followed (each re-checked) for a pose URL."
+    )
+
+    # rate limits (token buckets per user; per client IP on /auth)
+    rate_limit_per_minute: float = Field(
+        120.0, gt=0, description="Sustained API requests per user per minute."
+    )
+    rate_limit_burst: int = Field(
+        30, ge=1, description="Requests a user may make at once before being limited."
+    )
+    generate_rate_limit_per_minute: float = Field(
+        20.0, gt=0, description="Sustained generation submissions per user per minute."
+    )
+    generate_rate_limit_burst: int = Field(
+        5, ge=1, description="Generation submissions a user may make at once."
+    )
+    auth_rate_limit_per_minute: float = Field(
+        20.0, gt=0, description="Sustained /auth requests per client IP per minute."
+    )
+    auth_rate_limit_burst: int = Field(10, ge=1, description="/auth requests a client IP may make at once.")
+
+    # mesh calls
+    rpc_timeout_s: float = Field(
+        30.0, gt=0, description="Deadline of a gateway call into the mesh (seconds)."
+    )
+    grpc_max_message_mb: int = Field(
+        32, ge=1, le=512, description="Largest gRPC message the gateway sends or receives (MiB)."
+    )
+    sse_max_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Longest a job event stream (SSE) stays open before the client must reconnect.",
+    )
+    sse_keepalive_s: float = Field(15.0, gt=0, description="Interval of SSE keep-alive comments while idle.")
+
+    # HTTP
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma separated origins allowed by CORS; empty disables CORS."
+    )
+    page_size_max: int = Field(
+        100, ge=1, le=1000, description="Largest page size accepted by list endpoints."
+    )
+
+    @field_validator("admin_emails", "cors_origins", mode="before")
+    @classmethod
+    def _csv(cls, v: object) -> object:
+        return _split_csv(v)
+
+    @field_validator("admin_emails")
+    @classmethod
+    def _lower(cls, v: list[str]) -> list[str]:
+        return [e.lower() for e in v]
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _strong_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value():
+            return None
+        if len(v.get_secret_value()) < 32:
+            raise ValueError("IDLOCK_GATEWAY_JWT_SECRET must be at least 32 characters")
+        return v

@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
@@ -31,3 +32,74 @@ async def running_service(component: str, data_dir: Path, **env: str) -> AsyncIt
                 yield channel
         finally:
             await service.stop(drain_s=0)
+
+
+@dataclass
+class Running:
+    """A started service: its channel, its address (to hand to peers) and the server itself."""
+
+    channel: grpc.aio.Channel
+    address: str
+    service: GrpcService
+
+
+@contextlib.asynccontextmanager
+async def serving(component: str, data_dir: Path, **env: str) -> AsyncIterator[Running]:
+    """Like `running_service`, but the env overrides apply only while the service starts (its settings and
+    start-up read them), so several services with different overrides can run side by side (e.g. identity and
+    memory with `IDLOCK_IDENTITY_ADDR`); yields the address as well as a channel."""
+    module = importlib.import_module(f"services.{component}.server")
+    overrides = {"IDLOCK_DATA_DIR": str(data_dir), f"IDLOCK_{component.upper()}_PORT": "0", **env}
+    with mock.patch.dict(os.environ, overrides):
+        settings = module.SETTINGS()
+        service = GrpcService(module.build(settings), settings)
+        await service.start()
+    try:
+        async with grpc_client.channel(service.address, default_timeout_s=120) as channel:
+            yield Running(channel, service.address, service)
+    finally:
+        await service.stop(drain_s=0)
+
+
+@contextlib.asynccontextmanager
+async def started_service(
+    component: str, data_dir: Path, *, spec=None, settings=None, **env: str
+) -> AsyncIterator[tuple[GrpcService, grpc.aio.Channel]]:
+    """Like `running_service`, but yields the running `GrpcService` too (its `.address` for peers). `spec` and
+    `settings` replace what `build(SETTINGS())` would make (a test that needs a handle on the servicer)."""
+    module = importlib.import_module(f"services.{component}.server")
+    overrides = {"IDLOCK_DATA_DIR": str(data_dir), f"IDLOCK_{component.upper()}_PORT": "0", **env}
+    with mock.patch.dict(os.environ, overrides):
+        settings = settings if settings is not None else module.SETTINGS()
+        service = GrpcService(spec if spec is not None else module.build(settings), settings)
+        await service.start()
+        try:
+            async with grpc_client.channel(service.address, default_timeout_s=120) as channel:
+                yield service, channel
+        finally:
+            await service.stop(drain_s=0)
+
+
+@contextlib.asynccontextmanager
+async def running_services(
+    data_dir: Path,
+    components: list[str],
+    env: dict[str, str] | None = None,
+    per_service_env: dict[str, dict[str, str]] | None = None,
+) -> AsyncIterator[dict[str, grpc.aio.Channel]]:
+    """Several real services in one test, started in the given order; each later one finds the earlier ones
+    through IDLOCK_<NAME>_ADDR (also left set for the test body). Yields name -> channel."""
+    env = dict(env or {})
+    per_service_env = per_service_env or {}
+    channels: dict[str, grpc.aio.Channel] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        for name in components:
+            service, channel = await stack.enter_async_context(
+                started_service(name, data_dir, **env, **per_service_env.get(name, {}))
+            )
+            env[f"IDLOCK_{name.upper()}_ADDR"] = service.address
+            channels[name] = channel
+        stack.enter_context(
+            mock.patch.dict(os.environ, {k: v for k, v in env.items() if k.endswith("_ADDR")})
+        )
+        yield channels

@@ -542,12 +542,16 @@ class EventBus:
             log.warning("NATS client %s: %s", name, e)
 
         try:
-            nc = await nats.connect(
-                servers=servers,
-                name=name,
-                connect_timeout=settings.connect_timeout_s,
-                max_reconnect_attempts=-1,
-                error_cb=_on_error,
+            # nats-py applies the unbounded reconnect policy to the first connection too: bound that one here
+            nc = await asyncio.wait_for(
+                nats.connect(
+                    servers=servers,
+                    name=name,
+                    connect_timeout=settings.connect_timeout_s,
+                    max_reconnect_attempts=-1,
+                    error_cb=_on_error,
+                ),
+                timeout=settings.connect_timeout_s * len(servers) + 1.0,
             )
         except (TimeoutError, OSError, nats.errors.Error) as e:
             raise Unavailable(

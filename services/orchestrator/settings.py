@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from idlock.settings import GrpcServerSettings
@@ -12,3 +13,94 @@ from idlock.settings import GrpcServerSettings
 class OrchestratorSettings(GrpcServerSettings):
     model_config = SettingsConfigDict(env_prefix="IDLOCK_ORCHESTRATOR_")
     component: ClassVar[str] = "orchestrator"
+
+    # --- the worker (JetStream consumer on idlock.jobs.generate) ---
+    worker_enabled: bool = Field(
+        True,
+        description="Run the generation worker in this process (false: API only; another replica works).",
+    )
+    concurrency: int = Field(2, ge=1, le=64, description="Generation jobs one process runs at once.")
+    ack_wait_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="JetStream ack_wait of a job delivery (seconds); heartbeats extend it while a job runs.",
+    )
+    max_deliver: int = Field(
+        4,
+        ge=1,
+        le=20,
+        description="Deliveries of one job message before it is dead-lettered and the job ends failed.",
+    )
+    backoff_s: list[float] = Field(
+        default_factory=lambda: [2.0, 10.0, 30.0],
+        description="Delay before each redelivery after a transient failure (JSON list, seconds; last repeats).",
+    )
+
+    # --- per-step deadlines (seed §6: generation 120 s, refine 90 s) ---
+    generation_timeout_s: float = Field(
+        120.0, gt=0, le=900, description="Deadline of the render step (seconds)."
+    )
+    refine_timeout_s: float = Field(90.0, gt=0, le=900, description="Deadline of the refine step (seconds).")
+    step_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="Deadline of the other steps: context, identity scoring, state extraction, recording (seconds).",
+    )
+
+    # --- admission ---
+    max_active_jobs_per_owner: int = Field(
+        10, ge=1, description="Queued + running jobs one owner may have; more is RESOURCE_EXHAUSTED."
+    )
+    prompt_max_chars: int = Field(2000, ge=16, le=20000, description="Longest accepted prompt (characters).")
+    max_style_overrides: int = Field(
+        16, ge=0, le=256, description="Most style overrides one request may carry."
+    )
+
+    # --- the reconciler ---
+    reconcile_interval_s: float = Field(
+        30.0, gt=0, description="How often jobs stuck in queued/running are looked for (seconds)."
+    )
+    stuck_after_s: float = Field(
+        600.0,
+        gt=0,
+        description="A queued/running job untouched this long (and not leased by a live worker) is re-enqueued (seconds).",
+    )
+    max_requeues: int = Field(
+        3, ge=0, description="Re-enqueues of one stuck job by the reconciler before it is marked failed."
+    )
+
+    # --- the refine gate ---
+    refine_threshold: float = Field(
+        0.70, ge=0, le=1, description="Calibrated IDR below which the face needs refinement (seed: 0.70)."
+    )
+
+    # --- state extraction (vision LLM when configured, a labelled heuristic otherwise) ---
+    gemini_api_key: SecretStr = Field(
+        SecretStr(""),
+        description="Gemini API key for state extraction. Empty: the keyword heuristic is used.",
+    )
+    gemini_base_url: str = Field(
+        "", description="Gemini API base URL (a fake server in tests). Empty: Google's."
+    )
+    gemini_model: str = Field(
+        "gemini-2.5-flash", description="Gemini vision model that reads the state of a scene."
+    )
+
+    # --- misc ---
+    watch_poll_s: float = Field(
+        0.25, gt=0, le=10, description="How often WatchJob looks at the job row (seconds)."
+    )
+    cost_per_job_usd: float = Field(
+        0.0,
+        ge=0,
+        description="Flat cost added to the render's estimated cost in each job's usage record (USD).",
+    )
+
+    @field_validator("backoff_s")
+    @classmethod
+    def _backoff_non_negative(cls, v: list[float]) -> list[float]:
+        if any(x < 0 for x in v):
+            raise ValueError("backoff delays must be >= 0")
+        return v

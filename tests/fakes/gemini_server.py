@@ -171,6 +171,8 @@ class FakeGeminiServer:
             None  # answer image for Reply.ok() without one; None = default_image(prompt)
         )
         self.expected_api_key: str | None = None  # when set, other keys get 400 API_KEY_INVALID
+        #: seconds every answer waits first, standing in for the model's own generation time (benchmarks)
+        self.latency_s = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.routes: list[tuple[str, re.Pattern, Handler]] = [
@@ -241,6 +243,8 @@ class FakeGeminiServer:
             return h.send_json(400, _error_body(400, "API key not valid. Please pass a valid API key."))
         reply = self._next_reply()
         prompt = " ".join(rec.texts)
+        if self.latency_s:
+            self._stop.wait(self.latency_s)
         if reply.kind == "hang":
             self._stop.wait(reply.hang_s)
             reply = Reply.ok()

@@ -324,3 +324,17 @@ def test_nats_server_that_exits_reports_its_log(tmp_path) -> None:
     with pytest.raises(NatsServerError, match="exited with code") as err:
         NatsServer(tmp_path / "bad", extra_args=["--no_such_flag"]).start()
     assert "no_such_flag" in str(err.value)  # the server's own complaint is in the message
+
+
+async def test_connect_to_an_unreachable_nats_fails_fast_and_names_the_setting() -> None:
+    import time
+
+    from idlock.bus import EventBus
+    from idlock.errors import Unavailable
+    from idlock.natsd import free_port
+    from idlock.settings import NatsSettings
+
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match="IDLOCK_NATS_URL"):
+        await EventBus.connect(NatsSettings(url=f"nats://127.0.0.1:{free_port()}", connect_timeout_s=0.5))
+    assert time.monotonic() - started < 5

@@ -1,0 +1,329 @@
+"""BuildContext latency of the memory service over gRPC, on a populated memory, and the prompt cache's effect.
+
+    .venv/bin/python bench/memory.py [--characters 100] [--episodes 100] [--requests 300]
+                                     [--llm-requests 40] [--llm-latency-ms 250] [--embedder minilm|hashing]
+
+Set-up (not timed as part of the figures): SQLite + Qdrant local mode + objects on disk under a temp folder, a real
+nats-server (JetStream KV bucket for the prompt cache, as deployed). 100 characters x 100 episodes are written in
+bulk straight through the memory core (one multi-row INSERT for the episodes, batched Qdrant upserts of the same
+points `record_scene` writes: face + text vector per episode), never through 10,000 RPCs. Episode texts come from a
+few hundred distinct sentences, embedded once each. Every episode carries state tags (clothing put on and taken
+off, props, injuries that heal, settings), so BuildContext replays a 100-scene story for its state.
+
+Then the real memory service (its own `build()`, on port 0) answers BuildContext RPCs from a gRPC client in the
+same process, one at a time:
+1. template engine, every prompt new (cache misses): p50_ms / p95_ms; the same prompts again: template_cached_*.
+2. the LLM formatter against the fake Groq server (tests/fakes/groq_server.py) answering after a fixed delay,
+   new prompts: llm_uncached_*; the same prompts again, answered from the cache: llm_cached_*.
+
+The last line is `RESULT {json}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "libs"))
+
+from sqlalchemy import insert, update
+
+from idlock import grpc_client
+from idlock.db import Database
+from idlock.grpc_server import GrpcService
+from idlock.natsd import NatsServer
+from idlock.settings import DatabaseSettings
+from idlock.v1 import memory_service_pb2 as pb
+from idlock.v1 import memory_service_pb2_grpc as pb_grpc
+from services.memory import repository as repo
+from services.memory.models import SCHEMA_VERSION, Base, Character, Episode
+from services.memory.text_embed import get_text_embedder
+from services.memory.vectors import MemoryVectors
+
+ENCODER, DIM = "dlib", 128
+ACTIONS = [
+    "walks through",
+    "rests in",
+    "fights a bandit in",
+    "searches",
+    "rides a horse across",
+    "hides in",
+    "argues with a merchant in",
+    "reads an old map in",
+    "climbs the walls of",
+    "sleeps in",
+    "trains with a sword in",
+    "meets an old friend in",
+    "escapes from",
+    "celebrates a victory in",
+    "mourns a loss in",
+    "explores",
+    "repairs her gear in",
+    "waits for dawn in",
+    "bargains for food in",
+    "signals an ally from",
+]
+PLACES = [
+    "the castle",
+    "the forest",
+    "the village market",
+    "the harbour",
+    "the desert",
+    "the mountain pass",
+    "the ruined temple",
+    "the tavern",
+    "the library",
+    "the swamp",
+]
+CLOTHING = ["battle armour", "red cloak", "leather boots", "wool scarf", "silver helmet", "travel coat"]
+PROPS = ["sword", "lantern", "bow", "shield", "map", "dagger"]
+INJURIES = ["cut on left cheek", "bruised arm", "burn on right hand", "sprained ankle"]
+
+
+def scene_plan(rng: random.Random, n: int) -> list[dict]:
+    """n scenes of one character: text plus tags added and removed, like the state extractor records them."""
+    worn: set[str] = set()
+    held: set[str] = set()
+    hurt: set[str] = set()
+    out = []
+    for i in range(1, n + 1):
+        added: dict[str, list[str]] = {}
+        removed: dict[str, list[str]] = {}
+        if i % 10 == 1:
+            added["setting"] = [rng.choice(PLACES).removeprefix("the ")]
+        for pool, have, cat in (
+            (CLOTHING, worn, "clothing"),
+            (PROPS, held, "props"),
+            (INJURIES, hurt, "injuries"),
+        ):
+            r = rng.random()
+            if r < 0.15 and len(have) < len(pool):
+                item = rng.choice([x for x in pool if x not in have])
+                have.add(item)
+                added.setdefault(cat, []).append(item)
+            elif r > 0.9 and have:
+                item = rng.choice(sorted(have))
+                have.discard(item)
+                removed.setdefault(cat, []).append(item)
+        text = f"She {rng.choice(ACTIONS)} {rng.choice(PLACES)}"
+        out.append({"scene": i, "text": text, "added": added, "removed": removed})
+    return out
+
+
+def unit(rng: np.random.Generator, base: np.ndarray | None = None, noise: float = 0.0) -> np.ndarray:
+    v = rng.normal(size=DIM) if base is None else base + rng.normal(scale=noise, size=DIM)
+    return v / np.linalg.norm(v)
+
+
+async def populate(data_dir: Path, n_chars: int, n_eps: int, embedder_kind: str) -> list[str]:
+    t0 = time.perf_counter()
+    db = Database.open(DatabaseSettings(url=""), service="memory", data_dir=data_dir)
+    await db.migrate(Base.metadata, version=SCHEMA_VERSION)
+    vectors = MemoryVectors.local(str(data_dir / "qdrant"))
+    embedder = get_text_embedder(embedder_kind)
+    rng = random.Random(1)
+    nrng = np.random.default_rng(1)
+    ids: list[str] = []
+    episodes: list[dict] = []
+    faces: list[tuple] = []
+    texts: list[tuple] = []
+    for c in range(n_chars):
+        owner = f"owner-{c % 10}"
+        async with db.session() as s:
+            ch = await repo.create_character(
+                s,
+                owner_id=owner,
+                name=f"Hero {c}",
+                consent_given=True,
+                sheet={"hair": "short dark hair", "eyes": "brown eyes", "must_keep": ["brown eyes"]},
+                encoder=ENCODER,
+                identity_dim=DIM,
+            )
+        ids.append(ch.id)
+        sem = unit(nrng)
+        await vectors.upsert_semantic(ch.id, owner, ENCODER, sem)
+        for sc in scene_plan(rng, n_eps):
+            eid = str(uuid.uuid4())
+            face = unit(nrng, sem, 0.05)
+            episodes.append(
+                {
+                    "id": eid,
+                    "character_id": ch.id,
+                    "job_id": f"bench-{ch.id}-{sc['scene']}",
+                    "scene_index": sc["scene"],
+                    "kind": "image",
+                    "prompt": sc["text"],
+                    "result_refs": [],
+                    "face_embedding": face.tolist(),
+                    "tags_added": sc["added"],
+                    "tags_removed": sc["removed"],
+                    "description": "",
+                    "dialogue": "",
+                    "frame_idrs": [],
+                    "state_source": "heuristic",
+                }
+            )
+            faces.append((ch.id, owner, eid, sc["scene"], face, []))
+            texts.append((ch.id, owner, eid, sc["scene"], sc["text"]))
+
+    async with db.session() as s:
+        for i in range(0, len(episodes), 2000):
+            await s.execute(insert(Episode), episodes[i : i + 2000])
+        await s.execute(update(Character).values(episode_count=n_eps, memory_version=n_eps + 1))
+    t2 = time.perf_counter()
+    unique = sorted({t[4] for t in texts})
+    vecs = dict(zip(unique, embedder.embed(unique), strict=True))
+    t3 = time.perf_counter()
+    await vectors.upsert_episode_faces_bulk(ENCODER, faces)
+    await vectors.upsert_episode_texts_bulk(
+        embedder.name, [(c, o, e, s, vecs[t], t) for c, o, e, s, t in texts]
+    )
+    t4 = time.perf_counter()
+    await vectors.close()
+    await db.close()
+    print(
+        f"populated {n_chars} characters x {n_eps} episodes: rows {t2 - t0:.1f}s, "
+        f"{len(unique)} texts embedded ({embedder.name}) {t3 - t2:.1f}s, "
+        f"{2 * len(faces)} Qdrant points {t4 - t3:.1f}s",
+        flush=True,
+    )
+    return ids
+
+
+@contextlib.asynccontextmanager
+async def memory_service(data_dir: Path, **env: str):
+    from services.memory import server
+
+    overrides = {
+        "IDLOCK_DATA_DIR": str(data_dir),
+        "IDLOCK_MEMORY_PORT": "0",
+        "IDLOCK_DATABASE_URL": "",
+        **env,
+    }
+    with mock.patch.dict(os.environ, overrides):
+        settings = server.SETTINGS()
+        service = GrpcService(server.build(settings), settings)
+        await service.start()
+    try:
+        async with grpc_client.channel(service.address, default_timeout_s=60) as channel:
+            yield pb_grpc.MemoryServiceStub(channel)
+    finally:
+        await service.stop(drain_s=0)
+
+
+def pct(xs: list[float], q: float) -> float:
+    return round(float(np.percentile(xs, q)), 2)
+
+
+async def timed(stub, reqs: list[pb.BuildContextRequest], *, expect_hit: bool, engine: str) -> list[float]:
+    out = []
+    for r in reqs:
+        t = time.perf_counter()
+        res = await stub.BuildContext(r)
+        out.append((time.perf_counter() - t) * 1000)
+        if res.cache_hit != expect_hit:
+            raise SystemExit(f"expected cache_hit={expect_hit}, got {res.cache_hit}")
+        if not res.prompt.engine.startswith(engine):
+            raise SystemExit(
+                f"expected engine {engine}, got {res.prompt.engine} ({res.prompt.fallback_reason})"
+            )
+    return out
+
+
+def requests(ids: list[str], n: int, tag: str, seed: int) -> list[pb.BuildContextRequest]:
+    rng = random.Random(seed)
+    return [
+        pb.BuildContextRequest(
+            character_id=rng.choice(ids),
+            user_prompt=f"She {rng.choice(ACTIONS)} {rng.choice(PLACES)} at dusk ({tag} {k})",
+        )
+        for k in range(n)
+    ]
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--characters", type=int, default=100)
+    ap.add_argument("--episodes", type=int, default=100)
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--llm-requests", type=int, default=40)
+    ap.add_argument("--llm-latency-ms", type=float, default=250.0)
+    ap.add_argument("--embedder", choices=["minilm", "hashing"], default="minilm")
+    args = ap.parse_args()
+
+    from tests.fakes.groq_server import FakeGroqServer
+
+    with tempfile.TemporaryDirectory(prefix="idlock-bench-memory-") as tmp:
+        data_dir = Path(tmp)
+        ids = await populate(data_dir, args.characters, args.episodes, args.embedder)
+        nats_srv = NatsServer(data_dir / "nats", port=0)
+        nats_srv.start()
+        env = {"IDLOCK_NATS_URL": nats_srv.url, "IDLOCK_MEMORY_TEXT_EMBEDDER": args.embedder}
+        try:
+            async with memory_service(data_dir, **env, IDLOCK_MEMORY_GROQ_API_KEY="") as stub:
+                await timed(stub, requests(ids, 5, "warm-up", 0), expect_hit=False, engine="template")
+                reqs = requests(ids, args.requests, "template", 1)
+                tmpl = await timed(stub, reqs, expect_hit=False, engine="template")
+                tmpl_hit = await timed(stub, reqs, expect_hit=True, engine="template")
+            with FakeGroqServer() as fake:
+                fake.echo_user()
+                fake.delay_s = args.llm_latency_ms / 1000
+                llm_env = {
+                    **env,
+                    "IDLOCK_MEMORY_GROQ_API_KEY": "bench-key",
+                    "IDLOCK_MEMORY_GROQ_BASE_URL": fake.base_url,
+                    "IDLOCK_MEMORY_GROQ_MODEL": "fake-llm",
+                    "IDLOCK_MEMORY_LLM_MAX_RETRIES": "0",
+                }
+                async with memory_service(data_dir, **llm_env) as stub:
+                    reqs = requests(ids, args.llm_requests, "llm", 2)
+                    miss = await timed(stub, reqs, expect_hit=False, engine="llm:fake-llm")
+                    calls = fake.calls
+                    hit = await timed(stub, reqs, expect_hit=True, engine="llm:fake-llm")
+                    assert fake.calls == calls, "cached answers must not call the LLM"
+        finally:
+            nats_srv.stop()
+
+    result = {
+        "characters": args.characters,
+        "episodes_per_character": args.episodes,
+        "embedder": args.embedder,
+        "requests": len(tmpl),
+        "p50_ms": pct(tmpl, 50),
+        "p95_ms": pct(tmpl, 95),
+        "template_cached_p50_ms": pct(tmpl_hit, 50),
+        "template_cached_p95_ms": pct(tmpl_hit, 95),
+        "llm_latency_ms": args.llm_latency_ms,
+        "llm_requests": len(miss),
+        "llm_uncached_p50_ms": pct(miss, 50),
+        "llm_uncached_p95_ms": pct(miss, 95),
+        "llm_cached_p50_ms": pct(hit, 50),
+        "llm_cached_p95_ms": pct(hit, 95),
+        "cache": "nats-kv",
+        "transport": "grpc (client and server in one process)",
+        "cpu_count": os.cpu_count(),
+    }
+    print(
+        f"BuildContext over gRPC: template p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms; "
+        f"LLM at {args.llm_latency_ms:.0f} ms: uncached p95 {result['llm_uncached_p95_ms']} ms, "
+        f"cached p95 {result['llm_cached_p95_ms']} ms"
+    )
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

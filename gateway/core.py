@@ -1,0 +1,566 @@
+"""What the REST endpoints do, without HTTP: the gateway's state (database, object store, channels into the mesh,
+rate limiters) and one method per use case. Routers only parse requests and call these.
+
+Every call into the mesh passes the caller's user id as `owner_id`, and every returned resource is checked
+against it again: another user's resource is answered exactly like a missing one (404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import text
+
+from gateway import auth, pose, uploads, views
+from gateway.errors import ApiError, bad_request, from_grpc, not_found
+from gateway.ratelimit import TokenBucketLimiter
+from gateway.settings import GatewaySettings
+from gateway.users import Principal, UserStore
+from idlock import grpc_client
+from idlock.db import Database
+from idlock.errors import IdlockError, InvalidInput
+from idlock.settings import DatabaseSettings, MeshSettings, NatsSettings, StorageSettings
+from idlock.storage import ObjectStore, open_store
+from idlock.v1 import common_pb2, memory_service_pb2, memory_service_pb2_grpc
+from idlock.v1 import orchestrator_service_pb2 as orch_pb2
+from idlock.v1 import orchestrator_service_pb2_grpc as orch_grpc
+
+log = logging.getLogger("idlock.gateway")
+
+MESH_SERVICES = ("identity", "memory", "render", "refiner", "trainer", "orchestrator")
+FEEDBACK = {"up": orch_pb2.FEEDBACK_RATING_UP, "down": orch_pb2.FEEDBACK_RATING_DOWN}
+
+
+@dataclass
+class Caller:
+    """Who is asking, from where: passed to every use case for ownership, limits and the audit log."""
+
+    principal: Principal
+    client_ip: str = ""
+    request_id: str = ""
+
+    @property
+    def user_id(self) -> str:
+        return self.principal.user_id
+
+
+@dataclass
+class GenerateInput:
+    character_id: str
+    prompt: str
+    pose_image_url: str | None = None
+    style_overrides: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        mesh: MeshSettings,
+        *,
+        data_dir: Path,
+        database: DatabaseSettings | None = None,
+        storage: StorageSettings | None = None,
+        nats: NatsSettings | None = None,
+        resolver: pose.Resolver = pose.system_resolver,
+        pose_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.mesh = mesh
+        self.data_dir = Path(data_dir)
+        self.database_settings = database or DatabaseSettings()
+        self.storage_settings = storage or StorageSettings()
+        self.nats_settings = nats or NatsSettings()
+        self.resolver = resolver
+        self.pose_transport = pose_transport
+        self.api_limiter = TokenBucketLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        self.generate_limiter = TokenBucketLimiter(
+            settings.generate_rate_limit_per_minute, settings.generate_rate_limit_burst
+        )
+        self.auth_limiter = TokenBucketLimiter(
+            settings.auth_rate_limit_per_minute, settings.auth_rate_limit_burst
+        )
+        self.db: Database | None = None
+        self.users: UserStore | None = None
+        self.store: ObjectStore | None = None
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self.memory: memory_service_pb2_grpc.MemoryServiceStub | None = None
+        self.orchestrator: orch_grpc.OrchestratorServiceStub | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        secret = auth.resolve_secret(self.settings, self.data_dir)
+        self.db = Database.open(self.database_settings, service="gateway", data_dir=self.data_dir)
+        self.users = UserStore(self.db, self.settings, secret)
+        await self.users.migrate()
+        self.store = await open_store(self.storage_settings, self.data_dir)
+        for name in ("memory", "orchestrator"):
+            self._channels[name] = grpc_client.channel(
+                getattr(self.mesh, f"{name}_addr"),
+                default_timeout_s=self.settings.rpc_timeout_s,
+                max_message_mb=self.settings.grpc_max_message_mb,
+            )
+        self.memory = memory_service_pb2_grpc.MemoryServiceStub(self._channels["memory"])
+        self.orchestrator = orch_grpc.OrchestratorServiceStub(self._channels["orchestrator"])
+
+    async def close(self) -> None:
+        for ch in self._channels.values():
+            await ch.close()
+        self._channels.clear()
+        if self.store is not None:
+            await self.store.close()
+        if self.db is not None:
+            await self.db.close()
+
+    # ---- helpers -------------------------------------------------------------------------------------------
+
+    async def _rpc(self, service: str, method: Callable[..., Awaitable[Any]], request: Any) -> Any:
+        try:
+            return await method(request, timeout=self.settings.rpc_timeout_s)
+        except grpc.aio.AioRpcError as err:
+            raise from_grpc(err, service) from err
+
+    async def url_for(self, uri: str) -> str | None:
+        """A download URL for an object of our store; None for anything else."""
+        assert self.store is not None
+        try:
+            return await self.store.url(self.store.key_from_uri(uri))
+        except IdlockError:
+            return None
+
+    # ---- characters ----------------------------------------------------------------------------------------
+
+    async def _character(self, caller: Caller, character_id: str) -> memory_service_pb2.Character:
+        if not character_id or len(character_id) > 100:
+            raise not_found("character", character_id or "''")
+        try:
+            reply = await self._rpc(
+                "memory",
+                self.memory.GetCharacter,
+                memory_service_pb2.GetCharacterRequest(character_id=character_id, owner_id=caller.user_id),
+            )
+        except ApiError as err:
+            if err.status == 404:
+                raise not_found("character", character_id) from err
+            raise
+        if not reply.HasField("character") or reply.character.owner_id != caller.user_id:
+            raise not_found("character", character_id)
+        return reply.character
+
+    async def create_character(
+        self,
+        caller: Caller,
+        *,
+        name: str,
+        description: str,
+        consent: bool,
+        files: list[uploads.Upload],
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        s = self.settings
+        if not consent:
+            raise bad_request(
+                "consent: you must confirm that you have the right to use these images of this person "
+                "(send consent=true)"
+            )
+        uploads.check_count(len(files), most=s.max_reference_images)
+        names = [uploads.label(i, f.filename) for i, f in enumerate(files)]
+        uploads.check_sizes(
+            [(n, len(f.data)) for n, f in zip(names, files, strict=True)],
+            per_file=s.max_upload_file_bytes,
+            total=s.max_upload_total_bytes,
+        )
+        clean = [
+            uploads.clean_image(f.data, name=n, max_pixels=s.max_image_pixels, jpeg_quality=s.jpeg_quality)
+            for n, f in zip(names, files, strict=True)
+        ]
+        uploads.check_forwardable(clean, s.grpc_max_message_mb * 1024 * 1024 - 64 * 1024)
+        request = memory_service_pb2.CreateCharacterRequest(
+            owner_id=caller.user_id,
+            name=name,
+            description=description,
+            consent_given=True,
+            reference_images=[common_pb2.ImageInput(data=c.data) for c in clean],
+            request_id=f"{caller.user_id}:{idempotency_key}" if idempotency_key else uuid.uuid4().hex,
+        )
+        reply = await self._rpc("memory", self.memory.CreateCharacter, request)
+        c = reply.character
+        await self.users.audit(
+            caller.user_id,
+            "character_create",
+            "character",
+            c.id,
+            client_ip=caller.client_ip,
+            request_id=caller.request_id,
+            images=len(clean),
+            name=name,
+        )
+        return {
+            "character_id": c.id,
+            "semantic_vector_id": c.semantic_vector_id,
+            "status": views.character_status(c.status),
+            "status_reasons": list(c.status_reasons),
+            "reference_quality": [
+                {
+                    "index": q.index,
+                    "accepted": q.accepted,
+                    "faces_found": q.faces_found,
+                    "issues": list(q.issues),
+                }
+                for q in reply.reference_quality
+            ],
+        }
+
+    async def get_character(self, caller: Caller, character_id: str) -> dict[str, Any]:
+        return await views.character(await self._character(caller, character_id), self.url_for)
+
+    async def list_characters(self, caller: Caller, page_size: int, page_token: str) -> dict[str, Any]:
+        reply = await self._rpc(
+            "memory",
+            self.memory.ListCharacters,
+            memory_service_pb2.ListCharactersRequest(
+                owner_id=caller.user_id,
+                page=common_pb2.PageRequest(page_size=page_size, page_token=page_token),
+            ),
+        )
+        items = [views.character_summary(c) for c in reply.characters if c.owner_id == caller.user_id]
+        return {"items": items, "next_page_token": reply.next_page_token or None}
+
+    async def delete_character(self, caller: Caller, character_id: str) -> dict[str, Any]:
+        await self._character(caller, character_id)
+        reply = await self._rpc(
+            "memory",
+            self.memory.DeleteCharacter,
+            memory_service_pb2.DeleteCharacterRequest(character_id=character_id, owner_id=caller.user_id),
+        )
+        report = [
+            {"store": r.store, "removed": r.removed, "ok": r.ok, "error": r.error or None}
+            for r in reply.report
+        ]
+        await self.users.audit(
+            caller.user_id,
+            "character_delete",
+            "character",
+            character_id,
+            client_ip=caller.client_ip,
+            request_id=caller.request_id,
+            report=report,
+        )
+        return {"character_id": character_id, "deleted": True, "report": report}
+
+    async def history(
+        self, caller: Caller, character_id: str, page_size: int, page_token: str
+    ) -> dict[str, Any]:
+        await self._character(caller, character_id)
+        reply = await self._rpc(
+            "memory",
+            self.memory.ListHistory,
+            memory_service_pb2.ListHistoryRequest(
+                character_id=character_id,
+                owner_id=caller.user_id,
+                page=common_pb2.PageRequest(page_size=page_size, page_token=page_token),
+            ),
+        )
+        episodes = [
+            await views.episode(e, self.url_for)
+            for e in reply.episodes
+            if e.character_id in ("", character_id)
+        ]
+        return {
+            "character_id": character_id,
+            "story_summary": reply.story_summary,
+            "items": episodes,
+            "next_page_token": reply.next_page_token or None,
+        }
+
+    # ---- uploads -------------------------------------------------------------------------------------------
+
+    async def upload(self, caller: Caller, file: uploads.Upload) -> dict[str, Any]:
+        """Store a cleaned image under the caller's prefix (for pose_image_url)."""
+        s = self.settings
+        name = uploads.label(0, file.filename, "file")
+        uploads.check_sizes(
+            [(name, len(file.data))], per_file=s.max_upload_file_bytes, total=s.max_upload_total_bytes
+        )
+        clean = uploads.clean_image(
+            file.data, name=name, max_pixels=s.max_image_pixels, jpeg_quality=s.jpeg_quality
+        )
+        key = f"{pose.upload_prefix(caller.user_id)}{uuid.uuid4().hex}.{clean.extension}"
+        stored = await self.store.put(key, clean.data, clean.mime)
+        return {
+            "uri": stored.uri,
+            "url": await self.url_for(stored.uri),
+            "sha256": stored.sha256,
+            "mime": clean.mime,
+            "width": clean.width,
+            "height": clean.height,
+        }
+
+    async def _pose_uri(self, caller: Caller, url: str) -> tuple[str, str | None]:
+        """(uri to pass on, key to delete when the submission does not go through)."""
+        try:
+            source = await pose.validate(
+                url, user_id=caller.user_id, key_from_uri=self.store.key_from_uri, resolver=self.resolver
+            )
+            if source.kind == "storage":
+                if not await self.store.exists(source.key):
+                    raise InvalidInput(f"{pose.FIELD}: {url} does not exist in your uploads")
+                return self.store.uri_for(source.key), None
+            fetched = await pose.fetch(
+                source.url,
+                resolver=self.resolver,
+                max_bytes=self.settings.pose_max_bytes,
+                timeout_s=self.settings.pose_fetch_timeout_s,
+                max_redirects=self.settings.pose_max_redirects,
+                transport=self.pose_transport,
+            )
+        except InvalidInput as exc:
+            raise bad_request(exc.message, field=pose.FIELD) from exc
+        clean = uploads.clean_image(
+            fetched.data,
+            name=pose.FIELD,
+            max_pixels=self.settings.max_image_pixels,
+            jpeg_quality=self.settings.jpeg_quality,
+        )
+        key = f"{pose.upload_prefix(caller.user_id)}pose/{uuid.uuid4().hex}.{clean.extension}"
+        stored = await self.store.put(key, clean.data, clean.mime)
+        return stored.uri, key
+
+    # ---- jobs ----------------------------------------------------------------------------------------------
+
+    async def submit(
+        self, caller: Caller, body: GenerateInput, idempotency_key: str | None
+    ) -> dict[str, Any]:
+        self.generate_limiter.check(caller.user_id, "generation requests")
+        await self._character(caller, body.character_id)
+        pose_uri, temp_key = ("", None)
+        if body.pose_image_url:
+            pose_uri, temp_key = await self._pose_uri(caller, body.pose_image_url)
+        o = body.options
+        request = orch_pb2.SubmitGenerationRequest(
+            owner_id=caller.user_id,
+            character_id=body.character_id,
+            prompt=body.prompt,
+            pose_image_uri=pose_uri,
+            style_overrides=body.style_overrides,
+            options=orch_pb2.GenerationOptions(**o),
+            # without a client key, one per HTTP request still makes the channel's UNAVAILABLE retries safe
+            idempotency_key=idempotency_key or f"auto:{uuid.uuid4().hex}",
+        )
+        try:
+            reply = await self._rpc("orchestrator", self.orchestrator.SubmitGeneration, request)
+        except BaseException:
+            if temp_key:
+                await self._forget(temp_key)
+            raise
+        if temp_key and (not reply.created or reply.job.pose_image_uri != pose_uri):
+            await self._forget(temp_key)  # an earlier submission with this key already holds its own copy
+        job = reply.job
+        if job.owner_id and job.owner_id != caller.user_id:  # never hand out another user's job
+            raise ApiError(409, "already_exists", "this Idempotency-Key was already used")
+        if reply.created:
+            await self.users.audit(
+                caller.user_id,
+                "job_submit",
+                "job",
+                job.id,
+                client_ip=caller.client_ip,
+                request_id=caller.request_id,
+                character_id=body.character_id,
+                idempotency_key=idempotency_key or "",
+            )
+        return {"job_id": job.id, "status": views.job_status(job.status), "created": reply.created}
+
+    async def _forget(self, key: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.store.delete(key)
+
+    async def _job(self, caller: Caller, job_id: str) -> orch_pb2.Job:
+        if not job_id or len(job_id) > 100:
+            raise not_found("job", job_id or "''")
+        try:
+            reply = await self._rpc(
+                "orchestrator",
+                self.orchestrator.GetJob,
+                orch_pb2.GetJobRequest(job_id=job_id, owner_id=caller.user_id),
+            )
+        except ApiError as err:
+            if err.status == 404:
+                raise not_found("job", job_id) from err
+            raise
+        if not reply.HasField("job") or reply.job.owner_id != caller.user_id:
+            raise not_found("job", job_id)
+        return reply.job
+
+    async def get_job(self, caller: Caller, job_id: str) -> dict[str, Any]:
+        return await views.job(await self._job(caller, job_id), self.url_for)
+
+    async def cancel_job(self, caller: Caller, job_id: str) -> dict[str, Any]:
+        await self._job(caller, job_id)
+        reply = await self._rpc(
+            "orchestrator",
+            self.orchestrator.CancelJob,
+            orch_pb2.CancelJobRequest(job_id=job_id, owner_id=caller.user_id),
+        )
+        await self.users.audit(
+            caller.user_id,
+            "job_cancel",
+            "job",
+            job_id,
+            client_ip=caller.client_ip,
+            request_id=caller.request_id,
+        )
+        return await views.job(reply.job, self.url_for)
+
+    async def feedback(self, caller: Caller, job_id: str, rating: str, comment: str) -> dict[str, Any]:
+        await self._job(caller, job_id)
+        reply = await self._rpc(
+            "orchestrator",
+            self.orchestrator.RecordFeedback,
+            orch_pb2.RecordFeedbackRequest(
+                job_id=job_id, owner_id=caller.user_id, rating=FEEDBACK[rating], comment=comment
+            ),
+        )
+        return {"job_id": job_id, "rating": rating, "recorded": reply.recorded}
+
+    async def job_events(self, caller: Caller, job_id: str) -> AsyncIterator[str]:
+        """Check ownership now (so a 404 is a normal JSON answer), then stream server-sent events."""
+        first = await self._job(caller, job_id)
+        return self._sse(caller, job_id, first)
+
+    async def _sse(self, caller: Caller, job_id: str, first: orch_pb2.Job) -> AsyncIterator[str]:
+        import json
+
+        seq = 0
+
+        def frame(event: str, data: dict[str, Any]) -> str:
+            nonlocal seq
+            seq += 1
+            return f"id: {seq}\nevent: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+        snapshot = await views.job(first, self.url_for)
+        yield frame("status", {"event": "status", "message": "", "job": snapshot})
+        if snapshot["status"] in views.TERMINAL_JOB_STATUSES:
+            return
+        call = self.orchestrator.WatchJob(
+            orch_pb2.WatchJobRequest(job_id=job_id, owner_id=caller.user_id), timeout=self.settings.sse_max_s
+        )
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        end = object()
+
+        async def pump() -> None:
+            try:
+                async for item in call:
+                    await queue.put(item)
+            except grpc.aio.AioRpcError as err:
+                await queue.put(err)
+            finally:
+                await queue.put(end)
+
+        task = asyncio.create_task(pump())
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=self.settings.sse_keepalive_s)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                if item is end:
+                    return
+                if isinstance(item, grpc.aio.AioRpcError):
+                    if item.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                        yield frame(
+                            "timeout", {"event": "timeout", "message": "stream limit reached; reconnect"}
+                        )
+                    else:
+                        yield frame("error", from_grpc(item, "orchestrator").body())
+                    return
+                if item.job.owner_id and item.job.owner_id != caller.user_id:
+                    return
+                data = await views.job(item.job, self.url_for) if item.HasField("job") else None
+                yield frame(
+                    item.event or "progress", {"event": item.event, "message": item.message, "job": data}
+                )
+                if data is not None and data["status"] in views.TERMINAL_JOB_STATUSES:
+                    return
+        finally:
+            call.cancel()
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    # ---- admin ---------------------------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        timeout = self.settings.health_timeout_s
+
+        async def grpc_health(name: str) -> tuple[str, str]:
+            address = getattr(self.mesh, f"{name}_addr")
+            ch = self._channels.get(name)
+            own = ch is None
+            if own:
+                ch = grpc_client.channel(address, default_timeout_s=timeout)
+            try:
+                reply = await health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=timeout
+                )
+                return name, health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.aio.AioRpcError as err:
+                return name, f"UNREACHABLE ({err.code().name})"
+            finally:
+                if own:
+                    await ch.close()
+
+        async def nats_health() -> tuple[str, str]:
+            import nats
+
+            servers = [u.strip() for u in self.nats_settings.url.split(",") if u.strip()]
+            try:
+                nc = await asyncio.wait_for(
+                    nats.connect(
+                        servers=servers,
+                        connect_timeout=timeout,
+                        allow_reconnect=False,
+                        max_reconnect_attempts=0,
+                    ),
+                    timeout=timeout * 2,
+                )
+            except Exception as exc:  # noqa: BLE001 - any failure is "unreachable"
+                return "nats", f"UNREACHABLE ({type(exc).__name__})"
+            try:
+                return "nats", "SERVING" if nc.is_connected else "NOT_SERVING"
+            finally:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+
+        async def db_health() -> tuple[str, str]:
+            try:
+                async with asyncio.timeout(timeout):
+                    async with self.db.engine.connect() as conn:
+                        await conn.execute(text("SELECT 1"))
+                return "database", "SERVING"
+            except Exception as exc:  # noqa: BLE001
+                return "database", f"UNREACHABLE ({type(exc).__name__})"
+
+        started = time.perf_counter()
+        results = await asyncio.gather(*(grpc_health(n) for n in MESH_SERVICES), nats_health(), db_health())
+        components = dict(results)
+        healthy = all(v == "SERVING" for v in components.values())
+        return {
+            "status": "ok" if healthy else "degraded",
+            "components": components,
+            "checked_in_s": round(time.perf_counter() - started, 3),
+        }

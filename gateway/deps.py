@@ -1,0 +1,95 @@
+"""FastAPI dependencies: the gateway object, the authenticated caller (Bearer JWT or X-API-Key), rate limits,
+the admin check, the Idempotency-Key header."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from gateway.core import Caller, Gateway
+from gateway.errors import ApiError, bad_request, unauthenticated
+from gateway.metrics import RATE_LIMITED
+from idlock.telemetry import request_id_var
+
+bearer_scheme = HTTPBearer(auto_error=False, description="JWT from POST /auth/login")
+api_key_scheme = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="API key from POST /auth/api-keys"
+)
+
+
+def gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+async def caller(
+    request: Request,
+    gw: Annotated[Gateway, Depends(gateway)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+) -> Caller:
+    """The authenticated user; 401 without valid credentials."""
+    if bearer is not None and bearer.credentials:
+        principal = await gw.users.from_token(bearer.credentials)
+    elif api_key:
+        principal = await gw.users.from_api_key(api_key)
+    else:
+        raise unauthenticated(
+            "authentication required: send Authorization: Bearer <token> or X-API-Key: <key>"
+        )
+    return Caller(principal=principal, client_ip=client_ip(request), request_id=request_id_var.get())
+
+
+async def limited_caller(
+    who: Annotated[Caller, Depends(caller)], gw: Annotated[Gateway, Depends(gateway)]
+) -> Caller:
+    """The caller, after taking a token from their per-user bucket (429 with Retry-After when empty)."""
+    try:
+        gw.api_limiter.check(who.user_id)
+    except ApiError:
+        RATE_LIMITED.labels("api").inc()
+        raise
+    return who
+
+
+async def admin_caller(who: Annotated[Caller, Depends(limited_caller)]) -> Caller:
+    if not who.principal.is_admin:
+        raise ApiError(403, "permission_denied", "this endpoint is for administrators only")
+    return who
+
+
+async def auth_rate_limit(request: Request, gw: Annotated[Gateway, Depends(gateway)]) -> None:
+    """Per client IP limit on /auth endpoints (password guessing, mass sign-ups)."""
+    try:
+        gw.auth_limiter.check(f"ip:{client_ip(request)}", "authentication requests from this address")
+    except ApiError:
+        RATE_LIMITED.labels("auth").inc()
+        raise
+
+
+async def idempotency_key(
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Makes a retried submission return the first one's result (1-200 printable characters).",
+        ),
+    ] = None,
+) -> str | None:
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > 200 or any(not (0x21 <= ord(c) <= 0x7E) for c in key):
+        raise bad_request("Idempotency-Key must be 1 to 200 printable ASCII characters without spaces")
+    return key
+
+
+CallerDep = Annotated[Caller, Depends(limited_caller)]
+AdminDep = Annotated[Caller, Depends(admin_caller)]
+GatewayDep = Annotated[Gateway, Depends(gateway)]
+IdempotencyDep = Annotated[str | None, Depends(idempotency_key)]

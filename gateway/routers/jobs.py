@@ -1,0 +1,78 @@
+"""Generation jobs: submit, status, cancel, server-sent events, feedback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from gateway.core import GenerateInput
+from gateway.deps import CallerDep, GatewayDep, IdempotencyDep
+from gateway.schemas import ErrorBody, FeedbackIn, GenerateIn, JobAccepted
+
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["jobs"],
+    responses={
+        400: {"model": ErrorBody},
+        401: {"model": ErrorBody},
+        404: {"model": ErrorBody},
+        429: {"model": ErrorBody},
+    },
+)
+
+
+@router.post(
+    "/generate",
+    status_code=202,
+    response_model=JobAccepted,
+    responses={409: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
+async def generate(body: GenerateIn, who: CallerDep, gw: GatewayDep, idem: IdempotencyDep) -> JSONResponse:
+    """Queue a scene for a character. With `Idempotency-Key`, a retried submission returns the same job."""
+    accepted = await gw.submit(
+        who,
+        GenerateInput(
+            character_id=body.character_id,
+            prompt=body.prompt,
+            pose_image_url=body.pose_image_url,
+            style_overrides=list(body.style_overrides),
+            options=body.options.model_dump(),
+        ),
+        idem,
+    )
+    return JSONResponse(accepted, status_code=202, headers={"Location": f"/api/v1/job/{accepted['job_id']}"})
+
+
+@router.get("/job/{job_id}")
+async def get_job(job_id: str, who: CallerDep, gw: GatewayDep) -> dict[str, Any]:
+    """Status, result references with download URLs, and metrics of one of your jobs."""
+    return await gw.get_job(who, job_id)
+
+
+@router.post("/job/{job_id}/cancel", responses={409: {"model": ErrorBody}})
+async def cancel_job(job_id: str, who: CallerDep, gw: GatewayDep) -> dict[str, Any]:
+    """Cancel a queued or running job."""
+    return await gw.cancel_job(who, job_id)
+
+
+@router.get(
+    "/job/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}},
+)
+async def job_events(job_id: str, who: CallerDep, gw: GatewayDep) -> StreamingResponse:
+    """Server-sent events with the job's status changes until it ends (`event: succeeded|failed|cancelled`)."""
+    stream = await gw.job_events(who, job_id)
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.post("/job/{job_id}/feedback")
+async def job_feedback(job_id: str, body: FeedbackIn, who: CallerDep, gw: GatewayDep) -> dict[str, Any]:
+    """Thumbs up or down on a result (used by self-learning)."""
+    return await gw.feedback(who, job_id, body.rating, body.comment)

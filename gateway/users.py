@@ -1,0 +1,217 @@
+"""Users, API keys and the audit log, over the gateway's database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from gateway import auth
+from gateway.errors import ApiError, unauthenticated
+from gateway.models import SCHEMA_VERSION, ApiKey, AuditEntry, Base, User, utcnow
+from gateway.settings import GatewaySettings
+from idlock.db import Database
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller of a request."""
+
+    user_id: str
+    email: str
+    is_admin: bool
+    #: "jwt" or "api_key:<key id>"
+    via: str
+
+
+def normalize_email(email: str) -> str:
+    email = (email or "").strip().lower()
+    if len(email) > 320 or not _EMAIL.match(email):
+        raise ApiError(400, "invalid_argument", "email must be a valid address like name@example.com")
+    return email
+
+
+class UserStore:
+    def __init__(self, db: Database, settings: GatewaySettings, jwt_secret: str) -> None:
+        self.db = db
+        self.settings = settings
+        self._secret = jwt_secret
+
+    async def migrate(self) -> None:
+        await self.db.migrate(Base.metadata, version=SCHEMA_VERSION)
+
+    def _is_admin(self, user: User) -> bool:
+        return bool(user.is_admin or user.email in self.settings.admin_emails)
+
+    # ---- users ---------------------------------------------------------------------------------------------
+
+    async def register(
+        self, email: str, password: str, *, client_ip: str = "", request_id: str = ""
+    ) -> Principal:
+        """A new user (the first one is an admin). Duplicate email -> 409."""
+        if not self.settings.allow_registration:
+            raise ApiError(403, "permission_denied", "registration is closed on this gateway")
+        email = normalize_email(email)
+        auth.check_password_strength(password, self.settings.password_min_length)
+        password_hash = auth.hash_password(password)
+        user_id = "usr_" + uuid.uuid4().hex
+        try:
+            async with self.db.session() as s:
+                first = (await s.execute(select(func.count()).select_from(User))).scalar_one() == 0
+                user = User(
+                    id=user_id,
+                    email=email,
+                    password_hash=password_hash,
+                    is_admin=first or email in self.settings.admin_emails,
+                )
+                s.add(user)
+                await s.flush()
+                s.add(
+                    self._audit(user_id, "register", "user", user_id, client_ip, request_id, {"email": email})
+                )
+        except IntegrityError as exc:
+            raise ApiError(409, "already_exists", f"a user with email {email} already exists") from exc
+        return Principal(user_id=user.id, email=email, is_admin=self._is_admin(user), via="register")
+
+    async def login(
+        self, email: str, password: str, *, client_ip: str = "", request_id: str = ""
+    ) -> tuple[str, int]:
+        """(token, expires_at) for valid credentials, else 401 (the same answer for unknown email and wrong password)."""
+        try:
+            email = normalize_email(email)
+        except ApiError:
+            email = ""
+        async with self.db.session() as s:
+            user = (
+                (await s.execute(select(User).where(User.email == email))).scalar_one_or_none()
+                if email
+                else None
+            )
+            ok = auth.verify_password(user.password_hash if user else None, password)
+            if not ok or user is None or user.disabled:
+                raise unauthenticated("invalid email or password")
+            if auth.needs_rehash(user.password_hash):
+                user.password_hash = auth.hash_password(password)
+            s.add(self._audit(user.id, "login", "user", user.id, client_ip, request_id, {}))
+        return auth.issue_token(
+            user.id, secret=self._secret, expiry_s=self.settings.jwt_expiry_s, issuer=self.settings.jwt_issuer
+        )
+
+    async def _principal(self, user_id: str, via: str) -> Principal:
+        async with self.db.session() as s:
+            user = await s.get(User, user_id)
+        if user is None or user.disabled:
+            raise unauthenticated("the account of this credential no longer exists or is disabled")
+        return Principal(user_id=user.id, email=user.email, is_admin=self._is_admin(user), via=via)
+
+    async def from_token(self, token: str) -> Principal:
+        claims = auth.decode_token(token, secret=self._secret, issuer=self.settings.jwt_issuer)
+        return await self._principal(claims.user_id, "jwt")
+
+    # ---- API keys ------------------------------------------------------------------------------------------
+
+    async def create_api_key(
+        self, principal: Principal, name: str, *, client_ip: str = "", request_id: str = ""
+    ) -> tuple[ApiKey, str]:
+        """(row, plaintext key); the plaintext is never stored."""
+        new = auth.new_api_key()
+        async with self.db.session() as s:
+            row = ApiKey(id=new.key_id, user_id=principal.user_id, name=name, secret_hash=new.secret_hash)
+            s.add(row)
+            s.add(
+                self._audit(
+                    principal.user_id, "api_key_create", "api_key", new.key_id, client_ip, request_id, {}
+                )
+            )
+        return row, new.plaintext
+
+    async def list_api_keys(self, principal: Principal) -> list[ApiKey]:
+        async with self.db.session() as s:
+            rows = await s.execute(
+                select(ApiKey).where(ApiKey.user_id == principal.user_id).order_by(ApiKey.created_at.desc())
+            )
+            return list(rows.scalars())
+
+    async def revoke_api_key(
+        self, principal: Principal, key_id: str, *, client_ip: str = "", request_id: str = ""
+    ) -> None:
+        async with self.db.session() as s:
+            row = await s.get(ApiKey, key_id)
+            if row is None or row.user_id != principal.user_id or row.revoked_at is not None:
+                raise ApiError(404, "not_found", f"API key {key_id} not found")
+            row.revoked_at = utcnow()
+            s.add(
+                self._audit(principal.user_id, "api_key_revoke", "api_key", key_id, client_ip, request_id, {})
+            )
+
+    async def from_api_key(self, plaintext: str) -> Principal:
+        key_id, secret = auth.parse_api_key(plaintext)
+        async with self.db.session() as s:
+            row = await s.get(ApiKey, key_id)
+            if (
+                row is None
+                or row.revoked_at is not None
+                or not auth.key_secret_matches(secret, row.secret_hash)
+            ):
+                raise unauthenticated("invalid or revoked API key")
+            now = utcnow()
+            last = row.last_used_at
+            if last is None or (now - _aware(last)) > dt.timedelta(minutes=1):
+                row.last_used_at = now
+            user_id = row.user_id
+        return await self._principal(user_id, f"api_key:{key_id}")
+
+    # ---- audit ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _audit(
+        user_id: str | None,
+        action: str,
+        resource_type: str,
+        resource_id: str,
+        client_ip: str,
+        request_id: str,
+        details: dict[str, Any],
+    ) -> AuditEntry:
+        return AuditEntry(
+            user_id=user_id,
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            client_ip=client_ip or "",
+            request_id=request_id or "",
+            details=details,
+        )
+
+    async def audit(
+        self,
+        user_id: str | None,
+        action: str,
+        resource_type: str = "",
+        resource_id: str = "",
+        *,
+        client_ip: str = "",
+        request_id: str = "",
+        **details: Any,
+    ) -> None:
+        async with self.db.session() as s:
+            s.add(self._audit(user_id, action, resource_type, resource_id, client_ip, request_id, details))
+
+    async def audit_entries(self, *, user_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        async with self.db.session() as s:
+            q = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+            if user_id is not None:
+                q = q.where(AuditEntry.user_id == user_id)
+            return list((await s.execute(q)).scalars())
+
+
+def _aware(t: dt.datetime) -> dt.datetime:
+    # SQLite returns naive datetimes for timezone-aware columns
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)

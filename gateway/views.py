@@ -1,0 +1,155 @@
+"""Protobuf messages from the mesh -> the JSON the REST API returns."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+
+from idlock.v1 import common_pb2, memory_service_pb2, orchestrator_service_pb2
+
+UrlFor = Callable[[str], Awaitable[str | None]]
+TERMINAL_JOB_STATUSES = frozenset({"succeeded", "failed", "needs_more_refs", "cancelled"})
+
+
+def enum_name(enum: Any, value: int, prefix: str) -> str:
+    try:
+        name = enum.Name(value)
+    except ValueError:
+        return "unspecified"
+    return name.removeprefix(prefix).lower()
+
+
+def character_status(value: int) -> str:
+    return enum_name(memory_service_pb2.CharacterStatus, value, "CHARACTER_STATUS_")
+
+
+def job_status(value: int) -> str:
+    return enum_name(common_pb2.JobStatus, value, "JOB_STATUS_")
+
+
+def _ts(msg: Any, field: str) -> str | None:
+    if not msg.HasField(field):
+        return None
+    return getattr(msg, field).ToJsonString()
+
+
+async def image_ref(ref: common_pb2.ImageRef, url_for: UrlFor) -> dict[str, Any] | None:
+    if not ref.uri:
+        return None
+    return {
+        "uri": ref.uri,
+        "url": await url_for(ref.uri),
+        "sha256": ref.sha256,
+        "mime": ref.mime,
+        "width": ref.width,
+        "height": ref.height,
+    }
+
+
+async def video_ref(ref: common_pb2.VideoRef, url_for: UrlFor) -> dict[str, Any] | None:
+    if not ref.uri:
+        return None
+    return {
+        "uri": ref.uri,
+        "url": await url_for(ref.uri),
+        "sha256": ref.sha256,
+        "mime": ref.mime,
+        "width": ref.width,
+        "height": ref.height,
+        "duration_s": ref.duration_s,
+        "fps": ref.fps,
+    }
+
+
+def idr(score: common_pb2.IdrScore) -> dict[str, Any]:
+    return {
+        "raw": round(float(score.raw), 6),
+        "calibrated": round(float(score.calibrated), 6),
+        "verdict": enum_name(common_pb2.Verdict, score.verdict, "VERDICT_"),
+        "encoder": score.encoder,
+    }
+
+
+def tags(t: common_pb2.StateTags) -> dict[str, list[str]]:
+    return {k: list(getattr(t, k)) for k in ("clothing", "injuries", "props", "setting", "mood")}
+
+
+async def character(c: memory_service_pb2.Character, url_for: UrlFor) -> dict[str, Any]:
+    return {
+        "character_id": c.id,
+        "name": c.name,
+        "description": c.description,
+        "status": character_status(c.status),
+        "status_reasons": list(c.status_reasons),
+        "consent_given": c.consent_given,
+        "consent_at": _ts(c, "consent_at"),
+        "semantic_vector_id": c.semantic_vector_id,
+        "encoder": c.encoder,
+        "sheet": MessageToDict(c.sheet, preserving_proto_field_name=True),
+        "reference_images": [await image_ref(r, url_for) for r in c.reference_images],
+        "memory_version": c.memory_version,
+        "episode_count": c.episode_count,
+        "created_at": _ts(c, "created_at"),
+        "updated_at": _ts(c, "updated_at"),
+    }
+
+
+def character_summary(c: memory_service_pb2.Character) -> dict[str, Any]:
+    return {
+        "character_id": c.id,
+        "name": c.name,
+        "description": c.description,
+        "status": character_status(c.status),
+        "episode_count": c.episode_count,
+        "created_at": _ts(c, "created_at"),
+    }
+
+
+async def episode(e: memory_service_pb2.Episode, url_for: UrlFor) -> dict[str, Any]:
+    return {
+        "episode_id": e.id,
+        "job_id": e.job_id,
+        "scene_index": e.scene_index,
+        "kind": enum_name(common_pb2.MediaKind, e.kind, "MEDIA_KIND_"),
+        "prompt": e.prompt,
+        "description": e.description,
+        "image": await image_ref(e.image, url_for),
+        "video": await video_ref(e.video, url_for),
+        "idr": idr(e.idr) if e.HasField("idr") else None,
+        "tags": tags(e.tags),
+        "removed": tags(e.removed),
+        "state_source": e.state_source,
+        "created_at": _ts(e, "created_at"),
+    }
+
+
+async def job(j: orchestrator_service_pb2.Job, url_for: UrlFor) -> dict[str, Any]:
+    result = None
+    if j.result_image.uri or j.result_video.uri:
+        result = {
+            "image": await image_ref(j.result_image, url_for),
+            "video": await video_ref(j.result_video, url_for),
+        }
+    return {
+        "job_id": j.id,
+        "status": job_status(j.status),
+        "character_id": j.character_id,
+        "prompt": j.prompt,
+        "pose_image_url": j.pose_image_uri or None,
+        "style_overrides": list(j.style_overrides),
+        "options": MessageToDict(
+            j.options, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        ),
+        "result": result,
+        "metrics": MessageToDict(j.metrics, preserving_proto_field_name=True)
+        if j.HasField("metrics")
+        else {},
+        "error": {"code": j.error_code, "message": j.error_message}
+        if (j.error_code or j.error_message)
+        else None,
+        "attempts": j.attempts,
+        "created_at": _ts(j, "created_at"),
+        "updated_at": _ts(j, "updated_at"),
+    }

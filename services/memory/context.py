@@ -1,0 +1,393 @@
+"""Context building (seed §5.2 step 4-6): vectors, state, relevant scenes, summary and the composed prompt.
+
+`build_context` is pure apart from its injected collaborators (text embedder or relevance search, LLM, cache), so it
+is testable without gRPC, databases or Qdrant. `load_context` feeds it from the repository and the vector store;
+`record_scene` appends an episode everywhere and consolidates when due. The servicer calls these two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .cache import CacheKey, PromptCache
+from .consolidation import ConsolidationPolicy, SceneRecord, SummaryResult, consolidate
+from .llm import NO_KEY_REASON, GroqLlm, format_prompt
+from .merge import MergeConfig, episode_weights, merge_identity
+from .prompt import (
+    DEFAULT_STYLE_GUIDE,
+    CharacterSheet,
+    ComposedPrompt,
+    PromptInputs,
+    SceneLine,
+    StyleOverrides,
+    compose_template,
+    sanitize_prompt,
+)
+from .state import SceneTags, StoryState, compute_state
+from .text_embed import TextEmbedder, aembed
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    recent_k: int = 3
+    relevant_k: int = 2
+    ended_window: int = 3
+    prompt_max_chars: int = 2000
+    deny_list: tuple[str, ...] = ()
+    style_guide: str = DEFAULT_STYLE_GUIDE
+    consolidation: ConsolidationPolicy = field(default_factory=ConsolidationPolicy)
+    summary_max_chars: int = 1200
+
+    @classmethod
+    def from_settings(cls, s: Any) -> ContextConfig:
+        return cls(
+            merge=MergeConfig(w_s=s.w_s, w_e=s.w_e, alpha=s.alpha),
+            recent_k=s.recent_k,
+            relevant_k=s.relevant_k,
+            ended_window=s.ended_window,
+            prompt_max_chars=s.prompt_max_chars,
+            deny_list=tuple(s.deny_list),
+            style_guide=s.master_style_guide,
+            consolidation=ConsolidationPolicy(s.consolidate_every_images, s.consolidate_every_videos),
+            summary_max_chars=s.summary_max_chars,
+        )
+
+
+@dataclass(frozen=True)
+class EpisodeView:
+    id: str
+    scene_index: int
+    kind: str
+    text: str
+    face_embedding: tuple[float, ...] | None = None
+
+    @classmethod
+    def from_model(cls, ep: Any) -> EpisodeView:
+        emb = tuple(ep.face_embedding) if ep.face_embedding else None
+        return cls(ep.id, ep.scene_index, ep.kind, ep.text, emb)
+
+
+#: (prompt text, k, scene indexes to exclude) -> the most relevant earlier episodes
+RelevantSearch = Callable[[str, int, Sequence[int]], Awaitable[Sequence[EpisodeView]]]
+
+
+@dataclass(frozen=True)
+class MemoryContext:
+    character_id: str
+    memory_version: int
+    semantic_vector: np.ndarray | None
+    merged_vector: np.ndarray | None
+    recent: tuple[EpisodeView, ...]
+    relevant: tuple[EpisodeView, ...]
+    state: StoryState
+    summary: str
+    prompt: ComposedPrompt
+    cache_hit: bool
+    #: effective weights of the episodes in the merge, newest first (diagnostics)
+    episode_weights: tuple[float, ...] = ()
+
+
+def _engine_key(llm: GroqLlm | None) -> str:
+    return llm.config.engine_key() if llm is not None else "template"
+
+
+async def _rank_by_text(
+    embedder: TextEmbedder, prompt: str, candidates: Sequence[EpisodeView], k: int
+) -> list[EpisodeView]:
+    cands = [c for c in candidates if c.text.strip()]
+    if k <= 0 or not cands:
+        return []
+    vecs = await aembed(embedder, [prompt] + [c.text for c in cands])
+    sims = vecs[1:] @ vecs[0]
+    order = sorted(range(len(cands)), key=lambda i: (-float(sims[i]), cands[i].scene_index))
+    return [cands[i] for i in order[:k]]
+
+
+async def build_context(
+    *,
+    character_id: str,
+    memory_version: int,
+    sheet: CharacterSheet,
+    user_prompt: str,
+    scenes: Sequence[SceneTags] = (),
+    recent: Sequence[EpisodeView] = (),
+    history: Sequence[EpisodeView] = (),
+    semantic_vector: Sequence[float] | np.ndarray | None = None,
+    summary: str = "",
+    overrides: StyleOverrides | None = None,
+    config: ContextConfig | None = None,
+    embedder: TextEmbedder | None = None,
+    relevant_search: RelevantSearch | None = None,
+    llm: GroqLlm | None = None,
+    cache: PromptCache | None = None,
+) -> MemoryContext:
+    """The context for the next scene.
+
+    scenes: every episode's tags (for the state); recent: newest first (the first `recent_k` are used);
+    history: older episodes to rank by text similarity when no `relevant_search` is given (needs `embedder`).
+    Raises `InvalidInput` for a bad prompt (control characters are stripped; too long or deny-listed is refused).
+    """
+    cfg = config or ContextConfig()
+    ov = overrides or StyleOverrides()
+    prompt = sanitize_prompt(user_prompt, max_len=cfg.prompt_max_chars, deny_list=cfg.deny_list)
+    for text in ov.texts():
+        sanitize_prompt(text, max_len=cfg.prompt_max_chars, deny_list=cfg.deny_list, what="style override")
+    state = compute_state(scenes)
+
+    rec = tuple(sorted(recent, key=lambda e: -e.scene_index)[: cfg.recent_k])
+    sem = None if semantic_vector is None else np.asarray(semantic_vector, dtype=np.float64)
+    merged = None
+    weights: tuple[float, ...] = ()
+    if sem is not None:
+        faces = [np.asarray(e.face_embedding, dtype=np.float64) for e in rec if e.face_embedding]
+        faces = [f for f in faces if f.shape == sem.shape]
+        merged = merge_identity(sem, faces, cfg.merge)
+        weights = tuple(episode_weights(len(faces), cfg.merge))
+
+    exclude = [e.scene_index for e in rec]
+    relevant: list[EpisodeView] = []
+    if cfg.relevant_k > 0:
+        if relevant_search is not None:
+            relevant = [
+                e
+                for e in await relevant_search(prompt, cfg.relevant_k, exclude)
+                if e.scene_index not in exclude
+            ]
+        elif embedder is not None and history:
+            older = [e for e in history if e.scene_index not in set(exclude)]
+            relevant = await _rank_by_text(embedder, prompt, older, cfg.relevant_k)
+    relevant = sorted(relevant, key=lambda e: e.scene_index)[: cfg.relevant_k]
+
+    inputs = PromptInputs(
+        sheet=sheet,
+        user_prompt=prompt,
+        state=state if scenes else None,
+        recent_scenes=tuple(SceneLine(e.scene_index, e.text) for e in rec),
+        relevant_scenes=tuple(SceneLine(e.scene_index, e.text) for e in relevant),
+        summary=summary,
+        style_guide=cfg.style_guide,
+        overrides=ov,
+        max_recent=cfg.recent_k,
+        ended_window=cfg.ended_window,
+    )
+    template = compose_template(inputs)
+    key = CacheKey(character_id, memory_version, template.template_hash, ov.digest(), _engine_key(llm))
+    composed: ComposedPrompt | None = await cache.get(key) if cache is not None else None
+    hit = composed is not None
+    if composed is None:
+        composed = await format_prompt(template, inputs, llm, deny_list=cfg.deny_list)
+        # cache what will not change: LLM answers, and template results when no LLM is configured
+        # (a template used because the LLM failed is not cached, so the next call tries the LLM again)
+        if cache is not None and (composed.engine == "llm" or composed.fallback_reason == NO_KEY_REASON):
+            await cache.put(key, composed)
+    return MemoryContext(
+        character_id=character_id,
+        memory_version=memory_version,
+        semantic_vector=None if sem is None else sem / np.linalg.norm(sem),
+        merged_vector=merged,
+        recent=rec,
+        relevant=tuple(relevant),
+        state=state,
+        summary=summary,
+        prompt=composed,
+        cache_hit=hit,
+        episode_weights=weights,
+    )
+
+
+# ---- wiring over the repository and the vector store ------------------------------------------------------------
+
+
+async def load_context(
+    session: Any,
+    character_id: str,
+    user_prompt: str,
+    *,
+    vectors: Any | None = None,
+    embedder: TextEmbedder | None = None,
+    config: ContextConfig | None = None,
+    llm: GroqLlm | None = None,
+    cache: PromptCache | None = None,
+    overrides: StyleOverrides | None = None,
+    owner_id: str | None = None,
+) -> MemoryContext:
+    """Read the character, its episodes, summary and vectors, then `build_context`. NotFound when missing."""
+    from . import repository as repo
+    from .models import Episode
+
+    cfg = config or ContextConfig()
+    ch = await repo.get_character(session, character_id, owner_id=owner_id)
+    sheet_d = dict(ch.sheet or {})
+    sheet_d.setdefault("name", ch.name)
+    sheet = CharacterSheet.from_dict(sheet_d)
+    scenes = await repo.scene_tags(session, character_id)
+    recent = [
+        EpisodeView.from_model(e) for e in await repo.recent_episodes(session, character_id, cfg.recent_k)
+    ]
+    summ = await repo.latest_summary(session, character_id)
+    semantic = None
+    if vectors is not None and ch.encoder and ch.identity_dim:
+        semantic = await vectors.get_semantic(character_id, ch.encoder, ch.identity_dim)
+
+    relevant_search: RelevantSearch | None = None
+    history: list[EpisodeView] = []
+    if embedder is not None and cfg.relevant_k > 0:
+        if vectors is not None:
+
+            async def relevant_search(text: str, k: int, exclude: Sequence[int]) -> Sequence[EpisodeView]:
+                qv = (await aembed(embedder, [text]))[0]
+                ids = None
+                if getattr(vectors, "local", False):  # local mode ranks the character's own points
+                    from sqlalchemy import select
+
+                    q = select(Episode.id).where(Episode.character_id == character_id)
+                    ids = list((await session.execute(q)).scalars())
+                hits = await vectors.search_episode_text(
+                    character_id, embedder.name, qv, k, exclude_scenes=exclude, episode_ids=ids
+                )
+                idx = [h.scene_index for h in hits if h.scene_index is not None]
+                return [
+                    EpisodeView.from_model(e)
+                    for e in await repo.episodes_by_scene(session, character_id, idx)
+                ]
+        else:
+            from sqlalchemy import select
+
+            rows = await session.execute(select(Episode).where(Episode.character_id == character_id))
+            history = [EpisodeView.from_model(e) for e in rows.scalars()]
+
+    return await build_context(
+        character_id=character_id,
+        memory_version=ch.memory_version,
+        sheet=sheet,
+        user_prompt=user_prompt,
+        scenes=scenes,
+        recent=recent,
+        history=history,
+        semantic_vector=semantic,
+        summary=summ.text if summ is not None else "",
+        overrides=overrides,
+        config=cfg,
+        embedder=embedder,
+        relevant_search=relevant_search,
+        llm=llm,
+        cache=cache,
+    )
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    episode: Any  # models.Episode
+    created: bool
+    summary: SummaryResult | None
+
+
+async def record_scene(
+    session: Any,
+    character_id: str,
+    *,
+    job_id: str,
+    vectors: Any | None = None,
+    embedder: TextEmbedder | None = None,
+    llm: GroqLlm | None = None,
+    config: ContextConfig | None = None,
+    **episode: Any,
+) -> RecordResult:
+    """Append the episode (idempotent on job_id), index its vectors, and consolidate when due.
+
+    `episode` takes the keyword arguments of `repository.record_episode` (kind, prompt, tags_added, ...).
+    """
+    from . import repository as repo
+
+    cfg = config or ContextConfig()
+    ep, created = await repo.record_episode(session, character_id, job_id=job_id, **episode)
+    ch = await repo.get_character(session, character_id)
+    if vectors is not None:  # re-indexing a replayed episode is harmless: point ids are deterministic
+        if ep.face_embedding and ch.encoder:
+            await vectors.upsert_episode_face(
+                character_id,
+                ch.owner_id,
+                ep.id,
+                ep.scene_index,
+                ch.encoder,
+                ep.face_embedding,
+                [r.get("uri", "") if isinstance(r, Mapping) else str(r) for r in ep.result_refs or []],
+            )
+        if embedder is not None and ep.text.strip():
+            tv = (await aembed(embedder, [ep.text]))[0]
+            await vectors.upsert_episode_text(
+                character_id, ch.owner_id, ep.id, ep.scene_index, embedder.name, tv, ep.text
+            )
+    summary = await maybe_consolidate(session, character_id, llm=llm, config=cfg)
+    return RecordResult(ep, created, summary)
+
+
+async def maybe_consolidate(
+    session: Any,
+    character_id: str,
+    *,
+    llm: GroqLlm | None = None,
+    config: ContextConfig | None = None,
+    force: bool = False,
+) -> SummaryResult | None:
+    """Write a story-so-far summary when the scenes since the last one are due (5 images / 3 videos), or with
+    `force` whenever there is at least one new scene. None when nothing was written."""
+    from sqlalchemy import select
+
+    from . import repository as repo
+    from .models import Episode
+
+    cfg = config or ContextConfig()
+    last = await repo.latest_summary(session, character_id)
+    after = last.up_to_scene if last is not None else 0
+    kinds = await repo.episode_kinds_after(session, character_id, after)
+    if not kinds or not (force or cfg.consolidation.due(kinds)):
+        return None
+    rows = await session.execute(
+        select(Episode)
+        .where(Episode.character_id == character_id, Episode.scene_index > after)
+        .order_by(Episode.scene_index)
+    )
+    eps = list(rows.scalars())
+    state = compute_state(await repo.scene_tags(session, character_id))
+    res = await consolidate(
+        [SceneRecord(e.scene_index, e.kind, e.text) for e in eps],
+        state,
+        last.text if last is not None else "",
+        llm=llm,
+        max_chars=cfg.summary_max_chars,
+    )
+    await repo.add_summary(
+        session,
+        character_id,
+        up_to_scene=res.up_to_scene,
+        text=res.text,
+        engine=res.engine,
+        fallback_reason=res.fallback_reason,
+    )
+    return res
+
+
+def engine_label(prompt: ComposedPrompt, llm: GroqLlm | None) -> str:
+    """The proto's engine string: "template" or "llm:<model>"."""
+    if prompt.engine == "llm" and llm is not None:
+        return f"llm:{llm.config.model}"
+    return prompt.engine
+
+
+def overrides_from_mapping(d: Mapping[str, Any] | None) -> StyleOverrides:
+    """StyleOverrides from a plain mapping (e.g. a proto map / JSON): style_guide, negative_tokens, output_spec."""
+    d = dict(d or {})
+    neg = d.get("negative_tokens") or d.get("extra_negative_tokens") or ()
+    if isinstance(neg, str):
+        neg = [x.strip() for x in neg.split(",") if x.strip()]
+    return StyleOverrides(
+        style_guide=d.get("style_guide") or None,
+        extra_negative_tokens=tuple(neg),
+        output_spec=d.get("output_spec") or None,
+    )

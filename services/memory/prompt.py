@@ -1,0 +1,335 @@
+"""Deterministic prompt template (seed §7) and prompt sanitisation.
+
+Same inputs -> byte-identical output: every collection is ordered, nothing depends on time, locale or hash seeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from idlock.errors import InvalidInput
+
+from .state import StoryState
+
+MANDATORY_NEGATIVE_TOKENS: tuple[str, ...] = (
+    "changing face",
+    "morphing identity",
+    "different clothes",
+    "watermark",
+    "text",
+    "extra limbs",
+    "distorted eyes",
+)
+FACE_LOCK = "-- do not alter facial proportions, eye color, or placement"
+CONSTRAINT_LINES: tuple[str, ...] = (
+    "Never change facial structure or eye color.",
+    "Do not merge identity with background characters.",
+)
+SECTION_NAMES: tuple[str, ...] = (
+    "MASTER_STYLE_GUIDE",
+    "CHARACTER_SHEET",
+    "RECENT_STATE",
+    "USER_SCENE",
+    "CONSTRAINTS",
+)
+DEFAULT_STYLE_GUIDE = (
+    "Photorealistic, natural lighting, consistent character identity across scenes, sharp facial detail."
+)
+DEFAULT_OUTPUT_SPEC = "one photorealistic image, 1024x1024"
+# control characters except the ones turned into spaces; also zero-width/bidi format characters
+_WS_RE = re.compile(r"\s+")
+
+
+# ---- sanitisation ------------------------------------------------------------------------------------------------
+
+
+def strip_control(text: str) -> str:
+    """NFC-normalise, turn newlines/tabs into spaces, drop every other control or format character."""
+    t = unicodedata.normalize("NFC", text)
+    out = []
+    for ch in t:
+        if ch in "\n\r\t\v\f":
+            out.append(" ")
+            continue
+        cat = unicodedata.category(ch)
+        if cat in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            continue
+        out.append(ch)
+    return _WS_RE.sub(" ", "".join(out)).strip()
+
+
+def find_denied(text: str, deny_list: Sequence[str]) -> str | None:
+    """The first deny-list term (in list order) that occurs in `text` as whole words, case-insensitively."""
+    low = text.casefold()
+    for term in deny_list:
+        t = term.strip().casefold()
+        if not t:
+            continue
+        if re.search(r"(?<!\w)" + re.escape(t) + r"(?!\w)", low):
+            return term.strip()
+    return None
+
+
+def sanitize_prompt(
+    text: str, *, max_len: int = 2000, deny_list: Sequence[str] = (), what: str = "prompt"
+) -> str:
+    """Cleaned text, or `InvalidInput` naming the problem (empty, too long, or the denied term)."""
+    if not isinstance(text, str):
+        raise InvalidInput(f"{what} must be text")
+    clean = strip_control(text)
+    # a user must not be able to open a template section of their own
+    clean = re.sub(r"\[(?=(?:" + "|".join(SECTION_NAMES) + r")\])", "(", clean)
+    if not clean:
+        raise InvalidInput(f"{what} is empty")
+    if len(clean) > max_len:
+        raise InvalidInput(f"{what} is {len(clean)} characters long, the limit is {max_len}")
+    term = find_denied(clean, deny_list)
+    if term is not None:
+        raise InvalidInput(f"{what} contains the denied term '{term}'", details={"term": term})
+    return clean
+
+
+# ---- inputs ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CharacterSheet:
+    name: str
+    face_description: str = ""
+    hair: str = ""
+    eyes: str = ""
+    distinctive_marks: tuple[str, ...] = ()
+    semantic_tags: tuple[str, ...] = ()
+    must_keep: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> CharacterSheet:
+        def tup(v: object) -> tuple[str, ...]:
+            if v is None:
+                return ()
+            if isinstance(v, str):
+                return (v,) if v.strip() else ()
+            return tuple(str(x) for x in v)  # type: ignore[union-attr]
+
+        return cls(
+            name=str(d.get("name", "") or ""),
+            face_description=str(d.get("face_description", d.get("face", "")) or ""),
+            hair=str(d.get("hair", "") or ""),
+            eyes=str(d.get("eyes", d.get("eye_color", "")) or ""),
+            distinctive_marks=tup(d.get("distinctive_marks", d.get("distinctives"))),
+            semantic_tags=tup(d.get("semantic_tags", d.get("tags"))),
+            must_keep=tup(d.get("must_keep", d.get("must_keep_traits"))),
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+@dataclass(frozen=True)
+class SceneLine:
+    scene_index: int
+    text: str
+
+
+@dataclass(frozen=True)
+class StyleOverrides:
+    """Per-request changes: another style guide, style notes, extra negative tokens, another output spec."""
+
+    style_guide: str | None = None
+    extra_negative_tokens: tuple[str, ...] = ()
+    output_spec: str | None = None
+    #: free-form style directives added to the style guide and repeated in the constraints
+    style_notes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_strings(cls, items: Sequence[str]) -> StyleOverrides:
+        """From the proto's `repeated string style_overrides`: "negative: blur" adds a negative token,
+        "output: one image, 16:9" sets the output spec, "style: watercolour" replaces the style guide, and
+        anything else is a style note. Blank entries are ignored; order is kept."""
+        neg: list[str] = []
+        notes: list[str] = []
+        guide: str | None = None
+        output: str | None = None
+        for raw in items:
+            item = strip_control(raw)
+            if not item:
+                continue
+            head, sep, rest = item.partition(":")
+            h = head.strip().casefold()
+            if sep and h in ("negative", "neg", "negative_tokens", "negative tokens"):
+                neg.extend(x.strip() for x in rest.split(",") if x.strip())
+            elif sep and h in ("output", "output_spec"):
+                output = rest.strip() or None
+            elif sep and h in ("style", "style_guide"):
+                guide = rest.strip() or None
+            else:
+                notes.append(item)
+        return cls(guide, tuple(neg), output, tuple(notes))
+
+    def texts(self) -> list[str]:
+        """Every user-supplied text in the overrides (for sanitisation)."""
+        return [
+            x
+            for x in (self.style_guide, self.output_spec, *self.extra_negative_tokens, *self.style_notes)
+            if x
+        ]
+
+    def digest(self) -> str:
+        return _sha(json.dumps(asdict(self), sort_keys=True, ensure_ascii=True))
+
+
+@dataclass(frozen=True)
+class PromptInputs:
+    sheet: CharacterSheet
+    user_prompt: str
+    state: StoryState | None = None
+    recent_scenes: tuple[SceneLine, ...] = ()  # newest first
+    relevant_scenes: tuple[SceneLine, ...] = ()
+    summary: str = ""
+    style_guide: str = DEFAULT_STYLE_GUIDE
+    overrides: StyleOverrides = field(default_factory=StyleOverrides)
+    #: how many recent scene lines the RECENT_STATE section lists
+    max_recent: int = 3
+    #: "no longer present" lists attributes ended in the last this-many scenes
+    ended_window: int = 3
+
+
+@dataclass(frozen=True)
+class ComposedPrompt:
+    prompt: str
+    negative_prompt: str
+    engine: Literal["template", "llm"] = "template"
+    fallback_reason: str | None = None
+    sections: Mapping[str, str] = field(default_factory=dict)
+    cache_hit: bool = False
+    #: sha256 of the template prompt: identifies the inputs the result was made from
+    template_hash: str = ""
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["sections"] = dict(self.sections)
+        return json.dumps(d, sort_keys=True, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, s: str | bytes) -> ComposedPrompt:
+        d = json.loads(s)
+        return cls(**d)
+
+
+def _sha(s: str) -> str:
+    return hashlib.sha256(s.encode("utf-8")).hexdigest()
+
+
+def negative_tokens(overrides: StyleOverrides | None = None) -> tuple[str, ...]:
+    """Mandatory tokens first, then the overrides' extra ones; duplicates (case-insensitive) dropped."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for t in MANDATORY_NEGATIVE_TOKENS + tuple((overrides or StyleOverrides()).extra_negative_tokens):
+        c = strip_control(t)
+        if c and c.casefold() not in seen:
+            seen.add(c.casefold())
+            out.append(c)
+    return tuple(out)
+
+
+def _clean(s: str) -> str:
+    return strip_control(s)
+
+
+def _join(items: Sequence[str], sep: str) -> str:
+    vals = [_clean(x) for x in items if _clean(x)]
+    return sep.join(vals) if vals else "none"
+
+
+def render_sections(inp: PromptInputs) -> dict[str, str]:
+    ov = inp.overrides
+    sheet = inp.sheet
+    style = _clean(ov.style_guide if ov.style_guide is not None else inp.style_guide) or DEFAULT_STYLE_GUIDE
+    if ov.style_notes:
+        style += "\nStyle overrides: " + _join(ov.style_notes, "; ")
+
+    face = _clean(sheet.face_description) or "as in the reference images"
+    cs = [
+        f"Name: {_clean(sheet.name) or 'unnamed'}",
+        f"Face: {face} {FACE_LOCK}",
+        f"Hair: {_clean(sheet.hair) or 'as in the reference images'}",
+        f"Eyes: {_clean(sheet.eyes) or 'as in the reference images'}",
+        f"Distinctives: {_join(sheet.distinctive_marks, '; ')}",
+        f"SemanticTags: {_join(sheet.semantic_tags, ', ')}",
+        f"MustKeep: {_join(sheet.must_keep, '; ')}",
+    ]
+
+    rs: list[str] = []
+    st = inp.state
+    if st is not None and st.last_scene is not None:
+        rs.append(f"Current state (after scene {st.last_scene}):")
+        by = st.by_category()
+        any_item = False
+        for cat, items in by.items():
+            if items:
+                any_item = True
+                rs.append(
+                    f"- {cat}: "
+                    + "; ".join(f"{_clean(i.label)} (since scene {i.since_scene})" for i in items)
+                )
+        if not any_item:
+            rs.append("- nothing recorded")
+        ended = st.ended_since(st.last_scene - max(inp.ended_window, 1) + 1)
+        if ended:
+            rs.append(
+                "No longer present: "
+                + "; ".join(f"{iv.name} ({iv.category}, ended in scene {iv.end_scene})" for iv in ended)
+            )
+    else:
+        rs.append("Current state: first scene, nothing recorded yet")
+    recent = sorted(inp.recent_scenes, key=lambda s: -s.scene_index)[: max(inp.max_recent, 0)]
+    if recent:
+        rs.append("Recent scenes (newest first):")
+        rs.extend(f"- Scene {s.scene_index}: {_clean(s.text)}" for s in recent)
+    recent_idx = {s.scene_index for s in recent}
+    relevant = [
+        s for s in sorted(inp.relevant_scenes, key=lambda s: s.scene_index) if s.scene_index not in recent_idx
+    ]
+    if relevant:
+        rs.append("Relevant earlier scenes:")
+        rs.extend(f"- Scene {s.scene_index}: {_clean(s.text)}" for s in relevant)
+    if _clean(inp.summary):
+        rs.append(f"Story so far: {_clean(inp.summary)}")
+
+    neg = negative_tokens(ov)
+    cons = [f"- {c}" for c in CONSTRAINT_LINES]
+    if sheet.must_keep:
+        cons.append(f"- Keep these traits: {_join(sheet.must_keep, '; ')}.")
+    if ov.style_notes:
+        cons.append(f"- Follow the style overrides: {_join(ov.style_notes, '; ')}.")
+    cons.append(f"- Negative tokens: {', '.join(neg)}")
+    cons.append(f"- Final output: {_clean(ov.output_spec or '') or DEFAULT_OUTPUT_SPEC}")
+
+    return {
+        "MASTER_STYLE_GUIDE": style,
+        "CHARACTER_SHEET": "\n".join(cs),
+        "RECENT_STATE": "\n".join(rs),
+        "USER_SCENE": _clean(inp.user_prompt),
+        "CONSTRAINTS": "\n".join(cons),
+    }
+
+
+def compose_template(inp: PromptInputs) -> ComposedPrompt:
+    """The deterministic template prompt. `inp.user_prompt` must already be sanitised (`sanitize_prompt`)."""
+    sections = render_sections(inp)
+    text = "\n\n".join(f"[{name}]\n{sections[name]}" for name in SECTION_NAMES) + "\n"
+    return ComposedPrompt(
+        prompt=text,
+        negative_prompt=", ".join(negative_tokens(inp.overrides)),
+        engine="template",
+        fallback_reason=None,
+        sections=sections,
+        template_hash=_sha(text),
+    )

@@ -1,0 +1,420 @@
+"""Qdrant collections of the memory service (local mode `path=...` or a server `url=...`).
+
+Collections (names prefixed, e.g. `idlock_`):
+- `semantic_faces_<encoder>_<dim>`: one `semantic` point per character (the aggregated identity) and one `view`
+  point per reference image (diagnostics);
+- `episode_faces_<encoder>_<dim>`: one point per episode (the generated face);
+- `episode_text_<embedder>_<dim>`: one point per episode (its prompt/description text) for relevance retrieval.
+
+Face collections carry the encoder and dimension in their name because vectors of different encoders never mix.
+Payload: character_id, owner_id, type, encoder, created_at, image_refs, scene_index (episodes), episode_id.
+Point ids are uuid5 of (kind, character, episode/view) so re-recording the same thing overwrites it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from idlock.errors import InvalidInput
+
+_NS = uuid.UUID("5b0f5a0e-8d1c-4c1e-9a57-1d0c0ffee001")
+_NAME_RE = re.compile(r"[^a-z0-9]+")
+
+
+def point_id(kind: str, character_id: str, sub: str = "") -> str:
+    return str(uuid.uuid5(_NS, f"{kind}\x1f{character_id}\x1f{sub}"))
+
+
+def _slug(s: str) -> str:
+    return _NAME_RE.sub("-", s.casefold()).strip("-") or "x"
+
+
+@dataclass(frozen=True)
+class VectorHit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+    vector: np.ndarray | None = None
+
+    @property
+    def episode_id(self) -> str | None:
+        return self.payload.get("episode_id")
+
+    @property
+    def scene_index(self) -> int | None:
+        return self.payload.get("scene_index")
+
+
+class MemoryVectors:
+    """Async access to the memory collections. Build with `MemoryVectors.local(path)` or `.remote(url)`."""
+
+    def __init__(self, client: Any, prefix: str = "idlock", *, local: bool = False) -> None:
+        self._c = client
+        #: Qdrant local mode evaluates payload filters in Python over every point of a collection, so per-character
+        #: searches there rank the character's own points (fetched by id) instead of filtering the collection
+        self.local = local
+        self._prefix = _slug(prefix).replace("-", "_")
+        self._known: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def local(cls, path: str, prefix: str = "idlock") -> MemoryVectors:
+        from qdrant_client import AsyncQdrantClient
+
+        return cls(AsyncQdrantClient(path=str(path)), prefix, local=True)
+
+    @classmethod
+    def remote(cls, url: str, api_key: str | None = None, prefix: str = "idlock") -> MemoryVectors:
+        from qdrant_client import AsyncQdrantClient
+
+        return cls(AsyncQdrantClient(url=url, api_key=api_key or None), prefix)
+
+    @classmethod
+    def from_settings(cls, s: Any, data_dir: Any = None) -> MemoryVectors:
+        if s.qdrant_url:
+            return cls.remote(s.qdrant_url, s.qdrant_api_key.get_secret_value(), s.collection_prefix)
+        from pathlib import Path
+
+        path = s.qdrant_path or Path(data_dir or Path.cwd() / ".idlock") / "qdrant"
+        Path(path).mkdir(parents=True, exist_ok=True)
+        return cls.local(str(path), s.collection_prefix)
+
+    async def close(self) -> None:
+        await self._c.close()
+
+    # ---- collections ----
+    def _name(self, kind: str, model: str, dim: int) -> str:
+        return f"{self._prefix}_{kind}_{_slug(model).replace('-', '_')}_{dim}"
+
+    async def _ensure(self, name: str, dim: int) -> None:
+        from qdrant_client import models as qm
+
+        if self._known.get(name) == dim:
+            return
+        async with self._lock:
+            if self._known.get(name) == dim:
+                return
+            if not await self._c.collection_exists(name):
+                await self._c.create_collection(
+                    name, vectors_config=qm.VectorParams(size=dim, distance=qm.Distance.COSINE)
+                )
+                for field, schema in (
+                    ("character_id", qm.PayloadSchemaType.KEYWORD),
+                    ("type", qm.PayloadSchemaType.KEYWORD),
+                    ("scene_index", qm.PayloadSchemaType.INTEGER),
+                ):
+                    with warnings.catch_warnings():  # local mode: indexes are a no-op and say so
+                        warnings.simplefilter("ignore", UserWarning)
+                        await self._c.create_payload_index(name, field_name=field, field_schema=schema)
+            self._known[name] = dim
+
+    async def _collections(self) -> list[str]:
+        res = await self._c.get_collections()
+        return sorted(c.name for c in res.collections if c.name.startswith(self._prefix + "_"))
+
+    @staticmethod
+    def _vec(v: Sequence[float] | np.ndarray) -> list[float]:
+        arr = np.asarray(v, dtype=np.float32).reshape(-1)
+        if arr.size == 0 or not np.all(np.isfinite(arr)):
+            raise InvalidInput("vector is empty or not finite")
+        return arr.tolist()
+
+    @staticmethod
+    def _flt(character_id: str, type_: str | None = None) -> Any:
+        from qdrant_client import models as qm
+
+        must = [qm.FieldCondition(key="character_id", match=qm.MatchValue(value=character_id))]
+        if type_:
+            must.append(qm.FieldCondition(key="type", match=qm.MatchValue(value=type_)))
+        return qm.Filter(must=must)
+
+    async def _upsert(
+        self, name: str, dim: int, points: list[tuple[str, list[float], dict[str, Any]]]
+    ) -> None:
+        from qdrant_client import models as qm
+
+        for _, v, _p in points:
+            if len(v) != dim:
+                raise InvalidInput(f"vector has {len(v)} dimensions, {name} holds {dim}")
+        await self._ensure(name, dim)
+        await self._c.upsert(
+            name, points=[qm.PointStruct(id=i, vector=v, payload=p) for i, v, p in points], wait=True
+        )
+
+    # ---- writes ----
+    async def upsert_semantic(
+        self,
+        character_id: str,
+        owner_id: str,
+        encoder: str,
+        vector: Sequence[float] | np.ndarray,
+        per_view: Sequence[Sequence[float] | np.ndarray] = (),
+        image_refs: Sequence[str] = (),
+    ) -> str:
+        """The character's identity vector (+ one point per reference view); returns the semantic point id."""
+        v = self._vec(vector)
+        dim = len(v)
+        name = self._name("semantic_faces", encoder, dim)
+        now = datetime.now(UTC).isoformat()
+        base = {"character_id": character_id, "owner_id": owner_id, "encoder": encoder, "created_at": now}
+        sid = point_id("semantic", character_id)
+        pts = [(sid, v, {**base, "type": "semantic", "image_refs": list(image_refs)})]
+        for i, pv in enumerate(per_view):
+            ref = [image_refs[i]] if i < len(image_refs) else []
+            pts.append(
+                (
+                    point_id("view", character_id, str(i)),
+                    self._vec(pv),
+                    {**base, "type": "view", "view_index": i, "image_refs": ref},
+                )
+            )
+        # a re-registration with fewer views must not keep stale view points
+        if await self._c.collection_exists(name):
+            await self._c.delete(name, points_selector=self._flt(character_id, "view"), wait=True)
+        await self._upsert(name, dim, pts)
+        return sid
+
+    def _episode_face_point(
+        self,
+        character_id: str,
+        owner_id: str,
+        episode_id: str,
+        scene_index: int,
+        encoder: str,
+        vector: Sequence[float] | np.ndarray,
+        image_refs: Sequence[str] = (),
+    ) -> tuple[str, list[float], dict[str, Any]]:
+        payload = {
+            "character_id": character_id,
+            "owner_id": owner_id,
+            "type": "episodic",
+            "encoder": encoder,
+            "episode_id": episode_id,
+            "scene_index": int(scene_index),
+            "image_refs": list(image_refs),
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        return point_id("episode_face", character_id, episode_id), self._vec(vector), payload
+
+    def _episode_text_point(
+        self,
+        character_id: str,
+        owner_id: str,
+        episode_id: str,
+        scene_index: int,
+        embedder: str,
+        vector: Sequence[float] | np.ndarray,
+        text: str = "",
+    ) -> tuple[str, list[float], dict[str, Any]]:
+        payload = {
+            "character_id": character_id,
+            "owner_id": owner_id,
+            "type": "episode_text",
+            "encoder": embedder,
+            "episode_id": episode_id,
+            "scene_index": int(scene_index),
+            "text": text[:2000],
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        return point_id("episode_text", character_id, episode_id), self._vec(vector), payload
+
+    async def upsert_episode_face(
+        self,
+        character_id: str,
+        owner_id: str,
+        episode_id: str,
+        scene_index: int,
+        encoder: str,
+        vector: Sequence[float] | np.ndarray,
+        image_refs: Sequence[str] = (),
+    ) -> str:
+        pid, v, payload = self._episode_face_point(
+            character_id, owner_id, episode_id, scene_index, encoder, vector, image_refs
+        )
+        await self._upsert(self._name("episode_faces", encoder, len(v)), len(v), [(pid, v, payload)])
+        return pid
+
+    async def upsert_episode_text(
+        self,
+        character_id: str,
+        owner_id: str,
+        episode_id: str,
+        scene_index: int,
+        embedder: str,
+        vector: Sequence[float] | np.ndarray,
+        text: str = "",
+    ) -> str:
+        pid, v, payload = self._episode_text_point(
+            character_id, owner_id, episode_id, scene_index, embedder, vector, text
+        )
+        await self._upsert(self._name("episode_text", embedder, len(v)), len(v), [(pid, v, payload)])
+        return pid
+
+    async def upsert_episode_faces_bulk(
+        self,
+        encoder: str,
+        items: Sequence[tuple[str, str, str, int, Sequence[float], Sequence[str]]],
+        batch: int = 512,
+    ) -> int:
+        """Many episode faces at once: items of (character_id, owner_id, episode_id, scene_index, vector,
+        image_refs); the same points `upsert_episode_face` writes (bulk loads, re-indexing, benchmarks)."""
+        pts = [self._episode_face_point(c, o, e, s, encoder, v, r) for c, o, e, s, v, r in items]
+        return await self._upsert_batches("episode_faces", encoder, pts, batch)
+
+    async def upsert_episode_texts_bulk(
+        self,
+        embedder: str,
+        items: Sequence[tuple[str, str, str, int, Sequence[float], str]],
+        batch: int = 512,
+    ) -> int:
+        """Many episode texts at once: items of (character_id, owner_id, episode_id, scene_index, vector, text)."""
+        pts = [self._episode_text_point(c, o, e, s, embedder, v, t) for c, o, e, s, v, t in items]
+        return await self._upsert_batches("episode_text", embedder, pts, batch)
+
+    async def _upsert_batches(
+        self, kind: str, model: str, pts: list[tuple[str, list[float], dict[str, Any]]], batch: int
+    ) -> int:
+        if not pts:
+            return 0
+        dim = len(pts[0][1])
+        name = self._name(kind, model, dim)
+        for i in range(0, len(pts), batch):
+            await self._upsert(name, dim, pts[i : i + batch])
+        return len(pts)
+
+    # ---- reads ----
+    async def get_semantic(self, character_id: str, encoder: str, dim: int) -> np.ndarray | None:
+        name = self._name("semantic_faces", encoder, dim)
+        if not await self._c.collection_exists(name):
+            return None
+        pts = await self._c.retrieve(name, ids=[point_id("semantic", character_id)], with_vectors=True)
+        if not pts:
+            return None
+        return np.asarray(pts[0].vector, dtype=np.float32)
+
+    async def _search(
+        self,
+        name: str,
+        character_id: str,
+        query: Sequence[float] | np.ndarray,
+        limit: int,
+        type_: str | None,
+        with_vectors: bool = False,
+        exclude_scenes: Sequence[int] = (),
+    ) -> list[VectorHit]:
+        from qdrant_client import models as qm
+
+        if limit <= 0 or not await self._c.collection_exists(name):
+            return []
+        flt = self._flt(character_id, type_)
+        if exclude_scenes:
+            flt.must_not = [
+                qm.FieldCondition(key="scene_index", match=qm.MatchAny(any=[int(s) for s in exclude_scenes]))
+            ]
+        res = await self._c.query_points(
+            name,
+            query=self._vec(query),
+            query_filter=flt,
+            limit=limit,
+            with_payload=True,
+            with_vectors=with_vectors,
+        )
+        return [
+            VectorHit(
+                str(p.id),
+                float(p.score),
+                dict(p.payload or {}),
+                np.asarray(p.vector, dtype=np.float32) if with_vectors and p.vector is not None else None,
+            )
+            for p in res.points
+        ]
+
+    async def _rank_points(
+        self, name: str, ids: Sequence[str], query: list[float], limit: int, exclude_scenes: Sequence[int]
+    ) -> list[VectorHit]:
+        """Cosine ranking of the given points (a brute-force search over a known, small candidate set)."""
+        if limit <= 0 or not ids or not await self._c.collection_exists(name):
+            return []
+        pts = await self._c.retrieve(name, ids=list(ids), with_payload=True, with_vectors=True)
+        excluded = {int(s) for s in exclude_scenes}
+        pts = [
+            p for p in pts if p.vector is not None and (p.payload or {}).get("scene_index") not in excluded
+        ]
+        if not pts:
+            return []
+        mat = np.asarray([p.vector for p in pts], dtype=np.float32)
+        mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
+        qv = np.asarray(query, dtype=np.float32)
+        scores = mat @ (qv / max(float(np.linalg.norm(qv)), 1e-12))
+        order = sorted(range(len(pts)), key=lambda i: (-float(scores[i]), str(pts[i].id)))[:limit]
+        return [VectorHit(str(pts[i].id), float(scores[i]), dict(pts[i].payload or {})) for i in order]
+
+    async def search_episode_faces(
+        self, character_id: str, encoder: str, query: Sequence[float] | np.ndarray, limit: int = 3
+    ) -> list[VectorHit]:
+        q = self._vec(query)
+        return await self._search(
+            self._name("episode_faces", encoder, len(q)),
+            character_id,
+            q,
+            limit,
+            "episodic",
+            with_vectors=True,
+        )
+
+    async def search_episode_text(
+        self,
+        character_id: str,
+        embedder: str,
+        query: Sequence[float] | np.ndarray,
+        limit: int = 3,
+        exclude_scenes: Sequence[int] = (),
+        episode_ids: Sequence[str] | None = None,
+    ) -> list[VectorHit]:
+        """The character's episode texts most similar to `query`. `episode_ids` (the character's episodes, when the
+        caller knows them) lets local mode rank those points directly instead of filtering the whole collection."""
+        q = self._vec(query)
+        name = self._name("episode_text", embedder, len(q))
+        if self.local and episode_ids is not None:
+            return await self._rank_points(
+                name,
+                [point_id("episode_text", character_id, e) for e in episode_ids],
+                q,
+                limit,
+                exclude_scenes,
+            )
+        return await self._search(
+            name,
+            character_id,
+            q,
+            limit,
+            "episode_text",
+            exclude_scenes=exclude_scenes,
+        )
+
+    # ---- erasure / counts ----
+    async def count_character(self, character_id: str) -> int:
+        total = 0
+        for name in await self._collections():
+            r = await self._c.count(name, count_filter=self._flt(character_id), exact=True)
+            total += r.count
+        return total
+
+    async def delete_character(self, character_id: str) -> int:
+        """Delete every point of the character in every memory collection; returns how many there were."""
+        n = 0
+        for name in await self._collections():
+            r = await self._c.count(name, count_filter=self._flt(character_id), exact=True)
+            if r.count:
+                await self._c.delete(name, points_selector=self._flt(character_id), wait=True)
+                n += r.count
+        return n

@@ -1,0 +1,151 @@
+"""The orchestrator's peers over gRPC: memory, render, identity. Every call has an explicit deadline, and a
+peer's status code comes back as the matching domain error (so the flow and the servicer never see grpc)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from idlock import errors, grpc_client
+from idlock.settings import MeshSettings
+from idlock.v1 import (
+    common_pb2,
+    identity_service_pb2,
+    identity_service_pb2_grpc,
+    memory_service_pb2,
+    memory_service_pb2_grpc,
+    render_service_pb2,
+    render_service_pb2_grpc,
+)
+
+_BY_CODE: dict[grpc.StatusCode, type[errors.IdlockError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidInput,
+    grpc.StatusCode.OUT_OF_RANGE: errors.InvalidInput,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.PreconditionFailed,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    grpc.StatusCode.UNAUTHENTICATED: errors.PermissionDenied,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.QuotaExceeded,
+    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
+    grpc.StatusCode.CANCELLED: errors.Unavailable,
+    grpc.StatusCode.ABORTED: errors.Unavailable,
+    grpc.StatusCode.UNIMPLEMENTED: errors.Unimplemented,
+}
+
+
+def domain_error(err: grpc.aio.AioRpcError, peer: str, rpc: str) -> errors.IdlockError:
+    cls = _BY_CODE.get(err.code(), errors.IdlockError)
+    return cls(
+        f"{peer}.{rpc}: {err.details() or err.code().name}",
+        details={"peer": peer, "rpc": rpc, "code": err.code().name},
+    )
+
+
+class GrpcPeers:
+    """The calls the generation flow makes, over one channel per peer."""
+
+    def __init__(self, mesh: MeshSettings) -> None:
+        self.mesh = mesh
+        self._channels = {
+            "memory": grpc_client.channel(mesh.memory_addr, default_timeout_s=mesh.rpc_timeout_s),
+            "render": grpc_client.channel(mesh.render_addr, default_timeout_s=mesh.rpc_timeout_s),
+            "identity": grpc_client.channel(mesh.identity_addr, default_timeout_s=mesh.rpc_timeout_s),
+        }
+        self.memory = memory_service_pb2_grpc.MemoryServiceStub(self._channels["memory"])
+        self.render = render_service_pb2_grpc.RenderServiceStub(self._channels["render"])
+        self.identity = identity_service_pb2_grpc.IdentityServiceStub(self._channels["identity"])
+
+    async def close(self) -> None:
+        for ch in self._channels.values():
+            await ch.close()
+
+    async def get_character(
+        self, character_id: str, owner_id: str, *, timeout_s: float
+    ) -> memory_service_pb2.Character:
+        try:
+            resp = await self.memory.GetCharacter(
+                memory_service_pb2.GetCharacterRequest(character_id=character_id, owner_id=owner_id),
+                timeout=timeout_s,
+            )
+        except grpc.aio.AioRpcError as e:
+            raise domain_error(e, "memory", "GetCharacter") from e
+        return resp.character
+
+    async def build_context(
+        self,
+        character_id: str,
+        owner_id: str,
+        prompt: str,
+        style_overrides: Sequence[str],
+        *,
+        timeout_s: float,
+    ) -> memory_service_pb2.BuildContextResponse:
+        try:
+            return await self.memory.BuildContext(
+                memory_service_pb2.BuildContextRequest(
+                    character_id=character_id,
+                    owner_id=owner_id,
+                    user_prompt=prompt,
+                    style_overrides=list(style_overrides),
+                ),
+                timeout=timeout_s,
+            )
+        except grpc.aio.AioRpcError as e:
+            raise domain_error(e, "memory", "BuildContext") from e
+
+    async def render_image(
+        self, request: render_service_pb2.RenderImageRequest, *, timeout_s: float
+    ) -> render_service_pb2.RenderImageResponse:
+        try:
+            return await self.render.RenderImage(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as e:
+            raise domain_error(e, "render", "RenderImage") from e
+
+    async def score_identity(
+        self,
+        character_id: str,
+        identity: common_pb2.IdentityVector,
+        image: common_pb2.ImageRef,
+        *,
+        timeout_s: float,
+    ) -> identity_service_pb2.ScoreIdentityResponse:
+        try:
+            return await self.identity.ScoreIdentity(
+                identity_service_pb2.ScoreIdentityRequest(
+                    characters=[
+                        identity_service_pb2.CharacterIdentity(character_id=character_id, identity=identity)
+                    ],
+                    image=common_pb2.ImageInput(ref=image),
+                ),
+                timeout=timeout_s,
+            )
+        except grpc.aio.AioRpcError as e:
+            raise domain_error(e, "identity", "ScoreIdentity") from e
+
+    async def face_embedding(
+        self, image: common_pb2.ImageRef, *, timeout_s: float
+    ) -> common_pb2.IdentityVector | None:
+        """The identity vector of the main face in an image (None when the image yields none)."""
+        try:
+            resp = await self.identity.EncodeReferences(
+                identity_service_pb2.EncodeReferencesRequest(images=[common_pb2.ImageInput(ref=image)]),
+                timeout=timeout_s,
+            )
+        except grpc.aio.AioRpcError as e:
+            if e.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+                return None
+            raise domain_error(e, "identity", "EncodeReferences") from e
+        return resp.identity if resp.identity.values else None
+
+    async def record_episode(
+        self, episode: memory_service_pb2.Episode, *, timeout_s: float
+    ) -> memory_service_pb2.RecordEpisodeResponse:
+        try:
+            return await self.memory.RecordEpisode(
+                memory_service_pb2.RecordEpisodeRequest(episode=episode), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError as e:
+            raise domain_error(e, "memory", "RecordEpisode") from e

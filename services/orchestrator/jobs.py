@@ -1,0 +1,447 @@
+"""The job store and its state machine. No gRPC or NATS here: callers publish and serve.
+
+queued ──claim──► running ──finish──► succeeded | failed | needs_more_refs
+   │                 │
+   └──── cancel ─────┴──► cancelled          (terminal states never change again)
+
+A worker *claims* a job before running it: the claim takes a lease (owner + expiry) that the worker renews while
+it runs, so a duplicate delivery of the same job (a reconciler re-enqueue, a redelivery racing a slow worker) waits
+for the lease instead of rendering twice. Every write a worker makes is conditional on the job still running,
+so a cancellation between two steps is never overwritten.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from google.protobuf import json_format
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from idlock.db import Database
+from idlock.errors import InvalidInput, NotFound, PreconditionFailed, QuotaExceeded
+from idlock.v1 import common_pb2
+from idlock.v1 import orchestrator_service_pb2 as pb
+from services.orchestrator.models import (
+    ACTIVE,
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    TERMINAL,
+    Feedback,
+    Job,
+    Usage,
+    aware,
+    utcnow,
+)
+
+STATUS_PB = {
+    QUEUED: common_pb2.JOB_STATUS_QUEUED,
+    RUNNING: common_pb2.JOB_STATUS_RUNNING,
+    "succeeded": common_pb2.JOB_STATUS_SUCCEEDED,
+    FAILED: common_pb2.JOB_STATUS_FAILED,
+    "needs_more_refs": common_pb2.JOB_STATUS_NEEDS_MORE_REFS,
+    CANCELLED: common_pb2.JOB_STATUS_CANCELLED,
+}
+MAX_PAGE = 100
+DEFAULT_PAGE = 20
+
+
+def new_job_id() -> str:
+    return f"job_{uuid.uuid4().hex}"
+
+
+def msg_to_dict(msg: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+
+
+def dict_to_msg(d: Mapping[str, Any] | None, msg: Any) -> Any:
+    if d:
+        json_format.ParseDict(dict(d), msg, ignore_unknown_fields=True)
+    return msg
+
+
+def to_proto(job: Job) -> pb.Job:
+    out = pb.Job(
+        id=job.id,
+        owner_id=job.owner_id,
+        character_id=job.character_id,
+        prompt=job.prompt,
+        pose_image_uri=job.pose_image_uri or "",
+        style_overrides=list(job.style_overrides or []),
+        status=STATUS_PB.get(job.status, common_pb2.JOB_STATUS_UNSPECIFIED),
+        error_code=job.error_code or "",
+        error_message=job.error_message or "",
+        attempts=job.attempts or 0,
+    )
+    dict_to_msg(job.options, out.options)
+    dict_to_msg(job.result_image, out.result_image)
+    dict_to_msg(job.metrics, out.metrics)
+    out.created_at.FromDatetime(aware(job.created_at))
+    out.updated_at.FromDatetime(aware(job.updated_at))
+    return out
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Outcome of `claim`: "claimed" (run it), "terminal" (ack, nothing to do), "missing" (unknown job),
+    "busy" (another live worker holds the lease until `lease_until`)."""
+
+    outcome: str
+    job: Job | None
+    lease_until: datetime | None = None
+
+
+def _encode_token(job: Job) -> str:
+    raw = json.dumps({"t": aware(job.created_at).isoformat(), "i": job.id}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        d = json.loads(raw)
+        return datetime.fromisoformat(d["t"]), str(d["i"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise InvalidInput("page_token is not a token this service issued") from e
+
+
+class JobStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- submission -------------------------------------------------------------------------------------------
+
+    async def find_by_key(self, owner_id: str, key: str) -> Job | None:
+        if not key:
+            return None
+        async with self.db.session() as s:
+            return (
+                await s.execute(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
+            ).scalar_one_or_none()
+
+    async def create(
+        self,
+        *,
+        owner_id: str,
+        character_id: str,
+        prompt: str,
+        pose_image_uri: str = "",
+        style_overrides: list[str] | None = None,
+        options: Mapping[str, Any] | None = None,
+        idempotency_key: str = "",
+        max_active: int | None = None,
+        job_id: str | None = None,
+    ) -> tuple[Job, bool]:
+        """A new queued job, or (with an idempotency key already used by this owner) the existing one."""
+        existing = await self.find_by_key(owner_id, idempotency_key)
+        if existing is not None:
+            return existing, False
+        now = utcnow()
+        job = Job(
+            id=job_id or new_job_id(),
+            owner_id=owner_id,
+            character_id=character_id,
+            prompt=prompt,
+            pose_image_uri=pose_image_uri,
+            style_overrides=list(style_overrides or []),
+            options=dict(options or {}),
+            idempotency_key=idempotency_key or None,
+            status=QUEUED,
+            step="",
+            attempts=0,
+            requeues=0,
+            checkpoint={},
+            result_image={},
+            metrics={},
+            error_code="",
+            error_message="",
+            lease_owner="",
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with self.db.session() as s:
+                if max_active is not None:
+                    active = (
+                        await s.execute(
+                            select(func.count())
+                            .select_from(Job)
+                            .where(Job.owner_id == owner_id, Job.status.in_(ACTIVE))
+                        )
+                    ).scalar_one()
+                    if active >= max_active:
+                        raise QuotaExceeded(
+                            f"owner {owner_id} already has {active} queued or running jobs (limit {max_active}); "
+                            "wait for one to finish or cancel one",
+                            details={"active": active, "limit": max_active},
+                        )
+                s.add(job)
+        except IntegrityError:
+            # a concurrent submission with the same idempotency key won
+            existing = await self.find_by_key(owner_id, idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+        return job, True
+
+    # --- reads ------------------------------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job | None:
+        async with self.db.session() as s:
+            return await s.get(Job, job_id)
+
+    async def get_owned(self, job_id: str, owner_id: str) -> Job:
+        """The job, or NotFound when it does not exist or belongs to another owner (never says which)."""
+        if not job_id:
+            raise InvalidInput("job_id is required")
+        if not owner_id:
+            raise InvalidInput("owner_id is required")
+        job = await self.get(job_id)
+        if job is None or job.owner_id != owner_id:
+            raise NotFound(f"job {job_id} not found")
+        return job
+
+    async def list(
+        self, owner_id: str, *, character_id: str = "", page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[Job], str]:
+        """The owner's jobs, newest first, a page at a time."""
+        if not owner_id:
+            raise InvalidInput("owner_id is required")
+        if page_size < 0:
+            raise InvalidInput(f"page_size must be >= 0, got {page_size}")
+        size = min(page_size or DEFAULT_PAGE, MAX_PAGE)
+        q = select(Job).where(Job.owner_id == owner_id)
+        if character_id:
+            q = q.where(Job.character_id == character_id)
+        if page_token:
+            t, i = _decode_token(page_token)
+            q = q.where(or_(Job.created_at < t, and_(Job.created_at == t, Job.id < i)))
+        q = q.order_by(Job.created_at.desc(), Job.id.desc()).limit(size + 1)
+        async with self.db.session() as s:
+            rows = list((await s.execute(q)).scalars())
+        token = _encode_token(rows[size - 1]) if len(rows) > size else ""
+        return rows[:size], token
+
+    # --- cancellation -----------------------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str, owner_id: str) -> tuple[Job, bool]:
+        """Cancel a queued or running job. Returns (job, changed); a terminal job is FAILED_PRECONDITION."""
+        job = await self.get_owned(job_id, owner_id)
+        if job.status == CANCELLED:
+            return job, False
+        if job.status in TERMINAL:
+            raise PreconditionFailed(
+                f"job already {job.status}", details={"job_id": job_id, "status": job.status}
+            )
+        now = utcnow()
+        async with self.db.session() as s:
+            res = await s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status.in_(ACTIVE))
+                .values(
+                    status=CANCELLED,
+                    updated_at=now,
+                    finished_at=now,
+                    error_code="cancelled",
+                    error_message="cancelled by the owner",
+                )
+            )
+            changed = res.rowcount == 1
+        job = await self.get(job_id)
+        assert job is not None
+        if not changed and job.status != CANCELLED:
+            raise PreconditionFailed(
+                f"job already {job.status}", details={"job_id": job_id, "status": job.status}
+            )
+        return job, changed
+
+    # --- the worker's side ------------------------------------------------------------------------------------
+
+    async def claim(self, job_id: str, worker_id: str, lease_s: float) -> Claim:
+        """Take the job for `worker_id`: queued → running (attempts + 1), or take over a running job whose lease
+        expired (its worker died). A lease held by another live worker answers "busy"."""
+        now = utcnow()
+        async with self.db.session() as s:
+            job = await s.get(Job, job_id, with_for_update=self.db.dialect == "postgresql")
+            if job is None:
+                return Claim("missing", None)
+            if job.status in TERMINAL:
+                return Claim("terminal", job)
+            lease_until = aware(job.lease_until)
+            if (
+                job.lease_owner
+                and job.lease_owner != worker_id
+                and lease_until is not None
+                and lease_until > now
+            ):
+                return Claim("busy", job, lease_until)
+            job.status = RUNNING
+            job.attempts = (job.attempts or 0) + 1
+            job.lease_owner = worker_id
+            job.lease_until = now + timedelta(seconds=lease_s)
+            job.started_at = aware(job.started_at) or now
+            job.updated_at = now
+            job.error_code = ""
+            job.error_message = ""
+        return Claim("claimed", job)
+
+    async def renew(self, job_id: str, worker_id: str, lease_s: float) -> bool:
+        async with self.db.session() as s:
+            res = await s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == RUNNING)
+                .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+            )
+            return res.rowcount == 1
+
+    async def release(self, job_id: str, worker_id: str) -> None:
+        async with self.db.session() as s:
+            await s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.lease_owner == worker_id)
+                .values(lease_owner="", lease_until=None)
+            )
+
+    async def status(self, job_id: str) -> str | None:
+        async with self.db.session() as s:
+            return (await s.execute(select(Job.status).where(Job.id == job_id))).scalar_one_or_none()
+
+    async def set_step(self, job_id: str, worker_id: str, step: str) -> bool:
+        """Record the step now running; False when the job is no longer running for this worker."""
+        async with self.db.session() as s:
+            res = await s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == RUNNING, Job.lease_owner == worker_id)
+                .values(step=step, updated_at=utcnow())
+            )
+            return res.rowcount == 1
+
+    async def save_checkpoint(
+        self, job_id: str, worker_id: str, step: str, result: Mapping[str, Any]
+    ) -> bool:
+        """Store a finished step's result; False when the job is no longer running for this worker."""
+        async with self.db.session() as s:
+            job = await s.get(Job, job_id, with_for_update=self.db.dialect == "postgresql")
+            if job is None or job.status != RUNNING or job.lease_owner != worker_id:
+                return False
+            job.checkpoint = {**(job.checkpoint or {}), step: dict(result)}
+            job.updated_at = utcnow()
+            return True
+
+    async def finish(
+        self,
+        job_id: str,
+        status: str,
+        *,
+        worker_id: str | None = None,
+        result_image: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        error_code: str = "",
+        error_message: str = "",
+        usage: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Move a queued/running job to a terminal state (with the usage record, in one transaction).
+        False when it was already terminal (e.g. cancelled meanwhile) or leased by another worker."""
+        if status not in TERMINAL:
+            raise InvalidInput(f"{status!r} is not a terminal job state")
+        now = utcnow()
+        cond = [Job.id == job_id, Job.status.in_(ACTIVE)]
+        if worker_id is not None:
+            cond.append(Job.lease_owner == worker_id)
+        values: dict[str, Any] = {
+            "status": status,
+            "updated_at": now,
+            "finished_at": now,
+            "error_code": error_code,
+            "error_message": error_message,
+            "lease_owner": "",
+            "lease_until": None,
+        }
+        if result_image is not None:
+            values["result_image"] = dict(result_image)
+        if metrics is not None:
+            values["metrics"] = dict(metrics)
+        async with self.db.session() as s:
+            res = await s.execute(update(Job).where(*cond).values(**values))
+            if res.rowcount != 1:
+                return False
+            if usage is not None and await s.get(Usage, job_id) is None:
+                s.add(Usage(job_id=job_id, created_at=now, **dict(usage)))
+            return True
+
+    # --- the reconciler ---------------------------------------------------------------------------------------
+
+    async def stuck(self, older_than_s: float, limit: int = 100) -> list[Job]:
+        """Queued/running jobs untouched for `older_than_s` whose lease (if any) has expired."""
+        now = utcnow()
+        cutoff = now - timedelta(seconds=older_than_s)
+        async with self.db.session() as s:
+            rows = (
+                await s.execute(
+                    select(Job)
+                    .where(
+                        Job.status.in_(ACTIVE),
+                        Job.updated_at < cutoff,
+                        or_(Job.lease_until.is_(None), Job.lease_until < now),
+                    )
+                    .order_by(Job.updated_at)
+                    .limit(limit)
+                )
+            ).scalars()
+            return list(rows)
+
+    async def bump_requeue(self, job_id: str, seen_updated_at: datetime) -> int | None:
+        """Count one re-enqueue (and touch the row); None when the job moved on since it was read."""
+        async with self.db.session() as s:
+            job = await s.get(Job, job_id, with_for_update=self.db.dialect == "postgresql")
+            if job is None or job.status not in ACTIVE or aware(job.updated_at) != aware(seen_updated_at):
+                return None
+            job.requeues = (job.requeues or 0) + 1
+            job.updated_at = utcnow()
+            return job.requeues
+
+    # --- usage and feedback -----------------------------------------------------------------------------------
+
+    async def usage(self, job_id: str) -> Usage | None:
+        async with self.db.session() as s:
+            return await s.get(Usage, job_id)
+
+    async def record_feedback(self, job_id: str, owner_id: str, rating: str, comment: str) -> Job:
+        job = await self.get_owned(job_id, owner_id)
+        if job.status != "succeeded":
+            raise PreconditionFailed(
+                f"feedback needs a succeeded job; job {job_id} is {job.status}",
+                details={"job_id": job_id, "status": job.status},
+            )
+        now = utcnow()
+        async with self.db.session() as s:
+            row = await s.get(Feedback, (job_id, owner_id))
+            if row is None:
+                s.add(
+                    Feedback(
+                        job_id=job_id,
+                        owner_id=owner_id,
+                        character_id=job.character_id,
+                        rating=rating,
+                        comment=comment,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            else:
+                row.rating = rating
+                row.comment = comment
+                row.updated_at = now
+        return job
+
+    async def feedback(self, job_id: str) -> list[Feedback]:
+        async with self.db.session() as s:
+            return list((await s.execute(select(Feedback).where(Feedback.job_id == job_id))).scalars())

@@ -1,0 +1,225 @@
+"""The three-scene story end to end over the core modules: SQLite repository, Qdrant local mode, text embeddings,
+prompt cache, template and LLM engines (fake Groq server with the real client), consolidation."""
+
+import numpy as np
+import pytest
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+from idlock.errors import InvalidInput
+from services.memory import repository as repo
+from services.memory.cache import InMemoryPromptCache
+from services.memory.consolidation import ConsolidationPolicy
+from services.memory.context import ContextConfig, load_context, record_scene
+from services.memory.llm import NO_KEY_REASON, GroqLlm, LlmConfig
+from services.memory.models import Base
+from services.memory.prompt import CONSTRAINT_LINES, MANDATORY_NEGATIVE_TOKENS
+from services.memory.text_embed import HashingTextEmbedder
+from services.memory.vectors import MemoryVectors
+from tests.fakes.groq_server import FakeGroqServer
+
+SHEET = {
+    "name": "Aria",
+    "face_description": "oval face",
+    "hair": "short silver hair",
+    "eyes": "green eyes",
+    "distinctive_marks": ["mole above left eyebrow"],
+    "semantic_tags": ["knight"],
+    "must_keep": ["green eyes", "short silver hair"],
+}
+SCENES = [
+    {
+        "job_id": "job-1",
+        "prompt": "Aria in battle armour raises her sword at the castle gate",
+        "tags_added": {"clothing": ["battle armor"], "props": ["sword"], "setting": ["castle gate"]},
+    },
+    {
+        "job_id": "job-2",
+        "prompt": "A duel in the forest",
+        "description": "a blade leaves a cut on her left cheek",
+        "tags_added": {"injuries": ["cut on left cheek"], "setting": ["forest"]},
+    },
+    {
+        "job_id": "job-3",
+        "prompt": "Back at camp Aria removes the armour and sits by the fire",
+        "tags_added": {"setting": ["camp"]},
+    },
+]
+
+
+def unit(seed, dim=128):
+    v = np.random.default_rng(seed).normal(size=dim)
+    return v / np.linalg.norm(v)
+
+
+@pytest.fixture
+async def env(tmp_path):
+    # the models' schema "memory" is translated away on SQLite (idlock.db does the same)
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}").execution_options(
+        schema_translate_map={"memory": None}
+    )
+    async with engine.begin() as c:
+        await c.run_sync(Base.metadata.create_all)
+    sm = async_sessionmaker(engine, expire_on_commit=False)
+    vectors = MemoryVectors.local(str(tmp_path / "qdrant"), prefix="t")
+    yield sm, vectors
+    await vectors.close()
+    await engine.dispose()
+
+
+async def make_character(sm, vectors):
+    async with sm() as s:
+        ch = await repo.create_character(
+            s, owner_id="u1", name="Aria", consent_given=True, sheet=SHEET, encoder="dlib", identity_dim=128
+        )
+    await vectors.upsert_semantic(ch.id, "u1", "dlib", unit(0))
+    return ch.id
+
+
+async def test_three_scene_story_context(env):
+    sm, vectors = env
+    emb = HashingTextEmbedder()
+    cache = InMemoryPromptCache()
+    cid = await make_character(sm, vectors)
+    async with sm() as s:
+        for i, sc in enumerate(SCENES, 1):
+            r = await record_scene(
+                s, cid, vectors=vectors, embedder=emb, face_embedding=unit(i).tolist(), **sc
+            )
+            assert r.created and r.episode.scene_index == i and r.summary is None
+        # replaying a job changes nothing
+        r = await record_scene(s, cid, vectors=vectors, embedder=emb, **SCENES[0])
+        assert not r.created and r.episode.scene_index == 1
+        assert await vectors.count_character(cid) == 1 + 3 + 3
+
+        cfg = ContextConfig(recent_k=2, relevant_k=1)
+        ctx = await load_context(
+            s,
+            cid,
+            "Aria walks into the village at dawn, sword on her back",
+            vectors=vectors,
+            embedder=emb,
+            config=cfg,
+            cache=cache,
+        )
+    assert ctx.state.names("props") == ["sword"]
+    assert ctx.state.names("injuries") == ["cut on left cheek"]
+    assert ctx.state.names("clothing") == []
+    assert ctx.state.names("setting") == ["camp"]
+    assert [e.scene_index for e in ctx.recent] == [3, 2]
+    assert [e.scene_index for e in ctx.relevant] == [1]
+    assert np.isclose(np.linalg.norm(ctx.merged_vector), 1.0)
+    assert ctx.merged_vector @ unit(0) > ctx.merged_vector @ unit(3) > ctx.merged_vector @ unit(2) - 0.5
+    p = ctx.prompt
+    assert p.engine == "template" and p.fallback_reason == NO_KEY_REASON and not ctx.cache_hit
+    current = p.sections["RECENT_STATE"].split("No longer present")[0]
+    assert "sword (since scene 1)" in current and "cut on left cheek (since scene 2)" in current
+    assert "armour" not in current
+    assert "No longer present: battle armour (clothing, ended in scene 3)" in p.prompt
+    assert "Relevant earlier scenes:\n- Scene 1:" in p.prompt
+    assert all(t in p.negative_prompt for t in MANDATORY_NEGATIVE_TOKENS)
+
+    async with sm() as s:
+        again = await load_context(
+            s,
+            cid,
+            "Aria walks into the village at dawn, sword on her back",
+            vectors=vectors,
+            embedder=emb,
+            config=cfg,
+            cache=cache,
+        )
+    assert again.cache_hit and again.prompt.prompt == p.prompt and again.prompt.cache_hit
+
+    with pytest.raises(InvalidInput, match="'dragon'"):
+        async with sm() as s:
+            await load_context(s, cid, "a Dragon attacks", config=ContextConfig(deny_list=("dragon",)))
+
+    # erasure: rows, vectors and cache entries of the character
+    async with sm() as s:
+        await repo.delete_character(s, cid)
+    assert await vectors.delete_character(cid) == 7
+    assert await cache.delete_for_character(cid) == 1
+
+
+async def test_llm_engine_cache_and_consolidation(env):
+    sm, vectors = env
+    cid = await make_character(sm, vectors)
+    with FakeGroqServer() as fake:
+        good = (
+            "Aria, green eyes, short silver hair, village at dawn. "
+            + " ".join(CONSTRAINT_LINES)
+            + " Negative tokens: "
+            + ", ".join(MANDATORY_NEGATIVE_TOKENS)
+        )
+        fake.reply(good)
+        llm = GroqLlm(LlmConfig(api_key="k", base_url=fake.base_url, model="m", max_retries=1, timeout_s=5))
+        cache = InMemoryPromptCache()
+        cfg = ContextConfig(consolidation=ConsolidationPolicy(every_images=5, every_videos=3))
+        async with sm() as s:
+            ctx = await load_context(s, cid, "village at dawn", llm=llm, cache=cache, config=cfg)
+            assert ctx.prompt.engine == "llm" and ctx.prompt.prompt == good and not ctx.cache_hit
+            ctx2 = await load_context(s, cid, "village at dawn", llm=llm, cache=cache, config=cfg)
+            assert ctx2.cache_hit and ctx2.prompt.engine == "llm" and fake.calls == 1
+            # a failing LLM: template, labelled, and not cached
+            fake.fail_always(503)
+            ctx3 = await load_context(s, cid, "village at noon", llm=llm, cache=cache, config=cfg)
+            assert ctx3.prompt.engine == "template" and "HTTP 503" in ctx3.prompt.fallback_reason
+            assert len(cache) == 1
+
+            # consolidation: 5 images -> one summary by the LLM
+            fake.reply("Aria fought five battles and kept her sword.")
+            summaries = []
+            for i in range(5):
+                r = await record_scene(
+                    s,
+                    cid,
+                    job_id=f"img-{i}",
+                    prompt=f"battle {i}",
+                    llm=llm,
+                    config=cfg,
+                    tags_added={"props": ["sword"]},
+                )
+                summaries.append(r.summary)
+            assert summaries[:4] == [None] * 4
+            assert summaries[4].engine == "llm" and summaries[4].up_to_scene == 5
+            assert "five battles" in summaries[4].text
+            # 3 videos -> one digest summary when no LLM
+            out = []
+            for i in range(3):
+                r = await record_scene(
+                    s, cid, job_id=f"vid-{i}", kind="video", prompt=f"chase {i}", config=cfg
+                )
+                out.append(r.summary)
+            assert out[:2] == [None, None]
+            assert out[2].engine == "digest" and out[2].fallback_reason == "no llm configured"
+            assert (
+                out[2].up_to_scene == 8 and "five battles" in out[2].text and "scene 8 (video)" in out[2].text
+            )
+            latest = await repo.latest_summary(s, cid)
+            assert latest.engine == "digest" and latest.up_to_scene == 8
+            # the summary reaches the prompt
+            ctx4 = await load_context(s, cid, "village at dusk", config=cfg)
+            assert "Story so far: Aria fought five battles" in ctx4.prompt.prompt
+        await llm.aclose()
+
+
+async def test_overrides_sanitised_and_forced_consolidation(env):
+    from services.memory.context import maybe_consolidate
+    from services.memory.prompt import StyleOverrides
+
+    sm, vectors = env
+    cid = await make_character(sm, vectors)
+    async with sm() as s:
+        with pytest.raises(InvalidInput, match="style override contains the denied term 'gore'"):
+            await load_context(
+                s,
+                cid,
+                "a walk",
+                overrides=StyleOverrides.from_strings(["lots of gore"]),
+                config=ContextConfig(deny_list=("gore",)),
+            )
+        assert await maybe_consolidate(s, cid, force=True) is None  # no scenes yet
+        await record_scene(s, cid, job_id="j1", prompt="a walk", state_source="heuristic")
+        res = await maybe_consolidate(s, cid, force=True)
+        assert res.engine == "digest" and res.up_to_scene == 1
+        assert await maybe_consolidate(s, cid, force=True) is None  # nothing new since

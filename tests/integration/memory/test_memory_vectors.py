@@ -1,0 +1,56 @@
+"""Qdrant local mode: upsert / search / delete / count per character."""
+
+import numpy as np
+import pytest
+
+from idlock.errors import InvalidInput
+from services.memory.vectors import MemoryVectors, point_id
+
+
+def unit(seed, dim=128):
+    v = np.random.default_rng(seed).normal(size=dim)
+    return v / np.linalg.norm(v)
+
+
+@pytest.fixture
+async def vs(tmp_path):
+    v = MemoryVectors.local(str(tmp_path / "q"), prefix="t")
+    yield v
+    await v.close()
+
+
+async def test_semantic_and_episodes_per_character(vs):
+    a, b = "char-a", "char-b"
+    sid = await vs.upsert_semantic(
+        a, "u1", "dlib", unit(1), per_view=[unit(2), unit(3)], image_refs=["s3://r0", "s3://r1"]
+    )
+    assert sid == point_id("semantic", a)
+    await vs.upsert_semantic(b, "u2", "dlib", unit(9))
+    assert np.allclose(await vs.get_semantic(a, "dlib", 128), unit(1), atol=1e-5)
+    assert await vs.get_semantic("nobody", "dlib", 128) is None
+    for i in range(4):
+        await vs.upsert_episode_face(a, "u1", f"ep{i}", i + 1, "dlib", unit(100 + i), ["s3://out"])
+        await vs.upsert_episode_text(a, "u1", f"ep{i}", i + 1, "hashing", unit(200 + i, 384), f"scene {i}")
+    await vs.upsert_episode_face(b, "u2", "epb", 1, "dlib", unit(101))
+    # idempotent: recording the same episode again does not add a point
+    await vs.upsert_episode_face(a, "u1", "ep1", 2, "dlib", unit(101))
+    assert await vs.count_character(a) == 1 + 2 + 4 + 4
+    hits = await vs.search_episode_faces(a, "dlib", unit(101), limit=2)
+    assert hits[0].episode_id == "ep1" and hits[0].score > 0.99 and hits[0].vector is not None
+    assert all(h.payload["character_id"] == a for h in hits)
+    t = await vs.search_episode_text(a, "hashing", unit(202, 384), limit=3, exclude_scenes=[3])
+    assert t and all(h.scene_index != 3 for h in t)
+    # re-registering with fewer views drops the stale view
+    await vs.upsert_semantic(a, "u1", "dlib", unit(1), per_view=[unit(2)])
+    assert await vs.count_character(a) == 1 + 1 + 4 + 4
+    assert await vs.delete_character(a) == 10
+    assert await vs.count_character(a) == 0
+    assert await vs.count_character(b) == 2
+    assert await vs.search_episode_faces(a, "dlib", unit(101)) == []
+
+
+async def test_dimension_checks(vs):
+    await vs.upsert_semantic("c", "u", "arcface", unit(1, 512))
+    with pytest.raises(InvalidInput):
+        await vs.upsert_semantic("c", "u", "arcface", [float("nan")] * 512)
+    assert await vs.search_episode_text("c", "hashing", unit(1, 384)) == []

@@ -1,0 +1,101 @@
+"""The job store and state machine on SQLite and (when IDLOCK_TEST_POSTGRES_URL is set) Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from idlock.db import Database
+from idlock.errors import NotFound, PreconditionFailed, QuotaExceeded
+from idlock.settings import DatabaseSettings
+from services.orchestrator.jobs import JobStore
+from services.orchestrator.models import SCHEMA_VERSION, Base
+
+
+@pytest.fixture
+async def store(db_url, db_schema, data_dir):
+    db = Database.open(
+        DatabaseSettings(url=db_url), service="orchestrator", data_dir=data_dir, schema=db_schema
+    )
+    await db.migrate(Base.metadata, version=SCHEMA_VERSION)
+    try:
+        yield JobStore(db)
+    finally:
+        await db.close()
+
+
+async def test_submission_idempotency_quota_and_listing(store: JobStore) -> None:
+    a, created = await store.create(
+        owner_id="o1", character_id="c1", prompt="p", idempotency_key="k", max_active=2
+    )
+    again, created2 = await store.create(
+        owner_id="o1", character_id="c1", prompt="other", idempotency_key="k"
+    )
+    assert created and not created2 and again.id == a.id and again.prompt == "p"
+    other_owner, created3 = await store.create(
+        owner_id="o2", character_id="c9", prompt="p", idempotency_key="k"
+    )
+    assert created3 and other_owner.id != a.id
+    b, _ = await store.create(owner_id="o1", character_id="c2", prompt="p", max_active=2)
+    with pytest.raises(QuotaExceeded):
+        await store.create(owner_id="o1", character_id="c1", prompt="p", max_active=2)
+
+    page, token = await store.list("o1", page_size=1)
+    rest, end = await store.list("o1", page_size=1, page_token=token)
+    assert [j.id for j in page] == [b.id] and [j.id for j in rest] == [a.id] and end == ""
+    assert [j.id for j in (await store.list("o1", character_id="c2"))[0]] == [b.id]
+    with pytest.raises(NotFound):
+        await store.get_owned(a.id, "o2")
+
+
+async def test_claim_lease_checkpoint_cancel_and_finish(store: JobStore) -> None:
+    job, _ = await store.create(owner_id="o", character_id="c", prompt="p")
+    first = await store.claim(job.id, "w1", lease_s=0.5)
+    assert first.outcome == "claimed" and first.job.attempts == 1
+    busy = await store.claim(job.id, "w2", lease_s=0.5)
+    assert busy.outcome == "busy" and busy.lease_until is not None
+    assert await store.save_checkpoint(job.id, "w1", "render", {"image": {"uri": "file:///x.png"}})
+    assert not await store.save_checkpoint(job.id, "w2", "render", {})  # not its lease
+    await asyncio.sleep(0.6)  # w1 died: its lease runs out
+    taken = await store.claim(job.id, "w2", lease_s=5)
+    assert taken.outcome == "claimed" and taken.job.attempts == 2
+    assert taken.job.checkpoint == {"render": {"image": {"uri": "file:///x.png"}}}
+    assert not await store.set_step(job.id, "w1", "score")
+
+    cancelled, changed = await store.cancel(job.id, "o")
+    assert changed and cancelled.status == "cancelled"
+    assert not await store.set_step(job.id, "w2", "score")
+    assert not await store.finish(job.id, "succeeded", worker_id="w2")  # a cancel is never overwritten
+    assert (await store.claim(job.id, "w3", lease_s=5)).outcome == "terminal"
+    assert (await store.claim("job_missing", "w3", lease_s=5)).outcome == "missing"
+
+    done, _ = await store.create(owner_id="o", character_id="c", prompt="p")
+    await store.claim(done.id, "w1", lease_s=5)
+    usage = {
+        "owner_id": "o",
+        "character_id": "c",
+        "provider": "compositor",
+        "model": "m",
+        "estimated_cost_usd": 0.01,
+        "total_seconds": 1.0,
+    }
+    assert await store.finish(done.id, "succeeded", worker_id="w1", metrics={"scene_index": 1}, usage=usage)
+    assert not await store.finish(done.id, "failed")
+    assert (await store.usage(done.id)).provider == "compositor"
+    with pytest.raises(PreconditionFailed, match="job already succeeded"):
+        await store.cancel(done.id, "o")
+    await store.record_feedback(done.id, "o", "down", "")
+    await store.record_feedback(done.id, "o", "up", "better")
+    assert [(f.rating, f.comment) for f in await store.feedback(done.id)] == [("up", "better")]
+
+
+async def test_stuck_jobs_are_found_and_counted(store: JobStore) -> None:
+    job, _ = await store.create(owner_id="o", character_id="c", prompt="p")
+    assert await store.stuck(60) == []
+    await asyncio.sleep(0.3)
+    stuck = await store.stuck(0.2)
+    assert [j.id for j in stuck] == [job.id]
+    assert await store.bump_requeue(job.id, stuck[0].updated_at) == 1
+    assert await store.bump_requeue(job.id, stuck[0].updated_at) is None  # moved on since it was read
+    assert await store.stuck(0.2) == []

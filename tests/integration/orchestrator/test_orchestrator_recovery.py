@@ -1,0 +1,204 @@
+"""Crashes, redeliveries, transient failures, the reconciler: a job completes once, renders once, records one
+episode; a job that keeps failing ends `failed` with a dead letter."""
+
+from __future__ import annotations
+
+import asyncio
+from unittest import mock
+
+from idlock import subjects
+from idlock.bus import EventBus
+from idlock.settings import NatsSettings
+from idlock.v1 import common_pb2, events_pb2
+from idlock.v1 import orchestrator_service_pb2 as pb
+from services.orchestrator.jobs import JobStore
+from tests.integration.orchestrator.conftest import OWNER, orchestrator
+
+
+def count_renders(orch) -> list[str]:
+    calls: list[str] = []
+    peers = orch.servicer.peers
+    real = peers.render_image
+
+    async def counting(request, *, timeout_s):
+        calls.append(request.job_id)
+        return await real(request, timeout_s=timeout_s)
+
+    peers.render_image = counting
+    return calls
+
+
+async def wait_checkpoint(orch, job_id: str, step: str, timeout_s: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        job = await orch.servicer.store.get(job_id)
+        if step in (job.checkpoint or {}):
+            return
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"no {step} checkpoint: {job.status} {job.checkpoint}"
+        )
+        await asyncio.sleep(0.05)
+
+
+async def test_a_worker_killed_after_the_render_checkpoint_completes_once_on_another(peers, tmp_path) -> None:
+    async with orchestrator(peers, tmp_path) as orch:
+        renders = count_renders(orch)
+        stuck = asyncio.Event()
+
+        async def crash_after_render(job_id: str, step: str) -> None:
+            if step == "render":
+                stuck.set()
+                await asyncio.Event().wait()  # the process "dies" here: no ack, no more steps
+
+        orch.servicer.flow.after_step = crash_after_render
+        cid = peers.add_character()
+        job = (await orch.submit(cid)).job
+        await asyncio.wait_for(stuck.wait(), 20)
+        await wait_checkpoint(orch, job.id, "render")
+        # a crash leaves the lease in the row (nothing releases it) and the message unacked
+        with mock.patch.object(JobStore, "release", autospec=True):
+            await orch.servicer.stop_worker(grace_s=0.1)
+        row = await orch.servicer.store.get(job.id)
+        assert row.status == "running" and row.lease_owner == orch.servicer.worker_id
+
+        # a new worker (another process) takes over once the dead worker's lease runs out
+        orch.servicer.flow.after_step = None
+        orch.servicer.flow.worker_id = "worker-2"
+        await orch.servicer.start_worker()
+        done = await orch.wait_status(job.id, common_pb2.JOB_STATUS_SUCCEEDED, timeout_s=30)
+        assert renders == [job.id]  # rendered once
+        recorded = [e for e in peers.memory.record_requests if e.job_id == job.id]
+        assert len(recorded) == 1 and peers.memory.episodes[(cid, job.id)].scene_index == 1
+        assert done.attempts == 2 and done.metrics.attempts == 2
+        assert set(done.metrics.step_seconds) == {"context", "render", "score", "refine", "state", "record"}
+        await asyncio.sleep(0.2)
+        events = orch.events_of(job.id)
+        assert events[0] == "queued" and events[-1] == "succeeded" and events.count("succeeded") == 1
+        assert events.count("started") == 2 and events.count("progress") == 6  # each step reported once
+
+        # a late duplicate of the work message (another msg id) is just acked: nothing runs again
+        bus = await EventBus.connect(NatsSettings(url=peers.env["IDLOCK_NATS_URL"]))
+        try:
+            await bus.publish(
+                subjects.JOB_GENERATE, events_pb2.GenerateJobWork(job_id=job.id), msg_id=f"{job.id}:dup"
+            )
+        finally:
+            await bus.close()
+        await asyncio.sleep(1.0)
+        assert (
+            renders == [job.id] and len([e for e in peers.memory.record_requests if e.job_id == job.id]) == 1
+        )
+        assert orch.events_of(job.id).count("succeeded") == 1
+
+
+async def test_a_transient_failure_is_retried_without_rendering_again(peers, tmp_path) -> None:
+    async with orchestrator(peers, tmp_path) as orch:
+        renders = count_renders(orch)
+        cid = peers.add_character()
+        # the channel itself retries UNAVAILABLE 4 times (RecordEpisode is idempotent); 5 failures outlast that
+        peers.memory.fail_record = 5
+        job = (await orch.submit(cid)).job
+        done = await orch.wait_status(job.id, [common_pb2.JOB_STATUS_SUCCEEDED, common_pb2.JOB_STATUS_FAILED])
+        assert done.status == common_pb2.JOB_STATUS_SUCCEEDED, done.error_message
+        assert done.attempts == 2 and renders == [job.id]
+        assert len(peers.memory.episodes) >= 1 and (cid, job.id) in peers.memory.episodes
+
+
+async def test_a_job_that_keeps_failing_ends_failed_with_a_dead_letter(peers, tmp_path) -> None:
+    async with orchestrator(peers, tmp_path, max_deliver=3) as orch:
+        renders = count_renders(orch)
+        cid = peers.add_character()
+        peers.memory.fail_record = 100
+        try:
+            job = (await orch.submit(cid)).job
+            done = await orch.wait_status(job.id, common_pb2.JOB_STATUS_FAILED, timeout_s=30)
+        finally:
+            peers.memory.fail_record = 0
+        assert done.error_code == "retries_exhausted" and "memory is restarting" in done.error_message
+        assert done.attempts == 3 and renders == [job.id]
+        await asyncio.sleep(0.5)
+        letters = await orch.servicer.bus.list_dead_letters(subjects.JOB_GENERATE)
+        mine = [d for d in letters if d.msg_id == job.id]
+        assert len(mine) == 1 and mine[0].num_delivered == 3 and "memory is restarting" in mine[0].error
+        assert orch.events_of(job.id)[-1] == "failed"
+
+
+async def test_the_reconciler_re_enqueues_a_lost_job_and_gives_up_on_a_hopeless_one(peers, tmp_path) -> None:
+    async with orchestrator(peers, tmp_path, stuck_after_s=0.3, max_requeues=1) as orch:
+        cid = peers.add_character()
+        store = orch.servicer.store
+        # a job whose work message was lost (created, never published)
+        lost, _ = await store.create(
+            owner_id=OWNER, character_id=cid, prompt="Arya reads a book in a library"
+        )
+        await asyncio.sleep(0.5)
+        assert await orch.servicer.reconcile_once() == [lost.id]
+        done = await orch.wait_status(lost.id, common_pb2.JOB_STATUS_SUCCEEDED)
+        assert done.metrics.tags.props == ["book"] and list(done.metrics.tags.setting) == ["library"]
+
+        hopeless, _ = await store.create(owner_id=OWNER, character_id=cid, prompt="x")
+        async with store.db.session() as s:
+            row = await s.get(type(hopeless), hopeless.id)
+            row.requeues = 1
+        await asyncio.sleep(0.5)
+        assert await orch.servicer.reconcile_once() == []
+        failed = await orch.wait_status(hopeless.id, common_pb2.JOB_STATUS_FAILED)
+        assert failed.error_code == "stuck"
+
+
+async def test_quota_pagination_and_watch(peers, tmp_path) -> None:
+    async with orchestrator(peers, tmp_path, worker_enabled=False, max_active_jobs_per_owner=2) as orch:
+        cid = peers.add_character()
+        a = (await orch.submit(cid)).job
+        b = (await orch.submit(cid)).job
+        import grpc
+        import pytest
+
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await orch.submit(cid)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit 2" in err.value.details()
+        page1 = await orch.stub.ListJobs(
+            pb.ListJobsRequest(owner_id=OWNER, page=common_pb2.PageRequest(page_size=1))
+        )
+        page2 = await orch.stub.ListJobs(
+            pb.ListJobsRequest(
+                owner_id=OWNER, page=common_pb2.PageRequest(page_size=1, page_token=page1.next_page_token)
+            )
+        )
+        assert [j.id for j in page1.jobs] == [b.id] and [j.id for j in page2.jobs] == [a.id]
+        assert page1.next_page_token and not page2.next_page_token
+        by_char = await orch.stub.ListJobs(pb.ListJobsRequest(owner_id=OWNER, character_id="char_other"))
+        assert list(by_char.jobs) == []
+
+        await orch.stub.CancelJob(pb.CancelJobRequest(job_id=a.id, owner_id=OWNER))
+        watch = orch.stub.WatchJob(pb.WatchJobRequest(job_id=b.id, owner_id=OWNER))
+        await orch.servicer.start_worker()
+        seen = [r async for r in watch]
+        kinds = [r.event for r in seen]
+        assert kinds[0] in ("queued", "started", "progress") and kinds[-1] == "succeeded"
+        assert "progress" in kinds and seen[-1].job.result_image.uri
+        assert seen[-1].job.status == common_pb2.JOB_STATUS_SUCCEEDED
+
+
+async def test_cancelling_a_running_job_stops_it_between_steps(peers, tmp_path) -> None:
+    async with orchestrator(peers, tmp_path) as orch:
+        renders = count_renders(orch)
+        reached, go_on = asyncio.Event(), asyncio.Event()
+
+        async def pause_after_context(job_id: str, step: str) -> None:
+            if step == "context":
+                reached.set()
+                await go_on.wait()
+
+        orch.servicer.flow.after_step = pause_after_context
+        cid = peers.add_character()
+        job = (await orch.submit(cid)).job
+        await asyncio.wait_for(reached.wait(), 20)
+        cancelled = (await orch.stub.CancelJob(pb.CancelJobRequest(job_id=job.id, owner_id=OWNER))).job
+        assert cancelled.status == common_pb2.JOB_STATUS_CANCELLED
+        go_on.set()
+        await asyncio.sleep(0.5)
+        final = await orch.wait_status(job.id, common_pb2.JOB_STATUS_CANCELLED)
+        assert renders == [] and not final.result_image.uri
+        assert all(e.job_id != job.id for e in peers.memory.record_requests)
+        assert orch.events_of(job.id) == ["queued", "started", "progress", "cancelled"]

@@ -1,0 +1,93 @@
+from services.memory.state import (
+    SceneTags,
+    attribute_history,
+    compute_state,
+    infer_removals,
+    normalize_name,
+)
+
+
+def story():
+    return [
+        SceneTags(
+            1,
+            added={"clothing": ["Battle Armor"], "props": ["sword"], "setting": ["castle gate"]},
+            text="The knight stands at the castle gate in battle armour, sword in hand.",
+        ),
+        SceneTags(
+            2,
+            added={"injuries": ["cut on left cheek"], "setting": ["forest"]},
+            text="An ambush in the forest; a blade leaves a cut on her left cheek.",
+        ),
+        SceneTags(
+            3, added={"clothing": ["battle armour"]}, text="At the camp she removes the armour and rests."
+        ),
+    ]
+
+
+def test_normalize_names():
+    assert normalize_name("The Armor") == "armour"
+    assert normalize_name("ARMOUR") == "armour"
+    assert normalize_name("swords") == "sword"
+    assert normalize_name("injuries") == "injury"
+    assert normalize_name("dress") == "dress"
+    assert normalize_name("trousers") == "trousers"
+    assert normalize_name("knives") == "knife"
+    assert normalize_name("battle_armor") == "battle armour"
+
+
+def test_three_scene_state():
+    st = compute_state(story())
+    assert st.names("props") == ["sword"]
+    assert st.names("injuries") == ["cut on left cheek"]
+    assert st.names("clothing") == []
+    assert st.names("setting") == ["forest"]  # exclusive: forest ended the castle gate
+    assert st.last_scene == 3
+    hist = st.history("clothing", "battle armor")
+    assert [(i.start_scene, i.end_scene) for i in hist] == [(1, 3)]
+    assert [(i.start_scene, i.end_scene) for i in st.history("setting", "castle gate")] == [(1, 2)]
+    assert [(i.start_scene, i.end_scene) for i in st.history("props", "Swords")] == [(1, None)]
+    assert [i.name for i in st.ended_since(3)] == ["battle armour"]
+
+
+def test_reintroduced_attribute_has_two_intervals():
+    scenes = story() + [
+        SceneTags(5, added={"clothing": ["armour"]}),
+        SceneTags(7, removed={"clothing": ["Armor"]}),
+    ]
+    hist = attribute_history(scenes, "clothing", "armour")
+    assert [(i.start_scene, i.end_scene) for i in hist] == [(5, 7)]
+    hist = attribute_history(scenes, "clothing", "battle armour")
+    assert [(i.start_scene, i.end_scene) for i in hist] == [(1, 3)]
+
+
+def test_explicit_removed_tags_and_heals():
+    scenes = [
+        SceneTags(1, added={"injuries": ["bruised ribs", "cut on left cheek"], "props": ["shield"]}),
+        SceneTags(2, text="Weeks later the wound on her cheek healed."),
+        SceneTags(3, removed={"props": ["Shields"]}),
+    ]
+    st = compute_state(scenes)
+    assert st.names("injuries") == ["bruised rib"]
+    assert st.names("props") == []
+    scenes.append(SceneTags(4, text="She rests and heals completely."))
+    assert compute_state(scenes).names("injuries") == []
+
+
+def test_heuristic_phrases():
+    names = lambda t: [(r.name, r.category) for r in infer_removals(t)]
+    assert names("She removes the armour.") == [("armour", "*")]
+    assert names("He takes off his Armor and walks away") == [("armour", "*")]
+    assert names("took the helmet off") == [("helmet", "*")]
+    assert names("drops the sword and the shield") == [("sword", "*"), ("shield", "*")]
+    assert names("loses his boots in the river") == [("boot", "*")]
+    assert names("her cut has healed") == [("cut", "injuries")]
+    assert names("he never drops the sword") == []
+    assert infer_removals("the knight heals")[0].all_of_category
+
+
+def test_order_independent_and_infer_off():
+    sc = story()
+    assert compute_state(list(reversed(sc))) == compute_state(sc)
+    st = compute_state(sc, infer=False)
+    assert "battle armour" in st.names("clothing")
