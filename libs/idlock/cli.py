@@ -149,11 +149,61 @@ def config(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the contact sheet and report.json.")] = Path("demo-out"),
+    out: Annotated[Path, typer.Option(help="Folder for the contact sheet, the scene images and report.json.")] = Path(
+        "demo-out"
+    ),
+    ref: Annotated[
+        list[Path] | None, typer.Option(help="Reference photo(s) of the character (1-5); default: a sample photo.")
+    ] = None,
 ) -> None:
-    """Three-scene story on the local mesh (no keys needed)."""
-    console.print("[red]`idlock demo` arrives with issue #6 (orchestrator + gateway): the generation flow is not wired yet.[/red]")
-    raise typer.Exit(2)
+    """A three-scene story on the local mesh, through the REST gateway (no keys needed)."""
+    from idlock.demo import DemoError, run_demo
+    from idlock.mesh import MeshError
+
+    references = None
+    if ref:
+        missing = [str(p) for p in ref if not p.is_file()]
+        if missing:
+            console.print(f"[red]reference file not found: {', '.join(missing)}[/red]")
+            raise typer.Exit(2)
+        references = [(p.name, p.read_bytes()) for p in ref]
+    started = time.perf_counter()
+    table = Table(title="IDLock demo: three scenes")
+    for col in ("scene", "status", "provider", "IDR raw", "IDR cal.", "verdict", "refined", "state tags", "s"):
+        table.add_column(col)
+
+    def on_mesh(mesh) -> None:
+        console.print(f"mesh up: gateway {mesh.components['gateway'].address} (logs in {mesh.data_dir / 'logs'})")
+
+    def on_scene(scene) -> None:
+        tags = "; ".join(f"{k}: {', '.join(v)}" for k, v in scene.tags.items())
+        refined = "yes" if scene.refined else ("gate fired" if scene.refine_needed else "no")
+        table.add_row(
+            str(scene.index),
+            scene.status,
+            scene.provider_label or scene.provider or "-",
+            f"{scene.idr_raw:.3f}" if scene.idr_raw is not None else "-",
+            f"{scene.idr_calibrated:.3f}" if scene.idr_calibrated is not None else "-",
+            scene.verdict or "-",
+            refined,
+            tags or "-",
+            f"{scene.seconds:.1f}",
+        )
+        console.print(f"scene {scene.index}: {scene.status} in {scene.seconds:.1f} s" + (f" ({scene.error})" if scene.error else ""))
+
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    try:
+        report = run_demo(out, references, on_scene=on_scene, on_mesh=on_mesh)
+    except (DemoError, MeshError) as err:
+        console.print(f"[red]demo failed:[/red] {err}")
+        raise typer.Exit(1) from None
+    console.print(table)
+    console.print(f"memory: {report['history_episodes']} episodes recorded; summary: {report['story_summary'] or '-'}")
+    console.print(f"wrote {out / 'report.json'} and {out / report['contact_sheet']} in {time.perf_counter() - started:.0f} s")
+    if not report["ok"]:
+        console.print("[red]some scenes did not succeed[/red]")
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover

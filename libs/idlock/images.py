@@ -17,13 +17,14 @@ from __future__ import annotations
 import io
 import re
 import struct
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from idlock.errors import InvalidInput
 
@@ -136,6 +137,23 @@ def _to_rgb_array(img: Image.Image, alpha: AlphaMode) -> tuple[np.ndarray, bool]
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy(), False
 
 
+_STRICT_LOAD = threading.Lock()
+
+
+def _load_strict(img: Image.Image) -> None:
+    """Load pixels refusing truncated data even when another library (face_recognition does) has switched
+    Pillow's process-wide LOAD_TRUNCATED_IMAGES on."""
+    if not ImageFile.LOAD_TRUNCATED_IMAGES:
+        img.load()
+        return
+    with _STRICT_LOAD:
+        saved, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+        try:
+            img.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
 def decode_image(
     data: bytes | bytearray | memoryview,
     *,
@@ -208,7 +226,7 @@ def decode_image(
             )
         mode = img.mode
         try:
-            img.load()
+            _load_strict(img)
         except Image.DecompressionBombError as exc:  # pragma: no cover - size is checked above
             raise InvalidInput(f"{name} is a decompression bomb: {exc}") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:

@@ -88,6 +88,7 @@ class LocalMesh:
         self.data_dir = Path(self.data_dir).resolve()
         self.components: dict[str, Component] = {}
         self._procs: dict[str, subprocess.Popen] = {}
+        self._spawned: dict[str, tuple[int, dict[str, str]]] = {}
         self._nats: NatsServer | None = None
 
     # -- start -------------------------------------------------------------------------------------------
@@ -157,6 +158,7 @@ class LocalMesh:
         return METRICS_BASE_PORT + list(DEFAULT_PORTS).index(name)
 
     def _spawn(self, name: str, port: int, env: dict[str, str]) -> None:
+        self._spawned[name] = (port, env)
         env = dict(env)
         env[f"IDLOCK_{name.upper()}_PORT"] = str(port)
         metrics_port = self._metrics_port_for(name, port)
@@ -175,9 +177,22 @@ class LocalMesh:
             name, kind, address, pid=proc.pid, log=str(log_path), metrics=f"http://{self.host}:{metrics_port}/metrics"
         )
 
-    def _wait_serving(self, timeout_s: float) -> None:
+    def kill(self, name: str) -> None:
+        """SIGKILL one component, as a crash would (no graceful shutdown, nothing acked)."""
+        proc = self._procs[name]
+        proc.kill()
+        proc.wait()
+        self.components[name].status = "KILLED"
+
+    def respawn(self, name: str, timeout_s: float = 60.0) -> None:
+        """Start a component again on its address, with the same configuration."""
+        port, env = self._spawned[name]
+        self._spawn(name, port, env)
+        self._wait_serving(timeout_s, only={name})
+
+    def _wait_serving(self, timeout_s: float, only: set[str] | None = None) -> None:
         deadline = time.monotonic() + timeout_s
-        pending = set(self._procs)
+        pending = set(only or self._procs)
         while pending:
             for name in sorted(pending):
                 proc, comp = self._procs[name], self.components[name]

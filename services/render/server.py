@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import logging
 import uuid
 from pathlib import Path
 
+from google.protobuf import json_format
+
 from idlock import refs
-from idlock.errors import InvalidInput, Unimplemented
+from idlock.errors import InvalidInput, NotFound, Unimplemented
 from idlock.grpc_server import ServiceSpec
 from idlock.settings import PathsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
@@ -54,6 +58,8 @@ class RenderServicer(pb_grpc.RenderServiceServicer):
         self.renderer = Renderer.from_settings(settings)
         self.store: ObjectStore | None = None
         self.data_dir = PathsSettings().data_dir
+        #: renders under way, by (output prefix, request fingerprint): a repeated request joins the running one
+        self._inflight: dict[tuple[str, str], asyncio.Future] = {}
 
     async def startup(self) -> None:
         self.store = await open_store(StorageSettings(), self.data_dir)
@@ -82,12 +88,55 @@ class RenderServicer(pb_grpc.RenderServiceServicer):
         return str(path)
 
     async def _store_result(self, result: RenderResult, prefix: str, job_id: str) -> common_pb2.ImageRef:
-        prefix = prefix.rstrip("/") or f"renders/{job_id or uuid.uuid4().hex}"
+        prefix = prefix.rstrip("/") or f"edits/{job_id or uuid.uuid4().hex}"
         return await refs.put_image(
             self.store, f"{prefix}/image.png", result.image, width=result.width, height=result.height, mime=result.mime
         )
 
     async def RenderImage(self, request: pb.RenderImageRequest, context) -> pb.RenderImageResponse:
+        """Idempotent per job: the same request for the same job never pays for a second render. A render whose
+        caller went away (a crashed worker) still finishes and is stored; the redelivered job's call joins it or
+        replays the stored result."""
+        if not request.job_id:
+            return await self._render_image(request, context.time_remaining(), self._prefix(request))
+        prefix = self._prefix(request)
+        fingerprint = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+        replay = await self._replay(prefix, fingerprint)
+        if replay is not None:
+            return replay
+        key = (prefix, fingerprint)
+        task = self._inflight.get(key)
+        if task is None:
+            # the render outlives its first caller, so the providers' own timeouts bound it, not that caller's deadline
+            task = asyncio.ensure_future(self._render_and_record(request, None, prefix, fingerprint))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _: self._inflight.pop(key, None))
+        return await asyncio.shield(task)
+
+    @staticmethod
+    def _prefix(request: pb.RenderImageRequest) -> str:
+        return request.output_prefix.rstrip("/") or f"renders/{request.job_id or uuid.uuid4().hex}"
+
+    async def _replay(self, prefix: str, fingerprint: str) -> pb.RenderImageResponse | None:
+        try:
+            record = json.loads(await self.store.get(f"{prefix}/render.json"))
+        except NotFound:
+            return None
+        if record.get("fingerprint") != fingerprint:
+            return None
+        return json_format.ParseDict(record["response"], pb.RenderImageResponse())
+
+    async def _render_and_record(
+        self, request: pb.RenderImageRequest, deadline_s: float | None, prefix: str, fingerprint: str
+    ) -> pb.RenderImageResponse:
+        response = await self._render_image(request, deadline_s, prefix)
+        record = {"fingerprint": fingerprint, "response": json_format.MessageToDict(response)}
+        await self.store.put(f"{prefix}/render.json", json.dumps(record).encode(), "application/json")
+        return response
+
+    async def _render_image(
+        self, request: pb.RenderImageRequest, deadline_s: float | None, prefix: str
+    ) -> pb.RenderImageResponse:
         drift_face = await refs.fetch_ref(self.store, request.drift_face, "drift_face") if request.drift_face.uri else None
         req = RenderRequest(
             prompt=request.prompt,
@@ -105,13 +154,11 @@ class RenderServicer(pb_grpc.RenderServiceServicer):
             drift=DRIFT.get(request.drift, "none"),
             drift_face=drift_face,
             watermark=request.watermark if request.HasField("watermark") else None,
-            deadline_s=context.time_remaining(),
+            deadline_s=deadline_s,
         )
         result = await self.renderer.render(req)
-        image = await self._store_result(result, request.output_prefix, request.job_id)
-        return pb.RenderImageResponse(
-            image=image, provenance=provenance_pb(result, request.lora, req.lora_scale)
-        )
+        image = await self._store_result(result, prefix, request.job_id)
+        return pb.RenderImageResponse(image=image, provenance=provenance_pb(result, request.lora, req.lora_scale))
 
     async def EditImage(self, request: pb.EditImageRequest, context) -> pb.EditImageResponse:
         if not request.image.uri:

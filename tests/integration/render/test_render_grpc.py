@@ -71,3 +71,36 @@ async def test_bad_render_requests(tmp_path) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.RenderVideo(pb.RenderVideoRequest(prompt="x"))
         assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED and "issue #9" in err.value.details()
+
+
+async def test_render_is_idempotent_per_job_even_when_the_caller_dies(tmp_path) -> None:
+    import asyncio
+
+    from tests.fakes.gemini_server import FakeGeminiServer
+
+    with FakeGeminiServer() as fake:
+        fake.latency_s = 1.0
+        env = {
+            "IDLOCK_RENDER_PROVIDERS": '["gemini"]',
+            "IDLOCK_RENDER_GEMINI_API_KEY": "test",
+            "IDLOCK_RENDER_GEMINI_BASE_URL": fake.base_url,
+        }
+        async with running_service("render", tmp_path, **env) as channel:
+            stub = pb_grpc.RenderServiceStub(channel)
+            request = pb.RenderImageRequest(prompt="a castle", seed=3, job_id="job_x", output_prefix="jobs/job_x/")
+
+            # a worker that dies mid-render: its call is cut off by a short deadline
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.RenderImage(request, timeout=0.3)
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            # the redelivered job asks again, twice at once: both join the render that is still running
+            first, second = await asyncio.gather(stub.RenderImage(request), stub.RenderImage(request))
+            assert first.image.uri == second.image.uri and first.image.uri.endswith("jobs/job_x/image.png")
+            assert fake.calls == 1
+
+            replay = await stub.RenderImage(request)
+            assert replay == first and fake.calls == 1
+
+            changed = pb.RenderImageRequest(prompt="a castle at night", seed=3, job_id="job_x", output_prefix="jobs/job_x/")
+            await stub.RenderImage(changed)
+            assert fake.calls == 2  # a different request for the job is a new render

@@ -289,3 +289,21 @@ def test_random_bytes_never_crash(data: bytes) -> None:
         decode_image(data)
     except InvalidInput:
         pass
+
+
+def test_truncated_images_are_refused_even_when_pillow_is_told_to_accept_them(monkeypatch) -> None:
+    """face_recognition switches Pillow's process-wide LOAD_TRUNCATED_IMAGES on; our decoder must not follow."""
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageFile
+
+    from idlock.errors import InvalidInput
+    from idlock.images import decode_image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(InvalidInput, match="truncated"):
+        decode_image(buf.getvalue()[: len(buf.getvalue()) // 2])
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # restored for whoever set it
