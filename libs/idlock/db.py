@@ -241,4 +241,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN")
+    # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then writes while another
+    # connection writes fails at once with "database is locked", without waiting out busy_timeout
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

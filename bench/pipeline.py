@@ -1,0 +1,155 @@
+"""Pipeline bench: generation jobs through the REST gateway on the local mesh (NATS, every service as its own
+process, SQLite, Qdrant local mode, the offline compositor).
+
+For each job: end-to-end = from the gateway accepting the submission (job created_at) to the job's terminal update
+(updated_at), both stamped by the orchestrator's clock, so client polling does not inflate it. Model and provider
+time = the render step (provider) + the score step (face model) from the job's own step timings. Orchestration
+overhead = end-to-end - model and provider time: queueing on NATS, the database, gRPC hops, context assembly,
+state extraction and recording. Jobs are kept `--in-flight` at a time (the orchestrator's concurrency), so the
+figures are not a queue-length measurement; jobs/s is the throughput at that level.
+
+    .venv/bin/python bench/pipeline.py [--jobs 200] [--in-flight 2]
+
+Last line: RESULT {"jobs", "succeeded", "jobs_per_s", "e2e_p50_ms", "e2e_p95_ms", "overhead_p50_ms",
+"overhead_p95_ms", "model_p50_ms", ...}
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+from PIL import Image  # noqa: E402
+from skimage import data as skdata  # noqa: E402
+
+from idlock.mesh import LocalMesh  # noqa: E402
+
+DEBUG = "--debug" in sys.argv
+PROMPTS = [
+    "Arya fights a dragon on a cliff at sunset, wearing battle armour and holding a sword",
+    "Arya rests at a forest camp at night with a fresh cut on her left cheek",
+    "Arya takes off the armour and walks into a tavern",
+    "Arya rides through the snow in a fur cloak",
+]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def run(jobs: int, in_flight: int, warmup: int) -> dict:
+    buf = io.BytesIO()
+    Image.fromarray(skdata.astronaut()).save(buf, format="PNG")
+    env = {
+        "IDLOCK_RENDER_PROVIDERS": '["compositor"]',
+        "IDLOCK_ORCHESTRATOR_CONCURRENCY": str(in_flight),
+        "IDLOCK_GATEWAY_GENERATE_RATE_LIMIT_PER_MINUTE": "100000",
+        "IDLOCK_GATEWAY_GENERATE_RATE_LIMIT_BURST": "100000",
+        "IDLOCK_GATEWAY_RATE_LIMIT_PER_MINUTE": "100000",
+        "IDLOCK_GATEWAY_RATE_LIMIT_BURST": "100000",
+        "IDLOCK_ORCHESTRATOR_MAX_ACTIVE_JOBS_PER_OWNER": "1000",
+        "IDLOCK_LOG_LEVEL": "WARNING",
+    }
+    tmp = tempfile.mkdtemp(prefix="idlock-bench-")
+    with LocalMesh(Path(tmp), free_ports=True, nats_port=0, extra_env=env) as mesh:
+        base = mesh.components["gateway"].address
+        with httpx.Client(base_url=base, timeout=120) as client:
+            creds = {"email": "bench@idlock.local", "password": "bench-password-123"}
+            client.post("/auth/register", json=creds).raise_for_status()
+            token = client.post("/auth/login", json=creds).json()["access_token"]
+            client.headers["Authorization"] = f"Bearer {token}"
+            created = client.post(
+                "/api/v1/characters",
+                data={"name": "Arya", "description": "bench", "consent": "true"},
+                files=[("image", ("ref.png", buf.getvalue(), "image/png"))],
+            )
+            created.raise_for_status()
+            character_id = created.json()["character_id"]
+
+        def one(i: int) -> dict:
+            with httpx.Client(base_url=base, timeout=120, headers={"Authorization": f"Bearer {token}"}) as c:
+                accepted = c.post(
+                    "/api/v1/generate", json={"character_id": character_id, "prompt": PROMPTS[i % len(PROMPTS)]}
+                )
+                if accepted.status_code != 202:
+                    raise RuntimeError(f"submission {i} refused: HTTP {accepted.status_code} {accepted.text}")
+                job_id = accepted.json()["job_id"]
+                while True:
+                    job = c.get(f"/api/v1/job/{job_id}").json()
+                    if job["status"] in ("succeeded", "failed", "cancelled", "needs_more_refs"):
+                        return job
+                    time.sleep(0.02)
+
+        with ThreadPoolExecutor(max_workers=in_flight) as pool:
+            list(pool.map(one, range(warmup)))  # lazy model loads and first connections, not measured
+            started = time.perf_counter()
+            results = list(pool.map(one, range(jobs)))
+            wall = time.perf_counter() - started
+
+    done = [j for j in results if j["status"] == "succeeded"]
+    e2e, model, overhead = [], [], []
+    steps: dict[str, list[float]] = {}
+    for job in done:
+        total = ts(job["updated_at"]) - ts(job["created_at"])
+        if DEBUG:
+            print(round(total * 1000), job["attempts"], {k: round(v * 1000) for k, v in job["metrics"]["step_seconds"].items()})
+        step = job["metrics"].get("step_seconds", {})
+        for name, seconds in step.items():
+            steps.setdefault(name, []).append(seconds)
+        in_models = step.get("render", 0.0) + step.get("score", 0.0)
+        e2e.append(total)
+        model.append(in_models)
+        overhead.append(total - in_models)
+    ms = lambda v: round(v * 1000, 1)  # noqa: E731
+    return {
+        "jobs": jobs,
+        "succeeded": len(done),
+        "in_flight": in_flight,
+        "warmup": warmup,
+        "jobs_per_s": round(len(done) / wall, 3),
+        "e2e_p50_ms": ms(statistics.median(e2e)),
+        "e2e_p95_ms": ms(pct(e2e, 95)),
+        "overhead_p50_ms": ms(statistics.median(overhead)),
+        "overhead_p95_ms": ms(pct(overhead, 95)),
+        "model_p50_ms": ms(statistics.median(model)),
+        "step_p50_ms": {k: ms(statistics.median(v)) for k, v in sorted(steps.items())},
+        "step_p95_ms": {k: ms(pct(v, 95)) for k, v in sorted(steps.items())},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=200)
+    ap.add_argument("--in-flight", type=int, default=2)
+    ap.add_argument("--debug", action="store_true", help="print each job's timings")
+    ap.add_argument("--warmup", type=int, default=4, help="jobs run first and left out of the figures")
+    args = ap.parse_args()
+    result = run(args.jobs, args.in_flight, args.warmup)
+    print(
+        f"{result['succeeded']}/{result['jobs']} jobs, {result['jobs_per_s']} jobs/s; end-to-end p50 "
+        f"{result['e2e_p50_ms']} ms p95 {result['e2e_p95_ms']} ms; orchestration overhead p50 "
+        f"{result['overhead_p50_ms']} ms p95 {result['overhead_p95_ms']} ms; steps p95 {result['step_p95_ms']}"
+    )
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
