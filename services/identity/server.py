@@ -137,6 +137,9 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                 match.box.CopyFrom(fp.box)
                 match.face_index = m.face_index
                 match.landmarks.extend(fp.landmarks)
+                match.face_embedding.CopyFrom(
+                    common_pb2.IdentityVector(encoder=encoder, values=face.embedding.tolist())
+                )
             matches.append(match)
         return pb.ScoreIdentityResponse(matches=matches, faces_detected=scene.face_count, no_face=scene.no_face)
 

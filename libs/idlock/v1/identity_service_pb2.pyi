@@ -120,20 +120,22 @@ class CharacterIdentity(_message.Message):
     def __init__(self, character_id: _Optional[str] = ..., identity: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ...) -> None: ...
 
 class CharacterMatch(_message.Message):
-    __slots__ = ("character_id", "face_found", "score", "box", "face_index", "landmarks")
+    __slots__ = ("character_id", "face_found", "score", "box", "face_index", "landmarks", "face_embedding")
     CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
     FACE_FOUND_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     BOX_FIELD_NUMBER: _ClassVar[int]
     FACE_INDEX_FIELD_NUMBER: _ClassVar[int]
     LANDMARKS_FIELD_NUMBER: _ClassVar[int]
+    FACE_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     character_id: str
     face_found: bool
     score: _common_pb2.IdrScore
     box: _common_pb2.BoundingBox
     face_index: int
     landmarks: _containers.RepeatedCompositeFieldContainer[_common_pb2.Point]
-    def __init__(self, character_id: _Optional[str] = ..., face_found: _Optional[bool] = ..., score: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., box: _Optional[_Union[_common_pb2.BoundingBox, _Mapping]] = ..., face_index: _Optional[int] = ..., landmarks: _Optional[_Iterable[_Union[_common_pb2.Point, _Mapping]]] = ...) -> None: ...
+    face_embedding: _common_pb2.IdentityVector
+    def __init__(self, character_id: _Optional[str] = ..., face_found: _Optional[bool] = ..., score: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., box: _Optional[_Union[_common_pb2.BoundingBox, _Mapping]] = ..., face_index: _Optional[int] = ..., landmarks: _Optional[_Iterable[_Union[_common_pb2.Point, _Mapping]]] = ..., face_embedding: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ...) -> None: ...
 
 class ScoreIdentityRequest(_message.Message):
     __slots__ = ("characters", "image")

@@ -61,6 +61,7 @@ async def test_encode_score_compare_and_detect(tmp_path, astronaut) -> None:
         assert match.face_found and match.score.verdict in (common_pb2.VERDICT_PASS, common_pb2.VERDICT_GOLDEN)
         assert match.score.raw > 0.9 and 0.75 <= match.score.calibrated <= 1
         assert match.box.width > 50 and len(match.landmarks) == 5
+        assert len(match.face_embedding.values) == 128 and match.face_embedding.encoder == "dlib"
 
         cmp = await stub.CompareImages(pb.CompareImagesRequest(a=_inline(png), b=_inline(_png(smaller))))
         assert cmp.score.calibrated >= 0.75
