@@ -91,3 +91,36 @@ async def db_url(request: pytest.FixtureRequest, db_schema: str) -> AsyncIterato
         await conn.execute(f'DROP SCHEMA IF EXISTS "{db_schema}" CASCADE')
     finally:
         await conn.close()
+
+
+# -- images shared by the render, refiner and identity tests ------------------------------------------------------
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download weights in tests
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _png(arr) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def astronaut_png() -> bytes:
+    """A real face photograph that scikit-image ships."""
+    from skimage import data
+
+    return _png(data.astronaut())
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    """The real face photos beside the checkout (never copied into the repo); skipped when absent."""
+    from tests.harness import FACES_DIR
+
+    if not FACES_DIR.is_dir() or not any(FACES_DIR.glob("*/*.jpg")):
+        pytest.skip(f"real face photos not present at {FACES_DIR} (set IDLOCK_FACES_DIR)")
+    return FACES_DIR

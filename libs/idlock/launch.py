@@ -46,13 +46,23 @@ def settings_prefix(cls: type) -> str:
     return str(cls.model_config.get("env_prefix", ""))
 
 
-def pending_service(component: str, pb2: ModuleType, pb2_grpc: ModuleType, service: str, issue: str) -> ServiceSpec:
-    """A service whose RPCs all answer UNIMPLEMENTED, naming the issue that brings them."""
-    base = getattr(pb2_grpc, f"{service}Servicer")
-    servicer = type(f"Pending{service}", (base,), pending_rpcs(base, issue))()
+def servicer_spec(component: str, pb2: ModuleType, pb2_grpc: ModuleType, service: str, servicer: object) -> ServiceSpec:
+    """The spec of a service served by one servicer; its `startup`/`shutdown` coroutines, when it has them, run
+    before SERVING and after the graceful stop."""
     add = getattr(pb2_grpc, f"add_{service}Servicer_to_server")
+    startup = getattr(servicer, "startup", None)
+    shutdown = getattr(servicer, "shutdown", None)
     return ServiceSpec(
         component=component,
         service_names=[pb2.DESCRIPTOR.services_by_name[service].full_name],
         registrations=[lambda server: add(servicer, server)],
+        on_startup=[startup] if startup else [],
+        on_shutdown=[shutdown] if shutdown else [],
     )
+
+
+def pending_service(component: str, pb2: ModuleType, pb2_grpc: ModuleType, service: str, issue: str) -> ServiceSpec:
+    """A service whose RPCs all answer UNIMPLEMENTED, naming the issue that brings them."""
+    base = getattr(pb2_grpc, f"{service}Servicer")
+    servicer = type(f"Pending{service}", (base,), pending_rpcs(base, issue))()
+    return servicer_spec(component, pb2, pb2_grpc, service, servicer)

@@ -12,6 +12,7 @@ from idlock import refs
 from idlock.errors import InvalidInput
 from idlock.grpc_server import ServiceSpec
 from idlock.images import encode_png
+from idlock.launch import servicer_spec
 from idlock.settings import PathsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
 from idlock.v1 import common_pb2, identity_service_pb2 as pb, identity_service_pb2_grpc as pb_grpc
@@ -179,11 +180,4 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
 
 
 def build(settings: IdentitySettings) -> ServiceSpec:
-    servicer = IdentityServicer(settings)
-    return ServiceSpec(
-        component="identity",
-        service_names=[pb.DESCRIPTOR.services_by_name["IdentityService"].full_name],
-        registrations=[lambda server: pb_grpc.add_IdentityServiceServicer_to_server(servicer, server)],
-        on_startup=[servicer.startup],
-        on_shutdown=[servicer.shutdown],
-    )
+    return servicer_spec("identity", pb, pb_grpc, "IdentityService", IdentityServicer(settings))

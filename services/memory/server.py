@@ -22,6 +22,7 @@ from idlock.bus import EventBus
 from idlock.db import Database
 from idlock.errors import IdlockError, InvalidInput, PreconditionFailed, Unavailable
 from idlock.grpc_server import ServiceSpec, remaining_s
+from idlock.launch import servicer_spec
 from idlock.settings import DatabaseSettings, MeshSettings, NatsSettings, PathsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
 from idlock.v1 import (
@@ -672,11 +673,4 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
 
 
 def build(settings: MemorySettings) -> ServiceSpec:
-    servicer = MemoryServicer(settings)
-    return ServiceSpec(
-        component="memory",
-        service_names=[pb.DESCRIPTOR.services_by_name["MemoryService"].full_name],
-        registrations=[lambda server: pb_grpc.add_MemoryServiceServicer_to_server(servicer, server)],
-        on_startup=[servicer.startup],
-        on_shutdown=[servicer.shutdown],
-    )
+    return servicer_spec("memory", pb, pb_grpc, "MemoryService", MemoryServicer(settings))
