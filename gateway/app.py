@@ -34,8 +34,15 @@ from idlock.telemetry import request_id_var
 MULTIPART_OVERHEAD_BYTES = 1024 * 1024
 
 
-async def component_health(mesh: MeshSettings, timeout_s: float) -> dict[str, str]:
-    """gRPC health of every service: SERVING, NOT_SERVING or UNREACHABLE."""
+#: the services the gateway itself calls: it can serve requests while these are up
+GATEWAY_DEPENDENCIES = ("memory", "orchestrator")
+ALL_SERVICES = ("identity", "memory", "render", "refiner", "trainer", "orchestrator")
+
+
+async def component_health(
+    mesh: MeshSettings, timeout_s: float, services: tuple[str, ...] = ALL_SERVICES
+) -> dict[str, str]:
+    """gRPC health of the given services: SERVING, NOT_SERVING or UNREACHABLE."""
 
     async def check(name: str, address: str) -> tuple[str, str]:
         async with grpc_client.channel(address, default_timeout_s=timeout_s) as ch:
@@ -45,10 +52,7 @@ async def component_health(mesh: MeshSettings, timeout_s: float) -> dict[str, st
             except grpc.aio.AioRpcError as err:
                 return name, f"UNREACHABLE ({err.code().name})"
 
-    peers = {
-        name: getattr(mesh, f"{name}_addr")
-        for name in ("identity", "memory", "render", "refiner", "trainer", "orchestrator")
-    }
+    peers = {name: getattr(mesh, f"{name}_addr") for name in services}
     results = await asyncio.gather(*(check(n, a) for n, a in peers.items()))
     return dict(results)
 
@@ -178,8 +182,10 @@ def create_app(
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> JSONResponse:
-        """Ready when every service reports SERVING."""
-        components = await component_health(mesh, settings.health_timeout_s)
+        """Ready when the services the gateway calls (memory, orchestrator) report SERVING. A worker-side
+        service being down (render, identity, ...) delays jobs but must not take the API out of the load
+        balancer; /api/v1/admin/health shows every component."""
+        components = await component_health(mesh, settings.health_timeout_s, GATEWAY_DEPENDENCIES)
         ready = all(v == "SERVING" for v in components.values())
         return JSONResponse({"ready": ready, "components": components}, status_code=200 if ready else 503)
 

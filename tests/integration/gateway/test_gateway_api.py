@@ -1017,3 +1017,38 @@ async def test_cors_only_for_configured_origins(mesh: Mesh, tmp_path: Path) -> N
             "/api/v1/generate", headers={"Origin": "https://evil.example", **preflight}
         )
         assert "access-control-allow-origin" not in other.headers
+
+
+async def test_readyz_depends_only_on_the_services_the_gateway_calls() -> None:
+    """memory + orchestrator SERVING is ready, whatever render or the trainer do; either of them down is not."""
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    from httpx import ASGITransport, AsyncClient
+
+    from gateway.app import create_app
+    from gateway.settings import GatewaySettings
+    from idlock.settings import MeshSettings
+
+    servers, addresses = [], {}
+    for name in ("memory", "orchestrator"):
+        server = grpc.aio.server()
+        servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        servers.append((server, servicer))
+        addresses[f"{name}_addr"] = f"127.0.0.1:{port}"
+    # every other service points at a closed port
+    mesh = MeshSettings(**addresses, render_addr="127.0.0.1:1", identity_addr="127.0.0.1:1",
+                        refiner_addr="127.0.0.1:1", trainer_addr="127.0.0.1:1")
+    app = create_app(GatewaySettings(health_timeout_s=1.0), mesh)
+    try:
+        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://gw") as client:
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200 and set(ready.json()["components"]) == {"memory", "orchestrator"}
+            await servers[1][1].set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+            assert (await client.get("/readyz")).status_code == 503
+    finally:
+        for server, _ in servers:
+            await server.stop(0)

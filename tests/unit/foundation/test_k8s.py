@@ -229,7 +229,7 @@ def problems_of_deployment(dep: Doc, config: dict[str, str]) -> list[str]:
         )
         need(
             (probes["readinessProbe"] or {}).get("timeoutSeconds", 1) > health_timeout,
-            "readinessProbe.timeoutSeconds must exceed IDLOCK_GATEWAY_HEALTH_TIMEOUT_S (/readyz asks every service)",
+            "readinessProbe.timeoutSeconds must exceed IDLOCK_GATEWAY_HEALTH_TIMEOUT_S (/readyz asks the services the gateway calls)",
         )
         need(isinstance(spec.get("terminationGracePeriodSeconds"), int), "terminationGracePeriodSeconds missing")
     # secrets: API keys are optional, the database URL is not
