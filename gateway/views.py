@@ -121,6 +121,12 @@ async def episode(e: memory_service_pb2.Episode, url_for: UrlFor) -> dict[str, A
         "tags": tags(e.tags),
         "removed": tags(e.removed),
         "state_source": e.state_source,
+        "duration_s": e.duration_s,
+        "dialogue": e.dialogue,
+        "frame_idrs": [
+            {"timestamp_s": f.timestamp_s, "face_found": f.face_found, "idr": idr(f.score) if f.face_found else None}
+            for f in e.frame_idrs
+        ],
         "created_at": _ts(e, "created_at"),
     }
 
@@ -150,6 +156,7 @@ async def job(j: orchestrator_service_pb2.Job, url_for: UrlFor) -> dict[str, Any
         if (j.error_code or j.error_message)
         else None,
         "attempts": j.attempts,
+        "provider_operation": j.provider_operation or None,
         "created_at": _ts(j, "created_at"),
         "updated_at": _ts(j, "updated_at"),
     }

@@ -155,6 +155,9 @@ def demo(
     ref: Annotated[
         list[Path] | None, typer.Option(help="Reference photo(s) of the character (1-5); default: a sample photo.")
     ] = None,
+    video: Annotated[
+        bool, typer.Option("--video", help="Make every scene a short video and report IDR per sampled frame.")
+    ] = False,
 ) -> None:
     """A three-scene story on the local mesh, through the REST gateway (no keys needed)."""
     from idlock.demo import DemoError, run_demo
@@ -168,8 +171,11 @@ def demo(
             raise typer.Exit(2)
         references = [(p.name, p.read_bytes()) for p in ref]
     started = time.perf_counter()
-    table = Table(title="IDLock demo: three scenes")
-    for col in ("scene", "status", "provider", "IDR raw", "IDR cal.", "verdict", "refined", "state tags", "s"):
+    table = Table(title="IDLock demo: three " + ("video scenes" if video else "scenes"))
+    columns = ["scene", "status", "provider", "IDR raw", "IDR cal.", "verdict", "refined", "state tags", "s"]
+    if video:
+        columns[6:7] = ["regenerated", "frame IDR (t: cal.)", "min / mean"]
+    for col in columns:
         table.add_column(col)
 
     def on_mesh(mesh) -> None:
@@ -178,7 +184,7 @@ def demo(
     def on_scene(scene) -> None:
         tags = "; ".join(f"{k}: {', '.join(v)}" for k, v in scene.tags.items())
         refined = "yes" if scene.refined else ("gate fired" if scene.refine_needed else "no")
-        table.add_row(
+        row = [
             str(scene.index),
             scene.status,
             scene.provider_label or scene.provider or "-",
@@ -188,13 +194,23 @@ def demo(
             refined,
             tags or "-",
             f"{scene.seconds:.1f}",
-        )
+        ]
+        if video:
+            frames = " ".join(
+                f"{f['timestamp_s']:.0f}s: {f['idr_calibrated']:.2f}" if f["face_found"] else f"{f['timestamp_s']:.0f}s: no face"
+                for f in scene.frame_idrs
+            )
+            summary = (
+                f"{scene.frame_idr_min:.2f} / {scene.frame_idr_mean:.2f}" if scene.frame_idr_min is not None else "-"
+            )
+            row[6:7] = ["yes" if scene.regenerated else "no", frames or "-", summary]
+        table.add_row(*row)
         console.print(f"scene {scene.index}: {scene.status} in {scene.seconds:.1f} s" + (f" ({scene.error})" if scene.error else ""))
 
     if not console.is_terminal:
         console.width = max(console.width, 160)
     try:
-        report = run_demo(out, references, on_scene=on_scene, on_mesh=on_mesh)
+        report = run_demo(out, references, on_scene=on_scene, on_mesh=on_mesh, video=video)
     except (DemoError, MeshError) as err:
         console.print(f"[red]demo failed:[/red] {err}")
         raise typer.Exit(1) from None

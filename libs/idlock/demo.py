@@ -4,6 +4,9 @@ Starts NATS + every service + the gateway on free ports, registers a user, creat
 photos (scikit-image's astronaut unless `--ref` files are given), generates three scenes whose prompts change the
 character's state, checks that memory carried the state forward, writes a contact sheet and `report.json`, and
 stops the mesh. No keys are needed: without a Gemini key the offline compositor renders, and says so.
+With `video=True` (`idlock demo --video`) every scene is a short video (Veo with a key, the compositor's offline clip
+without one): IDR is scored on the first frame and one frame a second, reported per frame, and the third video
+triggers memory consolidation.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ STORY = [
     "Arya rests at a forest camp at night with a fresh cut on her left cheek, still holding the sword",
     "Arya takes off the armour and walks into a tavern in a red cloak",
 ]
+DIALOGUE = ["", "This cut is nothing.", "A warm fire at last."]
 TERMINAL = {"succeeded", "failed", "cancelled", "needs_more_refs"}
 
 
@@ -55,6 +59,17 @@ class Scene:
     seconds: float = 0.0
     image: str = ""
     error: str = ""
+    kind: str = "image"
+    #: video scenes only
+    video: str = ""
+    dialogue: str = ""
+    video_duration_s: float | None = None
+    frames_scored: int = 0
+    frame_idr_min: float | None = None
+    frame_idr_mean: float | None = None
+    #: per scored frame: {"timestamp_s", "face_found", "idr_calibrated"}
+    frame_idrs: list[dict[str, Any]] = field(default_factory=list)
+    regenerated: bool = False
 
 
 def sample_references() -> list[tuple[str, bytes]]:
@@ -86,6 +101,31 @@ def _image_bytes(client: httpx.Client, ref: dict[str, Any]) -> bytes:
         uri = ref.get("uri", "")
         path = uri[len("file://"):] if uri.startswith("file://") else ""
     return Path(path).read_bytes()
+
+
+def wait_for_job(client: httpx.Client, job_id: str, timeout_s: float, what: str) -> dict[str, Any]:
+    """Follow the job's server-sent events until it ends (one request, no polling), then read its final state.
+    If the stream breaks, poll politely and honour 429 Retry-After."""
+    deadline = time.perf_counter() + timeout_s
+    try:
+        with client.stream("GET", f"/api/v1/job/{job_id}/events", timeout=timeout_s) as stream:
+            if stream.status_code == 200:
+                for line in stream.iter_lines():
+                    if line.startswith("event:") and line[6:].strip() in TERMINAL | {"error"}:
+                        break
+    except httpx.HTTPError:
+        pass
+    job: dict[str, Any] = {"status": "timeout"}
+    while time.perf_counter() < deadline:
+        response = client.get(f"/api/v1/job/{job_id}")
+        if response.status_code == 429:
+            time.sleep(float(response.headers.get("Retry-After", "1")))
+            continue
+        job = _check(response, f"status of {what}")
+        if job["status"] in TERMINAL:
+            break
+        time.sleep(0.5)
+    return job
 
 
 def contact_sheet(reference: bytes, scenes: list[Scene], images: list[bytes | None], out: Path) -> Path:
@@ -122,8 +162,10 @@ def run_story(
     story: list[str] = STORY,
     job_timeout_s: float = 150.0,
     on_scene: Callable[[Scene], None] | None = None,
+    video: bool = False,
 ) -> dict[str, Any]:
-    """The client side of the demo against a running gateway. Returns the report (also written to out)."""
+    """The client side of the demo against a running gateway. Returns the report (also written to out).
+    `video`: every scene is a short video."""
     out.mkdir(parents=True, exist_ok=True)
     with httpx.Client(base_url=base_url, timeout=60) as client:
         email = f"demo-{secrets.token_hex(4)}@idlock.local"
@@ -148,23 +190,22 @@ def run_story(
         scenes: list[Scene] = []
         images: list[bytes | None] = []
         for i, prompt in enumerate(story, start=1):
-            scene = Scene(index=i, prompt=prompt)
+            scene = Scene(index=i, prompt=prompt, kind="video" if video else "image")
+            options: dict[str, Any] = {"watermark": True, "seed": i}
+            if video:
+                scene.dialogue = DIALOGUE[(i - 1) % len(DIALOGUE)]
+                options.update(video=True, video_duration_s=3, dialogue=scene.dialogue)
             started = time.perf_counter()
             accepted = _check(
                 client.post(
                     "/api/v1/generate",
-                    json={"character_id": character_id, "prompt": prompt, "options": {"watermark": True, "seed": i}},
+                    json={"character_id": character_id, "prompt": prompt, "options": options},
                     headers={"Idempotency-Key": f"demo-{character_id}-{i}"},
                 ),
                 f"submit scene {i}",
             )
             scene.job_id = accepted["job_id"]
-            job: dict[str, Any] = {}
-            while time.perf_counter() - started < job_timeout_s:
-                job = _check(client.get(f"/api/v1/job/{scene.job_id}"), f"status of scene {i}")
-                if job["status"] in TERMINAL:
-                    break
-                time.sleep(0.2)
+            job = wait_for_job(client, scene.job_id, job_timeout_s, f"scene {i}")
             scene.seconds = round(time.perf_counter() - started, 2)
             scene.status = job.get("status", "timeout")
             metrics = job.get("metrics") or {}
@@ -181,6 +222,24 @@ def run_story(
             scene.prompt_engine = metrics.get("prompt_engine", "")
             if job.get("error"):
                 scene.error = f"{job['error'].get('code')}: {job['error'].get('message')}"
+            if video:
+                scene.video_duration_s = metrics.get("video_duration_s")
+                scene.frames_scored = int(metrics.get("frames_scored", 0))
+                scene.frame_idr_min = metrics.get("frame_idr_min", 0.0 if scene.frames_scored else None)
+                scene.frame_idr_mean = metrics.get("frame_idr_mean", 0.0 if scene.frames_scored else None)
+                scene.regenerated = bool(metrics.get("regenerated", False))
+                scene.frame_idrs = [
+                    {
+                        "timestamp_s": f.get("timestamp_s", 0.0),
+                        "face_found": bool(f.get("face_found", False)),
+                        "idr_calibrated": (f.get("score") or {}).get("calibrated") if f.get("face_found") else None,
+                    }
+                    for f in metrics.get("frame_idrs", [])
+                ]
+                clip = (job.get("result") or {}).get("video")
+                if scene.status == "succeeded" and clip:
+                    scene.video = f"scene_{i}.mp4"
+                    (out / scene.video).write_bytes(_image_bytes(client, clip))
             image = None
             if scene.status == "succeeded" and (job.get("result") or {}).get("image"):
                 image = _image_bytes(client, job["result"]["image"])
@@ -199,6 +258,7 @@ def run_story(
         "scenes": [
             {k: v for k, v in scene.__dict__.items()} for scene in scenes
         ],
+        "media": "video" if video else "image",
         "history_episodes": len(history.get("items", [])),
         "story_summary": history.get("story_summary", ""),
         "contact_sheet": sheet.name,
@@ -226,6 +286,7 @@ def run_demo(
     data_dir: Path | None = None,
     on_scene: Callable[[Scene], None] | None = None,
     on_mesh: Callable[[LocalMesh], None] | None = None,
+    video: bool = False,
 ) -> dict[str, Any]:
     references = references or sample_references()
     with tempfile.TemporaryDirectory(prefix="idlock-demo-") as tmp:
@@ -233,4 +294,6 @@ def run_demo(
         with mesh:
             if on_mesh:
                 on_mesh(mesh)
-            return run_story(mesh.components["gateway"].address, references, Path(out), on_scene=on_scene)
+            return run_story(
+                mesh.components["gateway"].address, references, Path(out), on_scene=on_scene, video=video
+            )

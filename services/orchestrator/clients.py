@@ -15,6 +15,8 @@ from idlock.v1 import (
     identity_service_pb2_grpc,
     memory_service_pb2,
     memory_service_pb2_grpc,
+    refiner_service_pb2,
+    refiner_service_pb2_grpc,
     render_service_pb2,
     render_service_pb2_grpc,
 )
@@ -125,21 +127,6 @@ class GrpcPeers:
         except grpc.aio.AioRpcError as e:
             raise domain_error(e, "identity", "ScoreIdentity") from e
 
-    async def face_embedding(
-        self, image: common_pb2.ImageRef, *, timeout_s: float
-    ) -> common_pb2.IdentityVector | None:
-        """The identity vector of the main face in an image (None when the image yields none)."""
-        try:
-            resp = await self.identity.EncodeReferences(
-                identity_service_pb2.EncodeReferencesRequest(images=[common_pb2.ImageInput(ref=image)]),
-                timeout=timeout_s,
-            )
-        except grpc.aio.AioRpcError as e:
-            if e.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
-                return None
-            raise domain_error(e, "identity", "EncodeReferences") from e
-        return resp.identity if resp.identity.values else None
-
     async def record_episode(
         self, episode: memory_service_pb2.Episode, *, timeout_s: float
     ) -> memory_service_pb2.RecordEpisodeResponse:
@@ -149,3 +136,33 @@ class GrpcPeers:
             )
         except grpc.aio.AioRpcError as e:
             raise domain_error(e, "memory", "RecordEpisode") from e
+
+    async def refine_image(
+        self, request: refiner_service_pb2.RefineRequest, *, timeout_s: float
+    ) -> refiner_service_pb2.RefineResponse:
+        """Repair a drifted face (refiner service, MeshSettings.refiner_addr; its channel opens on first use)."""
+        if "refiner" not in self._channels:
+            self._channels["refiner"] = grpc_client.channel(
+                self.mesh.refiner_addr, default_timeout_s=self.mesh.rpc_timeout_s
+            )
+        stub = refiner_service_pb2_grpc.RefinerServiceStub(self._channels["refiner"])
+        try:
+            return await stub.Refine(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as e:
+            raise domain_error(e, "refiner", "Refine") from e
+
+    async def render_video(
+        self, request: render_service_pb2.RenderVideoRequest, *, timeout_s: float
+    ) -> render_service_pb2.RenderVideoResponse:
+        try:
+            return await self.render.RenderVideo(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as e:
+            raise domain_error(e, "render", "RenderVideo") from e
+
+    async def extract_frames(
+        self, request: identity_service_pb2.ExtractFramesRequest, *, timeout_s: float
+    ) -> identity_service_pb2.ExtractFramesResponse:
+        try:
+            return await self.identity.ExtractFrames(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as e:
+            raise domain_error(e, "identity", "ExtractFrames") from e

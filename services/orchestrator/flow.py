@@ -40,6 +40,7 @@ from idlock.v1 import (
     events_pb2,
     identity_service_pb2,
     memory_service_pb2,
+    refiner_service_pb2,
     render_service_pb2,
 )
 from idlock.v1 import (
@@ -53,7 +54,8 @@ log = logging.getLogger("idlock.orchestrator.flow")
 
 STEPS = ("context", "render", "score", "refine", "state", "record")
 PERMANENT = (InvalidInput, NotFound, PreconditionFailed, PermissionDenied, Unimplemented)
-REFINER_MISSING = "refiner service not available yet (issue #7)"
+#: refine_note prefix when the refiner could not run (the job goes on with the unrefined image)
+REFINER_UNAVAILABLE = "refiner could not run; the image was kept"
 
 
 class Peers(Protocol):
@@ -84,13 +86,13 @@ class Peers(Protocol):
         timeout_s: float,
     ) -> identity_service_pb2.ScoreIdentityResponse: ...
 
-    async def face_embedding(
-        self, image: common_pb2.ImageRef, *, timeout_s: float
-    ) -> common_pb2.IdentityVector | None: ...
-
     async def record_episode(
         self, episode: memory_service_pb2.Episode, *, timeout_s: float
     ) -> memory_service_pb2.RecordEpisodeResponse: ...
+
+    async def refine_image(
+        self, request: refiner_service_pb2.RefineRequest, *, timeout_s: float
+    ) -> refiner_service_pb2.RefineResponse: ...
 
 
 class EventSink(Protocol):
@@ -105,6 +107,12 @@ class FlowConfig:
     refine_threshold: float = 0.70
     lease_s: float = 30.0
     cost_per_job_usd: float = 0.0
+    #: video jobs (services/orchestrator/video_flow.py)
+    video_timeout_s: float = 900.0
+    video_duration_s: float = 0.0
+    video_frame_every_s: float = 1.0
+    video_regenerations: int = 1
+    operation_watch_s: float = 0.25
 
     @classmethod
     def from_settings(cls, s: Any) -> FlowConfig:
@@ -115,6 +123,10 @@ class FlowConfig:
             refine_threshold=s.refine_threshold,
             lease_s=s.ack_wait_s,
             cost_per_job_usd=s.cost_per_job_usd,
+            video_timeout_s=getattr(s, "video_timeout_s", 900.0),
+            video_duration_s=getattr(s, "video_duration_s", 0.0),
+            video_frame_every_s=getattr(s, "video_frame_every_s", 1.0),
+            video_regenerations=getattr(s, "video_regenerations", 1),
         )
 
 
@@ -245,12 +257,23 @@ class GenerationFlow:
         )
         try:
             character = await self._check_character(job)
+            if options.video:
+                from services.orchestrator.video_flow import VideoSteps
+
+                return await VideoSteps(self).run(job, ckpt, options, character)
             ctx = await self._step(job, ckpt, "context", lambda: self._context(job, character))
             render = await self._step(job, ckpt, "render", lambda: self._render(job, options, ctx))
             score = await self._step(job, ckpt, "score", lambda: self._score(job, ctx, render))
-            refine = await self._step(job, ckpt, "refine", lambda: self._refine_gate(options, score))
+            refine = await self._step(
+                job, ckpt, "refine", lambda: self._refine_gate(job, options, render, score)
+            )
+            scored = score
+            if refine.get("image"):  # the refiner improved the face: the refined image is the job's result
+                render = {**render, "image": refine["image"]}
+                # the episode gets the refined face's IDR, not the replaced face's score or embedding
+                scored = {"face_found": True, "idr": refine["idr_after"]}
             state = await self._step(job, ckpt, "state", lambda: self._state(job, render))
-            record = await self._step(job, ckpt, "record", lambda: self._record(job, render, score, state))
+            record = await self._step(job, ckpt, "record", lambda: self._record(job, render, scored, state))
             return await self._succeed(job, ckpt, render, score, refine, state, record)
         except _Stop:
             log.info("job %s stopped: no longer running for this worker", job.id)
@@ -380,19 +403,62 @@ class GenerationFlow:
         }
         if match is not None and match.face_found:
             out["idr"] = msg_to_dict(match.score)
-            embedding = await self.peers.face_embedding(image, timeout_s=self.config.step_timeout_s)
-            if embedding is not None:
-                out["embedding"] = msg_to_dict(embedding)
+            if match.face_embedding.values:
+                out["embedding"] = msg_to_dict(match.face_embedding)
         else:
             out["note"] = "no face found in the rendered image"
         return out
 
-    async def _refine_gate(self, options: pb.GenerationOptions, score: Mapping[str, Any]) -> dict[str, Any]:
+    async def _refine_gate(
+        self, job: Job, options: pb.GenerationOptions, render: Mapping[str, Any], score: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Below the refine threshold (or when asked) the refiner repairs the face: best of 2 attempts, never
+        worse. The refiner is an enhancement: when it cannot run, the job goes on with the unrefined image."""
         idr = dict_to_msg(score.get("idr"), common_pb2.IdrScore())
         below = not score.get("face_found") or idr.calibrated < self.config.refine_threshold
         needed = bool(options.refine_face or below)
-        # the refiner service arrives with issue #7: the gate is recorded and the image is kept
-        return {"needed": needed, "refined": False, "note": REFINER_MISSING if needed else ""}
+        if not needed:
+            return {"needed": False, "refined": False, "note": ""}
+        if not score.get("face_found"):
+            return {"needed": True, "refined": False, "note": "no face to refine: the image was kept"}
+        request = refiner_service_pb2.RefineRequest(
+            image=dict_to_msg(render["image"], common_pb2.ImageRef()),
+            character_id=job.character_id,
+            threshold=self.config.refine_threshold,
+            max_attempts=2,
+            strategy=refiner_service_pb2.REFINE_STRATEGY_AUTO,
+            job_id=job.id,
+            prompt=job.prompt,
+        )
+        refine_image = getattr(self.peers, "refine_image", None)
+        if refine_image is None:
+            return {"needed": True, "refined": False, "note": f"{REFINER_UNAVAILABLE}: no refiner configured"}
+        try:
+            resp = await refine_image(request, timeout_s=self.config.refine_timeout_s)
+        except (TimeoutError, IdlockError) as e:
+            message = e.message if isinstance(e, IdlockError) else "timed out"
+            log.warning("job %s: refiner failed, keeping the unrefined image: %s", job.id, message)
+            return {"needed": True, "refined": False, "note": f"{REFINER_UNAVAILABLE}: {message}"}
+        out: dict[str, Any] = {
+            "needed": True,
+            "refined": bool(resp.improved),
+            "idr_after": msg_to_dict(resp.after),
+            "attempts": len(resp.attempts),
+        }
+        if resp.improved:
+            best = next((a for a in resp.attempts if a.image.uri == resp.best.uri), None)
+            how = refiner_service_pb2.RefineStrategy.Name(best.strategy) if best is not None else "refiner"
+            how = how.removeprefix("REFINE_STRATEGY_").lower().replace("_", "-")
+            out["image"] = msg_to_dict(resp.best)
+            out["note"] = (
+                f"refined by {how}: calibrated IDR {resp.before.calibrated:.3f} -> {resp.after.calibrated:.3f}"
+            )
+        else:
+            reasons = "; ".join(a.rejected_reason for a in resp.attempts if a.rejected_reason)
+            out["note"] = "no refinement attempt beat the input; the image was kept" + (
+                f" ({reasons})" if reasons else ""
+            )
+        return out
 
     async def _state(self, job: Job, render: Mapping[str, Any]) -> dict[str, Any]:
         image_bytes: bytes | None = None
@@ -468,6 +534,8 @@ class GenerationFlow:
                 m.step_seconds[name] = float(ckpt[name].get("seconds", 0.0))
         if score.get("idr"):
             m.idr_before.CopyFrom(dict_to_msg(score["idr"], common_pb2.IdrScore()))
+        if refine.get("idr_after"):
+            m.idr_after.CopyFrom(dict_to_msg(refine["idr_after"], common_pb2.IdrScore()))
         started: datetime | None = aware(job.started_at)
         m.total_seconds = (utcnow() - started).total_seconds() if started else sum(m.step_seconds.values())
         return m

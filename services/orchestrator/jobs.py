@@ -84,6 +84,10 @@ def to_proto(job: Job) -> pb.Job:
     dict_to_msg(job.options, out.options)
     dict_to_msg(job.result_image, out.result_image)
     dict_to_msg(job.metrics, out.metrics)
+    ckpt = job.checkpoint or {}
+    dict_to_msg(ckpt.get("result_video"), out.result_video)  # video jobs (services/orchestrator/video_flow.py)
+    operations = [v.get("name", "") for k, v in ckpt.items() if k.endswith("_operation") and isinstance(v, dict)]
+    out.provider_operation = operations[-1] if operations else ""
     out.created_at.FromDatetime(aware(job.created_at))
     out.updated_at.FromDatetime(aware(job.updated_at))
     return out

@@ -15,7 +15,7 @@ import uuid
 from idlock import subjects
 from idlock.bus import Delivery, EventBus, Worker
 from idlock.db import Database
-from idlock.errors import InvalidInput, NotFound, PreconditionFailed, Unavailable, Unimplemented
+from idlock.errors import InvalidInput, NotFound, PreconditionFailed, Unavailable
 from idlock.grpc_server import ServiceSpec
 from idlock.settings import DatabaseSettings, MeshSettings, NatsSettings, PathsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
@@ -219,8 +219,12 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             if clean:
                 overrides.append(clean)
         o = request.options
-        if o.video:
-            raise Unimplemented("video generation is not available yet: it arrives with issue #9 (Veo)")
+        if o.video_duration_s < 0 or o.video_duration_s > 60:
+            raise InvalidInput(f"video_duration_s must be between 0 and 60 seconds, got {o.video_duration_s:g}")
+        if len(o.dialogue) > 1000:
+            raise InvalidInput(f"dialogue is {len(o.dialogue)} characters long, the limit is 1000")
+        if (o.video_duration_s or o.dialogue) and not o.video:
+            raise InvalidInput("video_duration_s and dialogue apply to videos only (set options.video)")
         if o.aspect_ratio and not _ASPECT.match(o.aspect_ratio):
             raise InvalidInput(f"aspect_ratio {o.aspect_ratio!r} is not of the form W:H (e.g. 16:9)")
         for p in o.providers:

@@ -76,6 +76,20 @@ class OrchestratorSettings(GrpcServerSettings):
         0.70, ge=0, le=1, description="Calibrated IDR below which the face needs refinement (seed: 0.70)."
     )
 
+    # --- video jobs (options.video) ---
+    video_timeout_s: float = Field(
+        900.0, gt=0, le=3600, description="Deadline of one video render (provider polling included, seconds)."
+    )
+    video_duration_s: float = Field(
+        0.0, ge=0, le=60, description="Clip length when a job names none (0: the render provider's default)."
+    )
+    video_frame_every_s: float = Field(
+        1.0, gt=0, le=30, description="IDR is scored on the first frame and on one frame every this many seconds."
+    )
+    video_regenerations: int = Field(
+        1, ge=0, le=3, description="Re-renders of a video whose lowest frame IDR is below the refine threshold."
+    )
+
     # --- state extraction (vision LLM when configured, a labelled heuristic otherwise) ---
     gemini_api_key: SecretStr = Field(
         SecretStr(""),

@@ -21,8 +21,8 @@ from idlock.errors import (
     Unimplemented,
 )
 from services.render.models import EditRequest, MediaKind, RenderRequest, RenderResult
-from services.render.providers.base import RenderProvider
-from services.render.settings import KNOWN_PROVIDERS, RenderSettings
+from services.render.providers.base import RenderProvider, VideoProgress
+from services.render.settings import KNOWN_PROVIDERS, VIDEO_PROVIDERS, RenderSettings
 from services.render.watermark import apply_watermark
 
 log = logging.getLogger("idlock.render")
@@ -41,6 +41,10 @@ def build_provider(name: str, settings: RenderSettings) -> RenderProvider:
         from services.render.providers.diffusers_local import DiffusersProvider
 
         return DiffusersProvider(settings)
+    if name == "veo":
+        from services.render.providers.veo import VeoProvider
+
+        return VeoProvider(settings)
     if name == "compositor":
         from services.render.providers.compositor import CompositorProvider
 
@@ -83,8 +87,88 @@ class Renderer:
     async def render(self, req: RenderRequest) -> RenderResult:
         req.validate()
         if req.media != MediaKind.IMAGE:
-            raise Unimplemented("video rendering is not available yet (Veo arrives in a later issue)")
+            return await self.render_video(req)
         return await self._run(req, "render")
+
+    def _video_order(self, requested: list[str]) -> list[str]:
+        """Video providers to try: the requested ones that render video ("gemini" means veo), else the
+        configured video order."""
+        if not requested:
+            return list(self.settings.video_providers)
+        order = []
+        for name in self._order(requested):
+            n = "veo" if name == "gemini" else name
+            if n in VIDEO_PROVIDERS and n not in order:
+                order.append(n)
+        if not order:
+            raise InvalidInput(
+                f"none of the requested providers {list(requested)} renders video; video providers: "
+                f"{list(VIDEO_PROVIDERS)}"
+            )
+        return order
+
+    async def render_video(self, req: RenderRequest, progress: VideoProgress | None = None) -> RenderResult:
+        """Text(+references) to video with fallback. A request resuming an operation (`operation_name`) goes to
+        the first available provider that can resume (veo) and never falls back to a second paid render."""
+        req.validate()
+        req = dataclasses.replace(req, media=MediaKind.VIDEO)
+        if req.operation_name:
+            order = ["veo"]
+        else:
+            order = self._video_order(req.providers)
+        t0 = time.perf_counter()
+        end = t0 + req.deadline_s if req.deadline_s else None
+        reasons: list[str] = []
+        last_error: IdlockError | None = None
+        for name in order:
+            provider = self.provider(name)
+            why = provider.unavailable_reason()
+            if why:
+                reasons.append(f"{name}: {why}")
+                continue
+            if end is not None:
+                left = end - time.perf_counter()
+                if left <= 0:
+                    raise DeadlineExceeded("video render deadline passed before provider " + name)
+                req = dataclasses.replace(req, deadline_s=left)
+            started: list[str] = []
+
+            async def on_progress(op: str, polls: int, _started=started) -> None:
+                if not _started:
+                    _started.append(op)
+                if progress is not None:
+                    await progress(op, polls)
+
+            try:
+                result = await provider.render_video(req, on_progress)
+            except Unimplemented as e:
+                reasons.append(f"{name}: {e.message}")
+                last_error = e
+                continue
+            except TRANSIENT as e:
+                # once a paid operation exists, falling back would pay twice: the caller retries / resumes it
+                if started or not self.settings.fallback_on_transient:
+                    raise
+                log.warning("video provider %s failed (%s); trying the next one", name, e.message)
+                reasons.append(f"{name}: {e.message}")
+                last_error = e
+                continue
+            result.fallback_reasons = reasons + result.fallback_reasons
+            result.fallback_used = bool(reasons)
+            result.latency_s = time.perf_counter() - t0
+            wm = self.settings.watermark if req.watermark is None else req.watermark
+            if wm:  # the first frame (the poster image) carries the mark; the clip itself is left as made
+                result.image = apply_watermark(
+                    result.image, job_id=req.job_id, provider=result.provider, label=result.label
+                )
+                result.watermarked = True
+            return result
+        summary = "; ".join(reasons) or "no video provider configured"
+        if isinstance(last_error, TRANSIENT):
+            raise type(last_error)(
+                f"every video provider failed: {summary}", details={"fallback_reasons": reasons}
+            ) from last_error
+        raise Unavailable(f"no video provider available: {summary}", details={"fallback_reasons": reasons})
 
     async def edit(self, req: EditRequest) -> RenderResult:
         req.validate()

@@ -31,11 +31,14 @@ ASPECT_RATIOS: dict[str, float] = {
 
 MAX_SIDE = 4096
 MAX_REFERENCES = 8
+#: reference images a video provider is given (Veo takes up to 3 asset references)
+MAX_VIDEO_REFERENCES = 3
+MAX_VIDEO_S = 60.0
 
 
 class MediaKind(str, enum.Enum):
     IMAGE = "image"
-    VIDEO = "video"  # Veo (later issue): same request, `duration_s` set, result carries `video`
+    VIDEO = "video"  # Veo / offline clip: same request, `duration_s` set, result carries `video`
 
 
 @dataclass
@@ -63,9 +66,12 @@ class RenderRequest:
     #: total time budget for the call (seconds), the caller's remaining gRPC deadline; None = no limit
     deadline_s: float | None = None
     media: MediaKind = MediaKind.IMAGE
-    #: video only (later issue)
+    #: video only
     duration_s: float | None = None
     fps: int | None = None
+    dialogue: str = ""
+    #: resume polling this provider operation (a restarted worker) instead of starting a new one
+    operation_name: str = ""
 
     def validate(self) -> None:
         if not self.prompt or not self.prompt.strip():
@@ -90,6 +96,12 @@ class RenderRequest:
             raise InvalidInput("drift=other_face needs drift_face (the other face image)")
         if self.deadline_s is not None and self.deadline_s <= 0:
             raise InvalidInput(f"deadline_s must be positive, got {self.deadline_s}")
+        if self.duration_s is not None and not (0 < self.duration_s <= MAX_VIDEO_S):
+            raise InvalidInput(f"duration_s must be in (0, {MAX_VIDEO_S:g}], got {self.duration_s}")
+        if self.fps is not None and not (1 <= self.fps <= 60):
+            raise InvalidInput(f"fps must be in [1, 60], got {self.fps}")
+        if len(self.dialogue) > 1000:
+            raise InvalidInput(f"dialogue is {len(self.dialogue)} characters long, the limit is 1000")
 
     def size(self, default_w: int, default_h: int) -> tuple[int, int]:
         """(width, height): explicit sizes, else the aspect ratio on the default long side, else defaults."""
@@ -174,6 +186,11 @@ class RenderResult:
     video: bytes | None = None
     video_mime: str = ""
     last_frame: bytes | None = None
+    duration_s: float = 0.0
+    fps: float = 0.0
+    #: the provider's long-running operation (Veo), so a restarted caller resumes instead of paying again
+    operation_name: str = ""
+    polls: int = 0
 
 
 def nearest_aspect(width: int, height: int) -> str:

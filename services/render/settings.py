@@ -10,7 +10,9 @@ from pydantic_settings import SettingsConfigDict
 
 from idlock.settings import GrpcServerSettings
 
-KNOWN_PROVIDERS = ("gemini", "diffusers", "compositor")
+KNOWN_PROVIDERS = ("gemini", "diffusers", "compositor", "veo")
+#: providers that render videos
+VIDEO_PROVIDERS = ("veo", "compositor")
 
 
 class RenderSettings(GrpcServerSettings):
@@ -61,10 +63,14 @@ class RenderSettings(GrpcServerSettings):
         description="HTTP status codes retried with backoff (JSON list).",
     )
     backoff_base_s: float = Field(
-        1.0, ge=0, description="First retry delay (seconds); doubles each retry, jittered between half and all of it."
+        1.0,
+        ge=0,
+        description="First retry delay (seconds); doubles each retry, jittered between half and all of it.",
     )
     backoff_max_s: float = Field(
-        20.0, ge=0, description="Largest retry delay (seconds); a Retry-After asking for longer fails the call at once."
+        20.0,
+        ge=0,
+        description="Largest retry delay (seconds); a Retry-After asking for longer fails the call at once.",
     )
     retry_on_timeout: bool = Field(
         False, description="Retry a call that hit its deadline (off: a timeout fails at once)."
@@ -85,6 +91,38 @@ class RenderSettings(GrpcServerSettings):
     diffusers_guidance: float = Field(7.0, ge=0, le=30, description="Classifier-free guidance scale.")
     diffusers_default_size: int = Field(
         512, ge=32, le=2048, description="Image side when the request gives none (diffusers; 1024 for SDXL)."
+    )
+
+    # --- Veo video (google-genai, Vertex protocol: predictLongRunning + fetchPredictOperation) ---
+    video_providers: list[str] = Field(
+        default_factory=lambda: ["veo", "compositor"],
+        description="Video providers in fallback order (veo, compositor); unavailable ones are skipped.",
+    )
+    veo_model: str = Field("veo-3.1-generate-preview", description="Veo model name.")
+    veo_api_key: SecretStr = Field(
+        SecretStr(""),
+        description="API key for Veo. Empty: IDLOCK_RENDER_GEMINI_API_KEY is used; both empty: veo unavailable.",
+    )
+    veo_base_url: str = Field(
+        "", description="Veo API base URL override (tests point it at a fake). Empty: gemini_base_url."
+    )
+    veo_api_version: str = Field("v1beta1", description="API version path segment for Veo calls.")
+    veo_project: str = Field("", description="Google Cloud project (empty: API-key express mode).")
+    veo_location: str = Field("", description="Google Cloud location, with veo_project.")
+    veo_poll_interval_s: float = Field(10.0, gt=0, le=120, description="Seconds between operation polls.")
+    veo_timeout_s: float = Field(
+        600.0, gt=0, description="Give up on one video operation after this long (polling included)."
+    )
+    veo_generate_audio: bool = Field(True, description="Ask Veo for audio (dialogue is spoken when given).")
+    video_width: int = Field(320, ge=16, le=1920, description="Offline clip width (compositor).")
+    video_height: int = Field(240, ge=16, le=1080, description="Offline clip height (compositor).")
+    video_fps: int = Field(8, ge=1, le=60, description="Offline clip frame rate (compositor).")
+    video_duration_s: float = Field(
+        3.0, gt=0, le=60, description="Default clip length when a request names none."
+    )
+    cost_per_video_second_usd: dict[str, float] = Field(
+        default_factory=lambda: {"veo": 0.40, "compositor": 0.0},
+        description="Estimated cost of one second of video per provider (USD, JSON object).",
     )
 
     # --- offline compositor ---
@@ -109,4 +147,13 @@ class RenderSettings(GrpcServerSettings):
             raise ValueError(f"unknown render provider(s) {unknown}; known: {list(KNOWN_PROVIDERS)}")
         if not out:
             raise ValueError("IDLOCK_RENDER_PROVIDERS must name at least one provider")
+        return out
+
+    @field_validator("video_providers")
+    @classmethod
+    def _known_video_providers(cls, v: list[str]) -> list[str]:
+        out = [p.strip().lower() for p in v if p.strip()]
+        unknown = [p for p in out if p not in VIDEO_PROVIDERS]
+        if unknown:
+            raise ValueError(f"unknown video provider(s) {unknown}; known: {list(VIDEO_PROVIDERS)}")
         return out

@@ -8,7 +8,6 @@ import io
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import httpx
@@ -56,6 +55,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, fake_gemini: FakeGeminiServer
         "IDLOCK_GATEWAY_MAX_UPLOAD_FILE_BYTES": str(MAX_FILE),
         "IDLOCK_GATEWAY_GENERATE_RATE_LIMIT_PER_MINUTE": "600",
         "IDLOCK_GATEWAY_GENERATE_RATE_LIMIT_BURST": "50",
+        # the test polls job status; every scene now also runs the refiner, so polling lasts longer
+        "IDLOCK_GATEWAY_RATE_LIMIT_PER_MINUTE": "600",
+        "IDLOCK_GATEWAY_RATE_LIMIT_BURST": "100",
     }
     mesh = LocalMesh(tmp_path_factory.mktemp("mesh"), free_ports=True, nats_port=0, extra_env=env)
     with mesh:
@@ -78,7 +80,11 @@ def _create(client: httpx.Client, images: list[tuple[str, bytes]], consent: str 
 def _wait(client: httpx.Client, job_id: str, timeout_s: float = 90) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        job = client.get(f"/api/v1/job/{job_id}").json()
+        r = client.get(f"/api/v1/job/{job_id}")
+        if r.status_code == 429:  # polled faster than the gateway's rate limit: wait as told
+            time.sleep(min(2.0, float(r.headers.get("Retry-After", "0.5"))))
+            continue
+        job = r.json()
         if job["status"] in ("succeeded", "failed", "cancelled", "needs_more_refs"):
             return job
         time.sleep(0.2)

@@ -6,8 +6,16 @@
         ...
         fake.calls, fake.requests[-1].texts, fake.requests[-1].images
 
-Routes live in a table (`self.routes`: method, regex, handler), so Veo's `:predictLongRunning` and the
-`operations/{name}` polling can be added by registering two more handlers.
+Routes live in a table (`self.routes`: method, regex, handler). Veo's long-running operations are served too:
+
+    fake.veo_script(VeoPlan.finish(after=2), VeoPlan.fail(after=1), VeoPlan.stall())   # next creations, in order
+    POST .../models/{model}:predictLongRunning      -> {"name": ".../operations/<id>"}  (counted: fake.veo_creations)
+    POST .../models/{model}:fetchPredictOperation   -> the operation (the Vertex protocol google-genai speaks)
+    GET  .../operations/<id>                        -> the operation (the Gemini API protocol)
+    GET  /download/<id>.mp4                         -> the video bytes (when a plan asks for delivery by URI)
+
+A finished operation carries a short real MP4 (OpenCV, the offline compositor's scene with the first reference
+image's face moving through it).
 """
 
 from __future__ import annotations
@@ -106,6 +114,71 @@ class Reply:
 
 
 @dataclass
+class VeoPlan:
+    """How one Veo operation behaves. Build with the class methods."""
+
+    kind: str = "finish"  # finish | fail | stall | filtered | status (the creation call itself fails)
+    after: int = 1  # polls before the operation is done
+    code: int = 13  # google.rpc.Code of a failed operation (13 INTERNAL, 3 INVALID_ARGUMENT)
+    message: str = "Video generation failed."
+    status: int = 0
+    retry_after: float | None = None
+    video: bytes | None = None
+    by_uri: bool = False
+
+    @classmethod
+    def finish(cls, after: int = 1, video: bytes | None = None, by_uri: bool = False) -> VeoPlan:
+        return cls("finish", after=after, video=video, by_uri=by_uri)
+
+    @classmethod
+    def fail(cls, after: int = 1, code: int = 13, message: str = "Video generation failed.") -> VeoPlan:
+        return cls("fail", after=after, code=code, message=message)
+
+    @classmethod
+    def stall(cls) -> VeoPlan:
+        """Never finishes."""
+        return cls("stall")
+
+    @classmethod
+    def filtered(cls, after: int = 1) -> VeoPlan:
+        return cls("filtered", after=after)
+
+    @classmethod
+    def error(cls, status: int, *, retry_after: float | None = None) -> VeoPlan:
+        """The creation call answers this HTTP status (no operation is created)."""
+        return cls("status", status=status, retry_after=retry_after)
+
+
+@dataclass
+class VeoOperation:
+    name: str
+    model: str
+    plan: VeoPlan
+    prompt: str
+    references: list[bytes]
+    parameters: dict
+    polls: int = 0
+
+
+def fake_video(prompt: str, face: bytes | None, seconds: float = 2.0, fps: int = 8, size=(320, 240)) -> bytes:
+    """A short real MP4: the offline compositor's scene, `face` (an image with a face) moving through it."""
+    from services.render.models import MediaKind, RenderRequest
+    from services.render.providers.compositor import CompositorProvider
+
+    req = RenderRequest(
+        prompt=prompt or "a scene",
+        references=[face] if face else [],
+        width=size[0],
+        height=size[1],
+        duration_s=seconds,
+        fps=fps,
+        seed=1,
+        media=MediaKind.VIDEO,
+    )
+    return CompositorProvider().render_video_sync(req).video or b""
+
+
+@dataclass
 class RecordedRequest:
     method: str
     path: str
@@ -175,11 +248,42 @@ class FakeGeminiServer:
         self.latency_s = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # --- Veo ---
+        self.veo_default: VeoPlan = VeoPlan.finish(after=1)
+        self._veo_script: list[VeoPlan] = []
+        self.operations: dict[str, VeoOperation] = {}
+        #: operations created (a resumed operation is polled, never created again)
+        self.veo_creations = 0
+        self.veo_polls = 0
+        #: answer video for finished operations without their own; None = fake_video(prompt, first reference)
+        self.video: bytes | None = None
+        self.video_seconds = 2.0
+        self._video_cache: dict[str, bytes] = {}
         self.routes: list[tuple[str, re.Pattern, Handler]] = [
             (
                 "POST",
                 re.compile(r"^/(?P<version>v1\w*)/models/(?P<model>[^/:]+):generateContent$"),
                 FakeGeminiServer._generate_content,
+            ),
+            (
+                "POST",
+                re.compile(
+                    r"^/(?P<version>v1\w*)/(?P<prefix>(?:[^:]*/)?)models/(?P<model>[^/:]+):predictLongRunning$"
+                ),
+                FakeGeminiServer._predict_long_running,
+            ),
+            (
+                "POST",
+                re.compile(
+                    r"^/(?P<version>v1\w*)/(?P<prefix>(?:[^:]*/)?)models/(?P<model>[^/:]+):fetchPredictOperation$"
+                ),
+                FakeGeminiServer._fetch_predict_operation,
+            ),
+            ("GET", re.compile(r"^/download/(?P<op>[0-9a-f]+)\.mp4$"), FakeGeminiServer._download),
+            (
+                "GET",
+                re.compile(r"^/(?P<version>v1\w*)/(?P<name>(?:[^:]*/)?operations/[^/:]+)$"),
+                FakeGeminiServer._get_operation,
             ),
         ]
         self._httpd = ThreadingHTTPServer((host, port), _RequestHandler)
@@ -227,6 +331,16 @@ class FakeGeminiServer:
             self._script.clear()
             self.requests.clear()
             self.default = Reply.ok()
+            self._veo_script.clear()
+            self.veo_default = VeoPlan.finish(after=1)
+            self.operations.clear()
+            self.veo_creations = 0
+            self.veo_polls = 0
+
+    def veo_script(self, *plans: VeoPlan) -> None:
+        """The next Veo operations behave like these, in order; afterwards `self.veo_default`."""
+        with self._lock:
+            self._veo_script.extend(plans)
 
     @property
     def calls(self) -> int:
@@ -291,6 +405,109 @@ class FakeGeminiServer:
             )
         image = reply.image or self.image or default_image(prompt)
         return h.send_json(200, _image_body(image, "image/png", rec.model))
+
+    # -- Veo handlers ---------------------------------------------------------------------------------------------
+    def _check_key(self, h: _RequestHandler, rec: RecordedRequest) -> bool:
+        if self.expected_api_key is not None and rec.headers.get("x-goog-api-key") != self.expected_api_key:
+            h.send_json(400, _error_body(400, "API key not valid. Please pass a valid API key."))
+            return False
+        return True
+
+    def _predict_long_running(self, h: _RequestHandler, m: re.Match, rec: RecordedRequest) -> None:
+        rec.model = m.group("model")
+        if not self._check_key(h, rec):
+            return
+        with self._lock:
+            plan = self._veo_script.pop(0) if self._veo_script else self.veo_default
+        if plan.kind == "status":
+            headers = {}
+            if plan.retry_after is not None:
+                headers["Retry-After"] = f"{plan.retry_after:g}"
+            msg = _STATUS_MESSAGES.get(plan.status, "error").format(model=rec.model)
+            return h.send_json(plan.status, _error_body(plan.status, msg), headers)
+        body = rec.body if isinstance(rec.body, dict) else {}
+        instance = (body.get("instances") or [{}])[0]
+        refs = []
+        for item in instance.get("referenceImages") or []:
+            data = (item.get("image") or {}).get("bytesBase64Encoded")
+            if data:
+                refs.append(_b64(data))
+        op_id = hashlib.sha256(f"{time.time_ns()}:{len(self.operations)}".encode()).hexdigest()[:16]
+        name = f"{m.group('prefix')}models/{rec.model}/operations/{op_id}"
+        with self._lock:
+            self.veo_creations += 1
+            self.operations[name] = VeoOperation(
+                name, rec.model, plan, instance.get("prompt", ""), refs, body.get("parameters") or {}
+            )
+        return h.send_json(200, {"name": name})
+
+    def _fetch_predict_operation(self, h: _RequestHandler, m: re.Match, rec: RecordedRequest) -> None:
+        rec.model = m.group("model")
+        if not self._check_key(h, rec):
+            return
+        name = (rec.body or {}).get("operationName", "") if isinstance(rec.body, dict) else ""
+        self._answer_operation(h, name)
+
+    def _get_operation(self, h: _RequestHandler, m: re.Match, rec: RecordedRequest) -> None:
+        if not self._check_key(h, rec):
+            return
+        self._answer_operation(h, m.group("name"))
+
+    def _answer_operation(self, h: _RequestHandler, name: str) -> None:
+        with self._lock:
+            op = self.operations.get(name)
+            if op is not None:
+                op.polls += 1
+                self.veo_polls += 1
+        if op is None:
+            return h.send_json(404, _error_body(404, f"operation {name} not found"))
+        plan = op.plan
+        if plan.kind == "stall" or op.polls < plan.after:
+            return h.send_json(200, {"name": name, "done": False, "metadata": {"polls": op.polls}})
+        if plan.kind == "fail":
+            return h.send_json(
+                200, {"name": name, "done": True, "error": {"code": plan.code, "message": plan.message}}
+            )
+        rtype = "type.googleapis.com/cloud.ai.large_models.vision.GenerateVideoResponse"
+        if plan.kind == "filtered":
+            return h.send_json(
+                200,
+                {
+                    "name": name,
+                    "done": True,
+                    "response": {
+                        "@type": rtype,
+                        "raiMediaFilteredCount": 1,
+                        "raiMediaFilteredReasons": ["The prompt could not be submitted (person generation)."],
+                    },
+                },
+            )
+        if plan.by_uri:
+            item = {
+                "gcsUri": f"{self.base_url}/download/{name.rsplit('/', 1)[-1]}.mp4",
+                "mimeType": "video/mp4",
+            }
+        else:
+            item = {
+                "bytesBase64Encoded": base64.b64encode(self._video_for(op)).decode(),
+                "mimeType": "video/mp4",
+            }
+        return h.send_json(200, {"name": name, "done": True, "response": {"@type": rtype, "videos": [item]}})
+
+    def _video_for(self, op: VeoOperation) -> bytes:
+        if op.plan.video or self.video:
+            return op.plan.video or self.video or b""
+        face = op.references[0] if op.references else None
+        key = hashlib.sha256(op.prompt.encode() + (face or b"")).hexdigest()
+        if key not in self._video_cache:
+            self._video_cache[key] = fake_video(op.prompt, face, seconds=self.video_seconds)
+        return self._video_cache[key]
+
+    def _download(self, h: _RequestHandler, m: re.Match, rec: RecordedRequest) -> None:
+        op = next((o for o in self.operations.values() if o.name.endswith("/" + m.group("op"))), None)
+        if op is None:
+            return h.send_json(404, _error_body(404, "no such video"))
+        return h.send_raw(200, self._video_for(op), "video/mp4")
 
 
 def _error_body(status: int, message: str) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -12,6 +13,9 @@ from idlock.errors import InvalidInput, Unimplemented
 from services.render.models import EditRequest, RenderRequest, RenderResult
 
 MAX_PIXELS = 40_000_000
+
+#: awaited with (operation name, polls so far) while a long-running video render advances
+VideoProgress = Callable[[str, int], Awaitable[None]]
 
 
 class RenderProvider(ABC):
@@ -30,6 +34,11 @@ class RenderProvider(ABC):
 
     async def edit(self, req: EditRequest) -> RenderResult:
         raise Unimplemented(f"provider {self.name} does not support edits")
+
+    async def render_video(self, req: RenderRequest, progress: VideoProgress | None = None) -> RenderResult:
+        """Text(+references) to video; `progress(operation_name, polls)` is awaited as a long job advances
+        (first with the operation name, before any polling, so the caller can store it)."""
+        raise Unimplemented(f"provider {self.name} does not render videos")
 
     async def aclose(self) -> None:
         """Release clients / models."""

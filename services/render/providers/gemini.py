@@ -202,6 +202,31 @@ class GeminiProvider(RenderProvider):
 
         t0 = time.perf_counter()
         end = t0 + deadline_s if deadline_s else None
+        response, attempts = await self._with_retries(
+            lambda timeout: self._call_once(contents, config, timeout), end
+        )
+        image, w, h = self._extract_image(response)
+
+        latency = time.perf_counter() - t0
+        return RenderResult(
+            image=image,
+            provider=self.name,
+            model=self.model,
+            seed=seed,
+            width=w,
+            height=h,
+            latency_s=latency,
+            estimated_cost_usd=float(self.settings.cost_per_image_usd.get(self.name, 0.0)),
+            label=f"gemini/{self.model}",
+            attempts=attempts,
+            notes=notes,
+        )
+
+    async def _with_retries(
+        self, call: Callable[[float], Awaitable[Any]], end: float | None, what: str = "attempt"
+    ) -> tuple[Any, int]:
+        """Run `call(timeout)` (which raises `_Retryable` for transient faults, see `_guarded`) with backoff and
+        jitter, honouring Retry-After and the deadline `end` (perf_counter time). Returns (result, attempts)."""
         attempts = 0
         while True:
             attempts += 1
@@ -209,11 +234,9 @@ class GeminiProvider(RenderProvider):
             if end is not None:
                 timeout = min(timeout, end - time.perf_counter())
                 if timeout <= 0:
-                    raise DeadlineExceeded(f"gemini: deadline passed before attempt {attempts}")
+                    raise DeadlineExceeded(f"{self.name}: deadline passed before {what} {attempts}")
             try:
-                response = await self._call_once(contents, config, timeout)
-                image, w, h = self._extract_image(response)
-                break
+                return await call(timeout), attempts
             except _Retryable as r:
                 err = r.error
                 if attempts > self.settings.max_retries:
@@ -232,23 +255,10 @@ class GeminiProvider(RenderProvider):
                     raise _final(
                         err, attempts, f"no time left before the deadline for retry {attempts}"
                     ) from r
-                log.info("gemini attempt %d failed (%s); retrying in %.2fs", attempts, r.error.message, delay)
+                log.info(
+                    "%s %s %d failed (%s); retrying in %.2fs", self.name, what, attempts, r.error.message, delay
+                )
                 await self._sleep(delay)
-
-        latency = time.perf_counter() - t0
-        return RenderResult(
-            image=image,
-            provider=self.name,
-            model=self.model,
-            seed=seed,
-            width=w,
-            height=h,
-            latency_s=latency,
-            estimated_cost_usd=float(self.settings.cost_per_image_usd.get(self.name, 0.0)),
-            label=f"gemini/{self.model}",
-            attempts=attempts,
-            notes=notes,
-        )
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: cap = min(backoff_max_s, base * 2**(attempt-1)); delay in [cap/2, cap]."""
@@ -256,33 +266,39 @@ class GeminiProvider(RenderProvider):
         return cap / 2 + self._rng.uniform(0, cap / 2)
 
     async def _call_once(self, contents, config, timeout: float):
+        client = self._get_client()
+        return await self._guarded(
+            lambda: client.aio.models.generate_content(model=self.model, contents=contents, config=config),
+            timeout,
+        )
+
+    async def _guarded(self, make_call: Callable[[], Awaitable[Any]], timeout: float):
+        """One API call under a hard deadline, every failure mapped to an `idlock.errors` class (`_Retryable`
+        wrapping the transient ones)."""
         from google.genai import errors as genai_errors
 
-        client = self._get_client()
         try:
             async with asyncio.timeout(timeout):  # hard per-call deadline (httpx's timeout is per read)
-                return await client.aio.models.generate_content(
-                    model=self.model, contents=contents, config=config
-                )
+                return await make_call()
         except _TIMEOUT_EXC as e:
-            err = DeadlineExceeded(f"gemini: no answer within {timeout:.2f}s (model {self.model})")
+            err = DeadlineExceeded(f"{self.name}: no answer within {timeout:.2f}s (model {self.model})")
             if self.settings.retry_on_timeout:
                 raise _Retryable(err) from e
             raise err from e
         except genai_errors.APIError as e:
             raise self._map_api_error(e) from e
         except _TRANSPORT_EXC as e:
-            raise _Retryable(Unavailable(f"gemini: cannot reach the API: {type(e).__name__}: {e}")) from e
+            raise _Retryable(Unavailable(f"{self.name}: cannot reach the API: {type(e).__name__}: {e}")) from e
         except IdlockError:
             raise
         except Exception as e:  # malformed body: JSON / validation errors inside the client
-            raise Unavailable(f"gemini: malformed response from the API: {type(e).__name__}: {e}") from e
+            raise Unavailable(f"{self.name}: malformed response from the API: {type(e).__name__}: {e}") from e
 
     def _map_api_error(self, e) -> Exception:
         code = int(getattr(e, "code", 0) or 0)
         msg = getattr(e, "message", None) or str(e)
         status = getattr(e, "status", None) or ""
-        text = f"gemini: {code} {status}: {msg}".replace(" : ", ": ")
+        text = f"{self.name}: {code} {status}: {msg}".replace(" : ", ": ")
         details = {"http_status": code, "provider_status": status}
         if code in self.settings.retry_status_codes:
             headers = getattr(getattr(e, "response", None), "headers", None) or {}

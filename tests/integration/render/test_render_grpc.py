@@ -69,8 +69,11 @@ async def test_bad_render_requests(tmp_path) -> None:
             await stub.RenderImage(pb.RenderImageRequest(prompt="x", references=[missing]))
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.RenderVideo(pb.RenderVideoRequest(prompt="x"))
-        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED and "issue #9" in err.value.details()
+            await stub.RenderVideo(pb.RenderVideoRequest(prompt=" "))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "prompt is empty" in err.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.RenderVideo(pb.RenderVideoRequest(prompt="x", providers=["diffusers"]))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "renders video" in err.value.details()
 
 
 async def test_render_is_idempotent_per_job_even_when_the_caller_dies(tmp_path) -> None:

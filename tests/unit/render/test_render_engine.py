@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from idlock.errors import DeadlineExceeded, InvalidInput, PermissionDenied, Unavailable, Unimplemented
+from idlock.errors import DeadlineExceeded, InvalidInput, PermissionDenied, Unavailable
 from services.render.engine import Renderer
 from services.render.models import EditRequest, MediaKind, RenderRequest, RenderResult
 from services.render.providers.base import RenderProvider
@@ -135,10 +135,12 @@ async def test_watermark_per_request_override():
     assert not res.watermarked and read_watermark(res.image) is None
 
 
-async def test_video_not_yet():
-    r = Renderer(_settings(), {"compositor": Stub("compositor")})
-    with pytest.raises(Unimplemented, match="video"):
+async def test_video_needs_a_provider_that_renders_video():
+    r = Renderer(_settings(video_providers=["compositor"]), {"compositor": Stub("compositor")})
+    with pytest.raises(Unavailable, match="does not render videos"):
         await r.render(RenderRequest(prompt="x", media=MediaKind.VIDEO, duration_s=4))
+    with pytest.raises(InvalidInput, match="renders video"):
+        await r.render_video(RenderRequest(prompt="x", providers=["diffusers"], duration_s=4))
 
 
 async def test_edit_skips_providers_without_edit_support(astronaut_png):
