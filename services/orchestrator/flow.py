@@ -58,6 +58,9 @@ PERMANENT = (InvalidInput, NotFound, PreconditionFailed, PermissionDenied, Unimp
 REFINER_UNAVAILABLE = "refiner could not run; the image was kept"
 
 
+#: steps that call a paid provider: a cancelled job must not start them
+PAID_STEPS = frozenset({"render", "regenerate", "refine"})
+
 class Peers(Protocol):
     async def get_character(
         self, character_id: str, owner_id: str, *, timeout_s: float
@@ -174,6 +177,8 @@ class GenerationFlow:
         self.objects = objects
         #: awaited after each step is checkpointed (tests use it to stop a worker mid-job)
         self.after_step: Callable[[str, str], Awaitable[None]] | None = None
+        #: per job, the last event still being published in the background
+        self._event_tails: dict[str, asyncio.Future] = {}
 
     # --- events -----------------------------------------------------------------------------------------------
 
@@ -196,6 +201,28 @@ class GenerationFlow:
         return ev
 
     async def emit(self, verb: str, ev: events_pb2.JobEvent, msg_id: str) -> None:
+        """Publish now, after the job's events still on their way (events of a job stay in order)."""
+        pending = self._event_tails.pop(ev.job_id, None)
+        if pending is not None:
+            await pending
+        await self._publish(verb, ev, msg_id)
+
+    def emit_soon(self, verb: str, ev: events_pb2.JobEvent, msg_id: str) -> None:
+        """Publish in the background, in order: progress events need not hold the next step up."""
+        previous = self._event_tails.get(ev.job_id)
+
+        async def publish() -> None:
+            if previous is not None:
+                await previous
+            await self._publish(verb, ev, msg_id)
+
+        task = asyncio.ensure_future(publish())
+        self._event_tails[ev.job_id] = task
+        task.add_done_callback(
+            lambda t: self._event_tails.pop(ev.job_id, None) if self._event_tails.get(ev.job_id) is t else None
+        )
+
+    async def _publish(self, verb: str, ev: events_pb2.JobEvent, msg_id: str) -> None:
         try:
             await self.events.job_event(verb, ev, msg_id)
         except Exception as e:  # noqa: BLE001 - the row is the truth; an event lost to an outage is logged
@@ -326,7 +353,9 @@ class GenerationFlow:
     ) -> dict[str, Any]:
         if name in ckpt:
             return ckpt[name]
-        if not await self.store.set_step(job.id, self.worker_id, name):
+        # steps that cost money re-check the job first (a cancel may have come in); for the others the previous
+        # checkpoint, or the claim, has just confirmed that the job still runs here
+        if name in PAID_STEPS and not await self.store.set_step(job.id, self.worker_id, name):
             raise _Stop()
         t0 = time.perf_counter()
         result = await fn()
@@ -334,7 +363,7 @@ class GenerationFlow:
         if not await self.store.save_checkpoint(job.id, self.worker_id, name, result):
             raise _Stop()
         ckpt[name] = result
-        await self.emit(
+        self.emit_soon(
             "progress",
             self.event(job, common_pb2.JOB_STATUS_RUNNING, step=name, message=f"{name} done"),
             f"{job.id}:progress:{name}",

@@ -337,6 +337,7 @@ class JobStore:
             if job is None or job.status != RUNNING or job.lease_owner != worker_id:
                 return False
             job.checkpoint = {**(job.checkpoint or {}), step: dict(result)}
+            job.step = step
             job.updated_at = utcnow()
             return True
 
