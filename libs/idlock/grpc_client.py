@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import grpc
 from opentelemetry import propagate
 
+from idlock import errors
 from idlock.grpc_server import remaining_s
 from idlock.telemetry import job_id_var, request_id_var
 
@@ -103,3 +104,32 @@ def channel(
         ],
         interceptors=[_DeadlineAndContext(default_timeout_s)],
     )
+
+
+#: a peer's status code -> our domain error; derived from the errors' own codes, plus the codes they don't own
+_ERROR_BY_CODE: dict[grpc.StatusCode, type[errors.IdlockError]] = {
+    **{
+        grpc.StatusCode[cls.grpc_status]: cls
+        for cls in errors.IdlockError.__subclasses__()
+        if cls is not errors.Cancelled
+    },
+    grpc.StatusCode.OUT_OF_RANGE: errors.InvalidInput,
+    grpc.StatusCode.UNAUTHENTICATED: errors.PermissionDenied,
+    # a call cut off by the peer's shutdown or a conflict is worth another try
+    grpc.StatusCode.CANCELLED: errors.Unavailable,
+    grpc.StatusCode.ABORTED: errors.Unavailable,
+}
+
+
+def peer_error(
+    err: grpc.aio.AioRpcError,
+    where: str = "",
+    *,
+    default: type[errors.IdlockError] = errors.Unavailable,
+) -> errors.IdlockError:
+    """A failed call to a peer service as our own domain error: same status, the peer's message (prefixed with
+    `where` when given), so it travels on to our caller unchanged in meaning. Unknown codes become `default`."""
+    code = err.code()
+    message = err.details() or code.name
+    cls = _ERROR_BY_CODE.get(code, default)
+    return cls(f"{where}: {message}" if where else message, details={"code": code.name, "peer": where})

@@ -17,10 +17,10 @@ import grpc
 from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
-from idlock import errors, grpc_client, refs, subjects
+from idlock import grpc_client, refs, subjects
 from idlock.bus import EventBus
 from idlock.db import Database
-from idlock.errors import IdlockError, InvalidInput, PreconditionFailed, Unavailable
+from idlock.errors import IdlockError, InvalidInput, PreconditionFailed
 from idlock.grpc_server import ServiceSpec, remaining_s
 from idlock.launch import servicer_spec
 from idlock.settings import DatabaseSettings, MeshSettings, NatsSettings, PathsSettings, StorageSettings
@@ -66,23 +66,6 @@ SHEET_LISTS = {
     "semantic_tags": "semantic_tags",
     "must_keep_traits": "must_keep",
 }
-#: an error of the identity service keeps its status code and message
-_BY_STATUS = {
-    cls.grpc_status: cls
-    for cls in (
-        errors.InvalidInput,
-        errors.NotFound,
-        errors.AlreadyExists,
-        errors.PreconditionFailed,
-        errors.PermissionDenied,
-        errors.QuotaExceeded,
-        errors.Unavailable,
-        errors.DeadlineExceeded,
-        errors.Cancelled,
-        errors.Unimplemented,
-    )
-}
-
 
 # ---- proto <-> domain ------------------------------------------------------------------------------------------
 
@@ -278,18 +261,6 @@ def state_items_pb(intervals: Sequence[Any]) -> list[pb.StateItem]:
     ]
 
 
-def identity_error(err: grpc.aio.AioRpcError, addr: str) -> IdlockError:
-    """An identity-service failure as a domain error with the same status code and message."""
-    code = err.code()
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        cls = Unavailable if code == grpc.StatusCode.UNAVAILABLE else errors.DeadlineExceeded
-        return cls(f"identity service at {addr}: {err.details() or code.name}")
-    cls = _BY_STATUS.get(code.name)
-    if cls is None:
-        return Unavailable(f"identity service failed ({code.name}): {err.details()}")
-    return cls(err.details() or code.name)
-
-
 # ---- the servicer ----------------------------------------------------------------------------------------------
 
 
@@ -413,7 +384,10 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                     req, timeout=remaining_s(self.settings.identity_timeout_s)
                 )
             except grpc.aio.AioRpcError as e:
-                raise identity_error(e, self.identity_addr) from None
+                # the identity service's verdict (e.g. no face in reference image 1) reaches the caller as is
+                transient = e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                where = f"identity service at {self.identity_addr}" if transient else ""
+                raise grpc_client.peer_error(e, where) from None
             return characters.EncodedReferences(
                 encoder=res.identity.encoder,
                 vector=list(res.identity.values),

@@ -21,29 +21,10 @@ from idlock.v1 import (
     render_service_pb2_grpc,
 )
 
-_BY_CODE: dict[grpc.StatusCode, type[errors.IdlockError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidInput,
-    grpc.StatusCode.OUT_OF_RANGE: errors.InvalidInput,
-    grpc.StatusCode.NOT_FOUND: errors.NotFound,
-    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
-    grpc.StatusCode.FAILED_PRECONDITION: errors.PreconditionFailed,
-    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
-    grpc.StatusCode.UNAUTHENTICATED: errors.PermissionDenied,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.QuotaExceeded,
-    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
-    grpc.StatusCode.CANCELLED: errors.Unavailable,
-    grpc.StatusCode.ABORTED: errors.Unavailable,
-    grpc.StatusCode.UNIMPLEMENTED: errors.Unimplemented,
-}
-
 
 def domain_error(err: grpc.aio.AioRpcError, peer: str, rpc: str) -> errors.IdlockError:
-    cls = _BY_CODE.get(err.code(), errors.IdlockError)
-    return cls(
-        f"{peer}.{rpc}: {err.details() or err.code().name}",
-        details={"peer": peer, "rpc": rpc, "code": err.code().name},
-    )
+    # an unknown code from a peer is a bug there, not a transient fault: do not retry it
+    return grpc_client.peer_error(err, f"{peer}.{rpc}", default=errors.IdlockError)
 
 
 class GrpcPeers:

@@ -569,9 +569,10 @@ class GenerationFlow:
         m.total_seconds = (utcnow() - started).total_seconds() if started else sum(m.step_seconds.values())
         return m
 
-    async def _succeed(self, job, ckpt, render, score, refine, state, record) -> str:
-        metrics = self.metrics(job, ckpt, render, score, refine, state, record)
-        image = dict_to_msg(render["image"], common_pb2.ImageRef())
+    async def finish_success(
+        self, job: Job, image: common_pb2.ImageRef, metrics: pb.JobMetrics, message: str
+    ) -> bool:
+        """Mark the job succeeded with its usage record, then announce it; False when it was cancelled meanwhile."""
         ok = await self.store.finish(
             job.id,
             SUCCEEDED,
@@ -587,21 +588,24 @@ class GenerationFlow:
                 "total_seconds": metrics.total_seconds,
             },
         )
-        if not ok:
-            return "cancelled"
-        msg = "episode recorded" + (", memory consolidated" if record.get("consolidated") else "")
-        await self.emit(
-            "succeeded",
-            self.event(
+        if ok:
+            event = self.event(
                 job,
                 common_pb2.JOB_STATUS_SUCCEEDED,
                 result_image=image,
                 metrics=metrics,
                 scene_index=metrics.scene_index,
-                message=msg,
-            ),
-            f"{job.id}:succeeded",
-        )
+                message=message,
+            )
+            await self.emit("succeeded", event, f"{job.id}:succeeded")
+        return ok
+
+    async def _succeed(self, job, ckpt, render, score, refine, state, record) -> str:
+        metrics = self.metrics(job, ckpt, render, score, refine, state, record)
+        image = dict_to_msg(render["image"], common_pb2.ImageRef())
+        msg = "episode recorded" + (", memory consolidated" if record.get("consolidated") else "")
+        if not await self.finish_success(job, image, metrics, msg):
+            return "cancelled"
         log.info("job %s succeeded in %.2f s (scene %d)", job.id, metrics.total_seconds, metrics.scene_index)
         return SUCCEEDED
 

@@ -350,36 +350,9 @@ class VideoSteps:
         poster = dict_to_msg(score.get("first_frame"), common_pb2.ImageRef())
         if not await f.store.save_checkpoint(job.id, f.worker_id, "result_video", msg_to_dict(video)):
             return "cancelled"
-        ok = await f.store.finish(
-            job.id,
-            SUCCEEDED,
-            worker_id=f.worker_id,
-            result_image=msg_to_dict(poster),
-            metrics=msg_to_dict(metrics),
-            usage={
-                "owner_id": job.owner_id,
-                "character_id": job.character_id,
-                "provider": metrics.provider,
-                "model": metrics.model,
-                "estimated_cost_usd": metrics.estimated_cost_usd,
-                "total_seconds": metrics.total_seconds,
-            },
-        )
-        if not ok:
-            return "cancelled"
         msg = "video episode recorded" + (", memory consolidated" if record.get("consolidated") else "")
-        await f.emit(
-            "succeeded",
-            f.event(
-                job,
-                common_pb2.JOB_STATUS_SUCCEEDED,
-                result_image=poster,
-                metrics=metrics,
-                scene_index=metrics.scene_index,
-                message=msg,
-            ),
-            f"{job.id}:succeeded",
-        )
+        if not await f.finish_success(job, poster, metrics, msg):
+            return "cancelled"
         log.info(
             "job %s (video) succeeded in %.2f s (scene %d, frame IDR min %.3f mean %.3f)",
             job.id,

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 
-from idlock import errors, grpc_client, refs
+from idlock import grpc_client, refs
 from idlock.errors import InvalidInput, PreconditionFailed
 from idlock.grpc_server import ServiceSpec
 from idlock.images import decode_image, encode_png
@@ -32,6 +32,7 @@ from idlock.v1 import (
 from idlock.v1 import refiner_service_pb2 as pb
 from idlock.v1 import refiner_service_pb2_grpc as pb_grpc
 from services.identity.core import IdentityEngine, get_engine
+from services.identity.server import idr_pb
 from services.identity.settings import IdentitySettings
 from services.refiner import pipeline
 from services.refiner.core import FaceRefiner, Score, SuperResolution, check_identity
@@ -45,38 +46,12 @@ STRATEGY_NAMES = {
     pb.REFINE_STRATEGY_REFERENCE_WARP: "reference-warp",
 }
 STRATEGY_PB = {v: k for k, v in STRATEGY_NAMES.items()}
-VERDICTS = {
-    "refine": common_pb2.VERDICT_REFINE,
-    "borderline": common_pb2.VERDICT_BORDERLINE,
-    "pass": common_pb2.VERDICT_PASS,
-    "golden": common_pb2.VERDICT_GOLDEN,
-}
-_BY_CODE: dict[grpc.StatusCode, type[errors.IdlockError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidInput,
-    grpc.StatusCode.NOT_FOUND: errors.NotFound,
-    grpc.StatusCode.FAILED_PRECONDITION: errors.PreconditionFailed,
-    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.QuotaExceeded,
-    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
-    grpc.StatusCode.UNIMPLEMENTED: errors.Unimplemented,
-}
-
-
-def peer_error(err: grpc.aio.AioRpcError, what: str) -> errors.IdlockError:
-    cls = _BY_CODE.get(err.code(), errors.Unavailable)
-    return cls(f"{what}: {err.details() or err.code().name}", details={"code": err.code().name})
 
 
 def score_pb(score: Score | None, encoder: str) -> common_pb2.IdrScore:
     if score is None:
         return common_pb2.IdrScore(encoder=encoder)
-    return common_pb2.IdrScore(
-        raw=score.raw,
-        calibrated=score.calibrated,
-        verdict=VERDICTS.get(score.verdict, common_pb2.VERDICT_UNSPECIFIED),
-        encoder=encoder,
-    )
+    return idr_pb(score.raw, score.calibrated, score.verdict, encoder)
 
 
 class RefinerServicer(pb_grpc.RefinerServiceServicer):
@@ -126,7 +101,7 @@ class RefinerServicer(pb_grpc.RefinerServiceServicer):
                     timeout=self.settings.memory_timeout_s,
                 )
             except grpc.aio.AioRpcError as e:
-                raise peer_error(e, f"character {request.character_id!r}") from e
+                raise grpc_client.peer_error(e, f"character {request.character_id!r}") from e
             ch = resp.character
             identity, ref_images = ch.identity, list(ch.reference_images)
             if not identity.values:
@@ -198,7 +173,7 @@ class RefinerServicer(pb_grpc.RefinerServiceServicer):
                     timeout=timeout,
                 )
             except grpc.aio.AioRpcError as e:
-                raise peer_error(e, "render.EditImage") from e
+                raise grpc_client.peer_error(e, "render.EditImage") from e
             return await refs.fetch_ref(self.store, resp.image, "edited image")
 
         outcome = await pipeline.refine(

@@ -306,6 +306,23 @@ class CompositorProvider(RenderProvider):
         return await asyncio.to_thread(self.render_video_sync, req)
 
     # -- synchronous core -------------------------------------------------------------------------------------
+    def _scene_face(self, req: RenderRequest, notes: list[str], what: str) -> FaceCrop | None:
+        """The face to place: the first reference with one, or the drift face when drift=other_face."""
+        face: FaceCrop | None = None
+        for i, ref in enumerate(req.references):
+            face = self._face_of(ref, f"reference image {i}")
+            if face is not None:
+                break
+        if req.references and face is None:
+            notes.append(f"no face found in the reference images: {what} rendered without the character's face")
+        if req.drift == "other_face":
+            other = self._face_of(req.drift_face or b"", "drift_face")
+            if other is None:
+                raise InvalidInput("drift_face has no detectable face")
+            face = other
+            notes.append("drift=other_face: a different face was pasted on purpose")
+        return face
+
     def render_sync(self, req: RenderRequest) -> RenderResult:
         t0 = time.perf_counter()
         req.validate()
@@ -318,20 +335,8 @@ class CompositorProvider(RenderProvider):
         )
         notes: list[str] = []
 
-        face: FaceCrop | None = None
-        for i, ref in enumerate(req.references):
-            face = self._face_of(ref, f"reference image {i}")
-            if face is not None:
-                break
-        if req.references and face is None:
-            notes.append("no face found in the reference images: scene rendered without the character's face")
-        if req.drift == "other_face":
-            other = self._face_of(req.drift_face or b"", "drift_face")
-            if other is None:
-                raise InvalidInput("drift_face has no detectable face")
-            face = other
-            notes.append("drift=other_face: a different face was pasted on purpose")
-        elif req.drift == "distorted" and face is None:
+        face = self._scene_face(req, notes, "scene")
+        if req.drift == "distorted" and face is None:
             notes.append("drift=distorted ignored: no reference face to distort")
         if req.pose_image:
             notes.append("pose image not used by the compositor")
@@ -404,20 +409,8 @@ class CompositorProvider(RenderProvider):
         n = max(2, round(duration * fps))
         seed = pick_seed(req.seed)
         notes: list[str] = []
-        face: FaceCrop | None = None
-        for i, ref in enumerate(req.references):
-            face = self._face_of(ref, f"reference image {i}")
-            if face is not None:
-                break
-        if req.references and face is None:
-            notes.append("no face found in the reference images: clip rendered without the character's face")
-        if req.drift == "other_face":
-            other = self._face_of(req.drift_face or b"", "drift_face")
-            if other is None:
-                raise InvalidInput("drift_face has no detectable face")
-            face = other
-            notes.append("drift=other_face: a different face was pasted on purpose")
-        elif req.drift == "distorted" and face is not None:
+        face = self._scene_face(req, notes, "clip")
+        if req.drift == "distorted" and face is not None:
             face = distort_face(face, 1.9)
             notes.append("drift=distorted: the face was altered on purpose (unchecked)")
         state = random.Random(

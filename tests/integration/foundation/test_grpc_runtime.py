@@ -146,3 +146,30 @@ async def test_every_call_gets_a_deadline_and_the_server_sees_what_is_left() -> 
         assert 0 < reply.faces_detected <= 1500
     finally:
         await service.stop(drain_s=0)
+
+
+async def test_a_peer_error_becomes_our_domain_error_with_its_status_and_message() -> None:
+    from idlock.errors import IdlockError
+    from idlock.errors import NotFound as NotFoundError
+
+    service, started = await _start(ProbeServicer())
+    await started
+    try:
+        async with grpc_client.channel(service.address, default_timeout_s=5) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await pb_grpc.IdentityServiceStub(ch).DetectFaces(pb.DetectFacesRequest())
+        mapped = grpc_client.peer_error(err.value)
+        assert type(mapped) is NotFoundError and mapped.message == "character char_404 does not exist"
+        prefixed = grpc_client.peer_error(err.value, "identity.DetectFaces")
+        assert prefixed.message == "identity.DetectFaces: character char_404 does not exist"
+        assert prefixed.details == {"code": "NOT_FOUND", "peer": "identity.DetectFaces"}
+    finally:
+        await service.stop(drain_s=0)
+
+    class Fake(grpc.aio.AioRpcError):
+        def __init__(self, code: grpc.StatusCode) -> None:
+            super().__init__(code, None, None, details="boom")
+
+    assert type(grpc_client.peer_error(Fake(grpc.StatusCode.CANCELLED))).__name__ == "Unavailable"
+    assert type(grpc_client.peer_error(Fake(grpc.StatusCode.DATA_LOSS))).__name__ == "Unavailable"
+    assert type(grpc_client.peer_error(Fake(grpc.StatusCode.DATA_LOSS), default=IdlockError)) is IdlockError
