@@ -72,7 +72,11 @@ class CharacterCreated(BaseModel):
 
 class GenerateOptionsIn(Strict):
     video: bool = Field(False, description="Generate a video instead of an image.")
-    refine_face: bool = Field(True, description="Repair the face when identity retention is low.")
+    refine_face: bool = Field(
+        False,
+        description="Run the face refiner even when identity retention already passes (below the refine "
+        "threshold it runs anyway).",
+    )
     providers: list[str] = Field(
         default_factory=list, max_length=5, description="Preferred providers, in order."
     )

@@ -26,11 +26,12 @@ def _mount_optional(module: str, attr: str, name: str, help_text: str) -> None:
     try:
         sub = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as err:
-        missing = typer.Typer(help=f"{help_text} (unavailable: {err})")
+        reason = str(err)  # `err` is unbound once the except block ends; the callback runs later
+        missing = typer.Typer(help=f"{help_text} (unavailable: {reason})")
 
         @missing.callback(invoke_without_command=True)
         def _unavailable() -> None:
-            console.print(f"[red]`idlock {name}` is unavailable: {err}. Install the project with its extras.[/red]")
+            console.print(f"[red]`idlock {name}` is unavailable: {reason}. Install the project with its extras.[/red]")
             raise typer.Exit(2)
 
         app.add_typer(missing, name=name)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from idlock import telemetry
 from idlock.grpc_server import ServiceSpec, pending_rpcs, run_forever
+from idlock.threads import limit_cpu_threads
 
 SERVICES = ("identity", "memory", "render", "refiner", "trainer", "orchestrator")
 
@@ -36,6 +37,7 @@ def serve_main(component: str) -> None:
             print(f"  {settings_prefix(module.SETTINGS)}{name}: {e['msg']}", file=sys.stderr)
         raise SystemExit(2) from None
     telemetry.setup(component)
+    limit_cpu_threads(settings.cpu_threads)
     try:
         asyncio.run(run_forever(module.build(settings), settings))
     except KeyboardInterrupt:

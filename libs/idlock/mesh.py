@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from idlock.launch import SERVICES
 from idlock.natsd import NatsServer, free_port
 from idlock.settings import DEFAULT_PORTS
+from idlock.threads import available_cpus
 
 STATE_FILE = "mesh.json"
 #: Prometheus ports of `idlock up` with default ports: 9101 identity ... 9107 gateway
@@ -111,6 +112,11 @@ class LocalMesh:
         )
         for name, address in addresses.items():
             env[f"IDLOCK_{name.upper()}_ADDR"] = address
+        # every service shares this machine: half its CPUs each keeps the model libraries' pools from
+        # oversubscribing it (a setting already in the environment wins)
+        threads = str(max(1, available_cpus() // 2))
+        for name in self.services:
+            env.setdefault(f"IDLOCK_{name.upper()}_CPU_THREADS", threads)
         env.update(self.extra_env)
         return env
 

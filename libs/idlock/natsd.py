@@ -16,9 +16,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 from idlock.errors import PreconditionFailed, Unavailable
-from typing import Self
 
 _BINARY = "nats-server"
 

@@ -119,6 +119,13 @@ class GrpcServerSettings(IdlockSettings):
         ge=0,
         description="On SIGTERM: seconds between reporting NOT_SERVING and stopping, so load balancers move away.",
     )
+    cpu_threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="Threads the CPU model libraries (torch, OpenCV, OpenMP/BLAS) may use in this process; 0: the "
+        "CPUs it may run on (affinity and cgroup quota). The local mesh sets half the machine's CPUs per service.",
+    )
 
 
 #: default ports of the local mesh (`idlock up`); Kubernetes uses the same numbers.

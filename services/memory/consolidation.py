@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .clock import ModelClock
 from .llm import GroqLlm, LlmUnavailable
 from .prompt import strip_control
 from .state import StoryState
@@ -91,8 +92,10 @@ async def consolidate(
     *,
     llm: GroqLlm | None = None,
     max_chars: int = 1200,
+    clock: ModelClock | None = None,
 ) -> SummaryResult:
-    """Summarise `scenes` (those since the previous summary) into a story-so-far."""
+    """Summarise `scenes` (those since the previous summary) into a story-so-far; the wait on the LLM is model
+    time on `clock`."""
     if not scenes:
         raise ValueError("nothing to consolidate")
     up_to = max(s.scene_index for s in scenes)
@@ -106,7 +109,7 @@ async def consolidate(
     if state is not None:
         user += "\n\nCurrent state: " + "; ".join(f"{i.category}: {i.label}" for i in state.items)
     try:
-        text = strip_control(await llm.complete(SUMMARY_SYSTEM, user))
+        text = strip_control(await (clock or ModelClock()).timed(llm.complete(SUMMARY_SYSTEM, user)))
     except LlmUnavailable as e:
         log.warning("consolidation llm failed, using the digest: %s", e.reason)
         return SummaryResult(up_to, fallback, "digest", e.reason)

@@ -8,12 +8,13 @@ is testable without gRPC, databases or Qdrant. `load_context` feeds it from the 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from .cache import CacheKey, PromptCache
+from .clock import ModelClock
 from .consolidation import ConsolidationPolicy, SceneRecord, SummaryResult, consolidate
 from .llm import NO_KEY_REASON, GroqLlm, format_prompt
 from .merge import MergeConfig, episode_weights, merge_identity
@@ -72,7 +73,8 @@ class EpisodeView:
         return cls(ep.id, ep.scene_index, ep.kind, ep.text, emb)
 
 
-#: (prompt text, k, scene indexes to exclude) -> the most relevant earlier episodes
+#: (prompt text, k, scene indexes to exclude) -> the most relevant earlier episodes; it times its own model calls
+#: (e.g. on the clock given to `build_context`)
 RelevantSearch = Callable[[str, int, Sequence[int]], Awaitable[Sequence[EpisodeView]]]
 
 
@@ -90,6 +92,12 @@ class MemoryContext:
     cache_hit: bool
     #: effective weights of the episodes in the merge, newest first (diagnostics)
     episode_weights: tuple[float, ...] = ()
+    #: seconds of this call spent awaiting models and providers (text embedder, LLM prompt formatter)
+    model_seconds: float = 0.0
+    #: set by `load_context`: the character row, and the Episode rows of `recent` + `relevant` by scene index,
+    #: so the caller does not read them again
+    character: Any = None
+    episodes: Mapping[int, Any] = field(default_factory=dict)
 
 
 def _engine_key(llm: GroqLlm | None) -> str:
@@ -97,12 +105,12 @@ def _engine_key(llm: GroqLlm | None) -> str:
 
 
 async def _rank_by_text(
-    embedder: TextEmbedder, prompt: str, candidates: Sequence[EpisodeView], k: int
+    embedder: TextEmbedder, prompt: str, candidates: Sequence[EpisodeView], k: int, clock: ModelClock
 ) -> list[EpisodeView]:
     cands = [c for c in candidates if c.text.strip()]
     if k <= 0 or not cands:
         return []
-    vecs = await aembed(embedder, [prompt] + [c.text for c in cands])
+    vecs = await aembed(embedder, [prompt] + [c.text for c in cands], clock)
     sims = vecs[1:] @ vecs[0]
     order = sorted(range(len(cands)), key=lambda i: (-float(sims[i]), cands[i].scene_index))
     return [cands[i] for i in order[:k]]
@@ -125,14 +133,17 @@ async def build_context(
     relevant_search: RelevantSearch | None = None,
     llm: GroqLlm | None = None,
     cache: PromptCache | None = None,
+    clock: ModelClock | None = None,
 ) -> MemoryContext:
     """The context for the next scene.
 
     scenes: every episode's tags (for the state); recent: newest first (the first `recent_k` are used);
     history: older episodes to rank by text similarity when no `relevant_search` is given (needs `embedder`).
     Raises `InvalidInput` for a bad prompt (control characters are stripped; too long or deny-listed is refused).
+    `model_seconds` is what `clock` (shared with `relevant_search`, when given) accumulated.
     """
     cfg = config or ContextConfig()
+    clock = clock or ModelClock()
     ov = overrides or StyleOverrides()
     prompt = sanitize_prompt(user_prompt, max_len=cfg.prompt_max_chars, deny_list=cfg.deny_list)
     for text in ov.texts():
@@ -160,7 +171,7 @@ async def build_context(
             ]
         elif embedder is not None and history:
             older = [e for e in history if e.scene_index not in set(exclude)]
-            relevant = await _rank_by_text(embedder, prompt, older, cfg.relevant_k)
+            relevant = await _rank_by_text(embedder, prompt, older, cfg.relevant_k, clock)
     relevant = sorted(relevant, key=lambda e: e.scene_index)[: cfg.relevant_k]
 
     inputs = PromptInputs(
@@ -180,7 +191,7 @@ async def build_context(
     composed: ComposedPrompt | None = await cache.get(key) if cache is not None else None
     hit = composed is not None
     if composed is None:
-        composed = await format_prompt(template, inputs, llm, deny_list=cfg.deny_list)
+        composed = await format_prompt(template, inputs, llm, deny_list=cfg.deny_list, clock=clock)
         # cache what will not change: LLM answers, and template results when no LLM is configured
         # (a template used because the LLM failed is not cached, so the next call tries the LLM again)
         if cache is not None and (composed.engine == "llm" or composed.fallback_reason == NO_KEY_REASON):
@@ -197,6 +208,7 @@ async def build_context(
         prompt=composed,
         cache_hit=hit,
         episode_weights=weights,
+        model_seconds=clock.seconds,
     )
 
 
@@ -216,19 +228,23 @@ async def load_context(
     overrides: StyleOverrides | None = None,
     owner_id: str | None = None,
 ) -> MemoryContext:
-    """Read the character, its episodes, summary and vectors, then `build_context`. NotFound when missing."""
+    """Read the character, its episodes, summary and vectors, then `build_context`. NotFound when missing.
+
+    The result carries the character row and the Episode rows of its recent and relevant scenes."""
     from . import repository as repo
     from .models import Episode
 
     cfg = config or ContextConfig()
+    clock = ModelClock()
     ch = await repo.get_character(session, character_id, owner_id=owner_id)
     sheet_d = dict(ch.sheet or {})
     sheet_d.setdefault("name", ch.name)
     sheet = CharacterSheet.from_dict(sheet_d)
-    scenes = await repo.scene_tags(session, character_id)
-    recent = [
-        EpisodeView.from_model(e) for e in await repo.recent_episodes(session, character_id, cfg.recent_k)
-    ]
+    # the episode ids come with the tags (same rows): local-mode relevance ranks the character's points by id
+    scenes, episode_ids = await repo.scene_tags_and_ids(session, character_id)
+    recent_rows = await repo.recent_episodes(session, character_id, cfg.recent_k)
+    rows: dict[int, Any] = {e.scene_index: e for e in recent_rows}  # Episode rows read, by scene
+    recent = [EpisodeView.from_model(e) for e in recent_rows]
     summ = await repo.latest_summary(session, character_id)
     semantic = None
     if vectors is not None and ch.encoder and ch.identity_dim:
@@ -238,30 +254,33 @@ async def load_context(
     history: list[EpisodeView] = []
     if embedder is not None and cfg.relevant_k > 0:
         if vectors is not None:
+            local = getattr(vectors, "local", False)
 
             async def relevant_search(text: str, k: int, exclude: Sequence[int]) -> Sequence[EpisodeView]:
-                qv = (await aembed(embedder, [text]))[0]
-                ids = None
-                if getattr(vectors, "local", False):  # local mode ranks the character's own points
-                    from sqlalchemy import select
-
-                    q = select(Episode.id).where(Episode.character_id == character_id)
-                    ids = list((await session.execute(q)).scalars())
+                qv = (await aembed(embedder, [text], clock))[0]
                 hits = await vectors.search_episode_text(
-                    character_id, embedder.name, qv, k, exclude_scenes=exclude, episode_ids=ids
+                    character_id,
+                    embedder.name,
+                    qv,
+                    k,
+                    exclude_scenes=exclude,
+                    episode_ids=episode_ids if local else None,
                 )
                 idx = [h.scene_index for h in hits if h.scene_index is not None]
-                return [
-                    EpisodeView.from_model(e)
-                    for e in await repo.episodes_by_scene(session, character_id, idx)
-                ]
+                found = await repo.episodes_by_scene(session, character_id, idx)
+                rows.update((e.scene_index, e) for e in found)
+                return [EpisodeView.from_model(e) for e in found]
         else:
             from sqlalchemy import select
 
-            rows = await session.execute(select(Episode).where(Episode.character_id == character_id))
-            history = [EpisodeView.from_model(e) for e in rows.scalars()]
+            found = (
+                await session.execute(select(Episode).where(Episode.character_id == character_id))
+            ).scalars()
+            for e in found:
+                rows[e.scene_index] = e
+                history.append(EpisodeView.from_model(e))
 
-    return await build_context(
+    ctx = await build_context(
         character_id=character_id,
         memory_version=ch.memory_version,
         sheet=sheet,
@@ -277,7 +296,10 @@ async def load_context(
         relevant_search=relevant_search,
         llm=llm,
         cache=cache,
+        clock=clock,
     )
+    used = {e.scene_index for e in (*ctx.recent, *ctx.relevant)}
+    return replace(ctx, character=ch, episodes={i: rows[i] for i in sorted(used) if i in rows})
 
 
 @dataclass(frozen=True)
@@ -285,6 +307,8 @@ class RecordResult:
     episode: Any  # models.Episode
     created: bool
     summary: SummaryResult | None
+    #: seconds of this call spent awaiting models and providers (text embedder, LLM summariser)
+    model_seconds: float = 0.0
 
 
 async def record_scene(
@@ -296,35 +320,42 @@ async def record_scene(
     embedder: TextEmbedder | None = None,
     llm: GroqLlm | None = None,
     config: ContextConfig | None = None,
+    character: Any | None = None,
     **episode: Any,
 ) -> RecordResult:
     """Append the episode (idempotent on job_id), index its vectors, and consolidate when due.
 
+    `character`: the character row when the caller has already read it (it is read here otherwise).
     `episode` takes the keyword arguments of `repository.record_episode` (kind, prompt, tags_added, ...).
     """
     from . import repository as repo
 
     cfg = config or ContextConfig()
+    clock = ModelClock()
+    ch = character
+    if ch is None and vectors is not None:
+        ch = await repo.get_character(session, character_id)
+    # read before record_episode commits (a session that expires on commit would have to reload them)
+    encoder, owner_id = (ch.encoder, ch.owner_id) if ch is not None else ("", "")
     ep, created = await repo.record_episode(session, character_id, job_id=job_id, **episode)
-    ch = await repo.get_character(session, character_id)
     if vectors is not None:  # re-indexing a replayed episode is harmless: point ids are deterministic
-        if ep.face_embedding and ch.encoder:
+        if ep.face_embedding and encoder:
             await vectors.upsert_episode_face(
                 character_id,
-                ch.owner_id,
+                owner_id,
                 ep.id,
                 ep.scene_index,
-                ch.encoder,
+                encoder,
                 ep.face_embedding,
                 [r.get("uri", "") if isinstance(r, Mapping) else str(r) for r in ep.result_refs or []],
             )
         if embedder is not None and ep.text.strip():
-            tv = (await aembed(embedder, [ep.text]))[0]
+            tv = (await aembed(embedder, [ep.text], clock))[0]
             await vectors.upsert_episode_text(
-                character_id, ch.owner_id, ep.id, ep.scene_index, embedder.name, tv, ep.text
+                character_id, owner_id, ep.id, ep.scene_index, embedder.name, tv, ep.text
             )
-    summary = await maybe_consolidate(session, character_id, llm=llm, config=cfg)
-    return RecordResult(ep, created, summary)
+    summary = await maybe_consolidate(session, character_id, llm=llm, config=cfg, clock=clock)
+    return RecordResult(ep, created, summary, model_seconds=clock.seconds)
 
 
 async def maybe_consolidate(
@@ -334,26 +365,32 @@ async def maybe_consolidate(
     llm: GroqLlm | None = None,
     config: ContextConfig | None = None,
     force: bool = False,
+    clock: ModelClock | None = None,
 ) -> SummaryResult | None:
     """Write a story-so-far summary when the scenes since the last one are due (5 images / 3 videos), or with
-    `force` whenever there is at least one new scene. None when nothing was written."""
+    `force` whenever there is at least one new scene. None when nothing was written. The LLM's time goes on
+    `clock`."""
     from sqlalchemy import select
 
     from . import repository as repo
     from .models import Episode
 
     cfg = config or ContextConfig()
-    last = await repo.latest_summary(session, character_id)
-    after = last.up_to_scene if last is not None else 0
-    kinds = await repo.episode_kinds_after(session, character_id, after)
+    # runs on every recorded episode: one round trip settles the usual "not due"
+    kinds = await repo.episode_kinds_since_summary(session, character_id)
     if not kinds or not (force or cfg.consolidation.due(kinds)):
         return None
+    last = await repo.latest_summary(session, character_id)
+    after = last.up_to_scene if last is not None else 0
     rows = await session.execute(
         select(Episode)
         .where(Episode.character_id == character_id, Episode.scene_index > after)
         .order_by(Episode.scene_index)
     )
     eps = list(rows.scalars())
+    # decided again on these rows: a concurrent consolidation may have written a summary since the first read
+    if not eps or not (force or cfg.consolidation.due([e.kind for e in eps])):
+        return None
     state = compute_state(await repo.scene_tags(session, character_id))
     res = await consolidate(
         [SceneRecord(e.scene_index, e.kind, e.text) for e in eps],
@@ -361,6 +398,7 @@ async def maybe_consolidate(
         last.text if last is not None else "",
         llm=llm,
         max_chars=cfg.summary_max_chars,
+        clock=clock,
     )
     await repo.add_summary(
         session,

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .clock import ModelClock
 from .prompt import (
     CONSTRAINT_LINES,
     ComposedPrompt,
@@ -228,12 +229,15 @@ async def format_prompt(
     llm: GroqLlm | None,
     *,
     deny_list: tuple[str, ...] | list[str] = (),
+    clock: ModelClock | None = None,
 ) -> ComposedPrompt:
-    """The LLM-formatted prompt when the LLM answers acceptably, else `template` with the fallback reason."""
+    """The LLM-formatted prompt when the LLM answers acceptably, else `template` with the fallback reason.
+    The wait on the LLM is model time on `clock`."""
     if llm is None or not llm.enabled:
         return replace(template, engine="template", fallback_reason=NO_KEY_REASON)
+    clock = clock or ModelClock()
     try:
-        text = await llm.complete(SYSTEM_PROMPT, template.prompt)
+        text = await clock.timed(llm.complete(SYSTEM_PROMPT, template.prompt))
     except LlmUnavailable as e:
         log.warning("llm formatting failed, using the template: %s", e.reason)
         return replace(template, engine="template", fallback_reason=e.reason)

@@ -395,22 +395,34 @@ async def episodes_by_scene(session: AsyncSession, character_id: str, scenes: Se
 
 async def scene_tags(session: AsyncSession, character_id: str) -> list[SceneTags]:
     """Every episode's tags and text, oldest first, for `state.compute_state`."""
+    return (await scene_tags_and_ids(session, character_id))[0]
+
+
+async def scene_tags_and_ids(session: AsyncSession, character_id: str) -> tuple[list[SceneTags], list[str]]:
+    """`scene_tags` plus the episode ids (same order), in one round trip: context building needs both."""
     q = (
         select(
-            Episode.scene_index, Episode.tags_added, Episode.tags_removed, Episode.prompt, Episode.description
+            Episode.id,
+            Episode.scene_index,
+            Episode.tags_added,
+            Episode.tags_removed,
+            Episode.prompt,
+            Episode.description,
         )
         .where(Episode.character_id == character_id)
         .order_by(Episode.scene_index)
     )
-    return [
+    rows = (await session.execute(q)).all()
+    tags = [
         SceneTags(
             r.scene_index,
             dict(r.tags_added or {}),
             dict(r.tags_removed or {}),
             " ".join(x for x in (r.prompt, r.description) if x),
         )
-        for r in (await session.execute(q)).all()
+        for r in rows
     ]
+    return tags, [r.id for r in rows]
 
 
 async def episode_kinds_after(session: AsyncSession, character_id: str, after_scene: int) -> list[str]:
@@ -418,6 +430,22 @@ async def episode_kinds_after(session: AsyncSession, character_id: str, after_sc
     q = (
         select(Episode.kind)
         .where(Episode.character_id == character_id, Episode.scene_index > after_scene)
+        .order_by(Episode.scene_index)
+    )
+    return list((await session.execute(q)).scalars())
+
+
+async def episode_kinds_since_summary(session: AsyncSession, character_id: str) -> list[str]:
+    """Kinds of the episodes after the latest summary (all when none), oldest first, in one round trip: the
+    consolidation trigger runs on every recorded episode and is rarely due."""
+    last = (
+        select(func.coalesce(func.max(Summary.up_to_scene), 0))
+        .where(Summary.character_id == character_id)
+        .scalar_subquery()
+    )
+    q = (
+        select(Episode.kind)
+        .where(Episode.character_id == character_id, Episode.scene_index > last)
         .order_by(Episode.scene_index)
     )
     return list((await session.execute(q)).scalars())

@@ -502,6 +502,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                 embedder=self.embedder,
                 llm=self.llm,
                 config=self.config,
+                character=ch,
                 face_embedding=face,
                 **kw,
             )
@@ -522,7 +523,10 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         if res.summary is not None:
             await self._published_summary(cid, res.summary)
         return pb.RecordEpisodeResponse(
-            episode=episode_pb(ep, encoder), created=res.created, consolidated=res.summary is not None
+            episode=episode_pb(ep, encoder),
+            created=res.created,
+            consolidated=res.summary is not None,
+            model_seconds=res.model_seconds,
         )
 
     async def _published_summary(self, cid: str, summary: Any) -> None:
@@ -596,9 +600,8 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                 overrides=StyleOverrides.from_strings(list(request.style_overrides)),
                 owner_id=self._owner(request.owner_id),
             )
-            ch = await repo.get_character(s, cid)
-            scenes = [e.scene_index for e in (*ctx.recent, *ctx.relevant)]
-            full = {ep.scene_index: ep for ep in await repo.episodes_by_scene(s, cid, scenes)}
+        # load_context hands back the rows it read: the character and the recent + relevant episodes
+        ch, full = ctx.character, ctx.episodes
         enc = ch.encoder
 
         def eps(views: Sequence[Any]) -> list[pb.Episode]:
@@ -621,6 +624,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             cache_hit=ctx.cache_hit,
             memory_version=ctx.memory_version,
             character=character_pb(ch, None if ctx.semantic_vector is None else ctx.semantic_vector.tolist()),
+            model_seconds=ctx.model_seconds,
         )
         if ctx.semantic_vector is not None:
             out.semantic.CopyFrom(common_pb2.IdentityVector(encoder=enc, values=ctx.semantic_vector.tolist()))

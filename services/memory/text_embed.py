@@ -18,6 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
+from .clock import ModelClock
+
 DIM = 384
 MODEL_NAME = "all-MiniLM-L6-v2"
 
@@ -95,6 +97,7 @@ def get_text_embedder(kind: str = "minilm") -> TextEmbedder:
         return _instance
 
 
-async def aembed(embedder: TextEmbedder, texts: Sequence[str]) -> np.ndarray:
-    """Embed off the event loop."""
-    return await asyncio.to_thread(embedder.embed, list(texts))
+async def aembed(embedder: TextEmbedder, texts: Sequence[str], clock: ModelClock | None = None) -> np.ndarray:
+    """Embed off the event loop; the wait (thread hand-off included) is model time on `clock`."""
+    clock = clock or ModelClock()
+    return await clock.timed(asyncio.to_thread(embedder.embed, list(texts)))

@@ -2,10 +2,11 @@
 
     claim → consent re-check → context → render → score → refine gate → state → record → succeeded
 
-Each finished step's result is checkpointed in the job row before the next starts; a redelivered job (a worker
-crashed, a reconciler re-enqueue) skips what is done, so it never renders twice or appends two episodes
-(RecordEpisode is idempotent on the job id as well). Between steps the flow re-reads the job and stops when it
-was cancelled. Permanent errors (bad input, not found, no consent) end the job `failed` at once; transient ones
+A step that cost money or long work (render, refinement, a vision model's state) is checkpointed in the job row
+before the next starts; a redelivered job (a worker crashed, a reconciler re-enqueue) skips what is done, so it
+never renders twice. Steps that are cheap and safe to redo (context, score, the heuristic state, the idempotent
+RecordEpisode) ride along with the next write instead of costing one each. Before a paid step the flow makes a
+conditional write, so a job cancelled meanwhile stops there. Permanent errors (bad input, not found, no consent) end the job `failed` at once; transient ones
 (unavailable, deadline, quota) are raised so the message is redelivered with backoff, and on the final
 delivery the job ends `failed` before the bus writes the dead letter.
 """
@@ -48,7 +49,7 @@ from idlock.v1 import (
 )
 from services.orchestrator.jobs import JobStore, dict_to_msg, msg_to_dict, to_proto
 from services.orchestrator.models import FAILED, NEEDS_MORE_REFS, RUNNING, SUCCEEDED, Job, aware, utcnow
-from services.orchestrator.state_extraction import StateExtractor
+from services.orchestrator.state_extraction import HEURISTIC, StateExtractor
 
 log = logging.getLogger("idlock.orchestrator.flow")
 
@@ -58,8 +59,19 @@ PERMANENT = (InvalidInput, NotFound, PreconditionFailed, PermissionDenied, Unimp
 REFINER_UNAVAILABLE = "refiner could not run; the image was kept"
 
 
-#: steps that call a paid provider: a cancelled job must not start them
-PAID_STEPS = frozenset({"render", "regenerate", "refine"})
+#: steps that call a paid provider: a cancelled job must not start them (the refiner is guarded where it is called)
+PAID_STEPS = frozenset({"render", "regenerate"})
+
+
+class Checkpoint(dict):
+    """A running job's finished steps (name -> result), with what is not written to the row yet (`pending`) and
+    whether the last thing done was a conditional write that found the job still running here (`confirmed`)."""
+
+    def __init__(self, done: Mapping[str, Any] | None = None) -> None:
+        super().__init__(done or {})
+        self.pending: set[str] = set()
+        self.confirmed = True
+
 
 class Peers(Protocol):
     async def get_character(
@@ -275,32 +287,44 @@ class GenerationFlow:
                 await renew
 
     async def _run_claimed(self, job: Job, final_attempt: bool) -> str:
-        ckpt: dict[str, Any] = dict(job.checkpoint or {})
+        ckpt = Checkpoint(job.checkpoint)
         options = dict_to_msg(job.options, pb.GenerationOptions())
-        await self.emit(
+        self.emit_soon(
             "started",
             self.event(job, common_pb2.JOB_STATUS_RUNNING, message=f"attempt {job.attempts}"),
             f"{job.id}:started:{job.attempts}",
         )
         try:
-            character = await self._check_character(job)
             if options.video:
                 from services.orchestrator.video_flow import VideoSteps
 
+                character = await self._check_character(job)
                 return await VideoSteps(self).run(job, ckpt, options, character)
-            ctx = await self._step(job, ckpt, "context", lambda: self._context(job, character))
+            # consent and readiness are checked on the character that BuildContext returns; a job resumed after
+            # its context was saved asks memory for the character again
+            character = None if "context" not in ckpt else await self._check_character(job)
+            ctx = await self._step(job, ckpt, "context", lambda: self._context(job, character), carry=True)
             render = await self._step(job, ckpt, "render", lambda: self._render(job, options, ctx))
-            score = await self._step(job, ckpt, "score", lambda: self._score(job, ctx, render))
+            score = await self._step(job, ckpt, "score", lambda: self._score(job, ctx, render), carry=True)
             refine = await self._step(
-                job, ckpt, "refine", lambda: self._refine_gate(job, options, render, score)
+                job,
+                ckpt,
+                "refine",
+                lambda: self._refine_gate(job, ckpt, options, render, score),
+                carry=lambda r: "attempts" not in r,  # the refiner's work is kept; a gate that let it be is not
             )
             scored = score
             if refine.get("image"):  # the refiner improved the face: the refined image is the job's result
                 render = {**render, "image": refine["image"]}
                 # the episode gets the refined face's IDR, not the replaced face's score or embedding
                 scored = {"face_found": True, "idr": refine["idr_after"]}
-            state = await self._step(job, ckpt, "state", lambda: self._state(job, render))
-            record = await self._step(job, ckpt, "record", lambda: self._record(job, render, scored, state))
+            state = await self._step(
+                job, ckpt, "state", lambda: self._state(job, render), carry=lambda r: not r.get("model_seconds")
+            )
+            # RecordEpisode is idempotent on the job id: its result is written with the job's end
+            record = await self._step(
+                job, ckpt, "record", lambda: self._record(job, render, scored, state), carry=True
+            )
             return await self._succeed(job, ckpt, render, score, refine, state, record)
         except _Stop:
             log.info("job %s stopped: no longer running for this worker", job.id)
@@ -335,6 +359,9 @@ class GenerationFlow:
             raise _JobFailed(
                 FAILED, "character_not_found", f"character {job.character_id} no longer exists"
             ) from None
+        return self._admit(job, character)
+
+    def _admit(self, job: Job, character: memory_service_pb2.Character) -> memory_service_pb2.Character:
         if not character.consent_given:
             raise _JobFailed(
                 FAILED,
@@ -349,20 +376,28 @@ class GenerationFlow:
         return character
 
     async def _step(
-        self, job: Job, ckpt: dict[str, Any], name: str, fn: Callable[[], Awaitable[dict[str, Any]]]
+        self,
+        job: Job,
+        ckpt: Checkpoint,
+        name: str,
+        fn: Callable[[], Awaitable[dict[str, Any]]],
+        *,
+        carry: bool | Callable[[dict[str, Any]], bool] = False,
     ) -> dict[str, Any]:
+        """Run a step unless it is already done. Its result is written to the job row now, or, when `carry` says
+        it is cheap and safe to redo, with the next write."""
         if name in ckpt:
             return ckpt[name]
-        # steps that cost money re-check the job first (a cancel may have come in); for the others the previous
-        # checkpoint, or the claim, has just confirmed that the job still runs here
-        if name in PAID_STEPS and not await self.store.set_step(job.id, self.worker_id, name):
-            raise _Stop()
+        if name in PAID_STEPS:
+            await self._confirm(job, ckpt, name)
         t0 = time.perf_counter()
         result = await fn()
+        ckpt.confirmed = False
         result["seconds"] = round(time.perf_counter() - t0, 4)
-        if not await self.store.save_checkpoint(job.id, self.worker_id, name, result):
-            raise _Stop()
         ckpt[name] = result
+        ckpt.pending.add(name)
+        if not (carry(result) if callable(carry) else carry):
+            await self._write(job, ckpt, name)
         self.emit_soon(
             "progress",
             self.event(job, common_pb2.JOB_STATUS_RUNNING, step=name, message=f"{name} done"),
@@ -372,18 +407,39 @@ class GenerationFlow:
             await self.after_step(job.id, name)
         return result
 
+    async def _write(self, job: Job, ckpt: Checkpoint, step: str) -> None:
+        """Write the pending step results (and the step now running) if the job still runs here; else stop."""
+        done = {name: ckpt[name] for name in ckpt.pending}
+        if not await self.store.save_steps(job.id, self.worker_id, done, step=step):
+            raise _Stop()
+        ckpt.pending.clear()
+        ckpt.confirmed = True
+
+    async def _confirm(self, job: Job, ckpt: Checkpoint, step: str) -> None:
+        """Before a paid call: unless the last thing done was a write that found the job running here, write
+        (a cancel may have come in meanwhile)."""
+        if not ckpt.confirmed or ckpt.pending:
+            await self._write(job, ckpt, step)
+
     # --- the steps --------------------------------------------------------------------------------------------
 
-    async def _context(self, job: Job, character: memory_service_pb2.Character) -> dict[str, Any]:
-        ctx = await self.peers.build_context(
-            job.character_id,
-            job.owner_id,
-            job.prompt,
-            list(job.style_overrides or []),
-            timeout_s=self.config.step_timeout_s,
-        )
+    async def _context(self, job: Job, character: memory_service_pb2.Character | None) -> dict[str, Any]:
+        try:
+            ctx = await self.peers.build_context(
+                job.character_id,
+                job.owner_id,
+                job.prompt,
+                list(job.style_overrides or []),
+                timeout_s=self.config.step_timeout_s,
+            )
+        except NotFound:
+            raise _JobFailed(
+                FAILED, "character_not_found", f"character {job.character_id} no longer exists"
+            ) from None
         if ctx.HasField("character") and ctx.character.id:
-            character = ctx.character
+            character = self._admit(job, ctx.character)
+        elif character is None:
+            character = await self._check_character(job)
         identity = character.identity if character.identity.values else ctx.semantic
         return {
             "prompt": ctx.prompt.prompt or job.prompt,
@@ -393,6 +449,7 @@ class GenerationFlow:
             "memory_version": int(ctx.memory_version),
             "identity": msg_to_dict(identity),
             "references": [msg_to_dict(r) for r in character.reference_images],
+            "model_seconds": round(float(ctx.model_seconds), 4),
         }
 
     async def _render(
@@ -439,7 +496,12 @@ class GenerationFlow:
         return out
 
     async def _refine_gate(
-        self, job: Job, options: pb.GenerationOptions, render: Mapping[str, Any], score: Mapping[str, Any]
+        self,
+        job: Job,
+        ckpt: Checkpoint,
+        options: pb.GenerationOptions,
+        render: Mapping[str, Any],
+        score: Mapping[str, Any],
     ) -> dict[str, Any]:
         """Below the refine threshold (or when asked) the refiner repairs the face: best of 2 attempts, never
         worse. The refiner is an enhancement: when it cannot run, the job goes on with the unrefined image."""
@@ -462,6 +524,7 @@ class GenerationFlow:
         refine_image = getattr(self.peers, "refine_image", None)
         if refine_image is None:
             return {"needed": True, "refined": False, "note": f"{REFINER_UNAVAILABLE}: no refiner configured"}
+        await self._confirm(job, ckpt, "refine")
         try:
             resp = await refine_image(request, timeout_s=self.config.refine_timeout_s)
         except (TimeoutError, IdlockError) as e:
@@ -494,8 +557,11 @@ class GenerationFlow:
         mime = render["image"].get("mime", "image/png")
         if self.extractor.uses_vision and self.objects is not None:
             image_bytes = await self.objects.get(render["image"]["uri"])
+        t0 = time.perf_counter()
         st = await self.extractor.extract(user_prompt=job.prompt, image=image_bytes, mime=mime)
         return {
+            # time in the vision model (none for the heuristic, which reads the prompt)
+            "model_seconds": round(time.perf_counter() - t0, 4) if st.source != HEURISTIC else 0.0,
             "added": st.added,
             "removed": st.removed,
             "description": st.description,
@@ -527,6 +593,7 @@ class GenerationFlow:
             "scene_index": int(resp.episode.scene_index),
             "created": bool(resp.created),
             "consolidated": bool(resp.consolidated),
+            "model_seconds": round(float(resp.model_seconds), 4),
         }
 
     # --- endings ----------------------------------------------------------------------------------------------
@@ -561,6 +628,7 @@ class GenerationFlow:
         for name in STEPS:
             if name in ckpt:
                 m.step_seconds[name] = float(ckpt[name].get("seconds", 0.0))
+                m.step_model_seconds[name] = step_model_seconds(name, ckpt[name])
         if score.get("idr"):
             m.idr_before.CopyFrom(dict_to_msg(score["idr"], common_pb2.IdrScore()))
         if refine.get("idr_after"):
@@ -570,15 +638,22 @@ class GenerationFlow:
         return m
 
     async def finish_success(
-        self, job: Job, image: common_pb2.ImageRef, metrics: pb.JobMetrics, message: str
+        self,
+        job: Job,
+        image: common_pb2.ImageRef,
+        metrics: pb.JobMetrics,
+        message: str,
+        ckpt: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Mark the job succeeded with its usage record, then announce it; False when it was cancelled meanwhile."""
+        """Mark the job succeeded with its usage record (and its steps), then announce it; False when it was
+        cancelled meanwhile."""
         ok = await self.store.finish(
             job.id,
             SUCCEEDED,
             worker_id=self.worker_id,
             result_image=msg_to_dict(image),
             metrics=msg_to_dict(metrics),
+            checkpoint=dict(ckpt) if ckpt is not None else None,
             usage={
                 "owner_id": job.owner_id,
                 "character_id": job.character_id,
@@ -604,7 +679,7 @@ class GenerationFlow:
         metrics = self.metrics(job, ckpt, render, score, refine, state, record)
         image = dict_to_msg(render["image"], common_pb2.ImageRef())
         msg = "episode recorded" + (", memory consolidated" if record.get("consolidated") else "")
-        if not await self.finish_success(job, image, metrics, msg):
+        if not await self.finish_success(job, image, metrics, msg, ckpt):
             return "cancelled"
         log.info("job %s succeeded in %.2f s (scene %d)", job.id, metrics.total_seconds, metrics.scene_index)
         return SUCCEEDED
@@ -631,6 +706,7 @@ class GenerationFlow:
             error_code=code,
             error_message=message[:2000],
             usage=usage,
+            checkpoint=dict(ckpt) if ckpt else None,
         )
         if not ok:
             return "cancelled"
@@ -644,6 +720,20 @@ class GenerationFlow:
         )
         log.info("job %s ended %s (%s): %s", job.id, status, code, message)
         return status
+
+
+#: steps that are calls to model services (renderer, face models, refiner): all their time is model time
+MODEL_STEPS = frozenset({"render", "regenerate", "score", "refine"})
+
+
+def step_model_seconds(name: str, result: Mapping[str, Any]) -> float:
+    """Seconds of a step spent inside model compute and providers: the whole step for the model services, what
+    memory reports for its text embedder and LLM, the vision model's time for the state."""
+    if name in MODEL_STEPS:
+        if name == "refine" and "attempts" not in result:
+            return 0.0  # the gate let the image be: no refiner ran
+        return float(result.get("seconds", 0.0))
+    return float(result.get("model_seconds", 0.0))
 
 
 def snapshot(job: Job) -> pb.Job:

@@ -318,25 +318,23 @@ class JobStore:
         async with self.db.session() as s:
             return (await s.execute(select(Job.status).where(Job.id == job_id))).scalar_one_or_none()
 
-    async def set_step(self, job_id: str, worker_id: str, step: str) -> bool:
-        """Record the step now running; False when the job is no longer running for this worker."""
-        async with self.db.session() as s:
-            res = await s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == RUNNING, Job.lease_owner == worker_id)
-                .values(step=step, updated_at=utcnow())
-            )
-            return res.rowcount == 1
-
     async def save_checkpoint(
         self, job_id: str, worker_id: str, step: str, result: Mapping[str, Any]
     ) -> bool:
         """Store a finished step's result; False when the job is no longer running for this worker."""
+        return await self.save_steps(job_id, worker_id, {step: result}, step=step)
+
+    async def save_steps(
+        self, job_id: str, worker_id: str, results: Mapping[str, Mapping[str, Any]], *, step: str
+    ) -> bool:
+        """Store finished steps' results and the step now current, in one write; False when the job is no longer
+        running for this worker (cancelled, or its lease went to another)."""
         async with self.db.session() as s:
             job = await s.get(Job, job_id, with_for_update=self.db.dialect == "postgresql")
             if job is None or job.status != RUNNING or job.lease_owner != worker_id:
                 return False
-            job.checkpoint = {**(job.checkpoint or {}), step: dict(result)}
+            if results:
+                job.checkpoint = {**(job.checkpoint or {}), **{k: dict(v) for k, v in results.items()}}
             job.step = step
             job.updated_at = utcnow()
             return True
@@ -352,8 +350,10 @@ class JobStore:
         error_code: str = "",
         error_message: str = "",
         usage: Mapping[str, Any] | None = None,
+        checkpoint: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Move a queued/running job to a terminal state (with the usage record, in one transaction).
+        """Move a queued/running job to a terminal state (with the usage record, in one transaction); `checkpoint`
+        replaces the stored step results (the worker's full set, written with the end instead of step by step).
         False when it was already terminal (e.g. cancelled meanwhile) or leased by another worker."""
         if status not in TERMINAL:
             raise InvalidInput(f"{status!r} is not a terminal job state")
@@ -374,6 +374,8 @@ class JobStore:
             values["result_image"] = dict(result_image)
         if metrics is not None:
             values["metrics"] = dict(metrics)
+        if checkpoint is not None:
+            values["checkpoint"] = dict(checkpoint)
         async with self.db.session() as s:
             res = await s.execute(update(Job).where(*cond).values(**values))
             if res.rowcount != 1:

@@ -325,15 +325,19 @@ class VideoSteps:
             "scene_index": int(resp.episode.scene_index),
             "created": bool(resp.created),
             "consolidated": bool(resp.consolidated),
+            "model_seconds": round(float(resp.model_seconds), 4),
         }
 
     # --- ending -----------------------------------------------------------------------------------------------
 
     def metrics(self, job, ckpt, render, score, regen, state, record) -> pb.JobMetrics:
+        from services.orchestrator.flow import step_model_seconds
+
         refine = {"needed": bool(regen.get("needed")), "refined": False, "note": regen.get("note", "")}
         m = self.flow.metrics(job, ckpt, render, score, refine, state, record)
         if "regenerate" in ckpt:
             m.step_seconds["regenerate"] = float(ckpt["regenerate"].get("seconds", 0.0))
+            m.step_model_seconds["regenerate"] = step_model_seconds("regenerate", ckpt["regenerate"])
         m.video_duration_s = float(score.get("duration_s", 0.0))
         m.frames_scored = int(score.get("frames_scored", 0))
         m.frame_idr_min = float(score.get("frame_idr_min", 0.0))

@@ -224,14 +224,16 @@ class RecordEpisodeRequest(_message.Message):
     def __init__(self, episode: _Optional[_Union[Episode, _Mapping]] = ...) -> None: ...
 
 class RecordEpisodeResponse(_message.Message):
-    __slots__ = ("episode", "created", "consolidated")
+    __slots__ = ("episode", "created", "consolidated", "model_seconds")
     EPISODE_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     CONSOLIDATED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     episode: Episode
     created: bool
     consolidated: bool
-    def __init__(self, episode: _Optional[_Union[Episode, _Mapping]] = ..., created: _Optional[bool] = ..., consolidated: _Optional[bool] = ...) -> None: ...
+    model_seconds: float
+    def __init__(self, episode: _Optional[_Union[Episode, _Mapping]] = ..., created: _Optional[bool] = ..., consolidated: _Optional[bool] = ..., model_seconds: _Optional[float] = ...) -> None: ...
 
 class ListHistoryRequest(_message.Message):
     __slots__ = ("character_id", "owner_id", "page")
@@ -322,7 +324,7 @@ class BuildContextRequest(_message.Message):
     def __init__(self, character_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., user_prompt: _Optional[str] = ..., style_overrides: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BuildContextResponse(_message.Message):
-    __slots__ = ("semantic", "merged", "recent", "relevant", "current_state", "story_summary", "prompt", "cache_hit", "memory_version", "character")
+    __slots__ = ("semantic", "merged", "recent", "relevant", "current_state", "story_summary", "prompt", "cache_hit", "memory_version", "character", "model_seconds")
     SEMANTIC_FIELD_NUMBER: _ClassVar[int]
     MERGED_FIELD_NUMBER: _ClassVar[int]
     RECENT_FIELD_NUMBER: _ClassVar[int]
@@ -333,6 +335,7 @@ class BuildContextResponse(_message.Message):
     CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     MEMORY_VERSION_FIELD_NUMBER: _ClassVar[int]
     CHARACTER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     semantic: _common_pb2.IdentityVector
     merged: _common_pb2.IdentityVector
     recent: _containers.RepeatedCompositeFieldContainer[Episode]
@@ -343,7 +346,8 @@ class BuildContextResponse(_message.Message):
     cache_hit: bool
     memory_version: int
     character: Character
-    def __init__(self, semantic: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., merged: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., recent: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., relevant: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., current_state: _Optional[_Iterable[_Union[StateItem, _Mapping]]] = ..., story_summary: _Optional[str] = ..., prompt: _Optional[_Union[ComposedPrompt, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., memory_version: _Optional[int] = ..., character: _Optional[_Union[Character, _Mapping]] = ...) -> None: ...
+    model_seconds: float
+    def __init__(self, semantic: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., merged: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., recent: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., relevant: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., current_state: _Optional[_Iterable[_Union[StateItem, _Mapping]]] = ..., story_summary: _Optional[str] = ..., prompt: _Optional[_Union[ComposedPrompt, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., memory_version: _Optional[int] = ..., character: _Optional[_Union[Character, _Mapping]] = ..., model_seconds: _Optional[float] = ...) -> None: ...
 
 class ConsolidateRequest(_message.Message):
     __slots__ = ("character_id",)

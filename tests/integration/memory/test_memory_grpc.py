@@ -12,6 +12,7 @@ import asyncio
 import os
 import pickle
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -424,8 +425,12 @@ async def test_three_scene_story_and_context(mesh: Mesh, astronaut_png: bytes) -
             common_pb2.IdentityVector(encoder="dlib", values=(face / np.linalg.norm(face)))
         )
         ep.idr.CopyFrom(common_pb2.IdrScore(raw=0.95, calibrated=0.9))
+        t0 = time.perf_counter()
         res = await mesh.stub.RecordEpisode(pb.RecordEpisodeRequest(episode=ep))
+        wall = time.perf_counter() - t0
         assert res.created and res.episode.scene_index == i and not res.consolidated
+        # the text embedder indexed the scene: its time is reported and is part of the call
+        assert 0 < res.model_seconds < wall
         assert res.episode.image.uri == f"file:///renders/{i}.png"
         assert res.episode.idr.verdict == common_pb2.VERDICT_GOLDEN
 
@@ -468,7 +473,10 @@ async def test_three_scene_story_and_context(mesh: Mesh, astronaut_png: bytes) -
         user_prompt="Scene 4: she walks into the village at dawn",
         style_overrides=["negative: lens flare"],
     )
+    t0 = time.perf_counter()
     ctx = await mesh.stub.BuildContext(req)
+    wall = time.perf_counter() - t0
+    assert 0 < ctx.model_seconds < wall  # the embedder ranked earlier scenes (template engine: no LLM)
     names = {(i.category, i.name) for i in ctx.current_state}
     assert ("props", "sword") in names and ("injuries", "cut on left cheek") in names
     assert not any(c == "clothing" for c, _ in names)

@@ -122,11 +122,19 @@ async def test_episodes_idempotent_history_and_delete(sm):
         st = compute_state(await repo.scene_tags(s, ch.id))
         assert st.names("props") == ["sword"] and st.names("clothing") == []
         assert await repo.episode_kinds_after(s, ch.id, 1) == ["image", "video"]
+        tags, ids = await repo.scene_tags_and_ids(s, ch.id)
+        assert tags == await repo.scene_tags(s, ch.id)
+        assert ids == [e.id for e in await repo.episodes_by_scene(s, ch.id, [1, 2, 3])]
         assert (await repo.get_character(s, ch.id)).memory_version == 4
+        # the consolidation trigger counts from the latest summary (all scenes before any)
+        assert await repo.episode_kinds_since_summary(s, ch.id) == ["image", "image", "video"]
+        await repo.add_summary(s, ch.id, up_to_scene=1, text="first", engine="digest")
+        assert await repo.episode_kinds_since_summary(s, ch.id) == ["image", "video"]
         summ = await repo.add_summary(s, ch.id, up_to_scene=3, text="so far", engine="digest")
         assert (await repo.latest_summary(s, ch.id)).id == summ.id
+        assert await repo.episode_kinds_since_summary(s, ch.id) == []
         counts = await repo.delete_character(s, ch.id)
-        assert counts == {"summaries": 1, "episodes": 3, "characters": 1}
+        assert counts == {"summaries": 2, "episodes": 3, "characters": 1}
         with pytest.raises(NotFound):
             await repo.get_character(s, ch.id)
 

@@ -1,8 +1,12 @@
 """The three-scene story end to end over the core modules: SQLite repository, Qdrant local mode, text embeddings,
 prompt cache, template and LLM engines (fake Groq server with the real client), consolidation."""
 
+import contextlib
+import time
+
 import numpy as np
 import pytest
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from idlock.errors import InvalidInput
@@ -46,6 +50,21 @@ SCENES = [
 ]
 
 
+@contextlib.contextmanager
+def statements(engine):
+    """The SQL statements run on `engine` inside the block (the hot paths' round trips)."""
+    seen: list[str] = []
+
+    def on_execute(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", on_execute)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", on_execute)
+
+
 def unit(seed, dim=128):
     v = np.random.default_rng(seed).normal(size=dim)
     return v / np.linalg.norm(v)
@@ -60,6 +79,7 @@ async def env(tmp_path):
     async with engine.begin() as c:
         await c.run_sync(Base.metadata.create_all)
     sm = async_sessionmaker(engine, expire_on_commit=False)
+    sm.engine = engine  # for counting statements
     vectors = MemoryVectors.local(str(tmp_path / "qdrant"), prefix="t")
     yield sm, vectors
     await vectors.close()
@@ -81,26 +101,44 @@ async def test_three_scene_story_context(env):
     cache = InMemoryPromptCache()
     cid = await make_character(sm, vectors)
     async with sm() as s:
+        ch = await repo.get_character(s, cid)
         for i, sc in enumerate(SCENES, 1):
-            r = await record_scene(
-                s, cid, vectors=vectors, embedder=emb, face_embedding=unit(i).tolist(), **sc
-            )
+            t0 = time.perf_counter()
+            with statements(sm.engine) as sql:
+                r = await record_scene(
+                    s, cid, vectors=vectors, embedder=emb, character=ch, face_embedding=unit(i).tolist(), **sc
+                )
+            wall = time.perf_counter() - t0
             assert r.created and r.episode.scene_index == i and r.summary is None
+            # the text embedder ran: its time is reported, and is part of the call
+            assert 0 < r.model_seconds < wall
+            # job lookup, counter bump, job re-check, scene number, insert, consolidation check: the given
+            # character is not read again, and "not due" takes one query
+            assert len(sql) == 6, sql
+            assert not [q for q in sql if q.startswith("SELECT") and "characters.owner_id" in q]
+            assert sum("summaries" in q for q in sql) == 1
         # replaying a job changes nothing
         r = await record_scene(s, cid, vectors=vectors, embedder=emb, **SCENES[0])
         assert not r.created and r.episode.scene_index == 1
         assert await vectors.count_character(cid) == 1 + 3 + 3
+        # no embedder, no LLM: no model time
+        r = await record_scene(s, cid, **SCENES[0])
+        assert not r.created and r.model_seconds == 0.0
 
+        walk = "Aria walks into the village at dawn, sword on her back"
         cfg = ContextConfig(recent_k=2, relevant_k=1)
-        ctx = await load_context(
-            s,
-            cid,
-            "Aria walks into the village at dawn, sword on her back",
-            vectors=vectors,
-            embedder=emb,
-            config=cfg,
-            cache=cache,
-        )
+        wiring = {"vectors": vectors, "embedder": emb, "config": cfg, "cache": cache}
+        t0 = time.perf_counter()
+        with statements(sm.engine) as sql:
+            ctx = await load_context(s, cid, walk, **wiring)
+        wall = time.perf_counter() - t0
+    assert 0 < ctx.model_seconds < wall
+    # character, scene tags (+ ids for local-mode relevance), recent episodes, summary, relevant episodes
+    assert len(sql) == 5, sql
+    # the rows read come back with the context, so callers need not read them again
+    assert ctx.character.id == cid and ctx.character.memory_version == ctx.memory_version
+    assert sorted(ctx.episodes) == [1, 2, 3]
+    assert all(ctx.episodes[e.scene_index].id == e.id for e in (*ctx.recent, *ctx.relevant))
     assert ctx.state.names("props") == ["sword"]
     assert ctx.state.names("injuries") == ["cut on left cheek"]
     assert ctx.state.names("clothing") == []
@@ -119,15 +157,7 @@ async def test_three_scene_story_context(env):
     assert all(t in p.negative_prompt for t in MANDATORY_NEGATIVE_TOKENS)
 
     async with sm() as s:
-        again = await load_context(
-            s,
-            cid,
-            "Aria walks into the village at dawn, sword on her back",
-            vectors=vectors,
-            embedder=emb,
-            config=cfg,
-            cache=cache,
-        )
+        again = await load_context(s, cid, walk, **wiring)
     assert again.cache_hit and again.prompt.prompt == p.prompt and again.prompt.cache_hit
 
     with pytest.raises(InvalidInput, match="'dragon'"):
@@ -156,10 +186,14 @@ async def test_llm_engine_cache_and_consolidation(env):
         cache = InMemoryPromptCache()
         cfg = ContextConfig(consolidation=ConsolidationPolicy(every_images=5, every_videos=3))
         async with sm() as s:
+            fake.delay_s = 0.2  # the provider's time is model time
             ctx = await load_context(s, cid, "village at dawn", llm=llm, cache=cache, config=cfg)
             assert ctx.prompt.engine == "llm" and ctx.prompt.prompt == good and not ctx.cache_hit
+            assert 0.2 <= ctx.model_seconds < 2
             ctx2 = await load_context(s, cid, "village at dawn", llm=llm, cache=cache, config=cfg)
             assert ctx2.cache_hit and ctx2.prompt.engine == "llm" and fake.calls == 1
+            assert ctx2.model_seconds == 0.0  # answered from the cache
+            fake.delay_s = 0.0
             # a failing LLM: template, labelled, and not cached
             fake.fail_always(503)
             ctx3 = await load_context(s, cid, "village at noon", llm=llm, cache=cache, config=cfg)
@@ -168,7 +202,8 @@ async def test_llm_engine_cache_and_consolidation(env):
 
             # consolidation: 5 images -> one summary by the LLM
             fake.reply("Aria fought five battles and kept her sword.")
-            summaries = []
+            fake.delay_s = 0.2
+            summaries, model_s = [], []
             for i in range(5):
                 r = await record_scene(
                     s,
@@ -180,7 +215,11 @@ async def test_llm_engine_cache_and_consolidation(env):
                     tags_added={"props": ["sword"]},
                 )
                 summaries.append(r.summary)
+                model_s.append(r.model_seconds)
+            fake.delay_s = 0.0
             assert summaries[:4] == [None] * 4
+            # only the summariser (no embedder here) counts, on the record that consolidated
+            assert model_s[:4] == [0.0] * 4 and 0.2 <= model_s[4] < 2
             assert summaries[4].engine == "llm" and summaries[4].up_to_scene == 5
             assert "five battles" in summaries[4].text
             # 3 videos -> one digest summary when no LLM

@@ -18,6 +18,14 @@ from tests.integration.orchestrator.conftest import OWNER, orchestrator
 
 
 async def test_submit_runs_to_succeeded_with_metrics_and_a_stored_image(orch) -> None:
+    writes: list[tuple[str, list[str]]] = []
+    save_steps = orch.servicer.flow.store.save_steps
+
+    async def counted(job_id, worker_id, results, *, step):
+        writes.append((step, sorted(results)))
+        return await save_steps(job_id, worker_id, results, step=step)
+
+    orch.servicer.flow.store.save_steps = counted
     cid = orch.peers.add_character()
     resp = await orch.submit(cid, idempotency_key="k-1")
     assert resp.created and resp.job.id.startswith("job_") and resp.job.status == common_pb2.JOB_STATUS_QUEUED
@@ -40,6 +48,20 @@ async def test_submit_runs_to_succeeded_with_metrics_and_a_stored_image(orch) ->
     assert list(m.tags.clothing) == ["red cloak"] and list(m.tags.props) == ["sword"]
     assert list(m.tags.setting) == ["forest"] and list(m.tags.mood) == ["determined"]
     assert m.scene_index == 1 and m.attempts == 1
+    # model time: the model services' whole steps; none in the heuristic state or where no refiner ran
+    assert m.step_model_seconds["render"] == m.step_seconds["render"] > 0
+    assert m.step_model_seconds["score"] == m.step_seconds["score"] > 0
+    assert m.step_model_seconds["refine"] == m.step_model_seconds["state"] == 0.0
+
+    # the row is written before the render (the context, and a cancel would stop it there), after it, and
+    # before a refiner call; the cheap steps ride along, and every step is in the row at the end
+    assert writes == [("render", ["context"]), ("render", ["render"])] + (
+        [("refine", ["score"])] if m.refine_needed else []
+    )
+    row = await orch.servicer.store.get(job.id)
+    assert set(row.checkpoint) == {"context", "render", "score", "refine", "state", "record"}
+    # at the start consent was checked on the character BuildContext returned: GetCharacter ran once, at submission
+    assert orch.peers.memory.calls["GetCharacter"] == 1 and orch.peers.memory.calls["BuildContext"] == 1
 
     # one episode recorded, with the image, IDR, tags and a face embedding
     eps = [e for (c, _), e in orch.peers.memory.episodes.items() if c == cid]

@@ -61,11 +61,14 @@ async def test_claim_lease_checkpoint_cancel_and_finish(store: JobStore) -> None
     taken = await store.claim(job.id, "w2", lease_s=5)
     assert taken.outcome == "claimed" and taken.job.attempts == 2
     assert taken.job.checkpoint == {"render": {"image": {"uri": "file:///x.png"}}}
-    assert not await store.set_step(job.id, "w1", "score")
+    assert await store.save_steps(job.id, "w2", {"context": {"prompt": "p"}, "score": {"idr": 0.9}}, step="refine")
+    row = await store.get(job.id)
+    assert row.step == "refine" and set(row.checkpoint) == {"render", "context", "score"}
+    assert not await store.save_steps(job.id, "w1", {"score": {"idr": 0.9}}, step="refine")
 
     cancelled, changed = await store.cancel(job.id, "o")
     assert changed and cancelled.status == "cancelled"
-    assert not await store.set_step(job.id, "w2", "score")
+    assert not await store.save_steps(job.id, "w2", {}, step="score")
     assert not await store.finish(job.id, "succeeded", worker_id="w2")  # a cancel is never overwritten
     assert (await store.claim(job.id, "w3", lease_s=5)).outcome == "terminal"
     assert (await store.claim("job_missing", "w3", lease_s=5)).outcome == "missing"

@@ -70,6 +70,9 @@ async def test_a_worker_killed_after_the_render_checkpoint_completes_once_on_ano
         recorded = [e for e in peers.memory.record_requests if e.job_id == job.id]
         assert len(recorded) == 1 and peers.memory.episodes[(cid, job.id)].scene_index == 1
         assert done.attempts == 2 and done.metrics.attempts == 2
+        # the resumed job had its context saved: consent was re-checked with GetCharacter (the first call was
+        # the submission's), not with a second context
+        assert peers.memory.calls["GetCharacter"] == 2 and peers.memory.calls["BuildContext"] == 1
         assert set(done.metrics.step_seconds) == {"context", "render", "score", "refine", "state", "record"}
         await asyncio.sleep(0.2)
         events = orch.events_of(job.id)
