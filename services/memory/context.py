@@ -28,7 +28,7 @@ from .prompt import (
     compose_template,
     sanitize_prompt,
 )
-from .state import SceneTags, StoryState, compute_state
+from .state import SceneTags, StateCache, StoryState, compute_state
 from .text_embed import TextEmbedder, aembed
 
 
@@ -123,6 +123,7 @@ async def build_context(
     sheet: CharacterSheet,
     user_prompt: str,
     scenes: Sequence[SceneTags] = (),
+    state: StoryState | None = None,
     recent: Sequence[EpisodeView] = (),
     history: Sequence[EpisodeView] = (),
     semantic_vector: Sequence[float] | np.ndarray | None = None,
@@ -137,7 +138,8 @@ async def build_context(
 ) -> MemoryContext:
     """The context for the next scene.
 
-    scenes: every episode's tags (for the state); recent: newest first (the first `recent_k` are used);
+    scenes: every episode's tags (for the state), or `state` already replayed; recent: newest first (the first
+    `recent_k` are used);
     history: older episodes to rank by text similarity when no `relevant_search` is given (needs `embedder`).
     Raises `InvalidInput` for a bad prompt (control characters are stripped; too long or deny-listed is refused).
     `model_seconds` is what `clock` (shared with `relevant_search`, when given) accumulated.
@@ -148,7 +150,8 @@ async def build_context(
     prompt = sanitize_prompt(user_prompt, max_len=cfg.prompt_max_chars, deny_list=cfg.deny_list)
     for text in ov.texts():
         sanitize_prompt(text, max_len=cfg.prompt_max_chars, deny_list=cfg.deny_list, what="style override")
-    state = compute_state(scenes)
+    if state is None:
+        state = compute_state(scenes)
 
     rec = tuple(sorted(recent, key=lambda e: -e.scene_index)[: cfg.recent_k])
     sem = None if semantic_vector is None else np.asarray(semantic_vector, dtype=np.float64)
@@ -177,7 +180,7 @@ async def build_context(
     inputs = PromptInputs(
         sheet=sheet,
         user_prompt=prompt,
-        state=state if scenes else None,
+        state=state if state.last_scene is not None else None,
         recent_scenes=tuple(SceneLine(e.scene_index, e.text) for e in rec),
         relevant_scenes=tuple(SceneLine(e.scene_index, e.text) for e in relevant),
         summary=summary,
@@ -227,8 +230,10 @@ async def load_context(
     cache: PromptCache | None = None,
     overrides: StyleOverrides | None = None,
     owner_id: str | None = None,
+    states: StateCache | None = None,
 ) -> MemoryContext:
     """Read the character, its episodes, summary and vectors, then `build_context`. NotFound when missing.
+    With `states`, the story state is kept between calls and only new scenes are read and replayed.
 
     The result carries the character row and the Episode rows of its recent and relevant scenes."""
     from . import repository as repo
@@ -240,8 +245,13 @@ async def load_context(
     sheet_d = dict(ch.sheet or {})
     sheet_d.setdefault("name", ch.name)
     sheet = CharacterSheet.from_dict(sheet_d)
-    # the episode ids come with the tags (same rows): local-mode relevance ranks the character's points by id
-    scenes, episode_ids = await repo.scene_tags_and_ids(session, character_id)
+    if states is not None:
+        fold = states.fold(character_id, ch.episode_count or 0)
+        for scene in await repo.scene_tags(session, character_id, after_scene=fold.last or 0):
+            fold.add(scene)
+        state = fold.state()
+    else:
+        state = compute_state(await repo.scene_tags(session, character_id))
     recent_rows = await repo.recent_episodes(session, character_id, cfg.recent_k)
     rows: dict[int, Any] = {e.scene_index: e for e in recent_rows}  # Episode rows read, by scene
     recent = [EpisodeView.from_model(e) for e in recent_rows]
@@ -254,17 +264,11 @@ async def load_context(
     history: list[EpisodeView] = []
     if embedder is not None and cfg.relevant_k > 0:
         if vectors is not None:
-            local = getattr(vectors, "local", False)
 
             async def relevant_search(text: str, k: int, exclude: Sequence[int]) -> Sequence[EpisodeView]:
                 qv = (await aembed(embedder, [text], clock))[0]
                 hits = await vectors.search_episode_text(
-                    character_id,
-                    embedder.name,
-                    qv,
-                    k,
-                    exclude_scenes=exclude,
-                    episode_ids=episode_ids if local else None,
+                    character_id, embedder.name, qv, k, exclude_scenes=exclude
                 )
                 idx = [h.scene_index for h in hits if h.scene_index is not None]
                 found = await repo.episodes_by_scene(session, character_id, idx)
@@ -285,7 +289,7 @@ async def load_context(
         memory_version=ch.memory_version,
         sheet=sheet,
         user_prompt=user_prompt,
-        scenes=scenes,
+        state=state,
         recent=recent,
         history=history,
         semantic_vector=semantic,

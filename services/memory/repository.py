@@ -393,36 +393,24 @@ async def episodes_by_scene(session: AsyncSession, character_id: str, scenes: Se
     return list((await session.execute(q.order_by(Episode.scene_index))).scalars())
 
 
-async def scene_tags(session: AsyncSession, character_id: str) -> list[SceneTags]:
-    """Every episode's tags and text, oldest first, for `state.compute_state`."""
-    return (await scene_tags_and_ids(session, character_id))[0]
-
-
-async def scene_tags_and_ids(session: AsyncSession, character_id: str) -> tuple[list[SceneTags], list[str]]:
-    """`scene_tags` plus the episode ids (same order), in one round trip: context building needs both."""
+async def scene_tags(session: AsyncSession, character_id: str, after_scene: int = 0) -> list[SceneTags]:
+    """The episodes' tags and text after `after_scene` (all by default), oldest first, for `state.compute_state`."""
     q = (
         select(
-            Episode.id,
-            Episode.scene_index,
-            Episode.tags_added,
-            Episode.tags_removed,
-            Episode.prompt,
-            Episode.description,
+            Episode.scene_index, Episode.tags_added, Episode.tags_removed, Episode.prompt, Episode.description
         )
-        .where(Episode.character_id == character_id)
+        .where(Episode.character_id == character_id, Episode.scene_index > after_scene)
         .order_by(Episode.scene_index)
     )
-    rows = (await session.execute(q)).all()
-    tags = [
+    return [
         SceneTags(
             r.scene_index,
             dict(r.tags_added or {}),
             dict(r.tags_removed or {}),
             " ".join(x for x in (r.prompt, r.description) if x),
         )
-        for r in rows
+        for r in (await session.execute(q)).all()
     ]
-    return tags, [r.id for r in rows]
 
 
 async def episode_kinds_after(session: AsyncSession, character_id: str, after_scene: int) -> list[str]:

@@ -49,7 +49,7 @@ from services.memory.llm import GroqLlm, LlmConfig
 from services.memory.models import SCHEMA_VERSION, STATUS_NEEDS_MORE_REFS, STATUS_READY, TAG_CATEGORIES, Base
 from services.memory.prompt import StyleOverrides
 from services.memory.settings import MemorySettings
-from services.memory.state import compute_state
+from services.memory.state import StateCache, compute_state
 from services.memory.text_embed import TextEmbedder, get_text_embedder
 from services.memory.vectors import MemoryVectors, point_id
 
@@ -274,6 +274,8 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         self.vectors: MemoryVectors | None = None
         self.embedder: TextEmbedder | None = None
         self.cache: PromptCache | None = None
+        #: story states kept between context builds (episodes only append; a deleted character is forgotten)
+        self.states = StateCache()
         self.bus: EventBus | None = None
         self.identity_addr = ""
         self._identity_channel: grpc.aio.Channel | None = None
@@ -468,6 +470,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         async with self.db.session() as s:
             ch = await repo.get_character(s, cid, owner_id=self._owner(request.owner_id))
             owner = ch.owner_id
+        self.states.forget(cid)
         reports = await characters.erase_character(
             self.db.session, self.store, self.vectors, self.cache, cid, owner_id=self._owner(request.owner_id)
         )
@@ -599,6 +602,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                 cache=self.cache,
                 overrides=StyleOverrides.from_strings(list(request.style_overrides)),
                 owner_id=self._owner(request.owner_id),
+                states=self.states,
             )
         # load_context hands back the rows it read: the character and the recent + relevant episodes
         ch, full = ctx.character, ctx.episodes

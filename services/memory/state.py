@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -213,26 +214,34 @@ def _matches(removal_name: str, item_name: str, context: tuple[str, ...] = (), c
     return False
 
 
-def compute_state(scenes: Iterable[SceneTags], *, infer: bool = True) -> StoryState:
-    """Replay the scenes in scene order. `infer`: also read removal phrases from each scene's text."""
-    open_: dict[tuple[str, str], StateItem] = {}
-    intervals: list[Interval] = []
-    last: int | None = None
+class StateFold:
+    """The story state replayed scene by scene: `add` the scenes in order, read `state()` at any point. Kept
+    between calls, a long story only replays its new scenes."""
 
-    def close(key: tuple[str, str], at: int) -> None:
-        it = open_.pop(key)
-        intervals.append(Interval(it.category, it.name, it.since_scene, at))
+    def __init__(self, *, infer: bool = True) -> None:
+        self.infer = infer
+        self.last: int | None = None
+        self._open: dict[tuple[str, str], StateItem] = {}
+        self._ended: list[Interval] = []
 
-    for sc in sorted(scenes, key=lambda s: s.scene_index):
+    def _close(self, key: tuple[str, str], at: int) -> None:
+        it = self._open.pop(key)
+        self._ended.append(Interval(it.category, it.name, it.since_scene, at))
+
+    def add(self, sc: SceneTags) -> None:
+        """Apply the next scene (a scene at or before the last one applied is ignored: scenes only append)."""
         idx = sc.scene_index
-        last = idx
+        if self.last is not None and idx <= self.last:
+            return
+        self.last = idx
+        open_ = self._open
         removals: list[Removal] = []
         for cat, names in sc.removed.items():
             for n in names:
                 cn = normalize_name(n)
                 if cn:
                     removals.append(Removal(cn, cat if cat else ANY))
-        if infer and sc.text:
+        if self.infer and sc.text:
             removals.extend(infer_removals(sc.text))
         removed_now: set[tuple[str, str]] = set()
         for r in removals:
@@ -242,7 +251,7 @@ def compute_state(scenes: Iterable[SceneTags], *, infer: bool = True) -> StorySt
                     continue
                 if r.all_of_category or _matches(r.name, name, r.context, cat):
                     removed_now.add(key)
-                    close(key, idx)
+                    self._close(key, idx)
             # a removal of something added in this same scene: remember it so the addition is skipped
             if r.category != ANY:
                 removed_now.add((r.category, r.name))
@@ -265,17 +274,47 @@ def compute_state(scenes: Iterable[SceneTags], *, infer: bool = True) -> StorySt
                     continue  # still holds: keeps its original start
                 if cat in EXCLUSIVE:
                     for other in [k for k in open_ if k[0] == cat]:
-                        close(other, idx)
+                        self._close(other, idx)
                 open_[key] = StateItem(cat, cn, _clean_label(n) or cn, idx)
 
-    order = {c: i for i, c in enumerate(CATEGORIES)}
-    items = tuple(
-        sorted(open_.values(), key=lambda i: (order.get(i.category, 99), i.category, i.since_scene, i.name))
-    )
-    for it in items:
-        intervals.append(Interval(it.category, it.name, it.since_scene, None))
-    intervals.sort(key=lambda i: (order.get(i.category, 99), i.category, i.name, i.start_scene))
-    return StoryState(items=items, intervals=tuple(intervals), last_scene=last)
+    def state(self) -> StoryState:
+        order = {c: i for i, c in enumerate(CATEGORIES)}
+        items = tuple(
+            sorted(self._open.values(), key=lambda i: (order.get(i.category, 99), i.category, i.since_scene, i.name))
+        )
+        intervals = [*self._ended, *(Interval(it.category, it.name, it.since_scene, None) for it in items)]
+        intervals.sort(key=lambda i: (order.get(i.category, 99), i.category, i.name, i.start_scene))
+        return StoryState(items=items, intervals=tuple(intervals), last_scene=self.last)
+
+
+class StateCache:
+    """Each character's fold, kept between context builds so a long story replays only its new scenes (the least
+    recently used characters are dropped)."""
+
+    def __init__(self, max_characters: int = 1024) -> None:
+        self.max_characters = max_characters
+        self._folds: OrderedDict[str, StateFold] = OrderedDict()
+
+    def fold(self, character_id: str, scene_count: int) -> StateFold:
+        """The character's fold; a new one when there is none or it holds scenes the story no longer has."""
+        fold = self._folds.get(character_id)
+        if fold is None or (fold.last or 0) > scene_count:
+            fold = self._folds[character_id] = StateFold()
+        self._folds.move_to_end(character_id)
+        while len(self._folds) > self.max_characters:
+            self._folds.popitem(last=False)
+        return fold
+
+    def forget(self, character_id: str) -> None:
+        self._folds.pop(character_id, None)
+
+
+def compute_state(scenes: Iterable[SceneTags], *, infer: bool = True) -> StoryState:
+    """Replay the scenes in scene order. `infer`: also read removal phrases from each scene's text."""
+    fold = StateFold(infer=infer)
+    for sc in sorted(scenes, key=lambda s: s.scene_index):
+        fold.add(sc)
+    return fold.state()
 
 
 def attribute_history_from(intervals: Iterable[Interval], category: str, name: str) -> list[Interval]:

@@ -17,6 +17,7 @@ import asyncio
 import re
 import uuid
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +39,11 @@ def _slug(s: str) -> str:
     return _NAME_RE.sub("-", s.casefold()).strip("-") or "x"
 
 
+def _unit(v: Sequence[float] | np.ndarray) -> np.ndarray:
+    arr = np.asarray(v, dtype=np.float32).reshape(-1)
+    return arr / max(float(np.linalg.norm(arr)), 1e-12)
+
+
 @dataclass(frozen=True)
 class VectorHit:
     id: str
@@ -54,17 +60,24 @@ class VectorHit:
         return self.payload.get("scene_index")
 
 
+#: characters whose episode-text points local mode keeps in memory (least recently searched ones are dropped)
+TEXT_INDEX_CHARACTERS = 256
+
+
 class MemoryVectors:
     """Async access to the memory collections. Build with `MemoryVectors.local(path)` or `.remote(url)`."""
 
     def __init__(self, client: Any, prefix: str = "idlock", *, local: bool = False) -> None:
         self._c = client
-        #: Qdrant local mode evaluates payload filters in Python over every point of a collection, so per-character
-        #: searches there rank the character's own points (fetched by id) instead of filtering the collection
+        #: Qdrant local mode evaluates payload filters in Python over every point of a collection and holds its
+        #: folder for one process, so there a character's episode texts are read once, kept in memory, updated on
+        #: every write, and ranked with numpy
         self.local = local
         self._prefix = _slug(prefix).replace("-", "_")
         self._known: dict[str, int] = {}
         self._lock = asyncio.Lock()
+        #: (collection, character) -> point id -> (unit vector, payload); local mode only
+        self._texts: OrderedDict[tuple[str, str], dict[str, tuple[np.ndarray, dict[str, Any]]]] = OrderedDict()
 
     @classmethod
     def local(cls, path: str, prefix: str = "idlock") -> MemoryVectors:
@@ -256,7 +269,11 @@ class MemoryVectors:
         pid, v, payload = self._episode_text_point(
             character_id, owner_id, episode_id, scene_index, embedder, vector, text
         )
-        await self._upsert(self._name("episode_text", embedder, len(v)), len(v), [(pid, v, payload)])
+        name = self._name("episode_text", embedder, len(v))
+        await self._upsert(name, len(v), [(pid, v, payload)])
+        known = self._texts.get((name, character_id))
+        if known is not None:
+            known[pid] = (_unit(v), payload)
         return pid
 
     async def upsert_episode_faces_bulk(
@@ -278,6 +295,8 @@ class MemoryVectors:
     ) -> int:
         """Many episode texts at once: items of (character_id, owner_id, episode_id, scene_index, vector, text)."""
         pts = [self._episode_text_point(c, o, e, s, embedder, v, t) for c, o, e, s, v, t in items]
+        for c in {item[0] for item in items}:  # read again on the next search
+            self._forget_texts(c)
         return await self._upsert_batches("episode_text", embedder, pts, batch)
 
     async def _upsert_batches(
@@ -338,25 +357,56 @@ class MemoryVectors:
             for p in res.points
         ]
 
-    async def _rank_points(
-        self, name: str, ids: Sequence[str], query: list[float], limit: int, exclude_scenes: Sequence[int]
+    async def _character_texts(self, name: str, character_id: str) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
+        """Local mode: the character's episode-text points, read from the collection on first use (the local
+        client never suspends, so no write can slip in between the pages)."""
+        key = (name, character_id)
+        known = self._texts.get(key)
+        if known is not None:
+            self._texts.move_to_end(key)
+            return known
+        known = {}
+        offset = None
+        while True:
+            page, offset = await self._c.scroll(
+                name,
+                scroll_filter=self._flt(character_id, "episode_text"),
+                limit=1024,
+                offset=offset,
+                with_payload=True,
+                with_vectors=True,
+            )
+            for p in page:
+                if p.vector is not None:
+                    known[str(p.id)] = (_unit(p.vector), dict(p.payload or {}))
+            if offset is None:
+                break
+        self._texts[key] = known
+        while len(self._texts) > TEXT_INDEX_CHARACTERS:
+            self._texts.popitem(last=False)
+        return known
+
+    def _forget_texts(self, character_id: str) -> None:
+        for key in [k for k in self._texts if k[1] == character_id]:
+            del self._texts[key]
+
+    async def _rank_character_texts(
+        self, name: str, character_id: str, query: list[float], limit: int, exclude_scenes: Sequence[int]
     ) -> list[VectorHit]:
-        """Cosine ranking of the given points (a brute-force search over a known, small candidate set)."""
-        if limit <= 0 or not ids or not await self._c.collection_exists(name):
+        """Cosine ranking of the character's episode texts held in memory (local mode)."""
+        if limit <= 0 or not await self._c.collection_exists(name):
             return []
-        pts = await self._c.retrieve(name, ids=list(ids), with_payload=True, with_vectors=True)
         excluded = {int(s) for s in exclude_scenes}
         pts = [
-            p for p in pts if p.vector is not None and (p.payload or {}).get("scene_index") not in excluded
+            (pid, vec, payload)
+            for pid, (vec, payload) in (await self._character_texts(name, character_id)).items()
+            if payload.get("scene_index") not in excluded
         ]
         if not pts:
             return []
-        mat = np.asarray([p.vector for p in pts], dtype=np.float32)
-        mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
-        qv = np.asarray(query, dtype=np.float32)
-        scores = mat @ (qv / max(float(np.linalg.norm(qv)), 1e-12))
-        order = sorted(range(len(pts)), key=lambda i: (-float(scores[i]), str(pts[i].id)))[:limit]
-        return [VectorHit(str(pts[i].id), float(scores[i]), dict(pts[i].payload or {})) for i in order]
+        scores = np.stack([vec for _, vec, _ in pts]) @ _unit(query)
+        order = sorted(range(len(pts)), key=lambda i: (-float(scores[i]), pts[i][0]))[:limit]
+        return [VectorHit(pts[i][0], float(scores[i]), dict(pts[i][2])) for i in order]
 
     async def search_episode_faces(
         self, character_id: str, encoder: str, query: Sequence[float] | np.ndarray, limit: int = 3
@@ -378,20 +428,12 @@ class MemoryVectors:
         query: Sequence[float] | np.ndarray,
         limit: int = 3,
         exclude_scenes: Sequence[int] = (),
-        episode_ids: Sequence[str] | None = None,
     ) -> list[VectorHit]:
-        """The character's episode texts most similar to `query`. `episode_ids` (the character's episodes, when the
-        caller knows them) lets local mode rank those points directly instead of filtering the whole collection."""
+        """The character's episode texts most similar to `query`."""
         q = self._vec(query)
         name = self._name("episode_text", embedder, len(q))
-        if self.local and episode_ids is not None:
-            return await self._rank_points(
-                name,
-                [point_id("episode_text", character_id, e) for e in episode_ids],
-                q,
-                limit,
-                exclude_scenes,
-            )
+        if self.local:
+            return await self._rank_character_texts(name, character_id, q, limit, exclude_scenes)
         return await self._search(
             name,
             character_id,
@@ -411,6 +453,7 @@ class MemoryVectors:
 
     async def delete_character(self, character_id: str) -> int:
         """Delete every point of the character in every memory collection; returns how many there were."""
+        self._forget_texts(character_id)
         n = 0
         for name in await self._collections():
             r = await self._c.count(name, count_filter=self._flt(character_id), exact=True)

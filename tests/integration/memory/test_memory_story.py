@@ -17,6 +17,7 @@ from services.memory.context import ContextConfig, load_context, record_scene
 from services.memory.llm import NO_KEY_REASON, GroqLlm, LlmConfig
 from services.memory.models import Base
 from services.memory.prompt import CONSTRAINT_LINES, MANDATORY_NEGATIVE_TOKENS
+from services.memory.state import StateCache, compute_state
 from services.memory.text_embed import HashingTextEmbedder
 from services.memory.vectors import MemoryVectors
 from tests.fakes.groq_server import FakeGroqServer
@@ -262,3 +263,36 @@ async def test_overrides_sanitised_and_forced_consolidation(env):
         res = await maybe_consolidate(s, cid, force=True)
         assert res.engine == "digest" and res.up_to_scene == 1
         assert await maybe_consolidate(s, cid, force=True) is None  # nothing new since
+
+
+async def test_a_kept_story_state_reads_and_replays_only_new_scenes(env, monkeypatch):
+    sm, vectors = env
+    cid = await make_character(sm, vectors)
+    read_after: list[int] = []
+    scene_tags = repo.scene_tags
+
+    async def spied(session, character_id, after_scene=0):
+        read_after.append(after_scene)
+        return await scene_tags(session, character_id, after_scene)
+
+    monkeypatch.setattr(repo, "scene_tags", spied)
+    states = StateCache()
+    for i, scene in enumerate(SCENES):
+        async with sm() as s:
+            await record_scene(s, cid, **scene)
+            ctx = await load_context(s, cid, "Aria at dawn", states=states)
+            whole = compute_state(await scene_tags(s, cid))
+        # the same state as replaying the whole story, read from the scenes after the last one it held
+        assert ctx.state == whole and ctx.state.last_scene == i + 1
+        assert read_after[-1] == i
+    assert ctx.state.names("clothing") == [] and ctx.state.names("setting") == ["camp"]
+
+    # an erased and rebuilt story (fewer scenes than the state held) is replayed from the start
+    async with sm() as s:
+        await repo.delete_character(s, cid)
+    cid2 = await make_character(sm, vectors)
+    states._folds[cid2] = states._folds[cid]
+    async with sm() as s:
+        await record_scene(s, cid2, **SCENES[1])
+        ctx = await load_context(s, cid2, "Aria at dawn", states=states)
+    assert read_after[-1] == 0 and ctx.state.names("setting") == ["forest"] and ctx.state.last_scene == 1

@@ -54,3 +54,40 @@ async def test_dimension_checks(vs):
     with pytest.raises(InvalidInput):
         await vs.upsert_semantic("c", "u", "arcface", [float("nan")] * 512)
     assert await vs.search_episode_text("c", "hashing", unit(1, 384)) == []
+
+
+async def test_local_text_search_keeps_the_character_in_memory_and_in_step_with_writes(tmp_path):
+    path = str(tmp_path / "q")
+    vs = MemoryVectors.local(path, prefix="t")
+    for i in range(3):
+        await vs.upsert_episode_text("a", "u1", f"ep{i}", i + 1, "hashing", unit(300 + i, 384), f"scene {i}")
+    await vs.upsert_episode_text("b", "u2", "epb", 1, "hashing", unit(301, 384), "other character")
+    hits = await vs.search_episode_text("a", "hashing", unit(301, 384), limit=2)
+    assert hits[0].episode_id == "ep1" and hits[0].score > 0.99 and len(hits) == 2
+    assert all(h.payload["character_id"] == "a" for h in hits)
+
+    # written after the first search: found without reading the collection again, and a re-recorded episode
+    # replaces its point instead of adding one
+    await vs.upsert_episode_text("a", "u1", "ep3", 4, "hashing", unit(303, 384), "scene 3")
+    await vs.upsert_episode_text("a", "u1", "ep0", 1, "hashing", unit(310, 384), "scene 0 again")
+    hits = await vs.search_episode_text("a", "hashing", unit(303, 384), limit=10)
+    assert hits[0].episode_id == "ep3" and len(hits) == 4
+    assert next(h for h in hits if h.episode_id == "ep0").payload["text"] == "scene 0 again"
+    hits = await vs.search_episode_text("a", "hashing", unit(303, 384), limit=10, exclude_scenes=[4, 2])
+    assert sorted(h.scene_index for h in hits) == [1, 3]
+
+    # a bulk load is read again on the next search
+    await vs.upsert_episode_texts_bulk("hashing", [("a", "u1", "ep9", 9, unit(309, 384), "bulk")])
+    assert (await vs.search_episode_text("a", "hashing", unit(309, 384), limit=1))[0].episode_id == "ep9"
+
+    # erasure forgets it; the other character is untouched
+    await vs.delete_character("a")
+    assert await vs.search_episode_text("a", "hashing", unit(303, 384), limit=3) == []
+    assert (await vs.search_episode_text("b", "hashing", unit(301, 384)))[0].episode_id == "epb"
+    await vs.close()
+
+    # a new process reads what is stored
+    again = MemoryVectors.local(path, prefix="t")
+    hits = await again.search_episode_text("b", "hashing", unit(301, 384))
+    assert [h.episode_id for h in hits] == ["epb"]
+    await again.close()

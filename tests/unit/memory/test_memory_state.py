@@ -1,5 +1,7 @@
 from services.memory.state import (
     SceneTags,
+    StateCache,
+    StateFold,
     attribute_history,
     compute_state,
     infer_removals,
@@ -91,3 +93,31 @@ def test_order_independent_and_infer_off():
     assert compute_state(list(reversed(sc))) == compute_state(sc)
     st = compute_state(sc, infer=False)
     assert "battle armour" in st.names("clothing")
+
+
+def test_a_fold_kept_between_calls_equals_replaying_the_whole_story():
+    scenes = story() + [
+        SceneTags(4, added={"props": ["torch"], "mood": ["wary"]}, text="She drops the sword."),
+        SceneTags(5, added={"setting": ["cave"]}, removed={"injuries": ["cut on left cheek"]}),
+    ]
+    fold = StateFold()
+    for n in range(1, len(scenes) + 1):
+        fold.add(scenes[n - 1])
+        assert fold.state() == compute_state(scenes[:n])  # read at every point, as context builds do
+    fold.add(scenes[1])  # a scene already applied changes nothing
+    assert fold.state() == compute_state(scenes) and fold.last == 5
+    assert fold.state().names("props") == ["torch"] and fold.state().names("injuries") == []
+
+
+def test_the_cache_keeps_one_fold_per_character_and_starts_over_when_the_story_shrank():
+    cache = StateCache(max_characters=2)
+    a = cache.fold("a", 0)
+    for sc in story():
+        a.add(sc)
+    assert cache.fold("a", 3) is a and cache.fold("a", 7) is a
+    assert cache.fold("a", 2) is not a  # fewer scenes than it holds: replayed from the start
+    cache.fold("b", 0)
+    cache.fold("c", 0)  # over the limit: "a", least recently used, is dropped
+    assert cache.fold("b", 0).last is None and "a" not in cache._folds
+    cache.forget("b")
+    assert "b" not in cache._folds
