@@ -408,9 +408,9 @@ class GenerationFlow:
         return result
 
     async def _write(self, job: Job, ckpt: Checkpoint, step: str) -> None:
-        """Write the pending step results (and the step now running) if the job still runs here; else stop."""
-        done = {name: ckpt[name] for name in ckpt.pending}
-        if not await self.store.save_steps(job.id, self.worker_id, done, step=step):
+        """Write the step results (with the pending ones) and the step now running if the job still runs here;
+        else stop."""
+        if not await self.store.save_steps(job.id, self.worker_id, ckpt, step=step):
             raise _Stop()
         ckpt.pending.clear()
         ckpt.confirmed = True

@@ -321,23 +321,31 @@ class JobStore:
     async def save_checkpoint(
         self, job_id: str, worker_id: str, step: str, result: Mapping[str, Any]
     ) -> bool:
-        """Store a finished step's result; False when the job is no longer running for this worker."""
-        return await self.save_steps(job_id, worker_id, {step: result}, step=step)
-
-    async def save_steps(
-        self, job_id: str, worker_id: str, results: Mapping[str, Mapping[str, Any]], *, step: str
-    ) -> bool:
-        """Store finished steps' results and the step now current, in one write; False when the job is no longer
-        running for this worker (cancelled, or its lease went to another)."""
+        """Add one step's result to the stored ones; False when the job is no longer running for this worker."""
         async with self.db.session() as s:
             job = await s.get(Job, job_id, with_for_update=self.db.dialect == "postgresql")
             if job is None or job.status != RUNNING or job.lease_owner != worker_id:
                 return False
-            if results:
-                job.checkpoint = {**(job.checkpoint or {}), **{k: dict(v) for k, v in results.items()}}
+            job.checkpoint = {**(job.checkpoint or {}), step: dict(result)}
             job.step = step
             job.updated_at = utcnow()
             return True
+
+    async def save_steps(
+        self, job_id: str, worker_id: str, checkpoint: Mapping[str, Mapping[str, Any]], *, step: str
+    ) -> bool:
+        """Store the worker's step results (all of them: it holds the lease, so no one else writes them) and the
+        step now current, in one conditional UPDATE; False when the job is no longer running for this worker
+        (cancelled, or its lease went to another)."""
+        async with self.db.session() as s:
+            res = await s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == RUNNING, Job.lease_owner == worker_id)
+                .values(
+                    checkpoint={k: dict(v) for k, v in checkpoint.items()}, step=step, updated_at=utcnow()
+                )
+            )
+            return res.rowcount == 1
 
     async def finish(
         self,

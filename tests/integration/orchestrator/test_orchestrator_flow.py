@@ -21,9 +21,9 @@ async def test_submit_runs_to_succeeded_with_metrics_and_a_stored_image(orch) ->
     writes: list[tuple[str, list[str]]] = []
     save_steps = orch.servicer.flow.store.save_steps
 
-    async def counted(job_id, worker_id, results, *, step):
-        writes.append((step, sorted(results)))
-        return await save_steps(job_id, worker_id, results, step=step)
+    async def counted(job_id, worker_id, checkpoint, *, step):
+        writes.append((step, sorted(checkpoint)))
+        return await save_steps(job_id, worker_id, checkpoint, step=step)
 
     orch.servicer.flow.store.save_steps = counted
     cid = orch.peers.add_character()
@@ -55,8 +55,8 @@ async def test_submit_runs_to_succeeded_with_metrics_and_a_stored_image(orch) ->
 
     # the row is written before the render (the context, and a cancel would stop it there), after it, and
     # before a refiner call; the cheap steps ride along, and every step is in the row at the end
-    assert writes == [("render", ["context"]), ("render", ["render"])] + (
-        [("refine", ["score"])] if m.refine_needed else []
+    assert writes == [("render", ["context"]), ("render", ["context", "render"])] + (
+        [("refine", ["context", "render", "score"])] if m.refine_needed else []
     )
     row = await orch.servicer.store.get(job.id)
     assert set(row.checkpoint) == {"context", "render", "score", "refine", "state", "record"}

@@ -61,7 +61,8 @@ async def test_claim_lease_checkpoint_cancel_and_finish(store: JobStore) -> None
     taken = await store.claim(job.id, "w2", lease_s=5)
     assert taken.outcome == "claimed" and taken.job.attempts == 2
     assert taken.job.checkpoint == {"render": {"image": {"uri": "file:///x.png"}}}
-    assert await store.save_steps(job.id, "w2", {"context": {"prompt": "p"}, "score": {"idr": 0.9}}, step="refine")
+    steps = {**taken.job.checkpoint, "context": {"prompt": "p"}, "score": {"idr": 0.9}}
+    assert await store.save_steps(job.id, "w2", steps, step="refine")
     row = await store.get(job.id)
     assert row.step == "refine" and set(row.checkpoint) == {"render", "context", "score"}
     assert not await store.save_steps(job.id, "w1", {"score": {"idr": 0.9}}, step="refine")
