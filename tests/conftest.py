@@ -7,6 +7,7 @@
 - `db_url`        parametrized: "" (embedded SQLite under `data_dir`), the Postgres URL (skipped without)
 - `db_schema`     a schema name unique to the test; dropped from Postgres afterwards
 - `data_dir`      the test's tmp_path
+- `tiny_model`    session: a tiny SD pipeline folder for the trainer tests (skipped without diffusers/peft)
 """
 
 from __future__ import annotations
@@ -124,3 +125,13 @@ def faces_dir() -> Path:
     if not FACES_DIR.is_dir() or not any(FACES_DIR.glob("*/*.jpg")):
         pytest.skip(f"real face photos not present at {FACES_DIR} (set IDLOCK_FACES_DIR)")
     return FACES_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny randomly initialised SD pipeline (diffusers save_pretrained layout), built offline once."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("peft")
+    from tests.fakes.tiny_diffusers import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny_sd") / "model")

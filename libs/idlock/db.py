@@ -54,6 +54,17 @@ class SchemaUpgradeMissing(PreconditionFailed):
     """The stored schema is older than the code, and no upgrade step covers the gap."""
 
 
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def aware(t: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands datetimes back naive; every stored time is UTC."""
+    if t is None or t.tzinfo is not None:
+        return t
+    return t.replace(tzinfo=dt.UTC)
+
+
 def _check_name(kind: str, name: str) -> str:
     if not _NAME.match(name):
         raise InvalidInput(

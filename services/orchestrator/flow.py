@@ -64,12 +64,11 @@ PAID_STEPS = frozenset({"render", "regenerate"})
 
 
 class Checkpoint(dict):
-    """A running job's finished steps (name -> result), with what is not written to the row yet (`pending`) and
-    whether the last thing done was a conditional write that found the job still running here (`confirmed`)."""
+    """A running job's finished steps (name -> result), and whether the last thing done was a conditional write that
+    found the job still running here (`confirmed`; a step run since may not be in the row yet)."""
 
     def __init__(self, done: Mapping[str, Any] | None = None) -> None:
         super().__init__(done or {})
-        self.pending: set[str] = set()
         self.confirmed = True
 
 
@@ -395,7 +394,6 @@ class GenerationFlow:
         ckpt.confirmed = False
         result["seconds"] = round(time.perf_counter() - t0, 4)
         ckpt[name] = result
-        ckpt.pending.add(name)
         if not (carry(result) if callable(carry) else carry):
             await self._write(job, ckpt, name)
         self.emit_soon(
@@ -408,17 +406,15 @@ class GenerationFlow:
         return result
 
     async def _write(self, job: Job, ckpt: Checkpoint, step: str) -> None:
-        """Write the step results (with the pending ones) and the step now running if the job still runs here;
-        else stop."""
+        """Write the step results and the step now running if the job still runs here; else stop."""
         if not await self.store.save_steps(job.id, self.worker_id, ckpt, step=step):
             raise _Stop()
-        ckpt.pending.clear()
         ckpt.confirmed = True
 
     async def _confirm(self, job: Job, ckpt: Checkpoint, step: str) -> None:
         """Before a paid call: unless the last thing done was a write that found the job running here, write
         (a cancel may have come in meanwhile)."""
-        if not ckpt.confirmed or ckpt.pending:
+        if not ckpt.confirmed:
             await self._write(job, ckpt, step)
 
     # --- the steps --------------------------------------------------------------------------------------------
@@ -572,21 +568,11 @@ class GenerationFlow:
     async def _record(
         self, job: Job, render: Mapping[str, Any], score: Mapping[str, Any], state: Mapping[str, Any]
     ) -> dict[str, Any]:
-        episode = memory_service_pb2.Episode(
-            character_id=job.character_id,
-            job_id=job.id,
-            kind=common_pb2.MEDIA_KIND_IMAGE,
-            prompt=job.prompt,
-            image=dict_to_msg(render["image"], common_pb2.ImageRef()),
-            tags=common_pb2.StateTags(**state.get("added", {})),
-            removed=common_pb2.StateTags(**state.get("removed", {})),
-            description=state.get("description", ""),
-            state_source=state.get("source", ""),
-        )
-        if score.get("idr"):
-            episode.idr.CopyFrom(dict_to_msg(score["idr"], common_pb2.IdrScore()))
-        if score.get("embedding"):
-            episode.face_embedding.CopyFrom(dict_to_msg(score["embedding"], common_pb2.IdentityVector()))
+        episode = scene_episode(job, common_pb2.MEDIA_KIND_IMAGE, score, state)
+        episode.image.CopyFrom(dict_to_msg(render["image"], common_pb2.ImageRef()))
+        return await self.record_episode(episode)
+
+    async def record_episode(self, episode: memory_service_pb2.Episode) -> dict[str, Any]:
         resp = await self.peers.record_episode(episode, timeout_s=self.config.step_timeout_s)
         return {
             "episode_id": resp.episode.id,
@@ -720,6 +706,27 @@ class GenerationFlow:
         )
         log.info("job %s ended %s (%s): %s", job.id, status, code, message)
         return status
+
+
+def scene_episode(
+    job: Job, kind: int, score: Mapping[str, Any], state: Mapping[str, Any]
+) -> memory_service_pb2.Episode:
+    """The episode a job records (image or video): its state tags, and the scored face when there is one."""
+    episode = memory_service_pb2.Episode(
+        character_id=job.character_id,
+        job_id=job.id,
+        kind=kind,
+        prompt=job.prompt,
+        tags=common_pb2.StateTags(**state.get("added", {})),
+        removed=common_pb2.StateTags(**state.get("removed", {})),
+        description=state.get("description", ""),
+        state_source=state.get("source", ""),
+    )
+    if score.get("idr"):
+        episode.idr.CopyFrom(dict_to_msg(score["idr"], common_pb2.IdrScore()))
+    if score.get("embedding"):
+        episode.face_embedding.CopyFrom(dict_to_msg(score["embedding"], common_pb2.IdentityVector()))
+    return episode
 
 
 #: steps that are calls to model services (renderer, face models, refiner): all their time is model time

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from idlock.db import make_base
+from idlock.db import aware, make_base, utcnow  # noqa: F401 (re-exported to the service)
 
 SCHEMA_VERSION = 1
 
@@ -22,17 +22,6 @@ NEEDS_MORE_REFS = "needs_more_refs"
 CANCELLED = "cancelled"
 ACTIVE = (QUEUED, RUNNING)
 TERMINAL = (SUCCEEDED, FAILED, NEEDS_MORE_REFS, CANCELLED)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(t: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back naive; every stored time is UTC."""
-    if t is None or t.tzinfo is not None:
-        return t
-    return t.replace(tzinfo=UTC)
 
 
 class Job(Base):

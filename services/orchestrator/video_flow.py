@@ -24,7 +24,6 @@ from idlock.errors import DeadlineExceeded, IdlockError, NotFound
 from idlock.v1 import (
     common_pb2,
     identity_service_pb2,
-    memory_service_pb2,
     render_service_pb2,
 )
 from idlock.v1 import orchestrator_service_pb2 as pb
@@ -298,35 +297,17 @@ class VideoSteps:
         score: Mapping[str, Any],
         state: Mapping[str, Any],
     ) -> dict[str, Any]:
+        from services.orchestrator.flow import scene_episode
+
         video = dict_to_msg(render["video"], common_pb2.VideoRef())
-        episode = memory_service_pb2.Episode(
-            character_id=job.character_id,
-            job_id=job.id,
-            kind=common_pb2.MEDIA_KIND_VIDEO,
-            prompt=job.prompt,
-            video=video,
-            tags=common_pb2.StateTags(**state.get("added", {})),
-            removed=common_pb2.StateTags(**state.get("removed", {})),
-            description=state.get("description", ""),
-            state_source=state.get("source", ""),
-            duration_s=float(score.get("duration_s") or video.duration_s),
-            dialogue=options.dialogue,
-            frame_idrs=[dict_to_msg(x, common_pb2.FrameIdr()) for x in score.get("frames", [])],
-        )
+        episode = scene_episode(job, common_pb2.MEDIA_KIND_VIDEO, score, state)
+        episode.video.CopyFrom(video)
+        episode.duration_s = float(score.get("duration_s") or video.duration_s)
+        episode.dialogue = options.dialogue
+        episode.frame_idrs.extend(dict_to_msg(x, common_pb2.FrameIdr()) for x in score.get("frames", []))
         if score.get("first_frame"):
             episode.image.CopyFrom(dict_to_msg(score["first_frame"], common_pb2.ImageRef()))
-        if score.get("idr"):
-            episode.idr.CopyFrom(dict_to_msg(score["idr"], common_pb2.IdrScore()))
-        if score.get("embedding"):
-            episode.face_embedding.CopyFrom(dict_to_msg(score["embedding"], common_pb2.IdentityVector()))
-        resp = await self.flow.peers.record_episode(episode, timeout_s=self.cfg.step_timeout_s)
-        return {
-            "episode_id": resp.episode.id,
-            "scene_index": int(resp.episode.scene_index),
-            "created": bool(resp.created),
-            "consolidated": bool(resp.consolidated),
-            "model_seconds": round(float(resp.model_seconds), 4),
-        }
+        return await self.flow.record_episode(episode)
 
     # --- ending -----------------------------------------------------------------------------------------------
 

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from idlock.db import make_base
+from idlock.db import aware, make_base, utcnow  # noqa: F401 (re-exported to the service)
 
 SCHEMA_VERSION = 1
 
@@ -27,17 +27,6 @@ RUN_QUEUED = "queued"
 RUN_RUNNING = "running"
 RUN_SUCCEEDED = "succeeded"
 RUN_FAILED = "failed"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(t: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back naive; every stored time is UTC."""
-    if t is None or t.tzinfo is not None:
-        return t
-    return t.replace(tzinfo=UTC)
 
 
 class GoldenImage(Base):
