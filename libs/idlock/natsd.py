@@ -9,6 +9,7 @@ import errno
 import importlib.metadata
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -52,10 +53,42 @@ def find_nats_server_binary() -> Path:
     )
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A port free now, for a child process to bind later.
+
+    Taken below the kernel's ephemeral range: a port from `bind(0)` is in that range, so between picking it and
+    the child binding it, an outgoing connection (a client reaching NATS, say) may take it as its source port.
+    A port is never handed out twice by one process."""
+    lo, _ = _ephemeral_range()
+    start = 20000 if lo > 21000 else 1024
+    candidates = list(range(start, lo)) if lo - start >= 256 else []
+    random.shuffle(candidates)
+    for port in candidates[:2000]:
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # no room below the range: the kernel's pick
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port = s.getsockname()[1]
+    _handed_out.add(port)
+    return port
 
 
 def _port_taken(host: str, port: int) -> bool:

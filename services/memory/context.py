@@ -7,11 +7,14 @@ is testable without gRPC, databases or Qdrant. `load_context` feeds it from the 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+
+from idlock.errors import InvalidInput
 
 from .cache import CacheKey, PromptCache
 from .clock import ModelClock
@@ -218,6 +221,31 @@ async def build_context(
 # ---- wiring over the repository and the vector store ------------------------------------------------------------
 
 
+async def story_state(
+    session: Any, character_id: str, scene_count: int, states: StateCache | None = None
+) -> StoryState:
+    """The story state after the character's scenes: with `states`, only scenes not yet folded are read."""
+    from . import repository as repo
+
+    if states is None:
+        return compute_state(await repo.scene_tags(session, character_id))
+    fold = states.fold(character_id, scene_count)
+    for scene in await repo.scene_tags(session, character_id, after_scene=fold.last or 0):
+        fold.add(scene)  # a scene folded meanwhile by another request is skipped
+    return fold.state()
+
+
+def _prefetch_query(
+    embedder: TextEmbedder, user_prompt: str, cfg: ContextConfig, clock: ModelClock
+) -> tuple[str, asyncio.Future[np.ndarray]] | None:
+    """Start embedding the prompt for the relevance search now, so that it overlaps the reads that follow."""
+    try:
+        text = sanitize_prompt(user_prompt, max_len=cfg.prompt_max_chars, deny_list=cfg.deny_list)
+    except InvalidInput:
+        return None  # build_context refuses it
+    return text, asyncio.ensure_future(aembed(embedder, [text], clock))
+
+
 async def load_context(
     session: Any,
     character_id: str,
@@ -242,66 +270,68 @@ async def load_context(
     cfg = config or ContextConfig()
     clock = ModelClock()
     ch = await repo.get_character(session, character_id, owner_id=owner_id)
-    sheet_d = dict(ch.sheet or {})
-    sheet_d.setdefault("name", ch.name)
-    sheet = CharacterSheet.from_dict(sheet_d)
-    if states is not None:
-        fold = states.fold(character_id, ch.episode_count or 0)
-        for scene in await repo.scene_tags(session, character_id, after_scene=fold.last or 0):
-            fold.add(scene)
-        state = fold.state()
-    else:
-        state = compute_state(await repo.scene_tags(session, character_id))
-    recent_rows = await repo.recent_episodes(session, character_id, cfg.recent_k)
-    rows: dict[int, Any] = {e.scene_index: e for e in recent_rows}  # Episode rows read, by scene
-    recent = [EpisodeView.from_model(e) for e in recent_rows]
-    summ = await repo.latest_summary(session, character_id)
-    semantic = None
-    if vectors is not None and ch.encoder and ch.identity_dim:
-        semantic = await vectors.get_semantic(character_id, ch.encoder, ch.identity_dim)
+    # only scenes older than the recent ones can be relevant ones
+    older = embedder is not None and cfg.relevant_k > 0 and (ch.episode_count or 0) > cfg.recent_k
+    query = _prefetch_query(embedder, user_prompt, cfg, clock) if older and vectors is not None else None
+    try:
+        sheet_d = dict(ch.sheet or {})
+        sheet_d.setdefault("name", ch.name)
+        sheet = CharacterSheet.from_dict(sheet_d)
+        state = await story_state(session, character_id, ch.episode_count or 0, states)
+        recent_rows = await repo.recent_episodes(session, character_id, cfg.recent_k)
+        rows: dict[int, Any] = {e.scene_index: e for e in recent_rows}  # Episode rows read, by scene
+        recent = [EpisodeView.from_model(e) for e in recent_rows]
+        summ = await repo.latest_summary(session, character_id)
+        semantic = None
+        if vectors is not None and ch.encoder and ch.identity_dim:
+            semantic = await vectors.get_semantic(character_id, ch.encoder, ch.identity_dim)
 
-    relevant_search: RelevantSearch | None = None
-    history: list[EpisodeView] = []
-    if embedder is not None and cfg.relevant_k > 0:
-        if vectors is not None:
+        relevant_search: RelevantSearch | None = None
+        history: list[EpisodeView] = []
+        if older:
+            if vectors is not None:
 
-            async def relevant_search(text: str, k: int, exclude: Sequence[int]) -> Sequence[EpisodeView]:
-                qv = (await aembed(embedder, [text], clock))[0]
-                hits = await vectors.search_episode_text(
-                    character_id, embedder.name, qv, k, exclude_scenes=exclude
-                )
-                idx = [h.scene_index for h in hits if h.scene_index is not None]
-                found = await repo.episodes_by_scene(session, character_id, idx)
-                rows.update((e.scene_index, e) for e in found)
-                return [EpisodeView.from_model(e) for e in found]
-        else:
-            from sqlalchemy import select
+                async def relevant_search(text: str, k: int, exclude: Sequence[int]) -> Sequence[EpisodeView]:
+                    prefetched = query is not None and query[0] == text
+                    qv = (await (query[1] if prefetched else aembed(embedder, [text], clock)))[0]
+                    hits = await vectors.search_episode_text(
+                        character_id, embedder.name, qv, k, exclude_scenes=exclude
+                    )
+                    idx = [h.scene_index for h in hits if h.scene_index is not None]
+                    found = await repo.episodes_by_scene(session, character_id, idx)
+                    rows.update((e.scene_index, e) for e in found)
+                    return [EpisodeView.from_model(e) for e in found]
+            else:
+                from sqlalchemy import select
 
-            found = (
-                await session.execute(select(Episode).where(Episode.character_id == character_id))
-            ).scalars()
-            for e in found:
-                rows[e.scene_index] = e
-                history.append(EpisodeView.from_model(e))
+                found = (
+                    await session.execute(select(Episode).where(Episode.character_id == character_id))
+                ).scalars()
+                for e in found:
+                    rows[e.scene_index] = e
+                    history.append(EpisodeView.from_model(e))
 
-    ctx = await build_context(
-        character_id=character_id,
-        memory_version=ch.memory_version,
-        sheet=sheet,
-        user_prompt=user_prompt,
-        state=state,
-        recent=recent,
-        history=history,
-        semantic_vector=semantic,
-        summary=summ.text if summ is not None else "",
-        overrides=overrides,
-        config=cfg,
-        embedder=embedder,
-        relevant_search=relevant_search,
-        llm=llm,
-        cache=cache,
-        clock=clock,
-    )
+        ctx = await build_context(
+            character_id=character_id,
+            memory_version=ch.memory_version,
+            sheet=sheet,
+            user_prompt=user_prompt,
+            state=state,
+            recent=recent,
+            history=history,
+            semantic_vector=semantic,
+            summary=summ.text if summ is not None else "",
+            overrides=overrides,
+            config=cfg,
+            embedder=embedder,
+            relevant_search=relevant_search,
+            llm=llm,
+            cache=cache,
+            clock=clock,
+        )
+    finally:
+        if query is not None:
+            query[1].cancel()  # a no-op once it was used
     used = {e.scene_index for e in (*ctx.recent, *ctx.relevant)}
     return replace(ctx, character=ch, episodes={i: rows[i] for i in sorted(used) if i in rows})
 
@@ -313,6 +343,8 @@ class RecordResult:
     summary: SummaryResult | None
     #: seconds of this call spent awaiting models and providers (text embedder, LLM summariser)
     model_seconds: float = 0.0
+    #: a consolidation is due and was left to the caller (`consolidate=False`)
+    consolidation_due: bool = False
 
 
 async def record_scene(
@@ -325,14 +357,17 @@ async def record_scene(
     llm: GroqLlm | None = None,
     config: ContextConfig | None = None,
     character: Any | None = None,
+    consolidate: bool = True,
     **episode: Any,
 ) -> RecordResult:
-    """Append the episode (idempotent on job_id), index its vectors, and consolidate when due.
+    """Append the episode (idempotent on job_id), index its vectors, and consolidate when due (with
+    `consolidate=False`, only say whether it is due: the caller consolidates, e.g. after answering).
 
     `character`: the character row when the caller has already read it (it is read here otherwise).
     `episode` takes the keyword arguments of `repository.record_episode` (kind, prompt, tags_added, ...).
     """
     from . import repository as repo
+    from .models import episode_text
 
     cfg = config or ContextConfig()
     clock = ModelClock()
@@ -341,7 +376,17 @@ async def record_scene(
         ch = await repo.get_character(session, character_id)
     # read before record_episode commits (a session that expires on commit would have to reload them)
     encoder, owner_id = (ch.encoder, ch.owner_id) if ch is not None else ("", "")
-    ep, created = await repo.record_episode(session, character_id, job_id=job_id, **episode)
+    text = episode_text(episode.get("prompt", ""), episode.get("description", ""))
+    text_vector: asyncio.Future[np.ndarray] | None = None
+    if vectors is not None and embedder is not None and text.strip():
+        # the text is known now: embed it while the row is written
+        text_vector = asyncio.ensure_future(aembed(embedder, [text], clock))
+    try:
+        ep, created = await repo.record_episode(session, character_id, job_id=job_id, **episode)
+    except BaseException:
+        if text_vector is not None:
+            text_vector.cancel()
+        raise
     if vectors is not None:  # re-indexing a replayed episode is harmless: point ids are deterministic
         if ep.face_embedding and encoder:
             await vectors.upsert_episode_face(
@@ -354,12 +399,28 @@ async def record_scene(
                 [r.get("uri", "") if isinstance(r, Mapping) else str(r) for r in ep.result_refs or []],
             )
         if embedder is not None and ep.text.strip():
-            tv = (await aembed(embedder, [ep.text], clock))[0]
+            if text_vector is None or ep.text != text:  # a replay returns the stored episode: index its text
+                if text_vector is not None:
+                    text_vector.cancel()
+                text_vector = asyncio.ensure_future(aembed(embedder, [ep.text], clock))
+            tv = (await text_vector)[0]
             await vectors.upsert_episode_text(
                 character_id, owner_id, ep.id, ep.scene_index, embedder.name, tv, ep.text
             )
+    if not consolidate:
+        due = await consolidation_due(session, character_id, cfg)
+        return RecordResult(ep, created, None, model_seconds=clock.seconds, consolidation_due=due)
     summary = await maybe_consolidate(session, character_id, llm=llm, config=cfg, clock=clock)
     return RecordResult(ep, created, summary, model_seconds=clock.seconds)
+
+
+async def consolidation_due(session: Any, character_id: str, config: ContextConfig, force: bool = False) -> bool:
+    """Whether the scenes since the last summary call for a new one (with `force`: whether there are any)."""
+    from . import repository as repo
+
+    # runs on every recorded episode: one round trip settles the usual "not due"
+    kinds = await repo.episode_kinds_since_summary(session, character_id)
+    return bool(kinds) and (force or config.consolidation.due(kinds))
 
 
 async def maybe_consolidate(
@@ -370,19 +431,18 @@ async def maybe_consolidate(
     config: ContextConfig | None = None,
     force: bool = False,
     clock: ModelClock | None = None,
+    states: StateCache | None = None,
 ) -> SummaryResult | None:
     """Write a story-so-far summary when the scenes since the last one are due (5 images / 3 videos), or with
     `force` whenever there is at least one new scene. None when nothing was written. The LLM's time goes on
-    `clock`."""
+    `clock`; with `states`, the story state is the kept one brought up to date instead of a full replay."""
     from sqlalchemy import select
 
     from . import repository as repo
     from .models import Episode
 
     cfg = config or ContextConfig()
-    # runs on every recorded episode: one round trip settles the usual "not due"
-    kinds = await repo.episode_kinds_since_summary(session, character_id)
-    if not kinds or not (force or cfg.consolidation.due(kinds)):
+    if not await consolidation_due(session, character_id, cfg, force):
         return None
     last = await repo.latest_summary(session, character_id)
     after = last.up_to_scene if last is not None else 0
@@ -395,15 +455,15 @@ async def maybe_consolidate(
     # decided again on these rows: a concurrent consolidation may have written a summary since the first read
     if not eps or not (force or cfg.consolidation.due([e.kind for e in eps])):
         return None
-    state = compute_state(await repo.scene_tags(session, character_id))
-    res = await consolidate(
-        [SceneRecord(e.scene_index, e.kind, e.text) for e in eps],
-        state,
-        last.text if last is not None else "",
-        llm=llm,
-        max_chars=cfg.summary_max_chars,
-        clock=clock,
-    )
+    state = await story_state(session, character_id, eps[-1].scene_index, states)
+    scenes = [SceneRecord(e.scene_index, e.kind, e.text) for e in eps]
+    previous = last.text if last is not None else ""
+    # the summariser (an LLM call: seconds) must not hold the transaction, which on SQLite is the write lock
+    await session.commit()
+    res = await consolidate(scenes, state, previous, llm=llm, max_chars=cfg.summary_max_chars, clock=clock)
+    latest = await repo.latest_summary(session, character_id)
+    if latest is not None and latest.up_to_scene >= res.up_to_scene:
+        return None  # a concurrent consolidation covered these scenes meanwhile
     await repo.add_summary(
         session,
         character_id,

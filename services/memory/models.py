@@ -103,8 +103,18 @@ class Episode(Base):
 
     @property
     def text(self) -> str:
-        """What the scene was about: its prompt and its description (for state heuristics and retrieval)."""
-        return " ".join(x for x in (self.prompt, self.description) if x)
+        return episode_text(self.prompt, self.description)
+
+
+def episode_text(prompt: str | None, description: str | None) -> str:
+    """What a scene was about: its prompt and its description (for state heuristics and retrieval). A description
+    that only repeats the prompt (the heuristic state extractor's) is not said twice."""
+    prompt, description = (prompt or "").strip(), (description or "").strip()
+    if not description or description in prompt:
+        return prompt
+    if prompt and prompt in description:
+        return description
+    return f"{prompt} {description}".strip()
 
 
 class Summary(Base):

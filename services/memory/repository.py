@@ -278,35 +278,35 @@ async def record_episode(
     emb = [float(x) for x in face_embedding] if face_embedding is not None else None
 
     existing = await _episode_by_job(session, character_id, job_id)
-    if existing is not None:
+    if existing is not None:  # recorded before (a redelivered job): nothing to write
         return existing, False
-    await session.commit()  # end the read transaction (nothing written): the write below must start its own
-
     delay = 0.02
     for attempt in range(retries + 1):
         try:
-            res = await session.execute(
-                update(Character)
-                .where(Character.id == character_id)
-                .values(
-                    episode_count=Character.episode_count + 1,
-                    memory_version=Character.memory_version + 1,
-                    updated_at=utcnow(),
+            # bumping the counter first takes the character's lock (row lock on Postgres, write lock on SQLite), so
+            # the look for this job's episode below cannot race another recording of it
+            scene = (
+                await session.execute(
+                    update(Character)
+                    .where(Character.id == character_id)
+                    .values(
+                        episode_count=Character.episode_count + 1,
+                        memory_version=Character.memory_version + 1,
+                        updated_at=utcnow(),
+                    )
+                    .returning(Character.episode_count)
+                    .execution_options(synchronize_session=False)
                 )
-                .execution_options(synchronize_session=False)
-            )
-            if res.rowcount == 0:
+            ).scalar_one_or_none()
+            if scene is None:
                 await session.commit()  # nothing was written; commit keeps the session's objects loaded
                 raise NotFound(f"character {character_id} not found")
             existing = await _episode_by_job(session, character_id, job_id)
             if existing is not None:  # a concurrent call recorded it while we waited for the lock
-                await session.rollback()
+                await session.rollback()  # the counter stays as it was
                 existing = await _episode_by_job(session, character_id, job_id)
                 assert existing is not None
                 return existing, False
-            scene = (
-                await session.execute(select(Character.episode_count).where(Character.id == character_id))
-            ).scalar_one()
             ep = Episode(
                 id=episode_id or str(uuid.uuid4()),
                 character_id=character_id,

@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from idlock import grpc_client, refs, subjects
 from idlock.bus import EventBus
 from idlock.db import Database
-from idlock.errors import IdlockError, InvalidInput, PreconditionFailed
+from idlock.errors import IdlockError, InvalidInput, NotFound, PreconditionFailed
 from idlock.grpc_server import ServiceSpec, remaining_s
 from idlock.launch import servicer_spec
 from idlock.settings import DatabaseSettings, MeshSettings, NatsSettings, PathsSettings, StorageSettings
@@ -276,6 +276,8 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         self.cache: PromptCache | None = None
         #: story states kept between context builds (episodes only append; a deleted character is forgotten)
         self.states = StateCache()
+        #: consolidations running after RecordEpisode answered, by character (one at a time per character)
+        self._consolidating: dict[str, asyncio.Task[None]] = {}
         self.bus: EventBus | None = None
         self.identity_addr = ""
         self._identity_channel: grpc.aio.Channel | None = None
@@ -318,6 +320,8 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             return None
 
     async def shutdown(self) -> None:
+        if self._consolidating:  # let started summaries be written (a cut one is redone by the next episode)
+            await asyncio.wait(list(self._consolidating.values()), timeout=self.settings.shutdown_consolidation_s)
         for close in (
             self._identity_channel.close if self._identity_channel else None,
             self.bus.close if self.bus else None,
@@ -334,6 +338,39 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                 log.exception("memory shutdown step failed")
 
     # ---- helpers ----
+    def _consolidate_soon(self, cid: str) -> None:
+        """Write the due summary after RecordEpisode has answered: the job need not wait for the summariser (an
+        LLM call, seconds). Reads of the character's story wait for it (`_settled`). A consolidation that fails
+        or is cut off is redone when the next episode is recorded (it is still due then)."""
+        previous = self._consolidating.get(cid)
+
+        async def run() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            try:
+                async with self.db.session() as s:
+                    summary = await maybe_consolidate(
+                        s, cid, llm=self.llm, config=self.config, states=self.states
+                    )
+                if summary is not None:
+                    await self._published_summary(cid, summary)
+            except NotFound:
+                pass  # erased meanwhile
+            except Exception:
+                log.exception("consolidating the memory of character %s failed; the next episode retries", cid)
+
+        task = asyncio.ensure_future(run())
+        self._consolidating[cid] = task
+        task.add_done_callback(
+            lambda t: self._consolidating.pop(cid, None) if self._consolidating.get(cid) is t else None
+        )
+
+    async def _settled(self, cid: str) -> None:
+        """Wait for a consolidation of this character that is still being written."""
+        task = self._consolidating.get(cid)
+        if task is not None:
+            await asyncio.wait([task])
+
     async def _publish(self, subject: str, message: Message, msg_id: str) -> None:
         """Events are facts about committed state; a failed publish is logged, not turned into an RPC error."""
         if self.bus is None:
@@ -467,6 +504,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         self, request: pb.DeleteCharacterRequest, context
     ) -> pb.DeleteCharacterResponse:
         cid = self._need(request.character_id, "character_id")
+        await self._settled(cid)
         async with self.db.session() as s:
             ch = await repo.get_character(s, cid, owner_id=self._owner(request.owner_id))
             owner = ch.owner_id
@@ -497,6 +535,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             face = characters.check_face_embedding(
                 ch, e.face_embedding.encoder, list(e.face_embedding.values)
             )
+            encoder = ch.encoder  # read now: recording may roll back (a replay), which expires the row
             res = await record_scene(
                 s,
                 cid,
@@ -507,9 +546,9 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                 config=self.config,
                 character=ch,
                 face_embedding=face,
+                consolidate=False,
                 **kw,
             )
-            encoder = ch.encoder
         ep = res.episode
         await self._publish(
             subjects.EPISODE_RECORDED,
@@ -523,12 +562,12 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             ),
             msg_id=f"episode.recorded.{cid}.{ep.job_id}",
         )
-        if res.summary is not None:
-            await self._published_summary(cid, res.summary)
+        if res.consolidation_due:
+            self._consolidate_soon(cid)
         return pb.RecordEpisodeResponse(
             episode=episode_pb(ep, encoder),
             created=res.created,
-            consolidated=res.summary is not None,
+            consolidated=res.consolidation_due,
             model_seconds=res.model_seconds,
         )
 
@@ -549,6 +588,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
 
     async def ListHistory(self, request: pb.ListHistoryRequest, context) -> pb.ListHistoryResponse:
         cid = self._need(request.character_id, "character_id")
+        await self._settled(cid)
         async with self.db.session() as s:
             ch = await repo.get_character(s, cid, owner_id=self._owner(request.owner_id))
             rows, token = await repo.list_history(
@@ -590,6 +630,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
 
     async def BuildContext(self, request: pb.BuildContextRequest, context) -> pb.BuildContextResponse:
         cid = self._need(request.character_id, "character_id")
+        await self._settled(cid)
         async with self.db.session() as s:
             ctx = await load_context(
                 s,
@@ -638,6 +679,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
 
     async def Consolidate(self, request: pb.ConsolidateRequest, context) -> pb.ConsolidateResponse:
         cid = self._need(request.character_id, "character_id")
+        await self._settled(cid)
         async with self.db.session() as s:
             await repo.get_character(s, cid)
             res = await maybe_consolidate(s, cid, llm=self.llm, config=self.config, force=True)

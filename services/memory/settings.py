@@ -103,6 +103,12 @@ class MemorySettings(GrpcServerSettings):
     identity_timeout_s: float = Field(
         60.0, gt=0, description="Deadline of the call to the identity service that encodes the references."
     )
+    shutdown_consolidation_s: float = Field(
+        10.0,
+        ge=0,
+        description="On shutdown, how long to wait for story summaries still being written (seconds); one cut "
+        "off is written when the character's next episode is recorded.",
+    )
     nats_wait_s: float = Field(
         10.0,
         gt=0,

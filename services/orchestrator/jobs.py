@@ -12,16 +12,19 @@ so a cancellation between two steps is never overwritten.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from google.protobuf import json_format
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from idlock.db import Database
@@ -59,11 +62,16 @@ def new_job_id() -> str:
 
 
 def msg_to_dict(msg: Any) -> dict[str, Any]:
+    if isinstance(msg, common_pb2.IdentityVector):  # json_format walks each float in Python: ~0.7 ms a vector
+        return {"encoder": msg.encoder, "values": list(msg.values)} if msg.encoder or msg.values else {}
     return json_format.MessageToDict(msg, preserving_proto_field_name=True)
 
 
 def dict_to_msg(d: Mapping[str, Any] | None, msg: Any) -> Any:
-    if d:
+    if d and isinstance(msg, common_pb2.IdentityVector) and set(d) <= {"encoder", "values"}:
+        msg.encoder = d.get("encoder", "")
+        msg.values[:] = [float(x) for x in d.get("values", ())]
+    elif d:
         json_format.ParseDict(dict(d), msg, ignore_unknown_fields=True)
     return msg
 
@@ -117,9 +125,34 @@ def _decode_token(token: str) -> tuple[datetime, str]:
         raise InvalidInput("page_token is not a token this service issued") from e
 
 
+class JobChanges:
+    """Wakes this process's watchers of a job when this process changes it. Changes made by another replica are
+    not signalled: watchers also look at the row every so often."""
+
+    def __init__(self) -> None:
+        self._watchers: dict[str, set[asyncio.Event]] = {}
+
+    @contextlib.contextmanager
+    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
+        changed = asyncio.Event()
+        self._watchers.setdefault(job_id, set()).add(changed)
+        try:
+            yield changed
+        finally:
+            watchers = self._watchers.get(job_id, set())
+            watchers.discard(changed)
+            if not watchers:
+                self._watchers.pop(job_id, None)
+
+    def changed(self, job_id: str) -> None:
+        for event in self._watchers.get(job_id, ()):
+            event.set()
+
+
 class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.changes = JobChanges()
 
     # --- submission -------------------------------------------------------------------------------------------
 
@@ -259,6 +292,8 @@ class JobStore:
                 )
             )
             changed = res.rowcount == 1
+        if changed:
+            self.changes.changed(job_id)
         job = await self.get(job_id)
         assert job is not None
         if not changed and job.status != CANCELLED:
@@ -274,27 +309,42 @@ class JobStore:
         expired (its worker died). A lease held by another live worker answers "busy"."""
         now = utcnow()
         async with self.db.session() as s:
-            job = await s.get(Job, job_id, with_for_update=self.db.dialect == "postgresql")
+            # the usual case is one conditional UPDATE; the job is read only to say why it was not taken
+            job = (
+                await s.execute(
+                    update(Job)
+                    .where(
+                        Job.id == job_id,
+                        Job.status.in_(ACTIVE),
+                        or_(
+                            Job.lease_owner == "",
+                            Job.lease_owner == worker_id,
+                            Job.lease_until.is_(None),
+                            Job.lease_until <= now,
+                        ),
+                    )
+                    .values(
+                        status=RUNNING,
+                        attempts=func.coalesce(Job.attempts, 0) + 1,
+                        lease_owner=worker_id,
+                        lease_until=now + timedelta(seconds=lease_s),
+                        started_at=func.coalesce(Job.started_at, now),
+                        updated_at=now,
+                        error_code="",
+                        error_message="",
+                    )
+                    .returning(Job)
+                    .execution_options(synchronize_session=False)
+                )
+            ).scalar_one_or_none()
             if job is None:
-                return Claim("missing", None)
-            if job.status in TERMINAL:
-                return Claim("terminal", job)
-            lease_until = aware(job.lease_until)
-            if (
-                job.lease_owner
-                and job.lease_owner != worker_id
-                and lease_until is not None
-                and lease_until > now
-            ):
-                return Claim("busy", job, lease_until)
-            job.status = RUNNING
-            job.attempts = (job.attempts or 0) + 1
-            job.lease_owner = worker_id
-            job.lease_until = now + timedelta(seconds=lease_s)
-            job.started_at = aware(job.started_at) or now
-            job.updated_at = now
-            job.error_code = ""
-            job.error_message = ""
+                job = await s.get(Job, job_id)
+                if job is None:
+                    return Claim("missing", None)
+                if job.status in TERMINAL:
+                    return Claim("terminal", job)
+                return Claim("busy", job, aware(job.lease_until))
+        self.changes.changed(job_id)
         return Claim("claimed", job)
 
     async def renew(self, job_id: str, worker_id: str, lease_s: float) -> bool:
@@ -329,7 +379,8 @@ class JobStore:
             job.checkpoint = {**(job.checkpoint or {}), step: dict(result)}
             job.step = step
             job.updated_at = utcnow()
-            return True
+        self.changes.changed(job_id)
+        return True
 
     async def save_steps(
         self, job_id: str, worker_id: str, checkpoint: Mapping[str, Mapping[str, Any]], *, step: str
@@ -345,7 +396,10 @@ class JobStore:
                     checkpoint={k: dict(v) for k, v in checkpoint.items()}, step=step, updated_at=utcnow()
                 )
             )
-            return res.rowcount == 1
+        if res.rowcount != 1:
+            return False
+        self.changes.changed(job_id)
+        return True
 
     async def finish(
         self,
@@ -388,9 +442,15 @@ class JobStore:
             res = await s.execute(update(Job).where(*cond).values(**values))
             if res.rowcount != 1:
                 return False
-            if usage is not None and await s.get(Usage, job_id) is None:
-                s.add(Usage(job_id=job_id, created_at=now, **dict(usage)))
-            return True
+            if usage is not None:  # one usage record per job, also when a finish is replayed
+                insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
+                await s.execute(
+                    insert(Usage)
+                    .values(job_id=job_id, created_at=now, **dict(usage))
+                    .on_conflict_do_nothing(index_elements=[Usage.job_id])
+                )
+        self.changes.changed(job_id)
+        return True
 
     # --- the reconciler ---------------------------------------------------------------------------------------
 
@@ -421,7 +481,9 @@ class JobStore:
                 return None
             job.requeues = (job.requeues or 0) + 1
             job.updated_at = utcnow()
-            return job.requeues
+            requeues = job.requeues
+        self.changes.changed(job_id)
+        return requeues
 
     # --- usage and feedback -----------------------------------------------------------------------------------
 

@@ -328,25 +328,29 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     async def WatchJob(self, request: pb.WatchJobRequest, context):
         job = await self.store.get_owned(request.job_id, request.owner_id)
         last = None
-        while True:
-            key = (job.status, job.step, job.attempts)
-            if key != last:
-                last = key
-                if job.status == RUNNING:
-                    event, message = (
-                        ("progress", job.step) if job.step else ("started", f"attempt {job.attempts}")
-                    )
-                else:
-                    event = WATCH_EVENTS.get(job.status, job.status)
-                    message = job.error_message if job.status in TERMINAL else ""
-                yield pb.WatchJobResponse(job=to_proto(job), event=event, message=message)
-            if job.status in TERMINAL:
-                return
-            await asyncio.sleep(self.settings.watch_poll_s)
-            fresh = await self.store.get(job.id)
-            if fresh is None:  # erased meanwhile
-                return
-            job = fresh
+        # a change made here wakes the watch at once; one made by another replica is seen at the next look
+        with self.store.changes.watch(job.id) as changed:
+            while True:
+                key = (job.status, job.step, job.attempts)
+                if key != last:
+                    last = key
+                    if job.status == RUNNING:
+                        event, message = (
+                            ("progress", job.step) if job.step else ("started", f"attempt {job.attempts}")
+                        )
+                    else:
+                        event = WATCH_EVENTS.get(job.status, job.status)
+                        message = job.error_message if job.status in TERMINAL else ""
+                    yield pb.WatchJobResponse(job=to_proto(job), event=event, message=message)
+                if job.status in TERMINAL:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), self.settings.watch_poll_s)
+                changed.clear()
+                fresh = await self.store.get(job.id)
+                if fresh is None:  # erased meanwhile
+                    return
+                job = fresh
 
     async def RecordFeedback(self, request: pb.RecordFeedbackRequest, context) -> pb.RecordFeedbackResponse:
         rating = RATINGS.get(request.rating)

@@ -104,7 +104,11 @@ class OrchestratorSettings(GrpcServerSettings):
 
     # --- misc ---
     watch_poll_s: float = Field(
-        0.25, gt=0, le=10, description="How often WatchJob looks at the job row (seconds)."
+        0.25,
+        gt=0,
+        le=10,
+        description="How often WatchJob looks at the job row for changes made by another replica (seconds); "
+        "this replica's own changes reach its watchers at once.",
     )
     cost_per_job_usd: float = Field(
         0.0,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -95,7 +97,8 @@ async def test_empty_schema_is_created_and_versioned(db: Database, db_schema: st
         async with db.engine.connect() as conn:
             assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
             assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
-            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 5000
+            # waiting for the write lock happens in the connection, off SQLite's blocking busy handler
+            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 0
     else:
         assert db.schema == db_schema
         async with db.engine.connect() as conn:
@@ -108,6 +111,48 @@ async def test_empty_schema_is_created_and_versioned(db: Database, db_schema: st
                 ).scalars()
             )
         assert tables == {"characters", "episodes", "schema_version"}
+
+
+async def test_sqlite_writers_wait_for_each_other_without_blocking_the_loop(data_dir: Path) -> None:
+    # statements run on the loop's thread: a transaction waiting for another's write lock must yield to the loop,
+    # or the holder (suspended in an await) could never commit
+    a = Database.open(DatabaseSettings(url=""), service=SERVICE, data_dir=data_dir)
+    b = Database.open(DatabaseSettings(url=""), service=SERVICE, data_dir=data_dir)  # same file, own pool
+    await a.migrate(BaseV1.metadata, version=1)
+    ticks = 0
+    holding = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    async def holder() -> None:
+        async with a.session() as s:
+            s.add(CharacterV1(id="first", name="A"))
+            await s.flush()  # the write lock is taken here
+            holding.set()
+            await asyncio.sleep(0.3)
+
+    async def waiter() -> float:
+        await holding.wait()
+        started = time.monotonic()
+        async with b.session() as s:
+            s.add(CharacterV1(id="second", name="B"))
+        return time.monotonic() - started
+
+    tick = asyncio.create_task(ticker())
+    try:
+        _, waited = await asyncio.gather(holder(), waiter())
+    finally:
+        tick.cancel()
+    assert waited >= 0.2  # it really waited for the holder's commit
+    assert ticks >= 20  # and the loop kept running meanwhile
+    async with a.session() as s:
+        assert {c.id for c in (await s.execute(select(CharacterV1))).scalars()} == {"first", "second"}
+    await a.close()
+    await b.close()
 
 
 async def test_foreign_keys_are_enforced(db: Database) -> None:

@@ -1,11 +1,6 @@
-"""Prompt cache: in-memory and over a NATS KV bucket on a real nats-server (started here, own fixture)."""
+"""Prompt cache: in-memory and over a NATS KV bucket on a real nats-server (the session's `nats_server`)."""
 
 import asyncio
-import shutil
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -13,44 +8,9 @@ from services.memory.cache import CacheKey, InMemoryPromptCache, NatsKvPromptCac
 from services.memory.prompt import ComposedPrompt
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _nats_bin() -> str:
-    local = Path(sys.executable).parent / "nats-server"
-    return str(local) if local.exists() else (shutil.which("nats-server") or "nats-server")
-
-
 @pytest.fixture(scope="module")
-def nats_url(tmp_path_factory):
-    port = _free_port()
-    sd = tmp_path_factory.mktemp("js")
-    proc = subprocess.Popen(
-        [_nats_bin(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(sd)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import time
-
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("nats-server did not start")
-    yield f"nats://127.0.0.1:{port}"
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def nats_url(nats_server):
+    return nats_server.url
 
 
 def key(cid="char-1", v=1, p="p" * 64):

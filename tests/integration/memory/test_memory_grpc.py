@@ -83,6 +83,14 @@ def sky_png() -> bytes:
     return _png(sky)
 
 
+async def _consenting(stub: pb_grpc.MemoryServiceStub, name: str, png: bytes) -> pb.Character:
+    """A character created with consent from one reference photo."""
+    request = pb.CreateCharacterRequest(
+        owner_id=OWNER, name=name, consent_given=True, reference_images=[_img(png)]
+    )
+    return (await stub.CreateCharacter(request)).character
+
+
 def _img(data: bytes) -> common_pb2.ImageInput:
     return common_pb2.ImageInput(data=data)
 
@@ -476,7 +484,8 @@ async def test_three_scene_story_and_context(mesh: Mesh, astronaut_png: bytes) -
     t0 = time.perf_counter()
     ctx = await mesh.stub.BuildContext(req)
     wall = time.perf_counter() - t0
-    assert 0 < ctx.model_seconds < wall  # the embedder ranked earlier scenes (template engine: no LLM)
+    # the three scenes are all recent ones: nothing older to rank, so no embedder call (template engine: no LLM)
+    assert ctx.model_seconds == 0.0 and not ctx.relevant
     names = {(i.category, i.name) for i in ctx.current_state}
     assert ("props", "sword") in names and ("injuries", "cut on left cheek") in names
     assert not any(c == "clothing" for c, _ in names)
@@ -600,13 +609,7 @@ async def test_minilm_embedder_picks_the_relevant_scene(
     }
     async with serving("memory", tmp_path, **env) as svc:
         stub = pb_grpc.MemoryServiceStub(svc.channel)
-        ch = (
-            await stub.CreateCharacter(
-                pb.CreateCharacterRequest(
-                    owner_id=OWNER, name="Eileen", consent_given=True, reference_images=[_img(astronaut_png)]
-                )
-            )
-        ).character
+        ch = await _consenting(stub, "Eileen", astronaut_png)
         prompts = [
             "She feeds a stray cat in a rainy alley",
             "She pilots a spacecraft through an asteroid field",
@@ -624,6 +627,7 @@ async def test_minilm_embedder_picks_the_relevant_scene(
         )
         assert [e.scene_index for e in ctx.recent] == [4]
         assert [e.prompt for e in ctx.relevant] == [prompts[1]]
+        assert ctx.model_seconds > 0  # older scenes were ranked: the embedder's time is reported
 
 
 async def test_without_nats_the_service_still_serves(identity_addr, tmp_path, astronaut_png) -> None:
@@ -637,15 +641,53 @@ async def test_without_nats_the_service_still_serves(identity_addr, tmp_path, as
     }
     async with serving("memory", tmp_path, **env) as svc:
         stub = pb_grpc.MemoryServiceStub(svc.channel)
-        ch = (
-            await stub.CreateCharacter(
-                pb.CreateCharacterRequest(
-                    owner_id=OWNER, name="Offline", consent_given=True, reference_images=[_img(astronaut_png)]
-                )
-            )
-        ).character
+        ch = await _consenting(stub, "Offline", astronaut_png)
         req = pb.BuildContextRequest(character_id=ch.id, user_prompt="a quiet morning")
         assert not (await stub.BuildContext(req)).cache_hit
         assert (await stub.BuildContext(req)).cache_hit
         res = await stub.DeleteCharacter(pb.DeleteCharacterRequest(character_id=ch.id))
         assert all(r.ok for r in res.report)
+
+
+async def test_recording_does_not_wait_for_the_summariser(
+    identity_addr, nats_server, tmp_path, astronaut_png
+) -> None:
+    """The fifth image makes a summary due: RecordEpisode answers without waiting for the (slow) LLM summariser,
+    and reads of the story wait for the summary being written."""
+    from tests.fakes.groq_server import FakeGroqServer
+
+    with FakeGroqServer() as groq:
+        env = {
+            "IDLOCK_DATABASE_URL": "",
+            "IDLOCK_IDENTITY_ADDR": identity_addr,
+            "IDLOCK_NATS_URL": nats_server.url,
+            "IDLOCK_MEMORY_TEXT_EMBEDDER": "hashing",
+            "IDLOCK_MEMORY_GROQ_API_KEY": "test-key",
+            "IDLOCK_MEMORY_GROQ_BASE_URL": groq.base_url,
+            "IDLOCK_MEMORY_LLM_MAX_RETRIES": "0",
+        }
+        async with serving("memory", tmp_path, **env) as svc:
+            stub = pb_grpc.MemoryServiceStub(svc.channel)
+            ch = await _consenting(stub, "Arya", astronaut_png)
+            for i in range(1, 5):
+                r = await stub.RecordEpisode(
+                    pb.RecordEpisodeRequest(
+                        episode=pb.Episode(character_id=ch.id, job_id=f"s-{i}", prompt=f"scene {i}")
+                    )
+                )
+                assert not r.consolidated
+            summary = "Arya crossed four valleys and reached the sea."
+            groq.reply(summary)
+            groq.delay_s = 1.5
+            t0 = time.perf_counter()
+            fifth = await stub.RecordEpisode(
+                pb.RecordEpisodeRequest(
+                    episode=pb.Episode(character_id=ch.id, job_id="s-5", prompt="scene 5")
+                )
+            )
+            answered = time.perf_counter() - t0
+            assert fifth.consolidated and fifth.episode.scene_index == 5
+            assert answered < 1.0, answered  # the summariser's 1.5 s were not waited for
+            hist = await stub.ListHistory(pb.ListHistoryRequest(character_id=ch.id, owner_id=OWNER))
+            assert time.perf_counter() - t0 >= 1.4  # the read waited for the summary being written
+            assert hist.story_summary == summary and groq.calls == 1

@@ -113,9 +113,9 @@ async def test_three_scene_story_context(env):
             assert r.created and r.episode.scene_index == i and r.summary is None
             # the text embedder ran: its time is reported, and is part of the call
             assert 0 < r.model_seconds < wall
-            # job lookup, counter bump, job re-check, scene number, insert, consolidation check: the given
-            # character is not read again, and "not due" takes one query
-            assert len(sql) == 6, sql
+            # job lookup, counter bump (returning the scene number), job re-check, insert, consolidation check:
+            # the given character is not read again, and "not due" takes one query
+            assert len(sql) == 5, sql
             assert not [q for q in sql if q.startswith("SELECT") and "characters.owner_id" in q]
             assert sum("summaries" in q for q in sql) == 1
         # replaying a job changes nothing

@@ -4,6 +4,7 @@ memory service and the orchestrator itself on port 0."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
@@ -216,3 +217,15 @@ async def test_a_character_that_lost_its_references_ends_needs_more_refs(peers, 
         await asyncio.sleep(0.2)
         failed = [ev for subj, ev in orch.events if ev.job_id == job.id and subj.endswith(".failed")]
         assert len(failed) == 1 and failed[0].status == common_pb2.JOB_STATUS_NEEDS_MORE_REFS
+
+
+async def test_a_watch_is_woken_by_the_changes_made_here(peers, tmp_path) -> None:
+    # with a 10 s look at the row, every event arriving sooner came from the store's change signal
+    async with orchestrator(peers, tmp_path, watch_poll_s=10.0) as orch:
+        cid = peers.add_character()
+        job = (await orch.submit(cid)).job
+        t0 = time.monotonic()
+        events = [r.event async for r in orch.stub.WatchJob(pb.WatchJobRequest(job_id=job.id, owner_id=OWNER))]
+        assert time.monotonic() - t0 < 6, events
+        assert events[-1] == "succeeded" and "progress" in events, events
+        assert orch.servicer.store.changes._watchers == {}  # the watch let go when it ended
