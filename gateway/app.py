@@ -27,6 +27,7 @@ from gateway.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from gateway.routers import admin, auth, characters, jobs
 from gateway.settings import GatewaySettings
 from idlock import grpc_client
+from idlock.grpc_server import freeze_startup_heap
 from idlock.settings import DatabaseSettings, MeshSettings, NatsSettings, PathsSettings, StorageSettings
 from idlock.telemetry import request_id_var
 
@@ -128,9 +129,11 @@ def create_app(
     nats: NatsSettings | None = None,
     resolver: pose.Resolver = pose.system_resolver,
     pose_transport: httpx.AsyncBaseTransport | None = None,
+    freeze_heap: bool = False,
 ) -> FastAPI:
     """The gateway app. Its lifespan opens the database, object store and mesh channels; tests inject a DNS
-    resolver and an HTTP transport for pose downloads."""
+    resolver and an HTTP transport for pose downloads. `freeze_heap`: the app is its process's own, whose
+    start-up heap is frozen once started (`freeze_startup_heap`)."""
     settings = settings or GatewaySettings()
     mesh = mesh or MeshSettings()
     gateway = Gateway(
@@ -147,6 +150,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
+        if freeze_heap:
+            freeze_startup_heap()
         try:
             yield
         finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import signal
 import time
@@ -271,10 +272,17 @@ class GrpcService:
         await self._stopped.wait()
 
 
+def freeze_startup_heap() -> None:
+    """Put what start-up allocated (modules, models: ~300k objects in the memory service) out of the cyclic
+    collector's way. Otherwise every full collection walks all of it: a 100+ ms pause inside some request."""
+    gc.freeze()
+
+
 async def run_forever(spec: ServiceSpec, settings: GrpcServerSettings) -> None:
     """Run a service until SIGTERM/SIGINT; used by `python -m services.<name>`."""
     service = GrpcService(spec, settings)
     await service.start()
+    freeze_startup_heap()
     print(f"{spec.component} listening on {service.address}", flush=True)
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task] = []

@@ -63,6 +63,24 @@ REFINER_UNAVAILABLE = "refiner could not run; the image was kept"
 PAID_STEPS = frozenset({"render", "regenerate"})
 
 
+@dataclass
+class EarlyContext:
+    """BuildContext asked for from the queue's message, while the job is claimed."""
+
+    work: events_pb2.GenerateJobWork
+    task: asyncio.Future[memory_service_pb2.BuildContextResponse]
+
+    def asks_for(self, job: Job) -> bool:
+        """Whether it was asked with what the job's row holds (the row is the truth)."""
+        w = self.work
+        return (w.character_id, w.owner_id, w.prompt, list(w.style_overrides)) == (
+            job.character_id,
+            job.owner_id,
+            job.prompt,
+            list(job.style_overrides or []),
+        )
+
+
 class Checkpoint(dict):
     """A running job's finished steps (name -> result), and whether the last thing done was a conditional write that
     found the job still running here (`confirmed`; a step run since may not be in the row yet)."""
@@ -241,13 +259,16 @@ class GenerationFlow:
 
     # --- running a job ----------------------------------------------------------------------------------------
 
-    async def _claim(self, job_id: str):
-        """Claim the job; while another live worker holds it, wait for its lease to run out (at most 2 leases)."""
+    async def _claim(self, job_id: str, on_wait: Callable[[], None] | None = None):
+        """Claim the job; while another live worker holds it, wait for its lease to run out (at most 2 leases),
+        calling `on_wait` first."""
         give_up = time.monotonic() + 2 * self.config.lease_s + 1.0
         while True:
             claim = await self.store.claim(job_id, self.worker_id, self.config.lease_s)
             if claim.outcome != "busy":
                 return claim
+            if on_wait is not None:
+                on_wait()
             if time.monotonic() >= give_up:
                 raise Unavailable(f"job {job_id} is being run by worker {claim.job.lease_owner}")
             wait = (aware(claim.lease_until) - utcnow()).total_seconds() if claim.lease_until else 0.5
@@ -263,29 +284,61 @@ class GenerationFlow:
             except Exception as e:  # noqa: BLE001 - retried next interval
                 log.warning("job %s: lease renewal failed: %s", job_id, e)
 
-    async def run(self, job_id: str, *, final_attempt: bool = False) -> str:
+    async def run(
+        self, job_id: str, *, final_attempt: bool = False, work: events_pb2.GenerateJobWork | None = None
+    ) -> str:
         """Run (or resume) a job. Returns what happened: succeeded, failed, needs_more_refs, cancelled,
-        terminal (nothing to do), missing (unknown job). Raises on a transient failure (redeliver)."""
-        claim = await self._claim(job_id)
-        if claim.outcome in ("missing", "terminal"):
-            log.info("job %s: %s, nothing to do", job_id, claim.outcome)
-            return claim.outcome
-        job = claim.job
-        renew = asyncio.create_task(self._renew_lease(job_id), name=f"lease-{job_id}")
-        try:
-            with telemetry.bound(job_id=job.id, character_id=job.character_id):
-                return await self._run_claimed(job, final_attempt)
-        except asyncio.CancelledError:
-            # shutting down: hand the job back at once (the message is nak'd and redelivered)
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.store.release(job_id, self.worker_id))
-            raise
-        finally:
-            renew.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renew
+        terminal (nothing to do), missing (unknown job). Raises on a transient failure (redeliver).
 
-    async def _run_claimed(self, job: Job, final_attempt: bool) -> str:
+        `work`: the queue's message; an image job's context is asked for while the job is being claimed (it only
+        reads), and is dropped when the job is not run or its row says otherwise."""
+        early = self._early_context(work) if work is not None and work.job_id == job_id else None
+
+        def drop_early() -> None:
+            # also used when another worker's lease is waited out: a context asked for before may be stale
+            nonlocal early
+            if early is not None:
+                early.task.cancel()
+                early = None
+
+        try:
+            claim = await self._claim(job_id, on_wait=drop_early)
+            if claim.outcome in ("missing", "terminal"):
+                log.info("job %s: %s, nothing to do", job_id, claim.outcome)
+                return claim.outcome
+            job = claim.job
+            renew = asyncio.create_task(self._renew_lease(job_id), name=f"lease-{job_id}")
+            try:
+                with telemetry.bound(job_id=job.id, character_id=job.character_id):
+                    return await self._run_claimed(job, final_attempt, early)
+            except asyncio.CancelledError:
+                # shutting down: hand the job back at once (the message is nak'd and redelivered)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.store.release(job_id, self.worker_id))
+                raise
+            finally:
+                renew.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renew
+        finally:
+            drop_early()  # a no-op for the task once it was used
+
+    def _early_context(self, work: events_pb2.GenerateJobWork) -> EarlyContext | None:
+        if work.video or not work.prompt:
+            return None
+        task = asyncio.ensure_future(
+            self.peers.build_context(
+                work.character_id,
+                work.owner_id,
+                work.prompt,
+                list(work.style_overrides),
+                timeout_s=self.config.step_timeout_s,
+            )
+        )
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a dropped one's error is not lost
+        return EarlyContext(work, task)
+
+    async def _run_claimed(self, job: Job, final_attempt: bool, early: EarlyContext | None = None) -> str:
         ckpt = Checkpoint(job.checkpoint)
         options = dict_to_msg(job.options, pb.GenerationOptions())
         self.emit_soon(
@@ -302,7 +355,9 @@ class GenerationFlow:
             # consent and readiness are checked on the character that BuildContext returns; a job resumed after
             # its context was saved asks memory for the character again
             character = None if "context" not in ckpt else await self._check_character(job)
-            ctx = await self._step(job, ckpt, "context", lambda: self._context(job, character), carry=True)
+            ctx = await self._step(
+                job, ckpt, "context", lambda: self._context(job, character, early), carry=True
+            )
             render = await self._step(job, ckpt, "render", lambda: self._render(job, options, ctx))
             score = await self._step(job, ckpt, "score", lambda: self._score(job, ctx, render), carry=True)
             refine = await self._step(
@@ -419,15 +474,20 @@ class GenerationFlow:
 
     # --- the steps --------------------------------------------------------------------------------------------
 
-    async def _context(self, job: Job, character: memory_service_pb2.Character | None) -> dict[str, Any]:
+    async def _context(
+        self, job: Job, character: memory_service_pb2.Character | None, early: EarlyContext | None = None
+    ) -> dict[str, Any]:
         try:
-            ctx = await self.peers.build_context(
-                job.character_id,
-                job.owner_id,
-                job.prompt,
-                list(job.style_overrides or []),
-                timeout_s=self.config.step_timeout_s,
-            )
+            if early is not None and early.asks_for(job):
+                ctx = await early.task
+            else:
+                ctx = await self.peers.build_context(
+                    job.character_id,
+                    job.owner_id,
+                    job.prompt,
+                    list(job.style_overrides or []),
+                    timeout_s=self.config.step_timeout_s,
+                )
         except NotFound:
             raise _JobFailed(
                 FAILED, "character_not_found", f"character {job.character_id} no longer exists"

@@ -34,7 +34,7 @@ from services.memory.prompt import sanitize_prompt, strip_control
 from services.orchestrator.clients import GrpcPeers
 from services.orchestrator.flow import FlowConfig, GenerationFlow, Peers
 from services.orchestrator.jobs import JobStore, msg_to_dict, to_proto
-from services.orchestrator.models import FAILED, QUEUED, RUNNING, SCHEMA_VERSION, TERMINAL, Base
+from services.orchestrator.models import FAILED, QUEUED, RUNNING, SCHEMA_VERSION, TERMINAL, Base, Job
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.state_extraction import StateExtractor, VisionStateReader
 
@@ -156,7 +156,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             return
         final = delivery.num_delivered >= self.settings.max_deliver
         async with delivery.heartbeat():
-            await self.flow.run(work.job_id, final_attempt=final)
+            # a redelivery is most likely a resumed job, whose context is saved: no early context for it
+            await self.flow.run(work.job_id, final_attempt=final, work=work if delivery.num_delivered == 1 else None)
 
     # --- the reconciler ---------------------------------------------------------------------------------------
 
@@ -187,13 +188,21 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             n = await self.store.bump_requeue(job.id, job.updated_at)
             if n is None:
                 continue
-            await self._publish_work(job.id, job.owner_id, job.character_id, msg_id=f"{job.id}:r{n}")
+            await self._publish_work(job, msg_id=f"{job.id}:r{n}")
             log.info("re-enqueued job %s (stuck in %s), requeue %d", job.id, job.status, n)
             out.append(job.id)
         return out
 
-    async def _publish_work(self, job_id: str, owner_id: str, character_id: str, *, msg_id: str) -> None:
-        work = events_pb2.GenerateJobWork(job_id=job_id, owner_id=owner_id, character_id=character_id)
+    async def _publish_work(self, job: Job, *, msg_id: str) -> None:
+        work = events_pb2.GenerateJobWork(
+            job_id=job.id,
+            owner_id=job.owner_id,
+            character_id=job.character_id,
+            video=bool((job.options or {}).get("video")),
+        )
+        if job.status == QUEUED:  # a job that ran before may have its context saved: the worker reads the row
+            work.prompt = job.prompt
+            work.style_overrides.extend(job.style_overrides or [])
         await self.bus.publish(subjects.JOB_GENERATE, work, msg_id=msg_id)
 
     # --- RPCs -------------------------------------------------------------------------------------------------
@@ -266,9 +275,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             if existing.status == QUEUED and existing.attempts == 0:
                 # the first submission may have failed to enqueue: the same msg id is de-duplicated if it did not
                 with contextlib.suppress(Exception):
-                    await self._publish_work(
-                        existing.id, existing.owner_id, existing.character_id, msg_id=existing.id
-                    )
+                    await self._publish_work(existing, msg_id=existing.id)
             return pb.SubmitGenerationResponse(job=to_proto(existing), created=False)
         await self._check_character(request.owner_id, request.character_id)
         job, created = await self.store.create(
@@ -289,7 +296,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                 f"{job.id}:queued",
             )
             try:
-                await self._publish_work(job.id, job.owner_id, job.character_id, msg_id=job.id)
+                await self._publish_work(job, msg_id=job.id)
             except Exception as e:
                 raise Unavailable(
                     f"job {job.id} was created but could not be enqueued ({e}); retry with the same "

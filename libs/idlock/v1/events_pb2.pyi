@@ -4,22 +4,29 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from idlock.v1 import common_pb2 as _common_pb2
 from idlock.v1 import orchestrator_service_pb2 as _orchestrator_service_pb2
 from idlock.v1 import trainer_service_pb2 as _trainer_service_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GenerateJobWork(_message.Message):
-    __slots__ = ("job_id", "owner_id", "character_id")
+    __slots__ = ("job_id", "owner_id", "character_id", "prompt", "style_overrides", "video")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    STYLE_OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     owner_id: str
     character_id: str
-    def __init__(self, job_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., character_id: _Optional[str] = ...) -> None: ...
+    prompt: str
+    style_overrides: _containers.RepeatedScalarFieldContainer[str]
+    video: bool
+    def __init__(self, job_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., character_id: _Optional[str] = ..., prompt: _Optional[str] = ..., style_overrides: _Optional[_Iterable[str]] = ..., video: _Optional[bool] = ...) -> None: ...
 
 class TrainJobWork(_message.Message):
     __slots__ = ("run_id", "character_id")

@@ -7,6 +7,7 @@ the character's identity and references, and RecordEpisode idempotent on the job
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 from collections.abc import AsyncIterator
@@ -23,6 +24,9 @@ class FakeMemory(mpb_grpc.MemoryServiceServicer):
         self.characters: dict[str, mpb.Character] = {}
         self.episodes: dict[tuple[str, str], mpb.Episode] = {}
         self.calls: collections.Counter[str] = collections.Counter()
+        #: the user prompts BuildContext was asked with, and how long it takes to answer
+        self.context_prompts: list[str] = []
+        self.context_delay_s = 0.0
         self.record_requests: list[mpb.Episode] = []
         #: the next this-many RecordEpisode calls answer UNAVAILABLE (a memory outage)
         self.fail_record = 0
@@ -67,6 +71,8 @@ class FakeMemory(mpb_grpc.MemoryServiceServicer):
 
     async def BuildContext(self, request, context):
         self.calls["BuildContext"] += 1
+        self.context_prompts.append(request.user_prompt)
+        await asyncio.sleep(self.context_delay_s)
         c = await self._get(request.character_id, request.owner_id, context)
         style = " ".join(request.style_overrides)
         prompt = mpb.ComposedPrompt(

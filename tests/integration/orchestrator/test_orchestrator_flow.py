@@ -11,7 +11,7 @@ import pytest
 
 from idlock.settings import StorageSettings
 from idlock.storage import open_store
-from idlock.v1 import common_pb2
+from idlock.v1 import common_pb2, events_pb2
 from idlock.v1 import memory_service_pb2 as mpb
 from idlock.v1 import orchestrator_service_pb2 as pb
 from services.orchestrator.flow import REFINER_UNAVAILABLE
@@ -229,3 +229,44 @@ async def test_a_watch_is_woken_by_the_changes_made_here(peers, tmp_path) -> Non
         assert time.monotonic() - t0 < 6, events
         assert events[-1] == "succeeded" and "progress" in events, events
         assert orch.servicer.store.changes._watchers == {}  # the watch let go when it ended
+
+
+async def test_the_context_is_asked_for_while_the_job_is_claimed(peers, tmp_path) -> None:
+    peers.memory.context_prompts.clear()
+    peers.memory.context_delay_s = 0.4  # the fake memory is shared by the module's tests
+    async with orchestrator(peers, tmp_path, worker_enabled=False) as orch:
+        claim = orch.servicer.store.claim
+
+        async def slow_claim(*args, **kwargs):
+            await asyncio.sleep(0.4)
+            return await claim(*args, **kwargs)
+
+        orch.servicer.store.claim = slow_claim
+        cid = peers.add_character()
+        job = (await orch.submit(cid)).job
+        await orch.servicer.start_worker()
+        done = await orch.wait_status(job.id, common_pb2.JOB_STATUS_SUCCEEDED)
+        # one BuildContext, asked from the queue's message while the claim took its 0.4 s: the context step
+        # found it (nearly) answered instead of waiting its own 0.4 s
+        peers.memory.context_delay_s = 0.0
+        assert peers.memory.context_prompts == [job.prompt]
+        assert done.metrics.step_seconds["context"] < 0.25, done.metrics.step_seconds
+
+
+async def test_an_early_context_that_does_not_match_the_row_is_dropped(peers, tmp_path) -> None:
+    peers.memory.context_prompts.clear()
+    async with orchestrator(peers, tmp_path) as orch:
+        publish = orch.servicer.bus.publish
+
+        async def tampered(subject, message, **kwargs):
+            if isinstance(message, events_pb2.GenerateJobWork):
+                message.prompt = "Arya sails a ship"  # the row is the truth, not the message
+            return await publish(subject, message, **kwargs)
+
+        orch.servicer.bus.publish = tampered
+        cid = peers.add_character()
+        job = (await orch.submit(cid)).job
+        await orch.wait_status(job.id, common_pb2.JOB_STATUS_SUCCEEDED)
+        assert sorted(peers.memory.context_prompts) == sorted(["Arya sails a ship", job.prompt])
+        row = await orch.servicer.store.get(job.id)
+        assert job.prompt in row.checkpoint["context"]["prompt"] and "ship" not in row.checkpoint["context"]["prompt"]
