@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
+from sqlalchemy.exc import IntegrityError
 
 from idlock import grpc_client, refs, subjects
 from idlock.bus import EventBus
@@ -354,8 +355,8 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                     )
                 if summary is not None:
                     await self._published_summary(cid, summary)
-            except NotFound:
-                pass  # erased meanwhile
+            except (NotFound, IntegrityError):
+                pass  # erased meanwhile (the summary's character row is gone)
             except Exception:
                 log.exception("consolidating the memory of character %s failed; the next episode retries", cid)
 

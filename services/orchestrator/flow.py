@@ -335,7 +335,8 @@ class GenerationFlow:
                 timeout_s=self.config.step_timeout_s,
             )
         )
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a dropped one's error is not lost
+        # a dropped one's error is retrieved here, not reported as never retrieved
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
         return EarlyContext(work, task)
 
     async def _run_claimed(self, job: Job, final_attempt: bool, early: EarlyContext | None = None) -> str:
