@@ -71,10 +71,8 @@ def free_port(host: str = "127.0.0.1") -> int:
     the child binding it, an outgoing connection (a client reaching NATS, say) may take it as its source port.
     A port is never handed out twice by one process."""
     lo, _ = _ephemeral_range()
-    start = 20000 if lo > 21000 else 1024
-    candidates = list(range(start, lo)) if lo - start >= 256 else []
-    random.shuffle(candidates)
-    for port in candidates[:2000]:
+    below = range(20000 if lo > 21000 else 1024, lo)
+    for port in random.sample(below, min(len(below), 2000)):
         if port in _handed_out:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -410,17 +410,18 @@ async def record_scene(
     if not consolidate:
         due = await consolidation_due(session, character_id, cfg)
         return RecordResult(ep, created, None, model_seconds=clock.seconds, consolidation_due=due)
-    summary = await maybe_consolidate(session, character_id, llm=llm, config=cfg, clock=clock)
+    summary = None
+    if await consolidation_due(session, character_id, cfg):
+        summary = await maybe_consolidate(session, character_id, llm=llm, config=cfg, clock=clock)
     return RecordResult(ep, created, summary, model_seconds=clock.seconds)
 
 
-async def consolidation_due(session: Any, character_id: str, config: ContextConfig, force: bool = False) -> bool:
-    """Whether the scenes since the last summary call for a new one (with `force`: whether there are any)."""
+async def consolidation_due(session: Any, character_id: str, config: ContextConfig) -> bool:
+    """Whether the scenes since the last summary call for a new one: the one-round-trip check run on every
+    recorded episode (usually "no"), before `maybe_consolidate` reads those scenes."""
     from . import repository as repo
 
-    # runs on every recorded episode: one round trip settles the usual "not due"
-    kinds = await repo.episode_kinds_since_summary(session, character_id)
-    return bool(kinds) and (force or config.consolidation.due(kinds))
+    return config.consolidation.due(await repo.episode_kinds_since_summary(session, character_id))
 
 
 async def maybe_consolidate(
@@ -442,8 +443,6 @@ async def maybe_consolidate(
     from .models import Episode
 
     cfg = config or ContextConfig()
-    if not await consolidation_due(session, character_id, cfg, force):
-        return None
     last = await repo.latest_summary(session, character_id)
     after = last.up_to_scene if last is not None else 0
     rows = await session.execute(
@@ -452,7 +451,6 @@ async def maybe_consolidate(
         .order_by(Episode.scene_index)
     )
     eps = list(rows.scalars())
-    # decided again on these rows: a concurrent consolidation may have written a summary since the first read
     if not eps or not (force or cfg.consolidation.due([e.kind for e in eps])):
         return None
     state = await story_state(session, character_id, eps[-1].scene_index, states)

@@ -413,16 +413,6 @@ async def scene_tags(session: AsyncSession, character_id: str, after_scene: int 
     ]
 
 
-async def episode_kinds_after(session: AsyncSession, character_id: str, after_scene: int) -> list[str]:
-    """Kinds of the episodes after `after_scene`, oldest first (for the consolidation trigger)."""
-    q = (
-        select(Episode.kind)
-        .where(Episode.character_id == character_id, Episode.scene_index > after_scene)
-        .order_by(Episode.scene_index)
-    )
-    return list((await session.execute(q)).scalars())
-
-
 async def episode_kinds_since_summary(session: AsyncSession, character_id: str) -> list[str]:
     """Kinds of the episodes after the latest summary (all when none), oldest first, in one round trip: the
     consolidation trigger runs on every recorded episode and is rarely due."""

@@ -82,12 +82,12 @@ class MiniLmEmbedder:
         x = norm(x, "embeddings.LayerNorm")
         bias = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
         h = self._heads
+
+        def split(y):  # (n, t, d) -> (n, heads, t, d / heads)
+            return y.view(n, t, h, -1).transpose(1, 2)
+
         for i in range(self._layers):
             p = f"encoder.layer.{i}"
-
-            def split(y):
-                return y.view(n, t, h, -1).transpose(1, 2)
-
             q, k, v = (split(dense(x, f"{p}.attention.self.{m}")) for m in ("query", "key", "value"))
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(n, t, -1)
             x = norm(x + dense(ctx, f"{p}.attention.output.dense"), f"{p}.attention.output.LayerNorm")

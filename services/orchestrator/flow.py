@@ -6,8 +6,8 @@ A step that cost money or long work (render, refinement, a vision model's state)
 before the next starts; a redelivered job (a worker crashed, a reconciler re-enqueue) skips what is done, so it
 never renders twice. Steps that are cheap and safe to redo (context, score, the heuristic state, the idempotent
 RecordEpisode) ride along with the next write instead of costing one each. Before a paid step the flow makes a
-conditional write, so a job cancelled meanwhile stops there. Permanent errors (bad input, not found, no consent) end the job `failed` at once; transient ones
-(unavailable, deadline, quota) are raised so the message is redelivered with backoff, and on the final
+conditional write, so a job cancelled meanwhile stops there. Permanent errors (bad input, not found, no consent)
+end the job `failed` at once; transient ones (unavailable, deadline, quota) are raised so the message is redelivered with backoff, and on the final
 delivery the job ends `failed` before the bus writes the dead letter.
 """
 
@@ -411,9 +411,7 @@ class GenerationFlow:
                 job.character_id, job.owner_id, timeout_s=self.config.step_timeout_s
             )
         except NotFound:
-            raise _JobFailed(
-                FAILED, "character_not_found", f"character {job.character_id} no longer exists"
-            ) from None
+            raise _character_gone(job) from None
         return self._admit(job, character)
 
     def _admit(self, job: Job, character: memory_service_pb2.Character) -> memory_service_pb2.Character:
@@ -490,9 +488,7 @@ class GenerationFlow:
                     timeout_s=self.config.step_timeout_s,
                 )
         except NotFound:
-            raise _JobFailed(
-                FAILED, "character_not_found", f"character {job.character_id} no longer exists"
-            ) from None
+            raise _character_gone(job) from None
         if ctx.HasField("character") and ctx.character.id:
             character = self._admit(job, ctx.character)
         elif character is None:
@@ -767,6 +763,10 @@ class GenerationFlow:
         )
         log.info("job %s ended %s (%s): %s", job.id, status, code, message)
         return status
+
+
+def _character_gone(job: Job) -> _JobFailed:
+    return _JobFailed(FAILED, "character_not_found", f"character {job.character_id} no longer exists")
 
 
 def scene_episode(

@@ -364,10 +364,6 @@ class JobStore:
                 .values(lease_owner="", lease_until=None)
             )
 
-    async def status(self, job_id: str) -> str | None:
-        async with self.db.session() as s:
-            return (await s.execute(select(Job.status).where(Job.id == job_id))).scalar_one_or_none()
-
     async def save_checkpoint(
         self, job_id: str, worker_id: str, step: str, result: Mapping[str, Any]
     ) -> bool:

@@ -157,7 +157,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         final = delivery.num_delivered >= self.settings.max_deliver
         async with delivery.heartbeat():
             # a redelivery is most likely a resumed job, whose context is saved: no early context for it
-            await self.flow.run(work.job_id, final_attempt=final, work=work if delivery.num_delivered == 1 else None)
+            first = delivery.num_delivered == 1
+            await self.flow.run(work.job_id, final_attempt=final, work=work if first else None)
 
     # --- the reconciler ---------------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from idlock.errors import DeadlineExceeded, IdlockError, NotFound
 from idlock.v1 import (
@@ -27,11 +27,9 @@ from idlock.v1 import (
     render_service_pb2,
 )
 from idlock.v1 import orchestrator_service_pb2 as pb
+from services.orchestrator.flow import GenerationFlow, job_seed, scene_episode, step_model_seconds
 from services.orchestrator.jobs import dict_to_msg, msg_to_dict
 from services.orchestrator.models import SUCCEEDED, Job
-
-if TYPE_CHECKING:
-    from services.orchestrator.flow import GenerationFlow
 
 log = logging.getLogger("idlock.orchestrator.video")
 
@@ -73,8 +71,6 @@ class VideoSteps:
     async def render(
         self, job: Job, ckpt: dict[str, Any], options: pb.GenerationOptions, ctx: Mapping[str, Any], n: int
     ) -> dict[str, Any]:
-        from services.orchestrator.flow import job_seed
-
         tag = "render" if n == 0 else f"regen{n}"
         op_key = f"{tag}_operation"
         prefix = f"jobs/{job.id}/video" if n == 0 else f"jobs/{job.id}/video_{tag}"
@@ -297,8 +293,6 @@ class VideoSteps:
         score: Mapping[str, Any],
         state: Mapping[str, Any],
     ) -> dict[str, Any]:
-        from services.orchestrator.flow import scene_episode
-
         video = dict_to_msg(render["video"], common_pb2.VideoRef())
         episode = scene_episode(job, common_pb2.MEDIA_KIND_VIDEO, score, state)
         episode.video.CopyFrom(video)
@@ -312,8 +306,6 @@ class VideoSteps:
     # --- ending -----------------------------------------------------------------------------------------------
 
     def metrics(self, job, ckpt, render, score, regen, state, record) -> pb.JobMetrics:
-        from services.orchestrator.flow import step_model_seconds
-
         refine = {"needed": bool(regen.get("needed")), "refined": False, "note": regen.get("note", "")}
         m = self.flow.metrics(job, ckpt, render, score, refine, state, record)
         if "regenerate" in ckpt:
@@ -333,10 +325,9 @@ class VideoSteps:
         metrics = self.metrics(job, ckpt, render, score, regen, state, record)
         video = dict_to_msg(render["video"], common_pb2.VideoRef())
         poster = dict_to_msg(score.get("first_frame"), common_pb2.ImageRef())
-        if not await f.store.save_checkpoint(job.id, f.worker_id, "result_video", msg_to_dict(video)):
-            return "cancelled"
+        ckpt["result_video"] = msg_to_dict(video)  # stored with the job's end
         msg = "video episode recorded" + (", memory consolidated" if record.get("consolidated") else "")
-        if not await f.finish_success(job, poster, metrics, msg):
+        if not await f.finish_success(job, poster, metrics, msg, ckpt):
             return "cancelled"
         log.info(
             "job %s (video) succeeded in %.2f s (scene %d, frame IDR min %.3f mean %.3f)",

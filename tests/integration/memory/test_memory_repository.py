@@ -121,7 +121,6 @@ async def test_episodes_idempotent_history_and_delete(sm):
         assert [e.scene_index for e in page2] == [1] and tok2 == ""
         st = compute_state(await repo.scene_tags(s, ch.id))
         assert st.names("props") == ["sword"] and st.names("clothing") == []
-        assert await repo.episode_kinds_after(s, ch.id, 1) == ["image", "video"]
         assert [t.scene_index for t in await repo.scene_tags(s, ch.id, after_scene=1)] == [2, 3]
         assert (await repo.get_character(s, ch.id)).memory_version == 4
         # the consolidation trigger counts from the latest summary (all scenes before any)
