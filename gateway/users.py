@@ -47,7 +47,7 @@ class UserStore:
     async def migrate(self) -> None:
         await self.db.migrate(Base.metadata, version=SCHEMA_VERSION)
 
-    def _is_admin(self, user: User) -> bool:
+    def _is_admin(self, user: Any) -> bool:
         return bool(user.is_admin or user.email in self.settings.admin_emails)
 
     # ---- users ---------------------------------------------------------------------------------------------
@@ -74,7 +74,11 @@ class UserStore:
                 s.add(user)
                 await s.flush()
                 s.add(
-                    self._audit(user_id, "register", "user", user_id, client_ip, request_id, {"email": email})
+                    AuditEntry(
+                        **self._audit(
+                            user_id, "register", "user", user_id, client_ip, request_id, {"email": email}
+                        )
+                    )
                 )
         except IntegrityError as exc:
             raise ApiError(409, "already_exists", f"a user with email {email} already exists") from exc
@@ -99,14 +103,16 @@ class UserStore:
                 raise unauthenticated("invalid email or password")
             if auth.needs_rehash(user.password_hash):
                 user.password_hash = auth.hash_password(password)
-            s.add(self._audit(user.id, "login", "user", user.id, client_ip, request_id, {}))
+            s.add(AuditEntry(**self._audit(user.id, "login", "user", user.id, client_ip, request_id, {})))
         return auth.issue_token(
             user.id, secret=self._secret, expiry_s=self.settings.jwt_expiry_s, issuer=self.settings.jwt_issuer
         )
 
     async def _principal(self, user_id: str, via: str) -> Principal:
-        async with self.db.session() as s:
-            user = await s.get(User, user_id)
+        # every request runs this: a Core read, without the ORM's session (about half the cost)
+        users = User.__table__
+        async with self.db.connect(read_only=True) as c:
+            user = (await c.execute(select(users).where(users.c.id == user_id))).first()
         if user is None or user.disabled:
             raise unauthenticated("the account of this credential no longer exists or is disabled")
         return Principal(user_id=user.id, email=user.email, is_admin=self._is_admin(user), via=via)
@@ -126,8 +132,10 @@ class UserStore:
             row = ApiKey(id=new.key_id, user_id=principal.user_id, name=name, secret_hash=new.secret_hash)
             s.add(row)
             s.add(
-                self._audit(
-                    principal.user_id, "api_key_create", "api_key", new.key_id, client_ip, request_id, {}
+                AuditEntry(
+                    **self._audit(
+                        principal.user_id, "api_key_create", "api_key", new.key_id, client_ip, request_id, {}
+                    )
                 )
             )
         return row, new.plaintext
@@ -148,7 +156,11 @@ class UserStore:
                 raise ApiError(404, "not_found", f"API key {key_id} not found")
             row.revoked_at = utcnow()
             s.add(
-                self._audit(principal.user_id, "api_key_revoke", "api_key", key_id, client_ip, request_id, {})
+                AuditEntry(
+                    **self._audit(
+                        principal.user_id, "api_key_revoke", "api_key", key_id, client_ip, request_id, {}
+                    )
+                )
             )
 
     async def from_api_key(self, plaintext: str) -> Principal:
@@ -179,16 +191,17 @@ class UserStore:
         client_ip: str,
         request_id: str,
         details: dict[str, Any],
-    ) -> AuditEntry:
-        return AuditEntry(
-            user_id=user_id,
-            action=action,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            client_ip=client_ip or "",
-            request_id=request_id or "",
-            details=details,
-        )
+    ) -> dict[str, Any]:
+        """An audit log row's values."""
+        return {
+            "user_id": user_id,
+            "action": action,
+            "resource_type": resource_type,
+            "resource_id": resource_id,
+            "client_ip": client_ip or "",
+            "request_id": request_id or "",
+            "details": details,
+        }
 
     async def audit(
         self,
@@ -201,8 +214,10 @@ class UserStore:
         request_id: str = "",
         **details: Any,
     ) -> None:
-        async with self.db.session() as s:
-            s.add(self._audit(user_id, action, resource_type, resource_id, client_ip, request_id, details))
+        values = self._audit(user_id, action, resource_type, resource_id, client_ip, request_id, details)
+        # a Core insert: the requests that write the log skip the ORM's session
+        async with self.db.connect() as c:
+            await c.execute(AuditEntry.__table__.insert().values(**values))
 
     async def audit_entries(self, *, user_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
         async with self.db.session() as s:

@@ -47,6 +47,8 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 SQLITE_BUSY_TIMEOUT_MS = 5000
+#: execution option of read-only transactions (`Database.session(read_only=True)`)
+READ_ONLY = "idlock_read_only"
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 #: an upgrade step brings the tables from version N-1 to N; it runs inside the migration transaction
@@ -110,6 +112,9 @@ class Database:
         self.translate_map: dict[str | None, str | None] = {service: schema}
         self.engine = engine.execution_options(schema_translate_map=self.translate_map)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        #: SQLite: a read-only transaction begins deferred, so it neither takes nor waits for the write lock
+        self._read_engine = self.engine.execution_options(**{READ_ONLY: True})
+        self._read_sessions = async_sessionmaker(self._read_engine, expire_on_commit=False)
         self._versions = _version_table(service)
 
     @property
@@ -148,9 +153,12 @@ class Database:
         return cls(engine, service=service, schema=physical)
 
     @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session that commits when the block succeeds and rolls back when it raises."""
-        async with self._sessions() as s:
+    async def session(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session that commits when the block succeeds and rolls back when it raises.
+
+        `read_only`: the block only reads. On SQLite its transactions do not take the write lock, so a read that
+        awaits something else meanwhile (a model, a peer) holds no writer up; a write in it may fail as busy."""
+        async with (self._read_sessions if read_only else self._sessions)() as s:
             try:
                 yield s
                 await s.commit()
@@ -159,9 +167,10 @@ class Database:
                 raise
 
     @contextlib.asynccontextmanager
-    async def connect(self) -> AsyncIterator[AsyncConnection]:
-        """A connection in a transaction (committed on success), with the schema translation applied."""
-        async with self.engine.begin() as conn:
+    async def connect(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction (committed on success), with the schema translation applied;
+        `read_only` as for `session`."""
+        async with (self._read_engine if read_only else self.engine).begin() as conn:
             yield conn
 
     async def stored_version(self) -> int | None:
@@ -313,5 +322,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def _sqlite_begin(conn: Any) -> None:
     # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then writes while another
-    # connection writes fails at once with "database is locked", without waiting out busy_timeout
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # connection writes fails at once with "database is locked", without waiting out busy_timeout. A read-only
+    # one begins deferred: under WAL it reads a snapshot and never waits for writers, nor they for it.
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")

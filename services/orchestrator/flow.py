@@ -83,11 +83,13 @@ class EarlyContext:
 
 class Checkpoint(dict):
     """A running job's finished steps (name -> result), and whether the last thing done was a conditional write that
-    found the job still running here (`confirmed`; a step run since may not be in the row yet)."""
+    found the job still running here (`confirmed`; a step run since may not be in the row yet). `unwritten`: a step
+    whose result must be written before the job goes on; it is written while the next step's call is out."""
 
     def __init__(self, done: Mapping[str, Any] | None = None) -> None:
         super().__init__(done or {})
         self.confirmed = True
+        self.unwritten = ""
 
 
 class Peers(Protocol):
@@ -302,6 +304,8 @@ class GenerationFlow:
                 early = None
 
         try:
+            if early is not None:
+                await asyncio.sleep(0)  # the context request goes out before the claim's statement holds the loop
             claim = await self._claim(job_id, on_wait=drop_early)
             if claim.outcome in ("missing", "terminal"):
                 log.info("job %s: %s, nothing to do", job_id, claim.outcome)
@@ -360,7 +364,9 @@ class GenerationFlow:
                 job, ckpt, "context", lambda: self._context(job, character, early), carry=True
             )
             render = await self._step(job, ckpt, "render", lambda: self._render(job, options, ctx))
-            score = await self._step(job, ckpt, "score", lambda: self._score(job, ctx, render), carry=True)
+            score = await self._step(
+                job, ckpt, "score", lambda: self._score(job, ctx, render), carry=True, reads_only=True
+            )
             refine = await self._step(
                 job,
                 ckpt,
@@ -436,20 +442,36 @@ class GenerationFlow:
         fn: Callable[[], Awaitable[dict[str, Any]]],
         *,
         carry: bool | Callable[[dict[str, Any]], bool] = False,
+        reads_only: bool = False,
     ) -> dict[str, Any]:
-        """Run a step unless it is already done. Its result is written to the job row now, or, when `carry` says
-        it is cheap and safe to redo, with the next write."""
+        """Run a step unless it is already done. Its result is written to the job row before the job goes on, or,
+        when `carry` says it is cheap and safe to redo, with the next write.
+
+        A `reads_only` step (no effect anywhere) runs while the previous step's result is written: its call goes
+        out first, and the job goes on only once the write has found the job still running here."""
         if name in ckpt:
             return ckpt[name]
-        if name in PAID_STEPS:
+        if name in PAID_STEPS or (ckpt.unwritten and not reads_only):
             await self._confirm(job, ckpt, name)
         t0 = time.perf_counter()
-        result = await fn()
+        call = asyncio.ensure_future(fn())
+        if ckpt.unwritten:
+            await asyncio.sleep(0)  # the call is on its way before the write holds the loop (SQLite runs inline)
+            try:
+                await self._write(job, ckpt, ckpt.unwritten)
+            except BaseException:
+                call.cancel()
+                with contextlib.suppress(BaseException):
+                    await call
+                raise
+        result = await call
         ckpt.confirmed = False
         result["seconds"] = round(time.perf_counter() - t0, 4)
         ckpt[name] = result
         if not (carry(result) if callable(carry) else carry):
-            await self._write(job, ckpt, name)
+            ckpt.unwritten = name
+            if self.after_step is not None:  # the hook stands for "the worker stops after this step was stored"
+                await self._write(job, ckpt, name)
         self.emit_soon(
             "progress",
             self.event(job, common_pb2.JOB_STATUS_RUNNING, step=name, message=f"{name} done"),
@@ -464,6 +486,7 @@ class GenerationFlow:
         if not await self.store.save_steps(job.id, self.worker_id, ckpt, step=step):
             raise _Stop()
         ckpt.confirmed = True
+        ckpt.unwritten = ""
 
     async def _confirm(self, job: Job, ckpt: Checkpoint, step: str) -> None:
         """Before a paid call: unless the last thing done was a write that found the job running here, write

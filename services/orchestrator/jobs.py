@@ -57,6 +57,16 @@ MAX_PAGE = 100
 DEFAULT_PAGE = 20
 
 
+#: the hot paths (submit, claim, step writes, finish, reads while watching) use Core statements on the table: the
+#: ORM's session and unit of work cost about twice the statement itself here
+JOBS = Job.__table__
+
+
+def _job(row: Any) -> Job | None:
+    """A detached Job from a Core row."""
+    return None if row is None else Job(**row._mapping)
+
+
 def new_job_id() -> str:
     return f"job_{uuid.uuid4().hex}"
 
@@ -159,10 +169,9 @@ class JobStore:
     async def find_by_key(self, owner_id: str, key: str) -> Job | None:
         if not key:
             return None
-        async with self.db.session() as s:
-            return (
-                await s.execute(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
-            ).scalar_one_or_none()
+        async with self.db.connect(read_only=True) as c:
+            q = select(JOBS).where(JOBS.c.owner_id == owner_id, JOBS.c.idempotency_key == key)
+            return _job((await c.execute(q)).first())
 
     async def create(
         self,
@@ -182,36 +191,39 @@ class JobStore:
         if existing is not None:
             return existing, False
         now = utcnow()
-        job = Job(
-            id=job_id or new_job_id(),
-            owner_id=owner_id,
-            character_id=character_id,
-            prompt=prompt,
-            pose_image_uri=pose_image_uri,
-            style_overrides=list(style_overrides or []),
-            options=dict(options or {}),
-            idempotency_key=idempotency_key or None,
-            status=QUEUED,
-            step="",
-            attempts=0,
-            requeues=0,
-            checkpoint={},
-            result_image={},
-            metrics={},
-            error_code="",
-            error_message="",
-            lease_owner="",
-            created_at=now,
-            updated_at=now,
-        )
+        values: dict[str, Any] = {
+            "id": job_id or new_job_id(),
+            "owner_id": owner_id,
+            "character_id": character_id,
+            "prompt": prompt,
+            "pose_image_uri": pose_image_uri,
+            "style_overrides": list(style_overrides or []),
+            "options": dict(options or {}),
+            "idempotency_key": idempotency_key or None,
+            "status": QUEUED,
+            "step": "",
+            "attempts": 0,
+            "requeues": 0,
+            "checkpoint": {},
+            "result_image": {},
+            "metrics": {},
+            "error_code": "",
+            "error_message": "",
+            "lease_owner": "",
+            "lease_until": None,
+            "created_at": now,
+            "updated_at": now,
+            "started_at": None,
+            "finished_at": None,
+        }
         try:
-            async with self.db.session() as s:
+            async with self.db.connect() as c:
                 if max_active is not None:
                     active = (
-                        await s.execute(
+                        await c.execute(
                             select(func.count())
-                            .select_from(Job)
-                            .where(Job.owner_id == owner_id, Job.status.in_(ACTIVE))
+                            .select_from(JOBS)
+                            .where(JOBS.c.owner_id == owner_id, JOBS.c.status.in_(ACTIVE))
                         )
                     ).scalar_one()
                     if active >= max_active:
@@ -220,20 +232,20 @@ class JobStore:
                             "wait for one to finish or cancel one",
                             details={"active": active, "limit": max_active},
                         )
-                s.add(job)
+                await c.execute(JOBS.insert().values(**values))
         except IntegrityError:
             # a concurrent submission with the same idempotency key won
             existing = await self.find_by_key(owner_id, idempotency_key)
             if existing is None:
                 raise
             return existing, False
-        return job, True
+        return Job(**values), True
 
     # --- reads ------------------------------------------------------------------------------------------------
 
     async def get(self, job_id: str) -> Job | None:
-        async with self.db.session() as s:
-            return await s.get(Job, job_id)
+        async with self.db.connect(read_only=True) as c:
+            return _job((await c.execute(select(JOBS).where(JOBS.c.id == job_id))).first())
 
     async def get_owned(self, job_id: str, owner_id: str) -> Job:
         """The job, or NotFound when it does not exist or belongs to another owner (never says which)."""
@@ -279,10 +291,10 @@ class JobStore:
                 f"job already {job.status}", details={"job_id": job_id, "status": job.status}
             )
         now = utcnow()
-        async with self.db.session() as s:
-            res = await s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status.in_(ACTIVE))
+        async with self.db.connect() as c:
+            res = await c.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job_id, JOBS.c.status.in_(ACTIVE))
                 .values(
                     status=CANCELLED,
                     updated_at=now,
@@ -308,37 +320,38 @@ class JobStore:
         """Take the job for `worker_id`: queued → running (attempts + 1), or take over a running job whose lease
         expired (its worker died). A lease held by another live worker answers "busy"."""
         now = utcnow()
-        async with self.db.session() as s:
+        async with self.db.connect() as c:
             # the usual case is one conditional UPDATE; the job is read only to say why it was not taken
-            job = (
-                await s.execute(
-                    update(Job)
-                    .where(
-                        Job.id == job_id,
-                        Job.status.in_(ACTIVE),
-                        or_(
-                            Job.lease_owner == "",
-                            Job.lease_owner == worker_id,
-                            Job.lease_until.is_(None),
-                            Job.lease_until <= now,
-                        ),
+            job = _job(
+                (
+                    await c.execute(
+                        update(JOBS)
+                        .where(
+                            JOBS.c.id == job_id,
+                            JOBS.c.status.in_(ACTIVE),
+                            or_(
+                                JOBS.c.lease_owner == "",
+                                JOBS.c.lease_owner == worker_id,
+                                JOBS.c.lease_until.is_(None),
+                                JOBS.c.lease_until <= now,
+                            ),
+                        )
+                        .values(
+                            status=RUNNING,
+                            attempts=func.coalesce(JOBS.c.attempts, 0) + 1,
+                            lease_owner=worker_id,
+                            lease_until=now + timedelta(seconds=lease_s),
+                            started_at=func.coalesce(JOBS.c.started_at, now),
+                            updated_at=now,
+                            error_code="",
+                            error_message="",
+                        )
+                        .returning(*JOBS.c)
                     )
-                    .values(
-                        status=RUNNING,
-                        attempts=func.coalesce(Job.attempts, 0) + 1,
-                        lease_owner=worker_id,
-                        lease_until=now + timedelta(seconds=lease_s),
-                        started_at=func.coalesce(Job.started_at, now),
-                        updated_at=now,
-                        error_code="",
-                        error_message="",
-                    )
-                    .returning(Job)
-                    .execution_options(synchronize_session=False)
-                )
-            ).scalar_one_or_none()
+                ).first()
+            )
             if job is None:
-                job = await s.get(Job, job_id)
+                job = _job((await c.execute(select(JOBS).where(JOBS.c.id == job_id))).first())
                 if job is None:
                     return Claim("missing", None)
                 if job.status in TERMINAL:
@@ -348,19 +361,19 @@ class JobStore:
         return Claim("claimed", job)
 
     async def renew(self, job_id: str, worker_id: str, lease_s: float) -> bool:
-        async with self.db.session() as s:
-            res = await s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == RUNNING)
+        async with self.db.connect() as c:
+            res = await c.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job_id, JOBS.c.lease_owner == worker_id, JOBS.c.status == RUNNING)
                 .values(lease_until=utcnow() + timedelta(seconds=lease_s))
             )
             return res.rowcount == 1
 
     async def release(self, job_id: str, worker_id: str) -> None:
-        async with self.db.session() as s:
-            await s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.lease_owner == worker_id)
+        async with self.db.connect() as c:
+            await c.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job_id, JOBS.c.lease_owner == worker_id)
                 .values(lease_owner="", lease_until=None)
             )
 
@@ -384,10 +397,10 @@ class JobStore:
         """Store the worker's step results (all of them: it holds the lease, so no one else writes them) and the
         step now current, in one conditional UPDATE; False when the job is no longer running for this worker
         (cancelled, or its lease went to another)."""
-        async with self.db.session() as s:
-            res = await s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == RUNNING, Job.lease_owner == worker_id)
+        async with self.db.connect() as c:
+            res = await c.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job_id, JOBS.c.status == RUNNING, JOBS.c.lease_owner == worker_id)
                 .values(
                     checkpoint={k: dict(v) for k, v in checkpoint.items()}, step=step, updated_at=utcnow()
                 )
@@ -416,9 +429,9 @@ class JobStore:
         if status not in TERMINAL:
             raise InvalidInput(f"{status!r} is not a terminal job state")
         now = utcnow()
-        cond = [Job.id == job_id, Job.status.in_(ACTIVE)]
+        cond = [JOBS.c.id == job_id, JOBS.c.status.in_(ACTIVE)]
         if worker_id is not None:
-            cond.append(Job.lease_owner == worker_id)
+            cond.append(JOBS.c.lease_owner == worker_id)
         values: dict[str, Any] = {
             "status": status,
             "updated_at": now,
@@ -434,16 +447,16 @@ class JobStore:
             values["metrics"] = dict(metrics)
         if checkpoint is not None:
             values["checkpoint"] = dict(checkpoint)
-        async with self.db.session() as s:
-            res = await s.execute(update(Job).where(*cond).values(**values))
+        async with self.db.connect() as c:
+            res = await c.execute(update(JOBS).where(*cond).values(**values))
             if res.rowcount != 1:
                 return False
             if usage is not None:  # one usage record per job, also when a finish is replayed
                 insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
-                await s.execute(
-                    insert(Usage)
+                await c.execute(
+                    insert(Usage.__table__)
                     .values(job_id=job_id, created_at=now, **dict(usage))
-                    .on_conflict_do_nothing(index_elements=[Usage.job_id])
+                    .on_conflict_do_nothing(index_elements=[Usage.__table__.c.job_id])
                 )
         self.changes.changed(job_id)
         return True

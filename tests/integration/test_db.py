@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -151,6 +152,34 @@ async def test_sqlite_writers_wait_for_each_other_without_blocking_the_loop(data
     assert ticks >= 20  # and the loop kept running meanwhile
     async with a.session() as s:
         assert {c.id for c in (await s.execute(select(CharacterV1))).scalars()} == {"first", "second"}
+    await a.close()
+    await b.close()
+
+
+async def test_sqlite_read_only_transactions_hold_no_writer_up(data_dir: Path) -> None:
+    # a read that awaits something else meanwhile (a model, a peer) must not keep writers waiting; an ordinary
+    # session would (its transactions take the write lock up front)
+    a = Database.open(DatabaseSettings(url=""), service=SERVICE, data_dir=data_dir)
+    b = Database.open(DatabaseSettings(url=""), service=SERVICE, data_dir=data_dir)
+    await a.migrate(BaseV1.metadata, version=1)
+
+    async def write_while_reading(read_only: bool, name: str) -> float:
+        async with a.session(read_only=read_only) as s:
+            before = {c.id for c in (await s.execute(select(CharacterV1))).scalars()}
+            started = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.3), b.session() as w:
+                    w.add(CharacterV1(id=name, name=name))
+            waited = time.monotonic() - started
+            # the read's snapshot is unchanged, and reading again in it still works
+            assert {c.id for c in (await s.execute(select(CharacterV1))).scalars()} == before
+        return waited
+
+    assert await write_while_reading(True, "during-read") < 0.2
+    assert await write_while_reading(False, "blocked") >= 0.3  # the writer gave up waiting
+    async with a.connect(read_only=True) as c:
+        rows = (await c.execute(select(CharacterV1.__table__.c.id))).scalars().all()
+    assert rows == ["during-read"]
     await a.close()
     await b.close()
 
