@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
@@ -49,6 +50,31 @@ class PromptCache(Protocol):
     async def delete_for_character(self, character_id: str) -> int:
         """Remove every entry of the character; returns how many were removed."""
         ...
+
+
+class WriteBehindCache:
+    """A cache whose writes are handed to `schedule` instead of awaited: a context build answers without waiting
+    for the store. A read just after may miss (the prompt is composed again); erasure must first wait for the
+    writes still scheduled."""
+
+    def __init__(self, cache: PromptCache, schedule: Callable[[Awaitable[None]], None]) -> None:
+        self.cache = cache
+        self._schedule = schedule
+
+    async def get(self, key: CacheKey) -> ComposedPrompt | None:
+        return await self.cache.get(key)
+
+    async def put(self, key: CacheKey, value: ComposedPrompt) -> None:
+        async def write() -> None:
+            try:
+                await self.cache.put(key, value)
+            except Exception as e:  # noqa: BLE001 - a lost cache write costs one recomposition
+                log.warning("prompt cache write %s failed: %s", key.storage_key(), e)
+
+        self._schedule(write())
+
+    async def delete_for_character(self, character_id: str) -> int:
+        return await self.cache.delete_for_character(character_id)
 
 
 class InMemoryPromptCache:

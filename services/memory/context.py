@@ -32,7 +32,7 @@ from .prompt import (
     sanitize_prompt,
 )
 from .state import SceneTags, StateCache, StoryState, compute_state
-from .text_embed import TextEmbedder, aembed
+from .text_embed import TextEmbedder, aembed, embed_soon
 
 
 @dataclass(frozen=True)
@@ -243,7 +243,7 @@ def _prefetch_query(
         text = sanitize_prompt(user_prompt, max_len=cfg.prompt_max_chars, deny_list=cfg.deny_list)
     except InvalidInput:
         return None  # build_context refuses it
-    return text, asyncio.ensure_future(aembed(embedder, [text], clock))
+    return text, embed_soon(embedder, [text], clock)
 
 
 async def load_context(
@@ -269,11 +269,16 @@ async def load_context(
 
     cfg = config or ContextConfig()
     clock = ModelClock()
-    ch = await repo.get_character(session, character_id, owner_id=owner_id)
-    # only scenes older than the recent ones can be relevant ones
-    older = embedder is not None and cfg.relevant_k > 0 and (ch.episode_count or 0) > cfg.recent_k
-    query = _prefetch_query(embedder, user_prompt, cfg, clock) if older and vectors is not None else None
+    ranks = embedder is not None and vectors is not None and cfg.relevant_k > 0
+    # only scenes older than the recent ones can be relevant ones; a story known to be that long has the prompt
+    # embedded while the character is read
+    known = states.scenes_seen(character_id) if states is not None else 0
+    query = _prefetch_query(embedder, user_prompt, cfg, clock) if ranks and known > cfg.recent_k else None
     try:
+        ch = await repo.get_character(session, character_id, owner_id=owner_id)
+        older = embedder is not None and cfg.relevant_k > 0 and (ch.episode_count or 0) > cfg.recent_k
+        if query is None and older and vectors is not None:
+            query = _prefetch_query(embedder, user_prompt, cfg, clock)
         sheet_d = dict(ch.sheet or {})
         sheet_d.setdefault("name", ch.name)
         sheet = CharacterSheet.from_dict(sheet_d)
@@ -347,6 +352,22 @@ class RecordResult:
     consolidation_due: bool = False
 
 
+EpisodeEmbedding = tuple[str, "asyncio.Future[np.ndarray]"]
+
+
+def embed_episode_soon(
+    embedder: TextEmbedder | None, episode: Mapping[str, Any], clock: ModelClock
+) -> EpisodeEmbedding | None:
+    """Start embedding an episode's text (from `record_scene`'s episode keywords), so that the reads and writes
+    of recording it run meanwhile. None when there is no embedder or no text."""
+    from .models import episode_text
+
+    text = episode_text(episode.get("prompt", ""), episode.get("description", ""))
+    if embedder is None or not text.strip():
+        return None
+    return text, embed_soon(embedder, [text], clock)
+
+
 async def record_scene(
     session: Any,
     character_id: str,
@@ -358,37 +379,33 @@ async def record_scene(
     config: ContextConfig | None = None,
     character: Any | None = None,
     consolidate: bool = True,
+    clock: ModelClock | None = None,
+    embedding: EpisodeEmbedding | None = None,
     **episode: Any,
 ) -> RecordResult:
     """Append the episode (idempotent on job_id), index its vectors, and consolidate when due (with
     `consolidate=False`, only say whether it is due: the caller consolidates, e.g. after answering).
 
     `character`: the character row when the caller has already read it (it is read here otherwise).
+    `embedding`: the text's embedding from `embed_episode_soon(..., clock)`, when the caller started it early.
     `episode` takes the keyword arguments of `repository.record_episode` (kind, prompt, tags_added, ...).
     """
     from . import repository as repo
-    from .models import episode_text
 
     cfg = config or ContextConfig()
-    clock = ModelClock()
+    clock = clock or ModelClock()
     ch = character
     if ch is None and vectors is not None:
         ch = await repo.get_character(session, character_id)
     # read before record_episode commits (a session that expires on commit would have to reload them)
     encoder, owner_id = (ch.encoder, ch.owner_id) if ch is not None else ("", "")
-    text = episode_text(episode.get("prompt", ""), episode.get("description", ""))
-    text_vector: asyncio.Future[np.ndarray] | None = None
-    if vectors is not None and embedder is not None and text.strip():
-        # the text is known now: embed it while the row is written
-        text_vector = asyncio.ensure_future(aembed(embedder, [text], clock))
+    if embedding is None and vectors is not None:
+        embedding = embed_episode_soon(embedder, episode, clock)  # it runs while the row is written
+    text, text_vector = embedding if embedding is not None else ("", None)
     try:
         ep, created = await repo.record_episode(session, character_id, job_id=job_id, **episode)
-    except BaseException:
-        if text_vector is not None:
-            text_vector.cancel()
-        raise
-    if vectors is not None:  # re-indexing a replayed episode is harmless: point ids are deterministic
-        if ep.face_embedding and encoder:
+        # re-indexing a replayed episode is harmless: point ids are deterministic
+        if vectors is not None and ep.face_embedding and encoder:
             await vectors.upsert_episode_face(
                 character_id,
                 owner_id,
@@ -398,20 +415,26 @@ async def record_scene(
                 ep.face_embedding,
                 [r.get("uri", "") if isinstance(r, Mapping) else str(r) for r in ep.result_refs or []],
             )
-        if embedder is not None and ep.text.strip():
+        # the consolidation check reads only the episodes table: it runs while the text is still being embedded,
+        # and its transaction ends before that is awaited (on SQLite it holds the write lock)
+        due = await consolidation_due(session, character_id, cfg)
+        await session.commit()
+        if vectors is not None and embedder is not None and ep.text.strip():
             if text_vector is None or ep.text != text:  # a replay returns the stored episode: index its text
                 if text_vector is not None:
                     text_vector.cancel()
-                text_vector = asyncio.ensure_future(aembed(embedder, [ep.text], clock))
+                text_vector = embed_soon(embedder, [ep.text], clock)
             tv = (await text_vector)[0]
             await vectors.upsert_episode_text(
                 character_id, owner_id, ep.id, ep.scene_index, embedder.name, tv, ep.text
             )
+    finally:
+        if text_vector is not None:
+            text_vector.cancel()  # a no-op once it was used
     if not consolidate:
-        due = await consolidation_due(session, character_id, cfg)
         return RecordResult(ep, created, None, model_seconds=clock.seconds, consolidation_due=due)
     summary = None
-    if await consolidation_due(session, character_id, cfg):
+    if due:
         summary = await maybe_consolidate(session, character_id, llm=llm, config=cfg, clock=clock)
     return RecordResult(ep, created, summary, model_seconds=clock.seconds)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,8 +44,16 @@ from idlock.v1 import (
 )
 from services.memory import characters
 from services.memory import repository as repo
-from services.memory.cache import PromptCache, cache_from_settings
-from services.memory.context import ContextConfig, engine_label, load_context, maybe_consolidate, record_scene
+from services.memory.cache import PromptCache, WriteBehindCache, cache_from_settings
+from services.memory.clock import ModelClock
+from services.memory.context import (
+    ContextConfig,
+    embed_episode_soon,
+    engine_label,
+    load_context,
+    maybe_consolidate,
+    record_scene,
+)
 from services.memory.llm import GroqLlm, LlmConfig
 from services.memory.models import SCHEMA_VERSION, STATUS_NEEDS_MORE_REFS, STATUS_READY, TAG_CATEGORIES, Base
 from services.memory.prompt import StyleOverrides
@@ -279,6 +287,8 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         self.states = StateCache()
         #: consolidations running after RecordEpisode answered, by character (one at a time per character)
         self._consolidating: dict[str, asyncio.Task[None]] = {}
+        #: events and cache writes still on their way after the call that made them answered
+        self._background: set[asyncio.Future[None]] = set()
         self.bus: EventBus | None = None
         self.identity_addr = ""
         self._identity_channel: grpc.aio.Channel | None = None
@@ -297,7 +307,9 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         self.store = await open_store(StorageSettings(), data_dir)
         self.vectors = MemoryVectors.from_settings(s, data_dir)
         self.bus = await self._connect_bus()
-        self.cache = await cache_from_settings(s, self.bus.js if self.bus is not None else None)
+        self.cache = WriteBehindCache(
+            await cache_from_settings(s, self.bus.js if self.bus is not None else None), self._soon
+        )
         mesh = MeshSettings()
         self.identity_addr = mesh.identity_addr
         self._identity_channel = grpc_client.channel(
@@ -323,6 +335,8 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     async def shutdown(self) -> None:
         if self._consolidating:  # let started summaries be written (a cut one is redone by the next episode)
             await asyncio.wait(list(self._consolidating.values()), timeout=self.settings.shutdown_consolidation_s)
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=5)
         for close in (
             self._identity_channel.close if self._identity_channel else None,
             self.bus.close if self.bus else None,
@@ -365,6 +379,12 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         task.add_done_callback(
             lambda t: self._consolidating.pop(cid, None) if self._consolidating.get(cid) is t else None
         )
+
+    def _soon(self, work: Awaitable[None]) -> None:
+        """Work the caller need not wait for (an event, a cache write); shutdown lets it finish."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _settled(self, cid: str) -> None:
         """Wait for a consolidation of this character that is still being written."""
@@ -473,13 +493,13 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
 
     async def GetCharacter(self, request: pb.GetCharacterRequest, context) -> pb.GetCharacterResponse:
         cid = self._need(request.character_id, "character_id")
-        async with self.db.session() as s:
+        async with self.db.session(read_only=True) as s:
             ch = await repo.get_character(s, cid, owner_id=self._owner(request.owner_id))
         return pb.GetCharacterResponse(character=character_pb(ch, await self._semantic(ch)))
 
     async def ListCharacters(self, request: pb.ListCharactersRequest, context) -> pb.ListCharactersResponse:
         owner = self._need(request.owner_id, "owner_id")
-        async with self.db.session() as s:
+        async with self.db.session(read_only=True) as s:
             rows, token = await repo.list_characters(
                 s, owner, page_size=request.page.page_size, page_token=request.page.page_token
             )
@@ -506,6 +526,8 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     ) -> pb.DeleteCharacterResponse:
         cid = self._need(request.character_id, "character_id")
         await self._settled(cid)
+        if self._background:  # a cache write still on its way must not land after the erasure
+            await asyncio.wait(list(self._background))
         async with self.db.session() as s:
             ch = await repo.get_character(s, cid, owner_id=self._owner(request.owner_id))
             owner = ch.owner_id
@@ -531,38 +553,44 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         cid = self._need(e.character_id, "episode.character_id")
         job_id = self._need(e.job_id, "episode.job_id")
         kw = episode_kwargs(e)
-        async with self.db.session() as s:
-            ch = await repo.get_character(s, cid)
-            face = characters.check_face_embedding(
-                ch, e.face_embedding.encoder, list(e.face_embedding.values)
-            )
-            encoder = ch.encoder  # read now: recording may roll back (a replay), which expires the row
-            res = await record_scene(
-                s,
-                cid,
-                job_id=job_id,
-                vectors=self.vectors,
-                embedder=self.embedder,
-                llm=self.llm,
-                config=self.config,
-                character=ch,
-                face_embedding=face,
-                consolidate=False,
-                **kw,
-            )
+        clock = ModelClock()
+        # the text model runs while the character is read and the episode written
+        embedding = embed_episode_soon(self.embedder if self.vectors else None, kw, clock)
+        try:
+            async with self.db.session() as s:
+                ch = await repo.get_character(s, cid)
+                face = characters.check_face_embedding(
+                    ch, e.face_embedding.encoder, list(e.face_embedding.values)
+                )
+                encoder = ch.encoder  # read now: recording may roll back (a replay), which expires the row
+                res = await record_scene(
+                    s,
+                    cid,
+                    job_id=job_id,
+                    vectors=self.vectors,
+                    embedder=self.embedder,
+                    llm=self.llm,
+                    config=self.config,
+                    character=ch,
+                    face_embedding=face,
+                    consolidate=False,
+                    clock=clock,
+                    embedding=embedding,
+                    **kw,
+                )
+        finally:
+            if embedding is not None:
+                embedding[1].cancel()  # a no-op once it was used
         ep = res.episode
-        await self._publish(
-            subjects.EPISODE_RECORDED,
-            events_pb2.EpisodeRecorded(
-                character_id=cid,
-                episode_id=ep.id,
-                job_id=ep.job_id,
-                scene_index=ep.scene_index,
-                kind=KIND.get(ep.kind, common_pb2.MEDIA_KIND_UNSPECIFIED),
-                at=_ts(ep.created_at),
-            ),
-            msg_id=f"episode.recorded.{cid}.{ep.job_id}",
+        recorded = events_pb2.EpisodeRecorded(
+            character_id=cid,
+            episode_id=ep.id,
+            job_id=ep.job_id,
+            scene_index=ep.scene_index,
+            kind=KIND.get(ep.kind, common_pb2.MEDIA_KIND_UNSPECIFIED),
+            at=_ts(ep.created_at),
         )
+        self._soon(self._publish(subjects.EPISODE_RECORDED, recorded, f"episode.recorded.{cid}.{ep.job_id}"))
         if res.consolidation_due:
             self._consolidate_soon(cid)
         return pb.RecordEpisodeResponse(
@@ -590,7 +618,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     async def ListHistory(self, request: pb.ListHistoryRequest, context) -> pb.ListHistoryResponse:
         cid = self._need(request.character_id, "character_id")
         await self._settled(cid)
-        async with self.db.session() as s:
+        async with self.db.session(read_only=True) as s:
             ch = await repo.get_character(s, cid, owner_id=self._owner(request.owner_id))
             rows, token = await repo.list_history(
                 s, cid, page_size=request.page.page_size, page_token=request.page.page_token
@@ -606,7 +634,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         self, request: pb.GetCurrentStateRequest, context
     ) -> pb.GetCurrentStateResponse:
         cid = self._need(request.character_id, "character_id")
-        async with self.db.session() as s:
+        async with self.db.session(read_only=True) as s:
             await repo.get_character(s, cid, owner_id=self._owner(request.owner_id))
             state = compute_state(await repo.scene_tags(s, cid))
         return pb.GetCurrentStateResponse(
@@ -624,7 +652,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                 f"category must be one of {', '.join(TAG_CATEGORIES)}, not {request.category!r}"
             )
         name = self._need(request.name.strip(), "name")
-        async with self.db.session() as s:
+        async with self.db.session(read_only=True) as s:
             await repo.get_character(s, cid, owner_id=self._owner(request.owner_id))
             state = compute_state(await repo.scene_tags(s, cid))
         return pb.GetAttributeHistoryResponse(intervals=state_items_pb(state.history(request.category, name)))
@@ -632,7 +660,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     async def BuildContext(self, request: pb.BuildContextRequest, context) -> pb.BuildContextResponse:
         cid = self._need(request.character_id, "character_id")
         await self._settled(cid)
-        async with self.db.session() as s:
+        async with self.db.session(read_only=True) as s:
             ctx = await load_context(
                 s,
                 cid,

@@ -305,6 +305,12 @@ class StateCache:
             self._folds.popitem(last=False)
         return fold
 
+    def scenes_seen(self, character_id: str) -> int:
+        """How many of the character's scenes are folded: a floor on its story's length (stories only grow, and
+        an erased character is forgotten)."""
+        fold = self._folds.get(character_id)
+        return (fold.last or 0) if fold is not None else 0
+
     def forget(self, character_id: str) -> None:
         self._folds.pop(character_id, None)
 

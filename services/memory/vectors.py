@@ -83,7 +83,24 @@ class MemoryVectors:
     def local(cls, path: str, prefix: str = "idlock") -> MemoryVectors:
         from qdrant_client import AsyncQdrantClient
 
-        return cls(AsyncQdrantClient(path=str(path)), prefix, local=True)
+        vectors = cls(AsyncQdrantClient(path=str(path)), prefix, local=True)
+        for name in list(getattr(vectors._c._client, "collections", {})):
+            vectors._tune_local_storage(name)
+        return vectors
+
+    def _tune_local_storage(self, name: str) -> None:
+        """Local mode stores each point with a SQLite commit on the event loop; in its default rollback-journal
+        mode every commit waits for fsync (1.5 ms idle, 7+ ms measured under load). WAL with synchronous=NORMAL,
+        as the service's own database runs, commits without waiting; a power cut can lose the newest points, not
+        corrupt the file."""
+        if not self.local:
+            return
+        collection = getattr(self._c._client, "collections", {}).get(name)
+        connection = getattr(getattr(collection, "storage", None), "storage", None)
+        if connection is None:  # in-memory local mode, or a client whose internals moved
+            return
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
 
     @classmethod
     def remote(cls, url: str, api_key: str | None = None, prefix: str = "idlock") -> MemoryVectors:
@@ -120,6 +137,7 @@ class MemoryVectors:
                 await self._c.create_collection(
                     name, vectors_config=qm.VectorParams(size=dim, distance=qm.Distance.COSINE)
                 )
+                self._tune_local_storage(name)
                 for field, schema in (
                     ("character_id", qm.PayloadSchemaType.KEYWORD),
                     ("type", qm.PayloadSchemaType.KEYWORD),

@@ -166,6 +166,14 @@ class Mesh:
             root = root / character_id
         return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
+    async def written_cache_keys(self, character_id: str) -> list[str]:
+        """Cache keys once the write-behind has landed: memory caches a prompt after answering."""
+        for _ in range(100):
+            if keys := await self.cache_keys(character_id):
+                return keys
+            await asyncio.sleep(0.05)
+        return []
+
     async def cache_keys(self, character_id: str) -> list[str]:
         nc = await nats.connect(self.nats_url)
         try:
@@ -503,7 +511,7 @@ async def test_three_scene_story_and_context(mesh: Mesh, astronaut_png: bytes) -
     assert not ctx.cache_hit
     again = await mesh.stub.BuildContext(req)
     assert again.cache_hit and again.prompt.prompt == prompt
-    assert await mesh.cache_keys(ch.id)
+    assert await mesh.written_cache_keys(ch.id)
 
     # history, newest first, paginated
     page = await mesh.stub.ListHistory(
@@ -559,7 +567,7 @@ async def test_erasure_reaches_every_store_and_events_go_out(mesh: Mesh, astrona
     await mesh.stub.BuildContext(pb.BuildContextRequest(character_id=ch.id, user_prompt="scene 3"))
     assert (await mesh.rows(ch.id)) == {"characters": 1, "episodes": 2, "summaries": 1}
     assert len(mesh.qdrant_points(ch.id)) == 2 + 2 + 2  # semantic + view, 2 episode faces, 2 episode texts
-    assert mesh.objects(ch.id) and await mesh.cache_keys(ch.id)
+    assert mesh.objects(ch.id) and await mesh.written_cache_keys(ch.id)
 
     res = await mesh.stub.DeleteCharacter(pb.DeleteCharacterRequest(character_id=ch.id, owner_id=OWNER))
     report = {r.store: r for r in res.report}

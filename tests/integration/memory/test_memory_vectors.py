@@ -91,3 +91,24 @@ async def test_local_text_search_keeps_the_character_in_memory_and_in_step_with_
     hits = await again.search_episode_text("b", "hashing", unit(301, 384))
     assert [h.episode_id for h in hits] == ["epb"]
     await again.close()
+
+
+async def test_local_storage_commits_without_waiting_for_fsync_and_keeps_points(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "q"
+    vs = MemoryVectors.local(str(path), prefix="t")
+    await vs.upsert_episode_face("a", "u1", "ep1", 1, "dlib", unit(1), ["s3://out"])
+    await vs.close()
+    files = sorted(path.rglob("storage.sqlite"))
+    assert files, "local mode wrote no storage file"
+    for f in files:  # WAL is a property of the file: a new connection sees it
+        with sqlite3.connect(f) as c:
+            assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+    # collections that already exist are tuned when they are opened again, and their points are there
+    again = MemoryVectors.local(str(path), prefix="t")
+    collection = next(iter(again._c._client.collections.values()))
+    assert collection.storage.storage.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert (await again.search_episode_faces("a", "dlib", unit(1)))[0].episode_id == "ep1"
+    await again.close()
