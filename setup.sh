@@ -38,7 +38,8 @@ if "${PIP[@]}" show -q onnxruntime >/dev/null 2>&1; then
 fi
 
 if command -v npm >/dev/null 2>&1; then
-  npm install --no-audit --no-fund --silent >/dev/null
+  # ci: installs exactly the lockfile and never rewrites it (install did, leaving a fresh checkout dirty)
+  npm ci --no-audit --no-fund --silent >/dev/null
 else
   echo "npm not found: skipping buf (proto lint); everything else is installed" >&2
 fi
