@@ -74,11 +74,7 @@ class UserStore:
                 s.add(user)
                 await s.flush()
                 s.add(
-                    AuditEntry(
-                        **self._audit(
-                            user_id, "register", "user", user_id, client_ip, request_id, {"email": email}
-                        )
-                    )
+                    self._audit(user_id, "register", "user", user_id, client_ip, request_id, {"email": email})
                 )
         except IntegrityError as exc:
             raise ApiError(409, "already_exists", f"a user with email {email} already exists") from exc
@@ -103,7 +99,7 @@ class UserStore:
                 raise unauthenticated("invalid email or password")
             if auth.needs_rehash(user.password_hash):
                 user.password_hash = auth.hash_password(password)
-            s.add(AuditEntry(**self._audit(user.id, "login", "user", user.id, client_ip, request_id, {})))
+            s.add(self._audit(user.id, "login", "user", user.id, client_ip, request_id, {}))
         return auth.issue_token(
             user.id, secret=self._secret, expiry_s=self.settings.jwt_expiry_s, issuer=self.settings.jwt_issuer
         )
@@ -132,10 +128,8 @@ class UserStore:
             row = ApiKey(id=new.key_id, user_id=principal.user_id, name=name, secret_hash=new.secret_hash)
             s.add(row)
             s.add(
-                AuditEntry(
-                    **self._audit(
-                        principal.user_id, "api_key_create", "api_key", new.key_id, client_ip, request_id, {}
-                    )
+                self._audit(
+                    principal.user_id, "api_key_create", "api_key", new.key_id, client_ip, request_id, {}
                 )
             )
         return row, new.plaintext
@@ -156,11 +150,7 @@ class UserStore:
                 raise ApiError(404, "not_found", f"API key {key_id} not found")
             row.revoked_at = utcnow()
             s.add(
-                AuditEntry(
-                    **self._audit(
-                        principal.user_id, "api_key_revoke", "api_key", key_id, client_ip, request_id, {}
-                    )
-                )
+                self._audit(principal.user_id, "api_key_revoke", "api_key", key_id, client_ip, request_id, {})
             )
 
     async def from_api_key(self, plaintext: str) -> Principal:
@@ -183,7 +173,7 @@ class UserStore:
     # ---- audit ---------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _audit(
+    def _audit_values(
         user_id: str | None,
         action: str,
         resource_type: str,
@@ -203,6 +193,10 @@ class UserStore:
             "details": details,
         }
 
+    def _audit(self, *args: Any) -> AuditEntry:
+        """The audit row for a change made in an ORM session (`_audit_values`' arguments)."""
+        return AuditEntry(**self._audit_values(*args))
+
     async def audit(
         self,
         user_id: str | None,
@@ -214,7 +208,9 @@ class UserStore:
         request_id: str = "",
         **details: Any,
     ) -> None:
-        values = self._audit(user_id, action, resource_type, resource_id, client_ip, request_id, details)
+        values = self._audit_values(
+            user_id, action, resource_type, resource_id, client_ip, request_id, details
+        )
         # a Core insert: the requests that write the log skip the ORM's session
         async with self.db.connect() as c:
             await c.execute(AuditEntry.__table__.insert().values(**values))

@@ -269,15 +269,16 @@ async def load_context(
 
     cfg = config or ContextConfig()
     clock = ModelClock()
-    ranks = embedder is not None and vectors is not None and cfg.relevant_k > 0
+    relevant = embedder is not None and cfg.relevant_k > 0
+    ranks = relevant and vectors is not None  # by the prompt's embedding, else the whole history is read
     # only scenes older than the recent ones can be relevant ones; a story known to be that long has the prompt
     # embedded while the character is read
     known = states.scenes_seen(character_id) if states is not None else 0
     query = _prefetch_query(embedder, user_prompt, cfg, clock) if ranks and known > cfg.recent_k else None
     try:
         ch = await repo.get_character(session, character_id, owner_id=owner_id)
-        older = embedder is not None and cfg.relevant_k > 0 and (ch.episode_count or 0) > cfg.recent_k
-        if query is None and older and vectors is not None:
+        older = relevant and (ch.episode_count or 0) > cfg.recent_k
+        if query is None and older and ranks:
             query = _prefetch_query(embedder, user_prompt, cfg, clock)
         sheet_d = dict(ch.sheet or {})
         sheet_d.setdefault("name", ch.name)

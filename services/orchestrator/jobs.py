@@ -67,6 +67,10 @@ def _job(row: Any) -> Job | None:
     return None if row is None else Job(**row._mapping)
 
 
+async def _read(conn: Any, job_id: str) -> Job | None:
+    return _job((await conn.execute(select(JOBS).where(JOBS.c.id == job_id))).first())
+
+
 def new_job_id() -> str:
     return f"job_{uuid.uuid4().hex}"
 
@@ -245,7 +249,7 @@ class JobStore:
 
     async def get(self, job_id: str) -> Job | None:
         async with self.db.connect(read_only=True) as c:
-            return _job((await c.execute(select(JOBS).where(JOBS.c.id == job_id))).first())
+            return await _read(c, job_id)
 
     async def get_owned(self, job_id: str, owner_id: str) -> Job:
         """The job, or NotFound when it does not exist or belongs to another owner (never says which)."""
@@ -351,7 +355,7 @@ class JobStore:
                 ).first()
             )
             if job is None:
-                job = _job((await c.execute(select(JOBS).where(JOBS.c.id == job_id))).first())
+                job = await _read(c, job_id)
                 if job is None:
                     return Claim("missing", None)
                 if job.status in TERMINAL:
