@@ -9,7 +9,8 @@ text embedder (and LLM, when one is set) took, as the memory service reports it.
 end-to-end - model and provider time: queueing on NATS, the database, gRPC hops, the memory service's queries and
 vector search, the orchestrator's claim, checkpoints and events. `orchestration_only` also leaves out every step's
 own time: what the orchestrator adds between and around the steps. `overhead_with_memory_models` counts the text
-embedder as overhead too (the stricter reading). Jobs are kept `--in-flight` at a time (the orchestrator's
+embedder as overhead too (the stricter reading). `step_outside_models` is each step's time less the model time in
+it (for context and record: the memory service's own work and the hop to it). Jobs are kept `--in-flight` at a time (the orchestrator's
 concurrency), so the figures are not a queue-length measurement; jobs/s is the throughput at that level.
 
     .venv/bin/python bench/pipeline.py [--jobs 200] [--in-flight 2]
@@ -107,6 +108,7 @@ def run(jobs: int, in_flight: int, warmup: int) -> dict:
     done = [j for j in results if j["status"] == "succeeded"]
     e2e, model, overhead, between, strict = [], [], [], [], []
     steps: dict[str, list[float]] = {}
+    outside_models: dict[str, list[float]] = {}  # per step: its time less the model time inside it
     for job in done:
         total = ts(job["updated_at"]) - ts(job["created_at"])
         step = job["metrics"].get("step_seconds", {})
@@ -116,6 +118,7 @@ def run(jobs: int, in_flight: int, warmup: int) -> dict:
             print(round(total * 1000), job["attempts"], per_step)
         for name, seconds in step.items():
             steps.setdefault(name, []).append(seconds)
+            outside_models.setdefault(name, []).append(seconds - in_step_models.get(name, 0.0))
         in_models = sum(in_step_models.values())
         in_model_services = sum(in_step_models.get(k, 0.0) for k in ("render", "score", "refine"))
         e2e.append(total)
@@ -140,6 +143,8 @@ def run(jobs: int, in_flight: int, warmup: int) -> dict:
         "model_p50_ms": ms(statistics.median(model)),
         "step_p50_ms": {k: ms(statistics.median(v)) for k, v in sorted(steps.items())},
         "step_p95_ms": {k: ms(pct(v, 95)) for k, v in sorted(steps.items())},
+        "step_outside_models_p50_ms": {k: ms(statistics.median(v)) for k, v in sorted(outside_models.items())},
+        "step_outside_models_p95_ms": {k: ms(pct(v, 95)) for k, v in sorted(outside_models.items())},
     }
 
 

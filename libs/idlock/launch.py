@@ -17,6 +17,8 @@ from idlock.grpc_server import ServiceSpec, pending_rpcs, run_forever
 from idlock.threads import limit_cpu_threads
 
 SERVICES = ("identity", "memory", "render", "refiner", "trainer", "orchestrator")
+#: the services running models on threads of their own (settings: `ModelServiceSettings`)
+MODEL_SERVICES = ("identity", "render", "refiner")
 
 
 def server_module(component: str) -> ModuleType:

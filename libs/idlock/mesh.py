@@ -19,7 +19,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from idlock.launch import SERVICES
+from idlock.launch import MODEL_SERVICES, SERVICES
 from idlock.natsd import NatsServer, free_port
 from idlock.settings import DEFAULT_PORTS
 from idlock.threads import available_cpus
@@ -117,6 +117,8 @@ class LocalMesh:
         threads = str(max(1, available_cpus() // 2))
         for name in self.services:
             env.setdefault(f"IDLOCK_{name.upper()}_CPU_THREADS", threads)
+            if name in MODEL_SERVICES:  # and their models give way to every request hop
+                env.setdefault(f"IDLOCK_{name.upper()}_MODEL_THREAD_PRIORITY", "idle")
         env.update(self.extra_env)
         return env
 

@@ -128,6 +128,17 @@ class GrpcServerSettings(IdlockSettings):
     )
 
 
+class ModelServiceSettings(GrpcServerSettings):
+    """Base of the services that run models on their own threads (identity, render, refiner)."""
+
+    model_thread_priority: Literal["normal", "idle"] = Field(
+        "normal",
+        description="Scheduling priority of the threads running models: idle (Linux SCHED_IDLE) lets every other "
+        "thread on the host go first, so request hops never queue behind model work; a host kept busy by other "
+        "programs then starves the models. The local mesh (all services on one host) sets idle.",
+    )
+
+
 #: default ports of the local mesh (`idlock up`); Kubernetes uses the same numbers.
 DEFAULT_PORTS: dict[str, int] = {
     "identity": 50051,

@@ -1,16 +1,27 @@
-"""How many threads the CPU model libraries of one process may use.
+"""How many threads the CPU model libraries of one process may use, and at what priority model work runs.
 
 torch, OpenCV and OpenMP/BLAS size their pools from the machine's core count, not from the cgroup quota of a pod
 or from the other services sharing the machine (`idlock up` runs them all on one host). Several processes each
 spinning a pool per core slow every request down, so each service sets its pools once at start-up.
+
+Model work (face models, the renderer) keeps the CPUs busy for hundreds of milliseconds per scene. On a shared
+host every request hop (a query, a gRPC call, a NATS message) otherwise waits behind it for a CPU; model threads at
+SCHED_IDLE give way to those short bursts at once, and still get every CPU cycle nobody else wants.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
+
+log = logging.getLogger("idlock.threads")
+
+ModelThreadPriority = Literal["normal", "idle"]
 
 POOL_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -55,3 +66,23 @@ def limit_cpu_threads(threads: int = 0) -> int:
     if cv2 is not None:
         cv2.setNumThreads(n)
     return n
+
+
+def lower_this_thread(priority: ModelThreadPriority) -> bool:
+    """Give the calling thread (not its process) `priority`; True when it was lowered. "idle" is Linux's SCHED_IDLE:
+    any other runnable thread on the machine preempts it. Elsewhere the thread stays as it is."""
+    if priority != "idle":
+        return False
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # pid 0: this thread
+    except (AttributeError, OSError) as e:
+        log.info("model threads keep normal priority: SCHED_IDLE is not available here (%s)", e)
+        return False
+    return True
+
+
+def model_executor(workers: int, name: str, priority: ModelThreadPriority) -> ThreadPoolExecutor:
+    """A pool for model work only: its threads run at `priority` (I/O stays on other threads, at normal priority)."""
+    return ThreadPoolExecutor(
+        max_workers=workers, thread_name_prefix=name, initializer=lower_this_thread, initargs=(priority,)
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -15,6 +14,7 @@ from idlock.images import encode_png
 from idlock.launch import servicer_spec
 from idlock.settings import PathsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
+from idlock.threads import model_executor
 from idlock.v1 import common_pb2, identity_service_pb2 as pb, identity_service_pb2_grpc as pb_grpc
 from services.identity.core import FaceInfo, IdentityEngine, get_engine
 from services.identity.settings import IdentitySettings
@@ -52,7 +52,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         self.settings = settings
         self.engine: IdentityEngine | None = None
         self.store: ObjectStore | None = None
-        self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="identity")
+        self._pool = model_executor(settings.workers, "identity", settings.model_thread_priority)
 
     async def startup(self) -> None:
         loop = asyncio.get_running_loop()

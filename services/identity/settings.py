@@ -8,10 +8,10 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from idlock.settings import GrpcServerSettings
+from idlock.settings import ModelServiceSettings
 
 
-class IdentitySettings(GrpcServerSettings):
+class IdentitySettings(ModelServiceSettings):
     model_config = SettingsConfigDict(env_prefix="IDLOCK_IDENTITY_")
     component: ClassVar[str] = "identity"
 

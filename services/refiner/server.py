@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -22,6 +21,7 @@ from idlock.grpc_server import ServiceSpec
 from idlock.images import decode_image, encode_png
 from idlock.settings import MeshSettings, PathsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
+from idlock.threads import model_executor
 from idlock.v1 import (
     common_pb2,
     memory_service_pb2,
@@ -62,7 +62,7 @@ class RefinerServicer(pb_grpc.RefinerServiceServicer):
         self.refiner: FaceRefiner | None = None
         self.store: ObjectStore | None = None
         self.upscaler: SuperResolution | None = None
-        self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="refiner")
+        self._pool = model_executor(settings.workers, "refiner", settings.model_thread_priority)
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     async def startup(self) -> None:

@@ -7,12 +7,12 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from idlock.settings import GrpcServerSettings
+from idlock.settings import ModelServiceSettings
 
 Strategy = Literal["reference-warp", "render"]
 
 
-class RefinerSettings(GrpcServerSettings):
+class RefinerSettings(ModelServiceSettings):
     model_config = SettingsConfigDict(env_prefix="IDLOCK_REFINER_")
     component: ClassVar[str] = "refiner"
 

@@ -8,14 +8,14 @@ from typing import ClassVar, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from idlock.settings import GrpcServerSettings
+from idlock.settings import ModelServiceSettings
 
 KNOWN_PROVIDERS = ("gemini", "diffusers", "compositor", "veo")
 #: providers that render videos
 VIDEO_PROVIDERS = ("veo", "compositor")
 
 
-class RenderSettings(GrpcServerSettings):
+class RenderSettings(ModelServiceSettings):
     model_config = SettingsConfigDict(env_prefix="IDLOCK_RENDER_")
     component: ClassVar[str] = "render"
 

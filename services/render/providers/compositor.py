@@ -8,6 +8,7 @@ refinement has something to repair.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import logging
 import random
@@ -19,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from idlock.errors import InvalidInput
+from idlock.threads import model_executor
 from services.render.models import EditRequest, MediaKind, RenderRequest, RenderResult
 from services.render.providers.base import RenderProvider, decode_image, encode_png, pick_seed
 from services.render.video import write_mp4
@@ -243,6 +245,8 @@ class CompositorProvider(RenderProvider):
         self._recogniser: _Recogniser | None = None
         self._cache: dict[bytes, FaceCrop | None] = {}
         self._cache_lock = threading.Lock()
+        # drawing runs on threads of its own, at the configured model priority (threads start when first used)
+        self._pool = model_executor(4, "compositor", getattr(settings, "model_thread_priority", "normal"))
 
     def unavailable_reason(self) -> str | None:
         if self._settings is not None and not getattr(self._settings, "compositor_enabled", True):
@@ -296,14 +300,21 @@ class CompositorProvider(RenderProvider):
             self._cache[key] = crop
         return crop
 
+    async def aclose(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _draw(self, fn, req):
+        context = contextvars.copy_context()  # the caller's trace span, as asyncio.to_thread carries it
+        return await asyncio.get_running_loop().run_in_executor(self._pool, context.run, fn, req)
+
     async def render(self, req: RenderRequest) -> RenderResult:
-        return await asyncio.to_thread(self.render_sync, req)
+        return await self._draw(self.render_sync, req)
 
     async def edit(self, req: EditRequest) -> RenderResult:
-        return await asyncio.to_thread(self.edit_sync, req)
+        return await self._draw(self.edit_sync, req)
 
     async def render_video(self, req: RenderRequest, progress=None) -> RenderResult:
-        return await asyncio.to_thread(self.render_video_sync, req)
+        return await self._draw(self.render_video_sync, req)
 
     # -- synchronous core -------------------------------------------------------------------------------------
     def _scene_face(self, req: RenderRequest, notes: list[str], what: str) -> FaceCrop | None:

@@ -156,3 +156,27 @@ def test_edit_pastes_reference_face(comp, astronaut_png):
     )
     assert fixed.label == LABEL
     assert _distance(ref, _encoding(_rgb(fixed.image))[0]) < 0.5
+
+
+async def test_drawing_runs_on_model_threads_at_the_configured_priority():
+    import contextvars
+    import os
+
+    from services.render.settings import RenderSettings
+
+    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="")
+    seen: list[tuple[int, str, bool]] = []
+    for priority in ("idle", "normal"):
+        comp = CompositorProvider(RenderSettings(model_thread_priority=priority))
+
+        def draw(req, real=comp.render_sync):
+            seen.append((os.sched_getscheduler(0), marker.get(), req.prompt == "x"))
+            return real(RenderRequest(prompt="a small scene", width=32, height=32, seed=1))
+
+        comp.render_sync = draw
+        marker.set(priority)  # the caller's context (its trace span) goes with the work
+        result = await comp.render(RenderRequest(prompt="x"))
+        assert result.image
+        await comp.aclose()
+    assert seen == [(os.SCHED_IDLE, "idle", True), (os.SCHED_OTHER, "normal", True)]
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller's thread is left as it was
