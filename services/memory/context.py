@@ -7,7 +7,6 @@ is testable without gRPC, databases or Qdrant. `load_context` feeds it from the 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -32,7 +31,7 @@ from .prompt import (
     sanitize_prompt,
 )
 from .state import SceneTags, StateCache, StoryState, compute_state
-from .text_embed import TextEmbedder, aembed, embed_soon
+from .text_embed import PendingEmbedding, TextEmbedder, aembed, embed_soon, embed_text_soon
 
 
 @dataclass(frozen=True)
@@ -237,13 +236,13 @@ async def story_state(
 
 def _prefetch_query(
     embedder: TextEmbedder, user_prompt: str, cfg: ContextConfig, clock: ModelClock
-) -> tuple[str, asyncio.Future[np.ndarray]] | None:
+) -> PendingEmbedding | None:
     """Start embedding the prompt for the relevance search now, so that it overlaps the reads that follow."""
     try:
         text = sanitize_prompt(user_prompt, max_len=cfg.prompt_max_chars, deny_list=cfg.deny_list)
     except InvalidInput:
         return None  # build_context refuses it
-    return text, embed_soon(embedder, [text], clock)
+    return embed_text_soon(embedder, text, clock)
 
 
 async def load_context(
@@ -298,8 +297,8 @@ async def load_context(
             if vectors is not None:
 
                 async def relevant_search(text: str, k: int, exclude: Sequence[int]) -> Sequence[EpisodeView]:
-                    prefetched = query is not None and query[0] == text
-                    qv = (await (query[1] if prefetched else aembed(embedder, [text], clock)))[0]
+                    prefetched = query is not None and query.text == text
+                    qv = (await (query.vector if prefetched else aembed(embedder, [text], clock)))[0]
                     hits = await vectors.search_episode_text(
                         character_id, embedder.name, qv, k, exclude_scenes=exclude
                     )
@@ -337,7 +336,7 @@ async def load_context(
         )
     finally:
         if query is not None:
-            query[1].cancel()  # a no-op once it was used
+            query.cancel()
     used = {e.scene_index for e in (*ctx.recent, *ctx.relevant)}
     return replace(ctx, character=ch, episodes={i: rows[i] for i in sorted(used) if i in rows})
 
@@ -353,12 +352,9 @@ class RecordResult:
     consolidation_due: bool = False
 
 
-EpisodeEmbedding = tuple[str, "asyncio.Future[np.ndarray]"]
-
-
 def embed_episode_soon(
     embedder: TextEmbedder | None, episode: Mapping[str, Any], clock: ModelClock
-) -> EpisodeEmbedding | None:
+) -> PendingEmbedding | None:
     """Start embedding an episode's text (from `record_scene`'s episode keywords), so that the reads and writes
     of recording it run meanwhile. None when there is no embedder or no text."""
     from .models import episode_text
@@ -366,7 +362,7 @@ def embed_episode_soon(
     text = episode_text(episode.get("prompt", ""), episode.get("description", ""))
     if embedder is None or not text.strip():
         return None
-    return text, embed_soon(embedder, [text], clock)
+    return embed_text_soon(embedder, text, clock)
 
 
 async def record_scene(
@@ -381,7 +377,7 @@ async def record_scene(
     character: Any | None = None,
     consolidate: bool = True,
     clock: ModelClock | None = None,
-    embedding: EpisodeEmbedding | None = None,
+    embedding: PendingEmbedding | None = None,
     **episode: Any,
 ) -> RecordResult:
     """Append the episode (idempotent on job_id), index its vectors, and consolidate when due (with
@@ -402,7 +398,7 @@ async def record_scene(
     encoder, owner_id = (ch.encoder, ch.owner_id) if ch is not None else ("", "")
     if embedding is None and vectors is not None:
         embedding = embed_episode_soon(embedder, episode, clock)  # it runs while the row is written
-    text, text_vector = embedding if embedding is not None else ("", None)
+    text, text_vector = (embedding.text, embedding.vector) if embedding is not None else ("", None)
     try:
         ep, created = await repo.record_episode(session, character_id, job_id=job_id, **episode)
         # re-indexing a replayed episode is harmless: point ids are deterministic

@@ -580,7 +580,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                 )
         finally:
             if embedding is not None:
-                embedding[1].cancel()  # a no-op once it was used
+                embedding.cancel()
         ep = res.episode
         recorded = events_pb2.EpisodeRecorded(
             character_id=cid,

@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -187,6 +188,21 @@ def embed_soon(
 
     loop.run_in_executor(None, run).add_done_callback(settle)
     return result
+
+
+@dataclass(frozen=True)
+class PendingEmbedding:
+    """A text whose embedding was started ahead of its use (`embed_text_soon`)."""
+
+    text: str
+    vector: asyncio.Future[np.ndarray]
+
+    def cancel(self) -> None:
+        self.vector.cancel()  # a no-op once it was used
+
+
+def embed_text_soon(embedder: TextEmbedder, text: str, clock: ModelClock | None = None) -> PendingEmbedding:
+    return PendingEmbedding(text, embed_soon(embedder, [text], clock))
 
 
 async def aembed(embedder: TextEmbedder, texts: Sequence[str], clock: ModelClock | None = None) -> np.ndarray:

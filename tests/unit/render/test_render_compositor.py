@@ -1,6 +1,8 @@
 """Offline compositor: deterministic, labelled, and the pasted face is the reference's (dlib via face_recognition)."""
 
+import contextvars
 import io
+import os
 import random
 
 import numpy as np
@@ -10,6 +12,7 @@ from PIL import Image
 from idlock.errors import InvalidInput
 from services.render.models import EditRequest, RenderRequest
 from services.render.providers.compositor import LABEL, CompositorProvider
+from services.render.settings import RenderSettings
 
 fr = pytest.importorskip("face_recognition")
 
@@ -159,11 +162,6 @@ def test_edit_pastes_reference_face(comp, astronaut_png):
 
 
 async def test_drawing_runs_on_model_threads_at_the_configured_priority():
-    import contextvars
-    import os
-
-    from services.render.settings import RenderSettings
-
     marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="")
     seen: list[tuple[int, str, bool]] = []
     for priority in ("idle", "normal"):
