@@ -22,19 +22,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from google.protobuf import json_format
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from idlock.db import Database
 from idlock.errors import InvalidInput, NotFound, PreconditionFailed, QuotaExceeded
-from idlock.v1 import common_pb2
-from idlock.v1 import orchestrator_service_pb2 as pb
 from services.orchestrator.models import (
     ACTIVE,
     CANCELLED,
-    FAILED,
     QUEUED,
     RUNNING,
     TERMINAL,
@@ -45,14 +41,6 @@ from services.orchestrator.models import (
     utcnow,
 )
 
-STATUS_PB = {
-    QUEUED: common_pb2.JOB_STATUS_QUEUED,
-    RUNNING: common_pb2.JOB_STATUS_RUNNING,
-    "succeeded": common_pb2.JOB_STATUS_SUCCEEDED,
-    FAILED: common_pb2.JOB_STATUS_FAILED,
-    "needs_more_refs": common_pb2.JOB_STATUS_NEEDS_MORE_REFS,
-    CANCELLED: common_pb2.JOB_STATUS_CANCELLED,
-}
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
 
@@ -73,46 +61,6 @@ async def _read(conn: Any, job_id: str) -> Job | None:
 
 def new_job_id() -> str:
     return f"job_{uuid.uuid4().hex}"
-
-
-def msg_to_dict(msg: Any) -> dict[str, Any]:
-    if isinstance(msg, common_pb2.IdentityVector):  # json_format walks each float in Python: ~0.7 ms a vector
-        return {"encoder": msg.encoder, "values": list(msg.values)} if msg.encoder or msg.values else {}
-    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
-
-
-def dict_to_msg(d: Mapping[str, Any] | None, msg: Any) -> Any:
-    if d and isinstance(msg, common_pb2.IdentityVector) and set(d) <= {"encoder", "values"}:
-        msg.encoder = d.get("encoder", "")
-        msg.values[:] = [float(x) for x in d.get("values", ())]
-    elif d:
-        json_format.ParseDict(dict(d), msg, ignore_unknown_fields=True)
-    return msg
-
-
-def to_proto(job: Job) -> pb.Job:
-    out = pb.Job(
-        id=job.id,
-        owner_id=job.owner_id,
-        character_id=job.character_id,
-        prompt=job.prompt,
-        pose_image_uri=job.pose_image_uri or "",
-        style_overrides=list(job.style_overrides or []),
-        status=STATUS_PB.get(job.status, common_pb2.JOB_STATUS_UNSPECIFIED),
-        error_code=job.error_code or "",
-        error_message=job.error_message or "",
-        attempts=job.attempts or 0,
-    )
-    dict_to_msg(job.options, out.options)
-    dict_to_msg(job.result_image, out.result_image)
-    dict_to_msg(job.metrics, out.metrics)
-    ckpt = job.checkpoint or {}
-    dict_to_msg(ckpt.get("result_video"), out.result_video)  # video jobs (services/orchestrator/video_flow.py)
-    operations = [v.get("name", "") for k, v in ckpt.items() if k.endswith("_operation") and isinstance(v, dict)]
-    out.provider_operation = operations[-1] if operations else ""
-    out.created_at.FromDatetime(aware(job.created_at))
-    out.updated_at.FromDatetime(aware(job.updated_at))
-    return out
 
 
 @dataclass(frozen=True)
@@ -380,20 +328,6 @@ class JobStore:
                 .where(JOBS.c.id == job_id, JOBS.c.lease_owner == worker_id)
                 .values(lease_owner="", lease_until=None)
             )
-
-    async def save_checkpoint(
-        self, job_id: str, worker_id: str, step: str, result: Mapping[str, Any]
-    ) -> bool:
-        """Add one step's result to the stored ones; False when the job is no longer running for this worker."""
-        async with self.db.session() as s:
-            job = await s.get(Job, job_id, with_for_update=self.db.dialect == "postgresql")
-            if job is None or job.status != RUNNING or job.lease_owner != worker_id:
-                return False
-            job.checkpoint = {**(job.checkpoint or {}), step: dict(result)}
-            job.step = step
-            job.updated_at = utcnow()
-        self.changes.changed(job_id)
-        return True
 
     async def save_steps(
         self, job_id: str, worker_id: str, checkpoint: Mapping[str, Mapping[str, Any]], *, step: str

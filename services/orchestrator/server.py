@@ -1,6 +1,6 @@
 """gRPC surface of the orchestrator: job submission and status (thin), plus the worker that consumes
-`idlock.jobs.generate` and the reconciler that re-enqueues stuck jobs. The pipeline itself is `flow.py`, the
-job state machine `jobs.py`."""
+`idlock.jobs.generate` and the reconciler that re-enqueues stuck jobs. A job is run by `worker.py` through its
+flow (`image_flow.py`, `video_flow.py`); the job state machine is `jobs.py`."""
 
 from __future__ import annotations
 
@@ -32,11 +32,14 @@ from idlock.v1 import (
 )
 from services.memory.prompt import sanitize_prompt, strip_control
 from services.orchestrator.clients import GrpcPeers
-from services.orchestrator.flow import FlowConfig, GenerationFlow, Peers
-from services.orchestrator.jobs import JobStore, msg_to_dict, to_proto
+from services.orchestrator.flow import FlowConfig, Peers
+from services.orchestrator.job_events import job_event
+from services.orchestrator.jobs import JobStore
 from services.orchestrator.models import FAILED, QUEUED, RUNNING, SCHEMA_VERSION, TERMINAL, Base, Job
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.state_extraction import StateExtractor, VisionStateReader
+from services.orchestrator.views import msg_to_dict, to_proto
+from services.orchestrator.worker import JobWorker
 
 SETTINGS = OrchestratorSettings
 log = logging.getLogger("idlock.orchestrator")
@@ -74,7 +77,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         self.store: JobStore | None = None
         self.bus: EventBus | None = None
         self.objects: ObjectStore | None = None
-        self.flow: GenerationFlow | None = None
+        self.jobs: JobWorker | None = None
         self.worker: Worker | None = None
         self.extractor: StateExtractor | None = None
         self._reconciler: asyncio.Task | None = None
@@ -99,7 +102,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             else None
         )
         self.extractor = StateExtractor(reader, timeout_s=s.step_timeout_s)
-        self.flow = GenerationFlow(
+        self.jobs = JobWorker(
             self.store,
             self.peers,
             BusEvents(self.bus),
@@ -158,7 +161,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         async with delivery.heartbeat():
             # a redelivery is most likely a resumed job, whose context is saved: no early context for it
             first = delivery.num_delivered == 1
-            await self.flow.run(work.job_id, final_attempt=final, work=work if first else None)
+            await self.jobs.run(work.job_id, final_attempt=final, work=work if first else None)
 
     # --- the reconciler ---------------------------------------------------------------------------------------
 
@@ -180,9 +183,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             if job.requeues >= self.settings.max_requeues:
                 msg = f"stuck in {job.status} after {job.requeues} re-enqueues; gave up"
                 if await self.store.finish(job.id, FAILED, error_code="stuck", error_message=msg):
-                    await self.flow.emit(
+                    await self.jobs.events.emit(
                         "failed",
-                        self.flow.event(job, common_pb2.JOB_STATUS_FAILED, error_code="stuck", message=msg),
+                        job_event(job, common_pb2.JOB_STATUS_FAILED, error_code="stuck", message=msg),
                         f"{job.id}:failed",
                     )
                 continue
@@ -230,7 +233,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                 overrides.append(clean)
         o = request.options
         if o.video_duration_s < 0 or o.video_duration_s > 60:
-            raise InvalidInput(f"video_duration_s must be between 0 and 60 seconds, got {o.video_duration_s:g}")
+            raise InvalidInput(
+                f"video_duration_s must be between 0 and 60 seconds, got {o.video_duration_s:g}"
+            )
         if len(o.dialogue) > 1000:
             raise InvalidInput(f"dialogue is {len(o.dialogue)} characters long, the limit is 1000")
         if (o.video_duration_s or o.dialogue) and not o.video:
@@ -291,9 +296,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         )
         if created:
             # the event first: a fast worker's job.started must never precede job.queued
-            await self.flow.emit(
+            await self.jobs.events.emit(
                 "queued",
-                self.flow.event(job, common_pb2.JOB_STATUS_QUEUED, message="queued"),
+                job_event(job, common_pb2.JOB_STATUS_QUEUED, message="queued"),
                 f"{job.id}:queued",
             )
             try:
@@ -312,9 +317,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     async def CancelJob(self, request: pb.CancelJobRequest, context) -> pb.CancelJobResponse:
         job, changed = await self.store.cancel(request.job_id, request.owner_id)
         if changed:
-            await self.flow.emit(
+            await self.jobs.events.emit(
                 "cancelled",
-                self.flow.event(
+                job_event(
                     job,
                     common_pb2.JOB_STATUS_CANCELLED,
                     error_code="cancelled",

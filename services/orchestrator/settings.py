@@ -84,10 +84,16 @@ class OrchestratorSettings(GrpcServerSettings):
         0.0, ge=0, le=60, description="Clip length when a job names none (0: the render provider's default)."
     )
     video_frame_every_s: float = Field(
-        1.0, gt=0, le=30, description="IDR is scored on the first frame and on one frame every this many seconds."
+        1.0,
+        gt=0,
+        le=30,
+        description="IDR is scored on the first frame and on one frame every this many seconds.",
     )
     video_regenerations: int = Field(
-        1, ge=0, le=3, description="Re-renders of a video whose lowest frame IDR is below the refine threshold."
+        1,
+        ge=0,
+        le=3,
+        description="Re-renders of a video whose lowest frame IDR is below the refine threshold.",
     )
 
     # --- state extraction (vision LLM when configured, a labelled heuristic otherwise) ---

@@ -142,8 +142,9 @@ async def test_every_call_gets_a_deadline_and_the_server_sees_what_is_left() -> 
     try:
         async with grpc_client.channel(service.address, default_timeout_s=1.5) as ch:
             reply = await pb_grpc.IdentityServiceStub(ch).ScoreIdentity(pb.ScoreIdentityRequest())
-        # the client default (1.5 s) became the RPC deadline; the server's outgoing budget is what remains
-        assert 0 < reply.faces_detected <= 1500
+        # the client default (1.5 s) became the RPC deadline; the server's outgoing budget is what remains (the
+        # wire encodes the timeout rounded up, and the two clocks are read at different moments: a few ms over)
+        assert 0 < reply.faces_detected <= 1550
     finally:
         await service.stop(drain_s=0)
 

@@ -14,19 +14,19 @@ from idlock.storage import open_store
 from idlock.v1 import common_pb2, events_pb2
 from idlock.v1 import memory_service_pb2 as mpb
 from idlock.v1 import orchestrator_service_pb2 as pb
-from services.orchestrator.flow import REFINER_UNAVAILABLE
+from services.orchestrator.image_flow import REFINER_UNAVAILABLE
 from tests.integration.orchestrator.conftest import OWNER, orchestrator
 
 
 async def test_submit_runs_to_succeeded_with_metrics_and_a_stored_image(orch) -> None:
     writes: list[tuple[str, list[str]]] = []
-    save_steps = orch.servicer.flow.store.save_steps
+    save_steps = orch.servicer.jobs.store.save_steps
 
     async def counted(job_id, worker_id, checkpoint, *, step):
         writes.append((step, sorted(checkpoint)))
         return await save_steps(job_id, worker_id, checkpoint, step=step)
 
-    orch.servicer.flow.store.save_steps = counted
+    orch.servicer.jobs.store.save_steps = counted
     cid = orch.peers.add_character()
     resp = await orch.submit(cid, idempotency_key="k-1")
     assert resp.created and resp.job.id.startswith("job_") and resp.job.status == common_pb2.JOB_STATUS_QUEUED

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from unittest import mock
 
+from google.protobuf import json_format
+
 from idlock import subjects
 from idlock.bus import EventBus
 from idlock.settings import NatsSettings
@@ -28,6 +30,50 @@ def count_renders(orch) -> list[str]:
     return calls
 
 
+class DyingJobStore:
+    """The job store of a worker process that dies: every store call after the render checkpoint was written hangs
+    forever (no more writes, no ack). Production code writes exactly as it does; only the store stops answering."""
+
+    def __init__(self, real: JobStore) -> None:
+        self.real = real
+        self.died = asyncio.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    async def _maybe_die(self) -> None:
+        if self.died.is_set():
+            await asyncio.Event().wait()
+
+    async def save_steps(self, job_id, worker_id, checkpoint, *, step):
+        await self._maybe_die()
+        ok = await self.real.save_steps(job_id, worker_id, checkpoint, step=step)
+        if "render" in checkpoint:
+            self.died.set()
+        return ok
+
+    async def finish(self, *args, **kwargs):
+        await self._maybe_die()
+        return await self.real.finish(*args, **kwargs)
+
+
+class PausingJobStore:
+    """A job store whose write before the render waits until the test lets it go on."""
+
+    def __init__(self, real: JobStore) -> None:
+        self.real = real
+        self.reached, self.go_on = asyncio.Event(), asyncio.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    async def save_steps(self, job_id, worker_id, checkpoint, *, step):
+        if step == "render" and "render" not in checkpoint:
+            self.reached.set()
+            await self.go_on.wait()
+        return await self.real.save_steps(job_id, worker_id, checkpoint, step=step)
+
+
 async def wait_checkpoint(orch, job_id: str, step: str, timeout_s: float = 20.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
@@ -43,17 +89,11 @@ async def wait_checkpoint(orch, job_id: str, step: str, timeout_s: float = 20.0)
 async def test_a_worker_killed_after_the_render_checkpoint_completes_once_on_another(peers, tmp_path) -> None:
     async with orchestrator(peers, tmp_path) as orch:
         renders = count_renders(orch)
-        stuck = asyncio.Event()
-
-        async def crash_after_render(job_id: str, step: str) -> None:
-            if step == "render":
-                stuck.set()
-                await asyncio.Event().wait()  # the process "dies" here: no ack, no more steps
-
-        orch.servicer.flow.after_step = crash_after_render
+        real_store = orch.servicer.jobs.store
+        dying = orch.servicer.jobs.store = DyingJobStore(real_store)
         cid = peers.add_character()
         job = (await orch.submit(cid)).job
-        await asyncio.wait_for(stuck.wait(), 20)
+        await asyncio.wait_for(dying.died.wait(), 20)
         await wait_checkpoint(orch, job.id, "render")
         # a crash leaves the lease in the row (nothing releases it) and the message unacked
         with mock.patch.object(JobStore, "release", autospec=True):
@@ -62,8 +102,8 @@ async def test_a_worker_killed_after_the_render_checkpoint_completes_once_on_ano
         assert row.status == "running" and row.lease_owner == orch.servicer.worker_id
 
         # a new worker (another process) takes over once the dead worker's lease runs out
-        orch.servicer.flow.after_step = None
-        orch.servicer.flow.worker_id = "worker-2"
+        orch.servicer.jobs.store = real_store
+        orch.servicer.jobs.worker_id = "worker-2"
         await orch.servicer.start_worker()
         done = await orch.wait_status(job.id, common_pb2.JOB_STATUS_SUCCEEDED, timeout_s=30)
         assert renders == [job.id]  # rendered once
@@ -186,22 +226,64 @@ async def test_quota_pagination_and_watch(peers, tmp_path) -> None:
 async def test_cancelling_a_running_job_stops_it_between_steps(peers, tmp_path) -> None:
     async with orchestrator(peers, tmp_path) as orch:
         renders = count_renders(orch)
-        reached, go_on = asyncio.Event(), asyncio.Event()
-
-        async def pause_after_context(job_id: str, step: str) -> None:
-            if step == "context":
-                reached.set()
-                await go_on.wait()
-
-        orch.servicer.flow.after_step = pause_after_context
+        paused = orch.servicer.jobs.store = PausingJobStore(orch.servicer.jobs.store)
         cid = peers.add_character()
         job = (await orch.submit(cid)).job
-        await asyncio.wait_for(reached.wait(), 20)
+        await asyncio.wait_for(paused.reached.wait(), 20)
         cancelled = (await orch.stub.CancelJob(pb.CancelJobRequest(job_id=job.id, owner_id=OWNER))).job
         assert cancelled.status == common_pb2.JOB_STATUS_CANCELLED
-        go_on.set()
+        paused.go_on.set()
         await asyncio.sleep(0.5)
         final = await orch.wait_status(job.id, common_pb2.JOB_STATUS_CANCELLED)
         assert renders == [] and not final.result_image.uri
         assert all(e.job_id != job.id for e in peers.memory.record_requests)
         assert orch.events_of(job.id) == ["queued", "started", "progress", "cancelled"]
+
+
+async def test_a_job_checkpointed_by_the_previous_release_resumes_after_the_upgrade(peers, tmp_path) -> None:
+    """A row written before the checkpoint was a message (a dict of step results) resumes: the saved context and
+    render are used as they are, nothing renders again, and the row ends in the current layout."""
+    async with orchestrator(peers, tmp_path, stuck_after_s=0.3) as orch:
+        renders = count_renders(orch)
+        cid = peers.add_character()
+        store = orch.servicer.store
+        ref = json_format.MessageToDict(peers.references[0], preserving_proto_field_name=True)
+        legacy = {  # what release 8265736 wrote once an image job had rendered
+            "context": {
+                "prompt": "Arya reads a book in a library",
+                "negative_prompt": "blurry, deformed",
+                "engine": "template",
+                "fallback_reason": "",
+                "memory_version": 1,
+                "identity": {"encoder": peers.identity.encoder, "values": list(peers.identity.values)},
+                "references": [ref],
+                "model_seconds": 0.01,
+                "seconds": 0.02,
+            },
+            "render": {
+                "image": ref,
+                "provenance": {"provider": "compositor", "model": "offline", "label": "offline/compositor"},
+                "seconds": 0.25,
+            },
+        }
+        job, _ = await store.create(owner_id=OWNER, character_id=cid, prompt="Arya reads a book in a library")
+        async with store.db.session() as s:
+            row = await s.get(type(job), job.id)
+            row.status, row.step, row.attempts, row.checkpoint = "running", "score", 1, legacy
+            row.lease_owner = "a-worker-of-the-previous-release"
+        contexts = peers.memory.calls["BuildContext"]
+        await asyncio.sleep(0.5)
+        assert await orch.servicer.reconcile_once() == [job.id]
+        done = await orch.wait_status(job.id, [common_pb2.JOB_STATUS_SUCCEEDED, common_pb2.JOB_STATUS_FAILED])
+        assert done.status == common_pb2.JOB_STATUS_SUCCEEDED, done.error_message
+        assert renders == [] and peers.memory.calls["BuildContext"] == contexts
+        assert done.result_image.uri == peers.references[0].uri and done.metrics.provider == "compositor"
+        assert done.metrics.step_seconds["render"] == 0.25 and done.attempts == 2
+        assert done.metrics.idr_before.raw > 0.9  # scored the saved image against the saved identity
+        assert list(done.metrics.tags.props) == ["book"]
+        stored = (await store.get(job.id)).checkpoint
+        assert set(stored) == {"context", "render", "score", "refine", "state", "record"}
+        assert (
+            stored["render"] == legacy["render"]
+            and stored["context"]["identity"] == legacy["context"]["identity"]
+        )

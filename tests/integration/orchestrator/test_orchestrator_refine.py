@@ -16,7 +16,7 @@ from idlock.settings import StorageSettings
 from idlock.storage import open_store
 from idlock.v1 import common_pb2
 from idlock.v1 import orchestrator_service_pb2 as pb
-from services.orchestrator.flow import REFINER_UNAVAILABLE
+from services.orchestrator.image_flow import REFINER_UNAVAILABLE
 from services.render.models import RenderRequest
 from services.render.providers.compositor import CompositorProvider
 from tests.harness import serving

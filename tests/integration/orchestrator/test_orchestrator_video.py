@@ -92,11 +92,11 @@ async def test_worker_dies_mid_poll_and_the_next_one_resumes_the_operation(peers
         deadline = asyncio.get_running_loop().time() + 20
         while True:
             row = await orch.servicer.store.get(job.id)
-            if (row.checkpoint or {}).get("render_operation"):
+            if (row.checkpoint or {}).get("operations", {}).get("render"):
                 break
             assert asyncio.get_running_loop().time() < deadline, row.checkpoint
             await asyncio.sleep(0.05)
-        operation = row.checkpoint["render_operation"]["name"]
+        operation = row.checkpoint["operations"]["render"]["name"]
         running = (await orch.stub.GetJob(pb.GetJobRequest(job_id=job.id, owner_id="owner-1"))).job
         assert running.provider_operation == operation and "render" not in row.checkpoint
         assert fake_veo.operations[operation].polls < 40
@@ -104,7 +104,7 @@ async def test_worker_dies_mid_poll_and_the_next_one_resumes_the_operation(peers
         # the worker dies (its lease stays in the row); another worker takes the job over
         with mock.patch.object(JobStore, "release", autospec=True):
             await orch.servicer.stop_worker(grace_s=0.1)
-        orch.servicer.flow.worker_id = "worker-2"
+        orch.servicer.jobs.worker_id = "worker-2"
         await orch.servicer.start_worker()
         done = await orch.wait_status(job.id, common_pb2.JOB_STATUS_SUCCEEDED, timeout_s=40)
 

@@ -5,7 +5,7 @@ import json
 from google.protobuf import json_format
 
 from idlock.v1 import common_pb2
-from services.orchestrator.jobs import dict_to_msg, msg_to_dict
+from services.orchestrator.views import dict_to_msg, msg_to_dict
 
 
 def test_identity_vectors_round_trip_through_json_exactly():
@@ -15,7 +15,12 @@ def test_identity_vectors_round_trip_through_json_exactly():
     back = dict_to_msg(d, common_pb2.IdentityVector())
     assert back == v
     # and what json_format wrote before reads back the same
-    assert dict_to_msg(json_format.MessageToDict(v, preserving_proto_field_name=True), common_pb2.IdentityVector()) == v
+    assert (
+        dict_to_msg(
+            json_format.MessageToDict(v, preserving_proto_field_name=True), common_pb2.IdentityVector()
+        )
+        == v
+    )
 
 
 def test_empty_vectors_and_other_messages():

@@ -1,0 +1,83 @@
+"""Job events (`idlock.events.job.<verb>`): built from the job row, published in order per job. Progress events go
+out in the background so that they never hold the next step up; the row stays the truth, so an event lost to an
+outage is logged, not retried."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+from google.protobuf import timestamp_pb2
+
+from idlock.v1 import events_pb2
+from services.orchestrator.models import Job, utcnow
+
+log = logging.getLogger("idlock.orchestrator.events")
+
+
+class EventSink(Protocol):
+    async def job_event(self, verb: str, event: events_pb2.JobEvent, msg_id: str) -> None: ...
+
+
+def _now_ts() -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(utcnow())
+    return ts
+
+
+def job_event(job: Job, status: int, **fields: Any) -> events_pb2.JobEvent:
+    ev = events_pb2.JobEvent(
+        job_id=job.id,
+        owner_id=job.owner_id,
+        character_id=job.character_id,
+        status=status,
+        prompt=job.prompt,
+        at=_now_ts(),
+    )
+    for k, v in fields.items():
+        if v is None:
+            continue
+        if k in ("result_image", "metrics"):
+            getattr(ev, k).CopyFrom(v)
+        else:
+            setattr(ev, k, v)
+    return ev
+
+
+class JobEvents:
+    def __init__(self, sink: EventSink) -> None:
+        self.sink = sink
+        #: per job, the last event still being published in the background
+        self._tails: dict[str, asyncio.Future] = {}
+
+    async def emit(self, verb: str, ev: events_pb2.JobEvent, msg_id: str) -> None:
+        """Publish now, after the job's events still on their way (events of a job stay in order)."""
+        pending = self._tails.pop(ev.job_id, None)
+        if pending is not None:
+            await pending
+        await self._publish(verb, ev, msg_id)
+
+    def emit_soon(self, verb: str, ev: events_pb2.JobEvent, msg_id: str) -> None:
+        """Publish in the background, in order."""
+        previous = self._tails.get(ev.job_id)
+
+        async def publish() -> None:
+            if previous is not None:
+                await previous
+            await self._publish(verb, ev, msg_id)
+
+        task = asyncio.ensure_future(publish())
+        self._tails[ev.job_id] = task
+        task.add_done_callback(
+            lambda t: self._tails.pop(ev.job_id, None) if self._tails.get(ev.job_id) is t else None
+        )
+
+    async def _publish(self, verb: str, ev: events_pb2.JobEvent, msg_id: str) -> None:
+        try:
+            await self.sink.job_event(verb, ev, msg_id)
+        except Exception as e:  # noqa: BLE001 - the row is the truth; an event lost to an outage is logged
+            log.warning("job %s: publishing job.%s failed: %s", ev.job_id, verb, e)
+
+
+__all__ = ["EventSink", "JobEvents", "job_event"]

@@ -1,0 +1,230 @@
+"""The step runner: claim a job, hold its lease, run its steps against its checkpoint, and end it.
+
+A step that cost money or long work (render, refinement, a vision model's state) is written to the job row
+before the next starts; a redelivered job (a worker crashed, a reconciler re-enqueue) skips what is done, so it
+never renders twice. Steps that are cheap and safe to redo (context, score, the heuristic state, the idempotent
+RecordEpisode) ride along with the next write instead of costing one each. Before a paid step the runner makes
+a conditional write, so a job cancelled meanwhile stops there. Every write is conditional on the job still
+running for this worker: a cancellation or a takeover stops the job (`StopJob`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from idlock.errors import Unavailable
+from idlock.v1 import common_pb2
+from idlock.v1 import orchestrator_service_pb2 as pb
+from services.orchestrator.checkpoint import Checkpoint
+from services.orchestrator.flow import FlowConfig, Outcome, StopJob
+from services.orchestrator.job_events import JobEvents, job_event
+from services.orchestrator.jobs import Claim, JobStore
+from services.orchestrator.models import NEEDS_MORE_REFS, SUCCEEDED, Job, aware, utcnow
+from services.orchestrator.views import msg_to_dict
+
+log = logging.getLogger("idlock.orchestrator.runner")
+
+#: steps that call a paid provider: a cancelled job must not start them (the refiner is confirmed where called)
+PAID_STEPS = frozenset({"render", "regenerate"})
+
+Step = TypeVar("Step")
+
+
+async def claim(
+    store: JobStore, job_id: str, worker_id: str, lease_s: float, on_wait: Callable[[], None] | None = None
+) -> Claim:
+    """Claim the job; while another live worker holds it, wait for its lease to run out (at most 2 leases),
+    calling `on_wait` first."""
+    give_up = time.monotonic() + 2 * lease_s + 1.0
+    while True:
+        taken = await store.claim(job_id, worker_id, lease_s)
+        if taken.outcome != "busy":
+            return taken
+        if on_wait is not None:
+            on_wait()
+        if time.monotonic() >= give_up:
+            raise Unavailable(f"job {job_id} is being run by worker {taken.job.lease_owner}")
+        wait = (aware(taken.lease_until) - utcnow()).total_seconds() if taken.lease_until else 0.5
+        await asyncio.sleep(min(max(wait, 0.05) + 0.05, max(0.05, give_up - time.monotonic())))
+
+
+async def keep_lease(store: JobStore, job_id: str, worker_id: str, lease_s: float) -> None:
+    """Renew the lease every third of it until cancelled (or until the job is no longer ours)."""
+    interval = max(lease_s / 3.0, 0.05)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            if not await store.renew(job_id, worker_id, lease_s):
+                return
+        except Exception as e:  # noqa: BLE001 - retried next interval
+            log.warning("job %s: lease renewal failed: %s", job_id, e)
+
+
+class StepRunner:
+    """Runs the steps of one claimed job for a flow, and ends it."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        events: JobEvents,
+        config: FlowConfig,
+        *,
+        worker_id: str,
+        job: Job,
+    ) -> None:
+        self.store = store
+        self.events = events
+        self.config = config
+        self.worker_id = worker_id
+        self.job = job
+        self.ckpt = Checkpoint(job.checkpoint)
+
+    # --- steps ------------------------------------------------------------------------------------------------
+
+    async def step(
+        self,
+        name: str,
+        fn: Callable[[], Awaitable[Step]],
+        *,
+        carry: bool | Callable[[Step], bool] = False,
+        reads_only: bool = False,
+    ) -> Step:
+        """Run a step unless the checkpoint holds it. Its result is written to the job row before the job goes
+        on, or, when `carry` says it is cheap and safe to redo, with the next write.
+
+        A `reads_only` step (no effect anywhere) runs while the previous step's result is written: its call goes
+        out first, and the job goes on only once the write has found the job still running here."""
+        ckpt = self.ckpt
+        if ckpt.done(name):
+            return ckpt.get(name)
+        if name in PAID_STEPS or (ckpt.unwritten and not reads_only):
+            await self.confirm(name)
+        t0 = time.perf_counter()
+        call = asyncio.ensure_future(fn())
+        if ckpt.unwritten:
+            await asyncio.sleep(
+                0
+            )  # the call is on its way before the write holds the loop (SQLite runs inline)
+            try:
+                await self.write(ckpt.unwritten)
+            except BaseException:
+                call.cancel()
+                with contextlib.suppress(BaseException):
+                    await call
+                raise
+        result = await call
+        ckpt.confirmed = False
+        result.seconds = round(time.perf_counter() - t0, 4)
+        ckpt.set(name, result)
+        if not (carry(result) if callable(carry) else carry):
+            ckpt.unwritten = name
+        self.progress(name, f"{name} done", key=name)
+        return ckpt.get(name)
+
+    async def write(self, step: str) -> None:
+        """Write the finished steps and the step now running if the job still runs here; else stop."""
+        if not await self.store.save_steps(self.job.id, self.worker_id, self.ckpt.to_stored(), step=step):
+            raise StopJob()
+        self.ckpt.confirmed = True
+        self.ckpt.unwritten = ""
+
+    async def confirm(self, step: str) -> None:
+        """Before a paid call: unless the last thing done was a write that found the job running here, write
+        (a cancel may have come in meanwhile)."""
+        if not self.ckpt.confirmed:
+            await self.write(step)
+
+    async def save_operation(self, step: str, tag: str, name: str) -> None:
+        """Store a provider's long-running operation now (while it is polled), so a restarted worker resumes it;
+        an empty name forgets it (it ended in an error)."""
+        self.ckpt.set_operation(tag, name)
+        await self.write(step)
+        if name:
+            self.progress(step, f"video operation {name}", key=f"{tag}_operation")
+
+    def progress(self, step: str, message: str, *, key: str) -> None:
+        ev = job_event(self.job, common_pb2.JOB_STATUS_RUNNING, step=step, message=message)
+        self.events.emit_soon("progress", ev, f"{self.job.id}:progress:{key}")
+
+    # --- endings ----------------------------------------------------------------------------------------------
+
+    def elapsed_s(self) -> float:
+        started = aware(self.job.started_at)
+        return (utcnow() - started).total_seconds() if started else 0.0
+
+    async def succeed(self, image: common_pb2.ImageRef, metrics: pb.JobMetrics, message: str) -> Outcome:
+        """Mark the job succeeded with its usage record and its steps, then announce it; CANCELLED when it was
+        cancelled meanwhile."""
+        job = self.job
+        ok = await self.store.finish(
+            job.id,
+            SUCCEEDED,
+            worker_id=self.worker_id,
+            result_image=msg_to_dict(image),
+            metrics=msg_to_dict(metrics),
+            checkpoint=self.ckpt.to_stored(),
+            usage={
+                "owner_id": job.owner_id,
+                "character_id": job.character_id,
+                "provider": metrics.provider,
+                "model": metrics.model,
+                "estimated_cost_usd": metrics.estimated_cost_usd,
+                "total_seconds": metrics.total_seconds,
+            },
+        )
+        if not ok:
+            return Outcome.CANCELLED
+        event = job_event(
+            job,
+            common_pb2.JOB_STATUS_SUCCEEDED,
+            result_image=image,
+            metrics=metrics,
+            scene_index=metrics.scene_index,
+            message=message,
+        )
+        await self.events.emit("succeeded", event, f"{job.id}:succeeded")
+        return Outcome.SUCCEEDED
+
+    async def fail(self, outcome: Outcome, code: str, message: str) -> Outcome:
+        """End the job failed (or needs_more_refs). A render that was paid for is in the usage record, once."""
+        job = self.job
+        usage: dict[str, Any] | None = None
+        if self.ckpt.done("render"):
+            prov = self.ckpt.get("render").provenance
+            usage = {
+                "owner_id": job.owner_id,
+                "character_id": job.character_id,
+                "provider": prov.provider,
+                "model": prov.model,
+                "estimated_cost_usd": prov.estimated_cost_usd + self.config.cost_per_job_usd,
+                "total_seconds": self.elapsed_s(),
+            }
+        stored = self.ckpt.to_stored()
+        ok = await self.store.finish(
+            job.id,
+            outcome.value,
+            worker_id=self.worker_id,
+            error_code=code,
+            error_message=message[:2000],
+            usage=usage,
+            checkpoint=stored or None,
+        )
+        if not ok:
+            return Outcome.CANCELLED
+        status = (
+            common_pb2.JOB_STATUS_NEEDS_MORE_REFS
+            if outcome == NEEDS_MORE_REFS
+            else common_pb2.JOB_STATUS_FAILED
+        )
+        event = job_event(job, status, error_code=code, message=message[:2000])
+        await self.events.emit("failed", event, f"{job.id}:failed")
+        log.info("job %s ended %s (%s): %s", job.id, outcome.value, code, message)
+        return outcome
+
+
+__all__ = ["PAID_STEPS", "StepRunner", "claim", "keep_lease"]

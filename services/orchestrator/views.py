@@ -1,0 +1,74 @@
+"""The job row as the API shows it (`orchestrator_service.proto`'s `Job`), and proto <-> JSON for the row's
+JSON columns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import json_format
+
+from idlock.v1 import common_pb2
+from idlock.v1 import orchestrator_service_pb2 as pb
+from services.orchestrator.checkpoint import latest_operation
+from services.orchestrator.models import (
+    CANCELLED,
+    FAILED,
+    NEEDS_MORE_REFS,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Job,
+    aware,
+)
+
+STATUS_PB = {
+    QUEUED: common_pb2.JOB_STATUS_QUEUED,
+    RUNNING: common_pb2.JOB_STATUS_RUNNING,
+    SUCCEEDED: common_pb2.JOB_STATUS_SUCCEEDED,
+    FAILED: common_pb2.JOB_STATUS_FAILED,
+    NEEDS_MORE_REFS: common_pb2.JOB_STATUS_NEEDS_MORE_REFS,
+    CANCELLED: common_pb2.JOB_STATUS_CANCELLED,
+}
+
+
+def msg_to_dict(msg: Any) -> dict[str, Any]:
+    if isinstance(msg, common_pb2.IdentityVector):  # json_format walks each float in Python: ~0.7 ms a vector
+        return {"encoder": msg.encoder, "values": list(msg.values)} if msg.encoder or msg.values else {}
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+
+
+def dict_to_msg(d: Mapping[str, Any] | None, msg: Any) -> Any:
+    if d and isinstance(msg, common_pb2.IdentityVector) and set(d) <= {"encoder", "values"}:
+        msg.encoder = d.get("encoder", "")
+        msg.values[:] = [float(x) for x in d.get("values", ())]
+    elif d:
+        json_format.ParseDict(dict(d), msg, ignore_unknown_fields=True)
+    return msg
+
+
+def to_proto(job: Job) -> pb.Job:
+    out = pb.Job(
+        id=job.id,
+        owner_id=job.owner_id,
+        character_id=job.character_id,
+        prompt=job.prompt,
+        pose_image_uri=job.pose_image_uri or "",
+        style_overrides=list(job.style_overrides or []),
+        status=STATUS_PB.get(job.status, common_pb2.JOB_STATUS_UNSPECIFIED),
+        error_code=job.error_code or "",
+        error_message=job.error_message or "",
+        attempts=job.attempts or 0,
+    )
+    dict_to_msg(job.options, out.options)
+    dict_to_msg(job.result_image, out.result_image)
+    dict_to_msg(job.metrics, out.metrics)
+    ckpt = job.checkpoint or {}
+    dict_to_msg(ckpt.get("result_video"), out.result_video)  # video jobs
+    out.provider_operation = latest_operation(ckpt)
+    out.created_at.FromDatetime(aware(job.created_at))
+    out.updated_at.FromDatetime(aware(job.updated_at))
+    return out
+
+
+__all__ = ["STATUS_PB", "dict_to_msg", "msg_to_dict", "to_proto"]
