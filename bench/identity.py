@@ -72,14 +72,14 @@ def timed(fn, images: list[np.ndarray], repeat: int) -> tuple[int, float]:
 def cpu(args) -> dict:
     import face_recognition
 
-    from services.identity.core import IdentityEngine
+    from idlock.faces.engine import IdentityEngine
     from services.identity.settings import IdentitySettings
 
     images, source = bench_images(args.images, args.limit)
     if args.max_side:
         # give both sides images already at most this size (e.g. 1024: what generators produce), so the figure
         # shows the per-face gain without the peer's cost of scanning huge photos
-        from services.identity.encoders import _downscale
+        from idlock.faces.encoders import _downscale
 
         images = [_downscale(im, args.max_side)[0] for im in images]
         source += f", pre-downscaled to <= {args.max_side} px"
@@ -111,7 +111,7 @@ def gpu(args) -> dict:
 
     import onnxruntime as ort
 
-    from services.identity.encoders import ArcFaceEncoder, onnx_providers
+    from idlock.faces.encoders import ArcFaceEncoder, onnx_providers
     from services.identity.settings import IdentitySettings
     from services.identity.synthetic_models import write_recognition_model
 

@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
 import cv2
 
 from idlock.images import decode_image, encode_png
-from services.identity.core import get_engine
+from idlock.faces.engine import get_engine
 from services.identity.settings import IdentitySettings
 from services.refiner import pipeline
 from services.refiner.core import FaceRefiner

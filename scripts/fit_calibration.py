@@ -1,7 +1,7 @@
 """Fit the calibrated-IDR logistic for an encoder on labelled real face pairs and write its JSON.
 
     .venv/bin/python scripts/fit_calibration.py ../shared/faces/pairs.csv --encoder dlib \
-        --out services/identity/calibration/dlib.json
+        --out libs/idlock/faces/calibration_data/dlib.json
 
 Method (chosen because ~170 pairs with well separated classes make a plain maximum-likelihood logistic degenerate):
 1. Raw cosine of every pair (largest face of each image, embedded once).
@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "libs"))
 
-from services.identity.calibration import CALIBRATION_DIR, Calibration
-from services.identity.core import IdentityEngine
+from idlock.faces.calibration import CALIBRATION_DIR, Calibration
+from idlock.faces.engine import IdentityEngine
 from services.identity.evaluation import equal_error_rate, score_pairs
 from services.identity.settings import IdentitySettings
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encoder", default="dlib", choices=["dlib", "arcface"])
     ap.add_argument("--model-dir", type=Path, default=None, help="arcface model folder")
     ap.add_argument(
-        "--out", type=Path, default=None, help="default: services/identity/calibration/<encoder>.json"
+        "--out", type=Path, default=None, help="default: libs/idlock/faces/calibration_data/<encoder>.json"
     )
     args = ap.parse_args(argv)
 

@@ -44,7 +44,7 @@ def pairs(
     """Accuracy at the pass threshold, ROC AUC, EER, calibrated IDR percentiles and throughput."""
     from idlock.errors import IdlockError
 
-    from .core import IdentityEngine
+    from idlock.faces.engine import IdentityEngine
     from .evaluation import evaluate_pairs
     from .settings import IdentitySettings
 

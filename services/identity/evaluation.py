@@ -17,7 +17,7 @@ import numpy as np
 from idlock.errors import IdlockError, InvalidInput
 from idlock.images import load_image
 
-from .core import IdentityEngine
+from idlock.faces.engine import IdentityEngine
 
 
 @dataclass

@@ -16,36 +16,11 @@ from idlock.settings import PathsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
 from idlock.threads import model_executor
 from idlock.v1 import common_pb2, identity_service_pb2 as pb, identity_service_pb2_grpc as pb_grpc
-from services.identity.core import FaceInfo, IdentityEngine, get_engine
+from idlock.faces.engine import IdentityEngine, get_engine
+from idlock.faces.proto import face_pb, idr_pb
 from services.identity.settings import IdentitySettings
 
 SETTINGS = IdentitySettings
-
-VERDICTS = {
-    "refine": common_pb2.VERDICT_REFINE,
-    "borderline": common_pb2.VERDICT_BORDERLINE,
-    "pass": common_pb2.VERDICT_PASS,
-    "golden": common_pb2.VERDICT_GOLDEN,
-}
-
-
-def face_pb(face: FaceInfo) -> pb.DetectedFace:
-    x1, y1, x2, y2 = face.box
-    return pb.DetectedFace(
-        box=common_pb2.BoundingBox(x=x1, y=y1, width=x2 - x1, height=y2 - y1),
-        landmarks=[common_pb2.Point(x=x, y=y) for x, y in face.landmarks],
-        score=face.score,
-        face_size_px=face.size_px,
-        blur=face.blur,
-        pose=pb.HeadPose(yaw=face.pose.yaw, pitch=face.pose.pitch, roll=face.pose.roll),
-    )
-
-
-def idr_pb(raw: float, calibrated: float, verdict: str, encoder: str) -> common_pb2.IdrScore:
-    return common_pb2.IdrScore(
-        raw=raw, calibrated=calibrated, verdict=VERDICTS.get(verdict, common_pb2.VERDICT_UNSPECIFIED), encoder=encoder
-    )
-
 
 class IdentityServicer(pb_grpc.IdentityServiceServicer):
     def __init__(self, settings: IdentitySettings) -> None:

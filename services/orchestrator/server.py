@@ -30,7 +30,7 @@ from idlock.v1 import (
 from idlock.v1 import (
     orchestrator_service_pb2_grpc as pb_grpc,
 )
-from services.memory.prompt import sanitize_prompt, strip_control
+from idlock.text import sanitize_prompt, strip_control
 from services.orchestrator.clients import GrpcPeers
 from services.orchestrator.flow import FlowConfig, Peers
 from services.orchestrator.job_events import job_event

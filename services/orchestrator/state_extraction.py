@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from services.memory.state import ANY, CATEGORIES, infer_removals, normalize_name
+from idlock.story import ANY, CATEGORIES, infer_removals, normalize_name
 
 log = logging.getLogger("idlock.orchestrator.state")
 

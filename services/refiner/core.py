@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from idlock.errors import InvalidInput, PreconditionFailed
-from services.identity.core import FaceInfo, IdentityEngine, cosine
+from idlock.faces.engine import FaceInfo, IdentityEngine, cosine
 
 #: gradient magnitudes below this (per channel 0..255 Sobel/8 units) count as flat when normalising the seam
 _MIN_GRAD = 1.0

@@ -1,6 +1,6 @@
 """gRPC surface of the refiner service: proto <-> `pipeline.refine`.
 
-Attempts are scored IN-PROCESS by an `IdentityEngine` built from the same IdentitySettings (IDLOCK_IDENTITY_*)
+Attempts are scored IN-PROCESS by an `IdentityEngine` built from the same face settings (IDLOCK_IDENTITY_*)
 as the identity service, so scores match that service's calibrated IDR without an RPC per attempt. Characters
 (identity vector + reference images) come from the memory service (IDLOCK_MEMORY_ADDR); the render strategy calls
 the render service's EditImage (IDLOCK_RENDER_ADDR). Images travel as object-storage refs.
@@ -31,9 +31,9 @@ from idlock.v1 import (
 )
 from idlock.v1 import refiner_service_pb2 as pb
 from idlock.v1 import refiner_service_pb2_grpc as pb_grpc
-from services.identity.core import IdentityEngine, get_engine
-from services.identity.server import idr_pb
-from services.identity.settings import IdentitySettings
+from idlock.faces.engine import IdentityEngine, get_engine
+from idlock.faces.proto import idr_pb
+from idlock.faces.settings import FaceSettings
 from services.refiner import pipeline
 from services.refiner.core import FaceRefiner, Score, SuperResolution, check_identity
 from services.refiner.settings import RefinerSettings
@@ -68,7 +68,7 @@ class RefinerServicer(pb_grpc.RefinerServiceServicer):
     async def startup(self) -> None:
         loop = asyncio.get_running_loop()
         # the face models load before the service reports SERVING
-        self.engine = await loop.run_in_executor(self._pool, get_engine, IdentitySettings())
+        self.engine = await loop.run_in_executor(self._pool, get_engine, FaceSettings())
         self.refiner = FaceRefiner(
             self.engine, margin=self.settings.warp_margin, cache_size=self.settings.reference_cache
         )

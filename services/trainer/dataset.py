@@ -230,7 +230,12 @@ def build_dataset(
         kept_sources += 1
         add(square_resize(img, config.resolution), caption(config.token, c.tags), c, "full")
         if face is not None and config.face_crops:
-            add(aligned_face(img, face, config.resolution), caption(config.token, c.tags, face=True), c, "face")
+            add(
+                aligned_face(img, face, config.resolution),
+                caption(config.token, c.tags, face=True),
+                c,
+                "face",
+            )
 
     metadata = {
         "character_id": character_id,

@@ -55,10 +55,14 @@ class TrainerRepository:
             fb = await s.get(Feedback, job_id)
             if fb is not None and fb.rating == DOWN:
                 return None, False
-            existing = (await s.execute(select(GoldenImage).where(GoldenImage.job_id == job_id))).scalar_one_or_none()
+            existing = (
+                await s.execute(select(GoldenImage).where(GoldenImage.job_id == job_id))
+            ).scalar_one_or_none()
             if existing is not None:
                 return existing, False
-            row = GoldenImage(id=golden_id(job_id), boosted=bool(fb is not None and fb.rating == UP), **fields)
+            row = GoldenImage(
+                id=golden_id(job_id), boosted=bool(fb is not None and fb.rating == UP), **fields
+            )
             s.add(row)
         return row, True
 
@@ -76,7 +80,9 @@ class TrainerRepository:
             await s.execute(update(GoldenImage).where(GoldenImage.job_id == job_id).values(boosted=True))
             return 0
 
-    async def goldens(self, character_id: str, *, limit: int | None = None, after: str = "") -> list[GoldenImage]:
+    async def goldens(
+        self, character_id: str, *, limit: int | None = None, after: str = ""
+    ) -> list[GoldenImage]:
         q = select(GoldenImage).where(GoldenImage.character_id == character_id)
         if after:
             q = q.where(GoldenImage.id > after)
@@ -121,7 +127,9 @@ class TrainerRepository:
 
     # --- training runs ----------------------------------------------------------------------------------------
 
-    async def create_run(self, run_id: str, character_id: str, dataset_uri: str, params: dict) -> tuple[TrainingRun, bool]:
+    async def create_run(
+        self, run_id: str, character_id: str, dataset_uri: str, params: dict
+    ) -> tuple[TrainingRun, bool]:
         async with self.db.session() as s:
             existing = await s.get(TrainingRun, run_id)
             if existing is not None:
@@ -212,7 +220,9 @@ class TrainerRepository:
                 )
             if row.status == TRAINING:
                 raise PreconditionFailed(f"LoRA {lora_id_} is still training", details={"lora_id": lora_id_})
-            q = select(LoraModel).where(LoraModel.character_id == row.character_id, LoraModel.status == ACTIVE)
+            q = select(LoraModel).where(
+                LoraModel.character_id == row.character_id, LoraModel.status == ACTIVE
+            )
             previous = (await s.execute(q)).scalar_one_or_none()
             if previous is not None:
                 previous.status = ARCHIVED

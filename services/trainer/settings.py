@@ -31,38 +31,62 @@ class TrainerSettings(GrpcServerSettings):
         ),
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Training device: auto picks CUDA (bf16, SDPA, gradient checkpointing) when present."
+        "auto",
+        description="Training device: auto picks CUDA (bf16, SDPA, gradient checkpointing) when present.",
     )
 
     # --- golden collection ---
     golden_threshold: float = Field(
-        0.85, ge=0, le=1, description="Calibrated IDR above which a succeeded job's image becomes a golden candidate."
+        0.85,
+        ge=0,
+        le=1,
+        description="Calibrated IDR above which a succeeded job's image becomes a golden candidate.",
     )
     collector_enabled: bool = Field(
-        True, description="Consume job.succeeded / feedback.recorded / character.deleted events in this process."
+        True,
+        description="Consume job.succeeded / feedback.recorded / character.deleted events in this process.",
     )
     nats_wait_s: float = Field(
-        10.0, gt=0, description="How long start-up waits for NATS; without it no events are consumed or published."
+        10.0,
+        gt=0,
+        description="How long start-up waits for NATS; without it no events are consumed or published.",
     )
 
     # --- dataset ---
     dataset_resolution: int = Field(
-        512, ge=32, le=2048, description="Side of the dataset images when a request gives none (512 SD 1.5, 1024 SDXL)."
+        512,
+        ge=32,
+        le=2048,
+        description="Side of the dataset images when a request gives none (512 SD 1.5, 1024 SDXL).",
     )
-    min_face_px: int = Field(64, ge=0, description="Golden images whose face is smaller than this (pixels) are dropped.")
+    min_face_px: int = Field(
+        64, ge=0, description="Golden images whose face is smaller than this (pixels) are dropped."
+    )
     min_blur: float = Field(
-        20.0, ge=0, description="Images whose sharpness (variance of the Laplacian, 256 px gray) is below this are dropped."
+        20.0,
+        ge=0,
+        description="Images whose sharpness (variance of the Laplacian, 256 px gray) is below this are dropped.",
     )
     dedup_distance: int = Field(
-        6, ge=0, le=64, description="Perceptual-hash (pHash) distance at or below which two images count as duplicates."
+        6,
+        ge=0,
+        le=64,
+        description="Perceptual-hash (pHash) distance at or below which two images count as duplicates.",
     )
     dataset_face_check: bool = Field(
-        True, description="Detect faces (identity engine) to drop faceless or small-face images and make face crops."
+        True,
+        description="Detect faces (identity engine) to drop faceless or small-face images and make face crops.",
     )
-    face_crops: bool = Field(True, description="Add a face-aligned crop of each kept image besides the full frame.")
-    token: str = Field("sks", description="Rare token that names the character in captions: 'a photo of <token> person'.")
+    face_crops: bool = Field(
+        True, description="Add a face-aligned crop of each kept image besides the full frame."
+    )
+    token: str = Field(
+        "sks", description="Rare token that names the character in captions: 'a photo of <token> person'."
+    )
     auto_train_min_images: int = Field(
-        30, ge=0, description="Golden images of a character that trigger dataset building and training; 0 disables."
+        30,
+        ge=0,
+        description="Golden images of a character that trigger dataset building and training; 0 disables.",
     )
 
     # --- training ---
@@ -76,11 +100,16 @@ class TrainerSettings(GrpcServerSettings):
     ack_wait_s: float = Field(
         60.0, gt=0, description="JetStream ack_wait of a jobs.train delivery (seconds); heartbeats extend it."
     )
-    max_deliver: int = Field(3, ge=1, description="Deliveries of one training job before it is dead-lettered.")
+    max_deliver: int = Field(
+        3, ge=1, description="Deliveries of one training job before it is dead-lettered."
+    )
 
     # --- validation ---
     validation_margin: float = Field(
-        0.02, ge=0, le=1, description="Mean calibrated IDR the new LoRA must gain over the baseline to be approved."
+        0.02,
+        ge=0,
+        le=1,
+        description="Mean calibrated IDR the new LoRA must gain over the baseline to be approved.",
     )
     validation_seeds: list[int] = Field(
         default_factory=lambda: [11, 22], description="Seeds each test scene is rendered with (JSON list)."
@@ -90,7 +119,9 @@ class TrainerSettings(GrpcServerSettings):
         description="Prompts of the validation scenes (JSON list); the character token is prepended.",
     )
     validation_steps: int = Field(30, ge=1, le=200, description="Denoising steps of a validation render.")
-    validation_size: int = Field(0, ge=0, le=2048, description="Side of validation renders; 0: the dataset resolution.")
+    validation_size: int = Field(
+        0, ge=0, le=2048, description="Side of validation renders; 0: the dataset resolution."
+    )
     auto_activate: bool = Field(True, description="Activate an approved LoRA at once (auto-deployment).")
 
     @field_validator("test_scenes")

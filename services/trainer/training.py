@@ -310,7 +310,10 @@ def train_lora(
     cond_by_caption = dict(zip(unique, _encode_text(pipe, unique, device, is_xl)))
     conds = [cond_by_caption[c] for c in captions]
     latents = torch.cat(
-        [_encode_latents(vae, pixels[i : i + 8], device, torch.float32).cpu() for i in range(0, len(pixels), 8)]
+        [
+            _encode_latents(vae, pixels[i : i + 8], device, torch.float32).cpu()
+            for i in range(0, len(pixels), 8)
+        ]
     )
     if config.cache:
         # the loop needs only the UNet: free the VAE and text encoders' device memory
@@ -361,7 +364,9 @@ def train_lora(
         gen = _step_generator(config.seed, step_seed)
         lat = latents[idx].to(device, torch.float32)
         noise = torch.randn(lat.shape, generator=gen).to(device)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=gen).to(device)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=gen).to(
+            device
+        )
         noisy = noise_scheduler.add_noise(lat, noise, t)
         if noise_scheduler.config.prediction_type == "v_prediction":
             target = noise_scheduler.get_velocity(lat, noise, t)
@@ -395,7 +400,9 @@ def train_lora(
     n = len(images)
     for step in range(start, config.steps):
         first = step * config.batch_size
-        order = torch.randperm(n, generator=_step_generator(config.seed + 7, first // n))  # one shuffle per epoch
+        order = torch.randperm(
+            n, generator=_step_generator(config.seed + 7, first // n)
+        )  # one shuffle per epoch
         idx = [int(order[(first + j) % n]) for j in range(min(config.batch_size, n))]
         if not config.cache:
             # the reference loop: encode the images and captions again every step

@@ -30,7 +30,10 @@ def decide(new_idr: float, baseline_idr: float, margin: float) -> Decision:
     """Approve iff the new mean IDR beats the baseline by at least `margin` (and strictly beats it)."""
     gain = new_idr - baseline_idr
     if gain > 0 and gain >= margin - 1e-9:
-        return Decision(True, f"mean IDR {new_idr:.3f} beats the baseline {baseline_idr:.3f} by {gain:+.3f} (margin {margin:.3f})")
+        return Decision(
+            True,
+            f"mean IDR {new_idr:.3f} beats the baseline {baseline_idr:.3f} by {gain:+.3f} (margin {margin:.3f})",
+        )
     return Decision(
         False,
         f"mean IDR {new_idr:.3f} does not beat the baseline {baseline_idr:.3f} by the margin {margin:.3f} "
@@ -95,24 +98,31 @@ def validate(
 
 
 def diffusers_renderer(model_path: str, *, steps: int, size: int, device: str = "auto") -> RenderFn:
-    """Render through the render service's diffusers provider (the same code that serves production)."""
-    from types import SimpleNamespace
+    """Render through the shared diffusers pipeline (`idlock.diffusion`, the code the render service serves)."""
+    import numpy as np
 
-    from services.render.models import RenderRequest
-    from services.render.providers.diffusers_local import DiffusersProvider
+    from idlock.diffusion import DiffusionConfig, DiffusionPipeline
+    from idlock.images import encode_png
 
-    settings = SimpleNamespace(
-        diffusers_model_path=model_path,
-        diffusers_device=device,
-        diffusers_steps=steps,
-        diffusers_guidance=7.0,
-        diffusers_default_size=size,
+    pipeline = DiffusionPipeline(
+        DiffusionConfig(model_path=model_path, device=device, steps=steps, default_size=size)
     )
-    provider = DiffusersProvider(settings)
 
     def render(prompt: str, seed: int, lora: str | None) -> bytes:
-        req = RenderRequest(prompt=prompt, seed=int(seed), lora_path=lora, width=size, height=size, watermark=False)
-        return provider.render_sync(req).image
+        with pipeline.lock:
+            pipe = pipeline.load()
+            width, height = pipeline.fit(size, size)
+            pipeline.apply_lora(lora, 1.0)
+            out = pipe(
+                prompt=prompt,
+                width=width,
+                height=height,
+                num_inference_steps=steps,
+                guidance_scale=pipeline.config.guidance,
+                generator=pipeline.generator(int(seed)),
+                output_type="pil",
+            )
+        return encode_png(np.asarray(out.images[0].convert("RGB")))
 
     return render
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from idlock.images import DecodedImage, load_image
-from services.identity.core import IdentityEngine, get_engine
+from idlock.faces.engine import IdentityEngine, get_engine
 from services.identity.settings import IdentitySettings
 
 REPO = Path(__file__).resolve().parents[3]

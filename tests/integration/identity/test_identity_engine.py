@@ -9,7 +9,7 @@ from skimage import data as skdata
 
 from idlock.errors import InvalidInput, PreconditionFailed
 from idlock.images import encode_jpeg, encode_png
-from services.identity.core import IdentityEngine
+from idlock.faces.engine import IdentityEngine
 from services.identity.settings import IdentitySettings
 
 
@@ -197,7 +197,7 @@ def test_core_modules_import_no_grpc_or_nats() -> None:
 
     code = (
         "import sys\n"
-        "import services.identity.core, services.identity.frames, services.identity.evaluation\n"
+        "import idlock.faces.engine, services.identity.frames, services.identity.evaluation\n"
         "import services.identity.cli, idlock.images\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'nats'))\n"
         "print(bad)\n"

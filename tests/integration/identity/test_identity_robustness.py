@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from idlock.images import decode_image, encode_jpeg
-from services.identity.core import IdentityEngine
+from idlock.faces.engine import IdentityEngine
 
 FACE_PX = 200
 

@@ -22,7 +22,7 @@ from idlock.storage import open_store
 from idlock.v1 import common_pb2
 from idlock.v1 import refiner_service_pb2 as pb
 from idlock.v1 import refiner_service_pb2_grpc as pb_grpc
-from services.identity.core import get_engine
+from idlock.faces.engine import get_engine
 from services.identity.settings import IdentitySettings
 from services.render.models import RenderRequest
 from services.render.providers.compositor import CompositorProvider

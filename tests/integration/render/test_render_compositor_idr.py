@@ -10,7 +10,7 @@ import pytest
 from skimage import data as skdata
 
 from idlock.images import encode_png, load_image
-from services.identity.core import get_engine
+from idlock.faces.engine import get_engine
 from services.identity.settings import IdentitySettings
 from services.render.models import RenderRequest
 from services.render.providers.compositor import CompositorProvider

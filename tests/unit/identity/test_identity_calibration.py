@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from idlock.errors import Unavailable
-from services.identity.calibration import Calibration, calibration_for
+from idlock.faces.calibration import Calibration, calibration_for
 from services.identity.settings import IdentitySettings
 
 

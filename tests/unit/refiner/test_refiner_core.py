@@ -9,7 +9,7 @@ from skimage import data
 
 from idlock.errors import PreconditionFailed
 from idlock.images import encode_png
-from services.identity.core import get_engine
+from idlock.faces.engine import get_engine
 from services.identity.settings import IdentitySettings
 from services.refiner import pipeline
 from services.refiner.core import FaceRefiner, affine_transform, seam_measure, similarity_transform

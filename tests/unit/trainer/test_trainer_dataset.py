@@ -111,7 +111,7 @@ def test_real_face_detector_on_a_photo() -> None:
     """The identity engine's detector (dlib, offline) finds the astronaut's face and the crop is eye-aligned."""
     from skimage import data
 
-    from services.identity.core import get_engine
+    from idlock.faces.engine import get_engine
     from services.identity.settings import IdentitySettings
     from services.trainer.dataset import identity_face_finder
 

@@ -2,7 +2,7 @@
 
 calibrated = 1 / (1 + exp(-(slope * raw + intercept)))
 
-The numbers per encoder live in `services/identity/calibration/<encoder>.json` (fitted by
+The numbers per encoder live in `libs/idlock/faces/calibration_data/<encoder>.json` (fitted by
 `scripts/fit_calibration.py` on real same/different pairs, with provenance) and can be overridden by a file.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from idlock.errors import Unavailable
 
-CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
+CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration_data"
 
 
 @dataclass(frozen=True)

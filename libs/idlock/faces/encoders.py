@@ -25,7 +25,7 @@ import numpy as np
 
 from idlock.errors import PreconditionFailed, Unavailable
 
-from .settings import IdentitySettings
+from .settings import FaceSettings
 
 
 @dataclass
@@ -114,7 +114,7 @@ class DlibEncoder(FaceEncoder):
     landmark_scheme = "dlib_5: eye A outer, eye A inner, eye B outer, eye B inner, nose base"
     nose_drop_frontal = 0.75
 
-    def __init__(self, settings: IdentitySettings) -> None:
+    def __init__(self, settings: FaceSettings) -> None:
         import dlib
 
         self._dlib = dlib
@@ -227,7 +227,7 @@ class ArcFaceEncoder(FaceEncoder):
     landmark_scheme = "insightface_5: left eye, right eye, nose tip, left mouth corner, right mouth corner"
     nose_drop_frontal = 0.55
 
-    def __init__(self, settings: IdentitySettings) -> None:
+    def __init__(self, settings: FaceSettings) -> None:
         if settings.model_dir is None:
             raise Unavailable(
                 "the arcface encoder needs IDLOCK_IDENTITY_MODEL_DIR (folder with buffalo_l's models)"
@@ -327,11 +327,11 @@ _MODEL_FIELDS = (
 )
 
 
-def encoder_cache_key(settings: IdentitySettings) -> str:
+def encoder_cache_key(settings: FaceSettings) -> str:
     return repr(tuple((k, getattr(settings, k)) for k in _MODEL_FIELDS))
 
 
-def get_encoder(settings: IdentitySettings) -> FaceEncoder:
+def get_encoder(settings: FaceSettings) -> FaceEncoder:
     """The encoder for these settings, loaded once per process and reused."""
     key = encoder_cache_key(settings)
     with _CACHE_LOCK:

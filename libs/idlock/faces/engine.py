@@ -1,7 +1,8 @@
-"""Identity operations, plain Python (no grpc): detect, encode references, score a scene, compare two images.
+"""The face engine, plain Python (no grpc): detect, encode references, score a scene, compare two images. The
+identity service serves it; the refiner and the trainer run it in-process to judge their own outputs.
 
-The gRPC servicer decodes nothing itself: it hands bytes (or a `DecodedImage`) to `IdentityEngine` and maps the
-`IdlockError`s raised here to status codes. Every score is reported raw (cosine of L2-normalised embeddings) and
+Callers hand bytes (or a `DecodedImage`) to `IdentityEngine`; servicers map the `IdlockError`s raised here to
+status codes. Every score is reported raw (cosine of L2-normalised embeddings) and
 calibrated (see `calibration.py`); verdicts use the calibrated value.
 """
 
@@ -19,9 +20,9 @@ from scipy.optimize import linear_sum_assignment
 from idlock.errors import InvalidInput, PreconditionFailed
 from idlock.images import DecodedImage, as_rgb, decode_image
 
-from .calibration import Calibration, calibration_for
-from .encoders import FaceEncoder, RawFace, get_encoder, l2_normalize
-from .settings import IdentitySettings
+from idlock.faces.calibration import Calibration, calibration_for
+from idlock.faces.encoders import FaceEncoder, RawFace, get_encoder, l2_normalize
+from .settings import FaceSettings
 
 ImageInput = bytes | bytearray | memoryview | DecodedImage | np.ndarray
 
@@ -164,9 +165,9 @@ class IdentityEngine:
     """The identity operations for one settings object; models come from the module-level cache."""
 
     def __init__(
-        self, settings: IdentitySettings | None = None, *, calibration: Calibration | None = None
+        self, settings: FaceSettings | None = None, *, calibration: Calibration | None = None
     ) -> None:
-        self.settings = settings or IdentitySettings()
+        self.settings = settings or FaceSettings()
         self.encoder = get_encoder(self.settings)
         self.calibration = calibration or calibration_for(
             self.settings.encoder, self.settings.calibration_path
@@ -368,10 +369,10 @@ _ENGINES: dict[str, IdentityEngine] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
-def get_engine(settings: IdentitySettings | None = None) -> IdentityEngine:
+def get_engine(settings: FaceSettings | None = None) -> IdentityEngine:
     """One engine per distinct settings, built once (models are cached by the encoder factory as well)."""
-    settings = settings or IdentitySettings()
-    key = settings.model_dump_json()
+    settings = settings or FaceSettings()
+    key = settings.model_dump_json(include=set(FaceSettings.model_fields))  # a service's own fields do not matter
     with _ENGINES_LOCK:
         eng = _ENGINES.get(key)
         if eng is None:

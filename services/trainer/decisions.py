@@ -1,0 +1,155 @@
+"""A trained LoRA's fate: validation against the baseline (the active LoRA, else none) on held-out test scenes,
+then activation or rejection (seed 2.4), and the registry's manual moves (activate, archive, roll back), each
+announced as a `lora.*` event."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from idlock import subjects
+from idlock.errors import PreconditionFailed
+from services.trainer import models as m
+from services.trainer.runtime import TrainerRuntime
+from services.trainer.validation import (
+    ScoreFn,
+    ValidationReport,
+    diffusers_renderer,
+    identity_scorer,
+    validate,
+)
+
+log = logging.getLogger("idlock.trainer")
+
+#: a rejected LoRA is archived (status REJECTED in the event)
+LORA_REJECTED = subjects.LORA_ARCHIVED
+
+#: (character_id) -> a scorer of rendered images against the character
+ScorerFactory = Callable[[str], Awaitable[ScoreFn]]
+
+
+class LoraDecisions:
+    def __init__(self, rt: TrainerRuntime, scorer_factory: ScorerFactory | None = None) -> None:
+        self.rt = rt
+        self._scorer_factory = scorer_factory
+
+    async def _lora_file(self, row: m.LoraModel) -> str:
+        path = self.rt.lora_cache_path(row)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(await self.rt.store.get(row.file_uri))
+            tmp.replace(path)
+        return str(path)
+
+    async def _scorer(self, character_id: str) -> ScoreFn:
+        if self._scorer_factory is not None:
+            return await self._scorer_factory(character_id)
+        from idlock.faces.engine import get_engine  # loads the face models: only when asked
+
+        vector = list((await self.rt.memory.identity(character_id)).values)
+        if not vector:
+            raise PreconditionFailed(f"character {character_id} has no identity vector to validate against")
+        engine = await self.rt.run(get_engine, self.rt.faces)
+        return identity_scorer(engine, vector)
+
+    async def validate_and_decide(
+        self, lora_id: str, *, local_path: str | None = None
+    ) -> tuple[m.LoraModel, ValidationReport]:
+        """Render the test scenes with and without the LoRA, compare mean IDRs against the baseline (the active
+        LoRA, else none), then activate (approved, when auto_activate) or reject."""
+        rt, s = self.rt, self.rt.settings
+        lora = await rt.repo.get_lora(lora_id)
+        if not lora.file_uri:
+            raise PreconditionFailed(f"LoRA {lora_id} has no weights file yet")
+        if not s.base_model_path:
+            raise PreconditionFailed("validation needs IDLOCK_TRAINER_BASE_MODEL_PATH")
+        if lora.status == m.ACTIVE:
+            raise PreconditionFailed(
+                f"LoRA {lora_id} is the active one; validate a new version against it instead",
+                details={"lora_id": lora_id, "status": lora.status},
+            )
+        if lora.status == m.TRAINING:
+            lora = await rt.repo.update_lora(lora_id, status=m.VALIDATING)
+        active = await rt.repo.get_active(lora.character_id)
+        baseline_path, baseline_label = None, "no LoRA"
+        if active is not None and active.id != lora.id:
+            baseline_path, baseline_label = await self._lora_file(active), active.id
+        new_path = local_path or await self._lora_file(lora)
+        score = await self._scorer(lora.character_id)
+        size = s.validation_size or s.dataset_resolution
+        render = diffusers_renderer(
+            str(s.base_model_path), steps=s.validation_steps, size=size, device=s.device
+        )
+        scenes = [f"a photo of {s.token} person, {p}" for p in s.test_scenes]
+        report = await rt.run(
+            validate,
+            render,
+            score,
+            scenes,
+            s.validation_seeds,
+            new_path,
+            baseline_lora=baseline_path,
+            margin=s.validation_margin,
+            baseline_label=baseline_label,
+        )
+        metrics = {**(lora.metrics or {}), **report.metrics(), "approved": float(report.approved)}
+        if baseline_path:
+            metrics["baseline_is_active_lora"] = 1.0
+        if report.approved:
+            lora = await rt.repo.update_lora(
+                lora.id, baseline_idr=report.baseline_idr, final_idr=report.new_idr, metrics=metrics
+            )
+            if s.auto_activate:
+                lora, previous = await rt.repo.activate(lora.id)
+                await self._announce_activation(lora, previous, lora.run_id)
+        else:
+            lora = await rt.repo.update_lora(
+                lora.id,
+                status=m.REJECTED,
+                baseline_idr=report.baseline_idr,
+                final_idr=report.new_idr,
+                metrics=metrics,
+            )
+            await rt.lora_event(LORA_REJECTED, lora, lora.run_id, f"{lora.id}:rejected")
+        log.info("LoRA %s %s: %s", lora.id, "approved" if report.approved else "rejected", report.reason)
+        return lora, report
+
+    async def _announce_activation(
+        self, row: m.LoraModel, previous: m.LoraModel | None, run_id: str, *, archived_suffix: str = ""
+    ) -> None:
+        await self.rt.lora_event(
+            subjects.LORA_ACTIVATED, row, run_id, f"{row.id}:activated:{row.activated_at}"
+        )
+        if previous is not None:
+            await self.rt.lora_event(
+                subjects.LORA_ARCHIVED, previous, "", f"{previous.id}:archived:{row.id}{archived_suffix}"
+            )
+
+    async def reject(self, lora_id: str, run_id: str) -> None:
+        """A run that failed for good: its LoRA (if it got one) is rejected."""
+        row = await self.rt.repo.update_lora(lora_id, status=m.REJECTED, metrics={"error": 1.0})
+        await self.rt.lora_event(LORA_REJECTED, row, run_id, f"{row.id}:rejected")
+
+    # --- the registry's manual moves --------------------------------------------------------------------------
+
+    async def activate(self, lora_id: str) -> m.LoraModel:
+        row, previous = await self.rt.repo.activate(lora_id)
+        await self._announce_activation(row, previous, row.run_id, archived_suffix=f":{row.activated_at}")
+        return row
+
+    async def archive(self, lora_id: str) -> m.LoraModel:
+        row = await self.rt.repo.archive(lora_id)
+        await self.rt.lora_event(subjects.LORA_ARCHIVED, row)
+        return row
+
+    async def rollback(self, character_id: str) -> m.LoraModel | None:
+        active, archived = await self.rt.repo.rollback(character_id)
+        if archived is not None:
+            await self.rt.lora_event(subjects.LORA_ARCHIVED, archived)
+        if active is not None:
+            await self.rt.lora_event(subjects.LORA_ACTIVATED, active)
+        return active
+
+
+__all__ = ["LORA_REJECTED", "LoraDecisions", "ScorerFactory"]

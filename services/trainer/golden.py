@@ -1,0 +1,98 @@
+"""Golden collection (seed 2.1): a succeeded job whose calibrated IDR is above the golden threshold, and that its
+owner did not rate down, becomes a golden candidate; every `auto_train_min_images` of them starts a training run
+(seed 2.5). Feedback removes (down) or boosts (up) a job's golden image."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from google.protobuf import json_format
+
+from idlock import subjects
+from idlock.errors import IdlockError, InvalidInput
+from idlock.v1 import events_pb2
+from services.trainer import models as m
+from services.trainer.datasets import Datasets
+from services.trainer.runs import TrainingRuns
+from services.trainer.runtime import TrainerRuntime
+from services.trainer.views import check_character_id
+
+log = logging.getLogger("idlock.trainer")
+
+
+class GoldenCollector:
+    def __init__(self, rt: TrainerRuntime, datasets: Datasets, runs: TrainingRuns) -> None:
+        self.rt = rt
+        self.datasets = datasets
+        self.runs = runs
+        self._auto_lock = asyncio.Lock()
+        self._auto_started: set[str] = set()
+
+    async def collect(self, ev: events_pb2.JobEvent) -> m.GoldenImage | None:
+        """Add a succeeded job's image as a golden candidate when its calibrated IDR is above the threshold."""
+        if not ev.job_id or not ev.character_id or not ev.result_image.uri:
+            return None
+        metrics = ev.metrics
+        refined = metrics.HasField("idr_after") and metrics.idr_after.calibrated
+        idr = metrics.idr_after if refined else metrics.idr_before
+        if idr.calibrated <= self.rt.settings.golden_threshold:
+            return None
+        try:
+            check_character_id(ev.character_id)
+        except InvalidInput as e:
+            log.warning("job %s: not collected: %s", ev.job_id, e.message)
+            return None
+        row, created = await self.rt.repo.add_golden(
+            character_id=ev.character_id,
+            owner_id=ev.owner_id,
+            job_id=ev.job_id,
+            image=json_format.MessageToDict(ev.result_image),
+            prompt=ev.prompt,
+            scene_index=int(ev.scene_index or metrics.scene_index),
+            idr_raw=float(idr.raw),
+            idr_calibrated=float(idr.calibrated),
+            encoder=idr.encoder,
+            tags=json_format.MessageToDict(metrics.tags),
+        )
+        if row is None:
+            log.info("job %s: rated down by its owner, not collected", ev.job_id)
+            return None
+        if created:
+            out = events_pb2.GoldenCollected(
+                character_id=row.character_id, job_id=row.job_id, golden_id=row.id, idr=idr
+            )
+            out.at.GetCurrentTime()
+            await self.rt.publish(subjects.GOLDEN_COLLECTED, out, f"golden:{row.id}")
+            character_id = row.character_id
+            self.rt.background(lambda: self._maybe_auto_train(character_id), name=f"auto-train-{row.id}")
+        return row
+
+    async def _maybe_auto_train(self, character_id: str) -> None:
+        """Every `auto_train_min_images` golden images of a character, build a dataset and train."""
+        rt = self.rt
+        n = rt.settings.auto_train_min_images
+        if not n or not rt.settings.base_model_path or rt.bus is None:
+            return
+        async with self._auto_lock:
+            try:
+                count = await rt.repo.count_goldens(character_id)
+                request_id = f"auto:{character_id}:{count}"
+                if count < n or count % n or request_id in self._auto_started:
+                    return
+                self._auto_started.add(request_id)
+                built = await self.datasets.build(character_id, 0)
+                if built.kept:
+                    run = await self.runs.start(character_id, built.uri, request_id=request_id)
+                    log.info("auto-training %s at %d golden images: run %s", character_id, count, run.id)
+            except IdlockError as e:
+                log.warning("auto-training %s not started: %s", character_id, e.message)
+            except Exception:
+                log.exception("auto-training %s failed to start", character_id)
+
+    async def feedback(self, job_id: str, character_id: str, rating: str) -> None:
+        if await self.rt.repo.record_feedback(job_id, character_id, rating):
+            log.info("job %s rated down: its golden image was removed", job_id)
+
+
+__all__ = ["GoldenCollector"]
