@@ -36,12 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
-from PIL import Image  # noqa: E402
-from skimage import data as skdata  # noqa: E402
+import httpx
+from PIL import Image
+from skimage import data as skdata
 
-from idlock.demo import wait_for_job  # noqa: E402
-from idlock.mesh import LocalMesh  # noqa: E402
+from idlock.demo import wait_for_job
+from idlock.mesh import LocalMesh
 
 DEBUG = "--debug" in sys.argv
 PROMPTS = [
@@ -58,7 +58,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def ts(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(value).timestamp()
 
 
 def run(jobs: int, in_flight: int, warmup: int) -> dict:
@@ -93,7 +93,8 @@ def run(jobs: int, in_flight: int, warmup: int) -> dict:
         def one(i: int) -> dict:
             with httpx.Client(base_url=base, timeout=120, headers={"Authorization": f"Bearer {token}"}) as c:
                 accepted = c.post(
-                    "/api/v1/generate", json={"character_id": character_id, "prompt": PROMPTS[i % len(PROMPTS)]}
+                    "/api/v1/generate",
+                    json={"character_id": character_id, "prompt": PROMPTS[i % len(PROMPTS)]},
                 )
                 if accepted.status_code != 202:
                     raise RuntimeError(f"submission {i} refused: HTTP {accepted.status_code} {accepted.text}")
@@ -114,7 +115,9 @@ def run(jobs: int, in_flight: int, warmup: int) -> dict:
         step = job["metrics"].get("step_seconds", {})
         in_step_models = job["metrics"].get("step_model_seconds", {})
         if DEBUG:  # end-to-end ms, attempts, then per step: ms (of which in models)
-            per_step = {k: f"{v * 1000:.0f} ({in_step_models.get(k, 0.0) * 1000:.0f})" for k, v in step.items()}
+            per_step = {
+                k: f"{v * 1000:.0f} ({in_step_models.get(k, 0.0) * 1000:.0f})" for k, v in step.items()
+            }
             print(round(total * 1000), job["attempts"], per_step)
         for name, seconds in step.items():
             steps.setdefault(name, []).append(seconds)
@@ -126,7 +129,7 @@ def run(jobs: int, in_flight: int, warmup: int) -> dict:
         overhead.append(total - in_models)
         strict.append(total - in_model_services)
         between.append(total - sum(step.values()))
-    ms = lambda v: round(v * 1000, 1)  # noqa: E731
+    ms = lambda v: round(v * 1000, 1)
     return {
         "jobs": jobs,
         "succeeded": len(done),
@@ -143,7 +146,9 @@ def run(jobs: int, in_flight: int, warmup: int) -> dict:
         "model_p50_ms": ms(statistics.median(model)),
         "step_p50_ms": {k: ms(statistics.median(v)) for k, v in sorted(steps.items())},
         "step_p95_ms": {k: ms(pct(v, 95)) for k, v in sorted(steps.items())},
-        "step_outside_models_p50_ms": {k: ms(statistics.median(v)) for k, v in sorted(outside_models.items())},
+        "step_outside_models_p50_ms": {
+            k: ms(statistics.median(v)) for k, v in sorted(outside_models.items())
+        },
         "step_outside_models_p95_ms": {k: ms(pct(v, 95)) for k, v in sorted(outside_models.items())},
     }
 

@@ -33,8 +33,8 @@ if str(ROOT) not in sys.path:
 
 import cv2
 
-from idlock.images import decode_image, encode_png
 from idlock.faces.engine import get_engine
+from idlock.images import decode_image, encode_png
 from services.identity.settings import IdentitySettings
 from services.refiner import pipeline
 from services.refiner.core import FaceRefiner

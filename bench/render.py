@@ -73,7 +73,9 @@ async def overhead(calls: int, latency_ms: float, data_dir: Path) -> dict:
                 assert r.candidates[0].content.parts[0].inline_data.data
 
             async def call_service(i: int) -> None:
-                r = await stub.RenderImage(pb.RenderImageRequest(prompt="a castle", seed=1, job_id=f"bench-{i}"))
+                r = await stub.RenderImage(
+                    pb.RenderImageRequest(prompt="a castle", seed=1, job_id=f"bench-{i}")
+                )
                 assert r.image.uri and r.provenance.provider == "gemini"
 
             for i in range(10):  # warm-up: connections, imports, lazy clients

@@ -48,7 +48,12 @@ def sd15_pipeline(seed: int = 0):
         out_channels=4,
         layers_per_block=2,
         block_out_channels=(320, 640, 1280, 1280),
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        down_block_types=(
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "DownBlock2D",
+        ),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=768,
         attention_head_dim=8,
@@ -80,7 +85,9 @@ def sd15_pipeline(seed: int = 0):
             projection_dim=768,
         )
     )
-    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+    scheduler = DDPMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
+    )
     return StableDiffusionPipeline(
         unet=unet,
         vae=vae,
@@ -149,7 +156,9 @@ def run_side(name: str, make_pipe, model_path: Path, images, captions, args, *, 
         eval_images=1,
     )
     with tempfile.TemporaryDirectory(prefix=f"bench_{name}_") as out:
-        result = train_lora(model_path, images, captions, Path(out), config, pipe=pipe, on_progress=on_progress)
+        result = train_lora(
+            model_path, images, captions, Path(out), config, pipe=pipe, on_progress=on_progress
+        )
     timed = stamps[args.warmup :]
     seconds = timed[-1] - stamps[args.warmup - 1] if args.warmup else timed[-1] - stamps[0]
     steps = len(timed) if args.warmup else len(timed) - 1
@@ -224,7 +233,10 @@ def main() -> int:
         mem = f"{r['peak_mem_gib']:.2f}" if r["peak_mem_gib"] is not None else "-"
         print(f"{name:<10} {r['steps_per_s']:>9.3f} {r['images_per_s']:>8.3f} {mem:>9}")
     if speedup:
-        print(f"ours / reference: {speedup:.2f}x steps/s" + (f", {mem_ratio:.2f}x peak memory" if mem_ratio else ""))
+        print(
+            f"ours / reference: {speedup:.2f}x steps/s"
+            + (f", {mem_ratio:.2f}x peak memory" if mem_ratio else "")
+        )
     result = {
         "bench": "train_lora",
         "model": model,

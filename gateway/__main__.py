@@ -7,4 +7,6 @@ from idlock import telemetry
 settings = GatewaySettings()
 telemetry.setup("gateway")
 print(f"gateway listening on http://{settings.host}:{settings.port}", flush=True)
-uvicorn.run(create_app(settings, freeze_heap=True), host=settings.host, port=settings.port, log_level="warning")
+uvicorn.run(
+    create_app(settings, freeze_heap=True), host=settings.host, port=settings.port, log_level="warning"
+)

@@ -124,7 +124,11 @@ async def episode(e: memory_service_pb2.Episode, url_for: UrlFor) -> dict[str, A
         "duration_s": e.duration_s,
         "dialogue": e.dialogue,
         "frame_idrs": [
-            {"timestamp_s": f.timestamp_s, "face_found": f.face_found, "idr": idr(f.score) if f.face_found else None}
+            {
+                "timestamp_s": f.timestamp_s,
+                "face_found": f.face_found,
+                "idr": idr(f.score) if f.face_found else None,
+            }
             for f in e.frame_idrs
         ],
         "created_at": _ts(e, "created_at"),

@@ -40,7 +40,9 @@ def generate(out_root: Path, proto_root: Path = PROTO_ROOT) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed: see the messages above")
-    return sorted(p for p in (out_root / PACKAGE_DIR).iterdir() if p.name.endswith((".py", ".pyi")) and "_pb2" in p.name)
+    return sorted(
+        p for p in (out_root / PACKAGE_DIR).iterdir() if p.name.endswith((".py", ".pyi")) and "_pb2" in p.name
+    )
 
 
 def stale_stubs(proto_root: Path = PROTO_ROOT, stub_root: Path = OUT_ROOT) -> list[str]:
@@ -63,7 +65,9 @@ def stale_stubs(proto_root: Path = PROTO_ROOT, stub_root: Path = OUT_ROOT) -> li
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 when stubs are stale")
     args = parser.parse_args()
     if args.check:

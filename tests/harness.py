@@ -15,7 +15,9 @@ import grpc
 from idlock import grpc_client
 from idlock.grpc_server import GrpcService
 
-FACES_DIR = Path(os.environ.get("IDLOCK_FACES_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "faces"))
+FACES_DIR = Path(
+    os.environ.get("IDLOCK_FACES_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "faces")
+)
 
 
 @contextlib.asynccontextmanager

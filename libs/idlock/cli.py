@@ -31,7 +31,9 @@ def _mount_optional(module: str, attr: str, name: str, help_text: str) -> None:
 
         @missing.callback(invoke_without_command=True)
         def _unavailable() -> None:
-            console.print(f"[red]`idlock {name}` is unavailable: {reason}. Install the project with its extras.[/red]")
+            console.print(
+                f"[red]`idlock {name}` is unavailable: {reason}. Install the project with its extras.[/red]"
+            )
             raise typer.Exit(2)
 
         app.add_typer(missing, name=name)
@@ -48,17 +50,35 @@ def _components_table(components, title: str) -> Table:
         table.add_column(col)
     for c in components:
         colour = "green" if c.status in ("SERVING", "EXTERNAL") else "red"
-        table.add_row(c.name, c.address, c.metrics or "-", str(c.pid or "-"), f"[{colour}]{c.status}[/{colour}]")
+        table.add_row(
+            c.name, c.address, c.metrics or "-", str(c.pid or "-"), f"[{colour}]{c.status}[/{colour}]"
+        )
     return table
 
 
 @app.command()
 def up(
-    data_dir: Annotated[Path, typer.Option(help="Data folder (SQLite, Qdrant, objects, NATS).", envvar="IDLOCK_DATA_DIR")] = None,  # type: ignore[assignment]
-    nats_url: Annotated[str, typer.Option(help="Use this NATS instead of starting one.", envvar="IDLOCK_NATS_URL")] = "",
-    nats_port: Annotated[int, typer.Option(help="Port of the NATS that `up` starts (0: a free one).", envvar="IDLOCK_NATS_PORT")] = 4222,
-    gateway_port: Annotated[int | None, typer.Option(help=f"Port of the REST gateway [default: {DEFAULT_PORTS['gateway']}].", envvar="IDLOCK_GATEWAY_PORT")] = None,
-    free_ports: Annotated[bool, typer.Option(help="Pick free ports for every service instead of the defaults.")] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Data folder (SQLite, Qdrant, objects, NATS).", envvar="IDLOCK_DATA_DIR"),
+    ] = None,  # type: ignore[assignment]
+    nats_url: Annotated[
+        str, typer.Option(help="Use this NATS instead of starting one.", envvar="IDLOCK_NATS_URL")
+    ] = "",
+    nats_port: Annotated[
+        int,
+        typer.Option(help="Port of the NATS that `up` starts (0: a free one).", envvar="IDLOCK_NATS_PORT"),
+    ] = 4222,
+    gateway_port: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Port of the REST gateway [default: {DEFAULT_PORTS['gateway']}].",
+            envvar="IDLOCK_GATEWAY_PORT",
+        ),
+    ] = None,
+    free_ports: Annotated[
+        bool, typer.Option(help="Pick free ports for every service instead of the defaults.")
+    ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every component to be SERVING.")] = 60.0,
 ) -> None:
     """Start NATS, every service and the gateway; stop them all on Ctrl-C."""
@@ -77,11 +97,13 @@ def up(
     except MeshError as err:
         console.print(f"[red]idlock up failed:[/red] {err}")
         raise typer.Exit(1) from None
-    console.print(_components_table(mesh.components.values(), f"IDLock mesh ({time.perf_counter() - started:.1f} s)"))
+    console.print(
+        _components_table(mesh.components.values(), f"IDLock mesh ({time.perf_counter() - started:.1f} s)")
+    )
     console.print(f"data: {mesh.data_dir}   logs: {mesh.data_dir / 'logs'}   Ctrl-C stops everything")
     stop = {"now": False}
 
-    def on_signal(signum, frame):  # noqa: ARG001
+    def on_signal(signum, frame):
         stop["now"] = True
 
     signal.signal(signal.SIGINT, on_signal)
@@ -102,7 +124,9 @@ def up(
 
 @app.command()
 def status(
-    data_dir: Annotated[Path, typer.Option(help="Data folder of the running mesh.", envvar="IDLOCK_DATA_DIR")] = None,  # type: ignore[assignment]
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data folder of the running mesh.", envvar="IDLOCK_DATA_DIR")
+    ] = None,  # type: ignore[assignment]
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Health of each component of the mesh started by `idlock up`."""
@@ -119,7 +143,11 @@ def status(
         elif c.kind == "http":
             c.status = http_health(c.address)
     if as_json:
-        print(json.dumps({c.name: {"address": c.address, "metrics": c.metrics, "status": c.status} for c in components}))
+        print(
+            json.dumps(
+                {c.name: {"address": c.address, "metrics": c.metrics, "status": c.status} for c in components}
+            )
+        )
     else:
         console.print(_components_table(components, "IDLock mesh"))
     if any(c.status not in ("SERVING", "EXTERNAL") for c in components):
@@ -137,7 +165,9 @@ def serve(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES
 
 @app.command()
 def config(
-    update: Annotated[Path | None, typer.Option(help="Rewrite the table in this README instead of printing it.")] = None,
+    update: Annotated[
+        Path | None, typer.Option(help="Rewrite the table in this README instead of printing it.")
+    ] = None,
 ) -> None:
     """Every setting as a Markdown table: environment variable, default and description (as in the README)."""
     from idlock.config_docs import config_table, update_readme
@@ -150,11 +180,12 @@ def config(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the contact sheet, the scene images and report.json.")] = Path(
-        "demo-out"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Folder for the contact sheet, the scene images and report.json.")
+    ] = Path("demo-out"),
     ref: Annotated[
-        list[Path] | None, typer.Option(help="Reference photo(s) of the character (1-5); default: a sample photo.")
+        list[Path] | None,
+        typer.Option(help="Reference photo(s) of the character (1-5); default: a sample photo."),
     ] = None,
     video: Annotated[
         bool, typer.Option("--video", help="Make every scene a short video and report IDR per sampled frame.")
@@ -180,7 +211,9 @@ def demo(
         table.add_column(col)
 
     def on_mesh(mesh) -> None:
-        console.print(f"mesh up: gateway {mesh.components['gateway'].address} (logs in {mesh.data_dir / 'logs'})")
+        console.print(
+            f"mesh up: gateway {mesh.components['gateway'].address} (logs in {mesh.data_dir / 'logs'})"
+        )
 
     def on_scene(scene) -> None:
         tags = "; ".join(f"{k}: {', '.join(v)}" for k, v in scene.tags.items())
@@ -198,15 +231,22 @@ def demo(
         ]
         if video:
             frames = " ".join(
-                f"{f['timestamp_s']:.0f}s: {f['idr_calibrated']:.2f}" if f["face_found"] else f"{f['timestamp_s']:.0f}s: no face"
+                f"{f['timestamp_s']:.0f}s: {f['idr_calibrated']:.2f}"
+                if f["face_found"]
+                else f"{f['timestamp_s']:.0f}s: no face"
                 for f in scene.frame_idrs
             )
             summary = (
-                f"{scene.frame_idr_min:.2f} / {scene.frame_idr_mean:.2f}" if scene.frame_idr_min is not None else "-"
+                f"{scene.frame_idr_min:.2f} / {scene.frame_idr_mean:.2f}"
+                if scene.frame_idr_min is not None
+                else "-"
             )
             row[6:7] = ["yes" if scene.regenerated else "no", frames or "-", summary]
         table.add_row(*row)
-        console.print(f"scene {scene.index}: {scene.status} in {scene.seconds:.1f} s" + (f" ({scene.error})" if scene.error else ""))
+        console.print(
+            f"scene {scene.index}: {scene.status} in {scene.seconds:.1f} s"
+            + (f" ({scene.error})" if scene.error else "")
+        )
 
     if not console.is_terminal:
         console.width = max(console.width, 160)
@@ -216,8 +256,12 @@ def demo(
         console.print(f"[red]demo failed:[/red] {err}")
         raise typer.Exit(1) from None
     console.print(table)
-    console.print(f"memory: {report['history_episodes']} episodes recorded; summary: {report['story_summary'] or '-'}")
-    console.print(f"wrote {out / 'report.json'} and {out / report['contact_sheet']} in {time.perf_counter() - started:.0f} s")
+    console.print(
+        f"memory: {report['history_episodes']} episodes recorded; summary: {report['story_summary'] or '-'}"
+    )
+    console.print(
+        f"wrote {out / 'report.json'} and {out / report['contact_sheet']} in {time.perf_counter() - started:.0f} s"
+    )
     if not report["ok"]:
         console.print("[red]some scenes did not succeed[/red]")
         raise typer.Exit(1)
@@ -229,4 +273,3 @@ def main() -> None:  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     app()
-

@@ -25,10 +25,17 @@ END = "<!-- config-table:end -->"
 
 def settings_classes() -> list[type[IdlockSettings]]:
     classes: list[type[IdlockSettings]] = [
-        PathsSettings, NatsSettings, DatabaseSettings, StorageSettings, TelemetrySettings, MeshSettings
+        PathsSettings,
+        NatsSettings,
+        DatabaseSettings,
+        StorageSettings,
+        TelemetrySettings,
+        MeshSettings,
     ]
     for name in SERVICES:
-        classes.append(importlib.import_module(f"services.{name}.settings").__dict__[f"{name.capitalize()}Settings"])
+        classes.append(
+            importlib.import_module(f"services.{name}.settings").__dict__[f"{name.capitalize()}Settings"]
+        )
     classes.append(importlib.import_module("gateway.settings").GatewaySettings)
     return classes
 

@@ -314,7 +314,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     try:
         cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
         cur.execute("PRAGMA foreign_keys=ON")  # off by default in SQLite
-        cur.execute("PRAGMA busy_timeout=0")  # waiting for a lock happens in InlineSqliteConnection, not the loop
+        cur.execute(
+            "PRAGMA busy_timeout=0"
+        )  # waiting for a lock happens in InlineSqliteConnection, not the loop
         cur.execute("PRAGMA synchronous=NORMAL")  # safe with WAL, much faster commits
     finally:
         cur.close()

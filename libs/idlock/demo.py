@@ -96,10 +96,10 @@ def _image_bytes(client: httpx.Client, ref: dict[str, Any]) -> bytes:
     url = ref.get("url") or ""
     if url.startswith(("http://", "https://")):
         return client.get(url).content
-    path = url[len("file://"):] if url.startswith("file://") else url
+    path = url.removeprefix("file://")
     if not path:
         uri = ref.get("uri", "")
-        path = uri[len("file://"):] if uri.startswith("file://") else ""
+        path = uri[len("file://") :] if uri.startswith("file://") else ""
     return Path(path).read_bytes()
 
 
@@ -178,7 +178,11 @@ def run_story(
         created = _check(
             client.post(
                 "/api/v1/characters",
-                data={"name": "Arya", "description": "a young warrior with short dark hair", "consent": "true"},
+                data={
+                    "name": "Arya",
+                    "description": "a young warrior with short dark hair",
+                    "consent": "true",
+                },
                 files=files,
             ),
             "create character",
@@ -232,7 +236,9 @@ def run_story(
                     {
                         "timestamp_s": f.get("timestamp_s", 0.0),
                         "face_found": bool(f.get("face_found", False)),
-                        "idr_calibrated": (f.get("score") or {}).get("calibrated") if f.get("face_found") else None,
+                        "idr_calibrated": (f.get("score") or {}).get("calibrated")
+                        if f.get("face_found")
+                        else None,
                     }
                     for f in metrics.get("frame_idrs", [])
                 ]
@@ -255,9 +261,7 @@ def run_story(
     report = {
         "character_id": character_id,
         "gateway": base_url,
-        "scenes": [
-            {k: v for k, v in scene.__dict__.items()} for scene in scenes
-        ],
+        "scenes": [{k: v for k, v in scene.__dict__.items()} for scene in scenes],
         "media": "video" if video else "image",
         "history_episodes": len(history.get("items", [])),
         "story_summary": history.get("story_summary", ""),
@@ -271,8 +275,10 @@ def run_story(
 def demo_env() -> dict[str, str]:
     """The demo watermarks its results; a Gemini key from the usual variables is passed to the render service."""
     env = {"IDLOCK_RENDER_WATERMARK": "true"}
-    key = os.environ.get("IDLOCK_RENDER_GEMINI_API_KEY") or os.environ.get("GEMINI_API_KEY") or os.environ.get(
-        "GOOGLE_API_KEY"
+    key = (
+        os.environ.get("IDLOCK_RENDER_GEMINI_API_KEY")
+        or os.environ.get("GEMINI_API_KEY")
+        or os.environ.get("GOOGLE_API_KEY")
     )
     if key:
         env["IDLOCK_RENDER_GEMINI_API_KEY"] = key

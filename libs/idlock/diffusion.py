@@ -158,7 +158,6 @@ class DiffusionPipeline:
         f = getattr(self._pipe, "vae_scale_factor", 8) or 8
         return max(f, w // f * f), max(f, h // f * f)
 
-
     def generator(self, seed: int):
         import torch
 

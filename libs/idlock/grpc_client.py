@@ -16,10 +16,23 @@ from idlock.telemetry import job_id_var, request_id_var
 
 #: RPCs that are safe to retry after UNAVAILABLE (reads, pure computations, idempotent-by-key writes).
 IDEMPOTENT_RPCS: dict[str, list[str]] = {
-    "idlock.v1.IdentityService": ["DetectFaces", "EncodeReferences", "ScoreIdentity", "CompareImages", "ExtractFrames"],
+    "idlock.v1.IdentityService": [
+        "DetectFaces",
+        "EncodeReferences",
+        "ScoreIdentity",
+        "CompareImages",
+        "ExtractFrames",
+    ],
     "idlock.v1.MemoryService": [
-        "GetCharacter", "ListCharacters", "ListHistory", "GetCurrentState", "GetAttributeHistory", "BuildContext",
-        "RecordEpisode", "DeleteCharacter", "Consolidate",
+        "GetCharacter",
+        "ListCharacters",
+        "ListHistory",
+        "GetCurrentState",
+        "GetAttributeHistory",
+        "BuildContext",
+        "RecordEpisode",
+        "DeleteCharacter",
+        "Consolidate",
     ],
     "idlock.v1.RenderService": ["ListProviders"],
     "idlock.v1.RefinerService": [],
@@ -55,9 +68,7 @@ class _CallDetails(grpc.aio.ClientCallDetails):
     pass
 
 
-class _DeadlineAndContext(
-    grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor
-):
+class _DeadlineAndContext(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
     """Fills in a deadline (what is left of the caller's, at most the default) and propagates ids."""
 
     def __init__(self, default_timeout_s: float) -> None:

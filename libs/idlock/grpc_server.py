@@ -67,7 +67,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method or ""
-        if method.startswith("/grpc.health") or method.startswith("/grpc.reflection"):
+        if method.startswith(("/grpc.health", "/grpc.reflection")):
             return handler
         service, _, name = method.strip("/").partition("/")
         metadata = tuple(handler_call_details.invocation_metadata or ())
@@ -91,9 +91,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     finally:
                         await queue.put(done)
 
-                task = asyncio.ensure_future(
-                    self._run(service, name, metadata, context, pump)
-                )
+                task = asyncio.ensure_future(self._run(service, name, metadata, context, pump))
                 while True:
                     item = await queue.get()
                     if item is done:
@@ -129,9 +127,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         code = "OK"
         token = deadline_var.set(deadline)
         try:
-            with telemetry.bound(request_id=request_id, job_id=job_id), _tracer.start_as_current_span(
-                f"{service}/{name}", context=parent, kind=SpanKind.SERVER
-            ) as span:
+            with (
+                telemetry.bound(request_id=request_id, job_id=job_id),
+                _tracer.start_as_current_span(
+                    f"{service}/{name}", context=parent, kind=SpanKind.SERVER
+                ) as span,
+            ):
                 span.set_attribute("rpc.system", "grpc")
                 span.set_attribute("rpc.service", service)
                 span.set_attribute("rpc.method", name)
@@ -145,7 +146,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 except asyncio.CancelledError:
                     code = "CANCELLED"
                     raise
-                except Exception as err:  # noqa: BLE001 - report, never leak internals to the caller
+                except Exception as err:
                     if _is_abort(err):
                         code = str(context.code() or "ABORTED").rsplit(".", 1)[-1]
                         raise
@@ -232,8 +233,11 @@ class GrpcService:
             register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            [*self.spec.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME],
+            [
+                *self.spec.service_names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
             self.server,
         )
         for name in ["", *self.spec.service_names]:
@@ -263,7 +267,7 @@ class GrpcService:
         for step in self.spec.on_shutdown:
             try:
                 await step()
-            except Exception:  # noqa: BLE001 - shutdown must finish
+            except Exception:
                 log.exception("%s: shutdown step failed", self.spec.component)
         self._stopped.set()
         log.info("%s stopped", self.spec.component)

@@ -50,7 +50,9 @@ def settings_prefix(cls: type) -> str:
     return str(cls.model_config.get("env_prefix", ""))
 
 
-def servicer_spec(component: str, pb2: ModuleType, pb2_grpc: ModuleType, service: str, servicer: object) -> ServiceSpec:
+def servicer_spec(
+    component: str, pb2: ModuleType, pb2_grpc: ModuleType, service: str, servicer: object
+) -> ServiceSpec:
     """The spec of a service served by one servicer; its `startup`/`shutdown` coroutines, when it has them, run
     before SERVING and after the graceful stop."""
     add = getattr(pb2_grpc, f"add_{service}Servicer_to_server")
@@ -65,7 +67,9 @@ def servicer_spec(component: str, pb2: ModuleType, pb2_grpc: ModuleType, service
     )
 
 
-def pending_service(component: str, pb2: ModuleType, pb2_grpc: ModuleType, service: str, issue: str) -> ServiceSpec:
+def pending_service(
+    component: str, pb2: ModuleType, pb2_grpc: ModuleType, service: str, issue: str
+) -> ServiceSpec:
     """A service whose RPCs all answer UNIMPLEMENTED, naming the issue that brings them."""
     base = getattr(pb2_grpc, f"{service}Servicer")
     servicer = type(f"Pending{service}", (base,), pending_rpcs(base, issue))()

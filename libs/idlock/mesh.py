@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Self
 
 import grpc
 import httpx
@@ -57,7 +58,9 @@ def _port_taken(host: str, port: int) -> bool:
 def grpc_health(address: str, timeout_s: float = 1.0) -> str:
     with grpc.insecure_channel(address) as ch:
         try:
-            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+            reply = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
+            )
             return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
         except grpc.RpcError as err:
             return f"UNREACHABLE ({err.code().name})"
@@ -127,7 +130,10 @@ class LocalMesh:
         (self.data_dir / "logs").mkdir(exist_ok=True)
         try:
             self._start_nats()
-            ports = {name: self._port_for(name) for name in (*self.services, *(["gateway"] if self.gateway else []))}
+            ports = {
+                name: self._port_for(name)
+                for name in (*self.services, *(["gateway"] if self.gateway else []))
+            }
             for name, port in ports.items():
                 if port and _port_taken(self.host, port):
                     raise MeshError(
@@ -175,14 +181,23 @@ class LocalMesh:
         log_path = self.data_dir / "logs" / f"{name}.log"
         log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         proc = subprocess.Popen(
-            [sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [sys.executable, "-m", module],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         self._procs[name] = proc
         kind = "http" if name == "gateway" else "grpc"
         address = f"http://{self.host}:{port}" if kind == "http" else f"{self.host}:{port}"
         self.components[name] = Component(
-            name, kind, address, pid=proc.pid, log=str(log_path), metrics=f"http://{self.host}:{metrics_port}/metrics"
+            name,
+            kind,
+            address,
+            pid=proc.pid,
+            log=str(log_path),
+            metrics=f"http://{self.host}:{metrics_port}/metrics",
         )
 
     def kill(self, name: str) -> None:
@@ -216,7 +231,9 @@ class LocalMesh:
                 break
             if time.monotonic() > deadline:
                 names = ", ".join(sorted(pending))
-                raise MeshError(f"not SERVING after {timeout_s:.0f} s: {names}; see the logs in {self.data_dir / 'logs'}")
+                raise MeshError(
+                    f"not SERVING after {timeout_s:.0f} s: {names}; see the logs in {self.data_dir / 'logs'}"
+                )
             time.sleep(0.1)
 
     # -- state -------------------------------------------------------------------------------------------
@@ -259,7 +276,7 @@ class LocalMesh:
             c.status = "STOPPED"
         return codes
 
-    def __enter__(self) -> LocalMesh:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

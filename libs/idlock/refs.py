@@ -42,10 +42,23 @@ async def put_image(
 
 
 async def put_video(
-    store: ObjectStore, key: str, data: bytes, *, width: int, height: int, duration_s: float, fps: float,
+    store: ObjectStore,
+    key: str,
+    data: bytes,
+    *,
+    width: int,
+    height: int,
+    duration_s: float,
+    fps: float,
     mime: str = "video/mp4",
 ) -> common_pb2.VideoRef:
     stored = await store.put(key, data, mime)
     return common_pb2.VideoRef(
-        uri=stored.uri, sha256=stored.sha256, mime=mime, width=width, height=height, duration_s=duration_s, fps=fps
+        uri=stored.uri,
+        sha256=stored.sha256,
+        mime=mime,
+        width=width,
+        height=height,
+        duration_s=duration_s,
+        fps=fps,
     )

@@ -41,7 +41,9 @@ class NatsSettings(IdlockSettings):
 
     url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma separated.")
     stream_replicas: int = Field(1, ge=1, le=5, description="Replicas for the JOBS and EVENTS streams.")
-    events_max_age_s: int = Field(7 * 24 * 3600, ge=60, description="How long EVENTS keeps messages (seconds).")
+    events_max_age_s: int = Field(
+        7 * 24 * 3600, ge=60, description="How long EVENTS keeps messages (seconds)."
+    )
     duplicate_window_s: int = Field(
         2 * 3600, ge=1, description="JetStream de-duplication window for Nats-Msg-Id (seconds)."
     )
@@ -69,7 +71,7 @@ class DatabaseSettings(IdlockSettings):
             v = "postgresql://" + v[len("postgres://") :]
         if v.startswith("postgresql://"):
             v = "postgresql+asyncpg://" + v[len("postgresql://") :]
-        if v and not (v.startswith("postgresql+asyncpg://") or v.startswith("sqlite+aiosqlite://")):
+        if v and not (v.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://"))):
             raise ValueError("IDLOCK_DATABASE_URL must be a postgresql:// or sqlite+aiosqlite:// URL")
         return v
 
@@ -78,7 +80,9 @@ class StorageSettings(IdlockSettings):
     model_config = SettingsConfigDict(env_prefix="IDLOCK_STORAGE_")
     component: ClassVar[str] = "storage"
 
-    backend: Literal["local", "s3"] = Field("local", description="Object storage backend: local folder or S3.")
+    backend: Literal["local", "s3"] = Field(
+        "local", description="Object storage backend: local folder or S3."
+    )
     local_root: Path | None = Field(
         None, description="Root folder of the local backend. Empty: <data_dir>/objects."
     )
@@ -97,10 +101,14 @@ class TelemetrySettings(IdlockSettings):
     log_json: bool = Field(True, description="Write JSON log lines (false: human-readable lines).")
     otlp_endpoint: str = Field("", description="OTLP gRPC endpoint for traces; empty disables export.")
     metrics_port: int = Field(
-        -1, ge=-1, le=65535, description="Prometheus metrics port for this process; -1 disables, 0 picks a free one."
+        -1,
+        ge=-1,
+        le=65535,
+        description="Prometheus metrics port for this process; -1 disables, 0 picks a free one.",
     )
     metrics_host: str = Field(
-        "127.0.0.1", description="Address the metrics endpoint binds (0.0.0.0 in a pod, so Prometheus can scrape it)."
+        "127.0.0.1",
+        description="Address the metrics endpoint binds (0.0.0.0 in a pod, so Prometheus can scrape it).",
     )
 
 
@@ -157,7 +165,9 @@ class MeshSettings(IdlockSettings):
     model_config = SettingsConfigDict(env_prefix="IDLOCK_")
     component: ClassVar[str] = "mesh"
 
-    identity_addr: str = Field(f"127.0.0.1:{DEFAULT_PORTS['identity']}", description="Identity service address.")
+    identity_addr: str = Field(
+        f"127.0.0.1:{DEFAULT_PORTS['identity']}", description="Identity service address."
+    )
     memory_addr: str = Field(f"127.0.0.1:{DEFAULT_PORTS['memory']}", description="Memory service address.")
     render_addr: str = Field(f"127.0.0.1:{DEFAULT_PORTS['render']}", description="Render service address.")
     refiner_addr: str = Field(f"127.0.0.1:{DEFAULT_PORTS['refiner']}", description="Refiner service address.")

@@ -47,7 +47,8 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, object] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "component": self.component,
             "logger": record.name,
@@ -57,7 +58,11 @@ class JsonFormatter(logging.Formatter):
         if span.is_valid:
             doc["trace_id"] = format(span.trace_id, "032x")
             doc["span_id"] = format(span.span_id, "016x")
-        for key, var in (("request_id", request_id_var), ("job_id", job_id_var), ("character_id", character_id_var)):
+        for key, var in (
+            ("request_id", request_id_var),
+            ("job_id", job_id_var),
+            ("character_id", character_id_var),
+        ):
             value = var.get()
             if value:
                 doc[key] = value
@@ -81,7 +86,9 @@ def setup(component: str, settings: TelemetrySettings | None = None) -> Telemetr
     if settings.log_json:
         handler.setFormatter(JsonFormatter(component))
     else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {component} %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s {component} %(name)s: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
@@ -106,7 +113,9 @@ def log_fields(**fields: object) -> dict[str, dict[str, object]]:
 
 
 @contextmanager
-def bound(*, request_id: str | None = None, job_id: str | None = None, character_id: str | None = None) -> Iterator[None]:
+def bound(
+    *, request_id: str | None = None, job_id: str | None = None, character_id: str | None = None
+) -> Iterator[None]:
     """Bind ids to the log lines written inside the block."""
     tokens = []
     for var, value in ((request_id_var, request_id), (job_id_var, job_id), (character_id_var, character_id)):

@@ -43,8 +43,8 @@ def pairs(
 ) -> None:
     """Accuracy at the pass threshold, ROC AUC, EER, calibrated IDR percentiles and throughput."""
     from idlock.errors import IdlockError
-
     from idlock.faces.engine import IdentityEngine
+
     from .evaluation import evaluate_pairs
     from .settings import IdentitySettings
 

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from idlock.errors import IdlockError, InvalidInput
-from idlock.images import load_image
-
 from idlock.faces.engine import IdentityEngine
+from idlock.images import load_image
 
 
 @dataclass

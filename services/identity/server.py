@@ -9,18 +9,21 @@ import numpy as np
 
 from idlock import refs
 from idlock.errors import InvalidInput
+from idlock.faces.engine import IdentityEngine, get_engine
+from idlock.faces.proto import face_pb, idr_pb
 from idlock.grpc_server import ServiceSpec
 from idlock.images import encode_png
 from idlock.launch import servicer_spec
 from idlock.settings import PathsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
 from idlock.threads import model_executor
-from idlock.v1 import common_pb2, identity_service_pb2 as pb, identity_service_pb2_grpc as pb_grpc
-from idlock.faces.engine import IdentityEngine, get_engine
-from idlock.faces.proto import face_pb, idr_pb
+from idlock.v1 import common_pb2
+from idlock.v1 import identity_service_pb2 as pb
+from idlock.v1 import identity_service_pb2_grpc as pb_grpc
 from services.identity.settings import IdentitySettings
 
 SETTINGS = IdentitySettings
+
 
 class IdentityServicer(pb_grpc.IdentityServiceServicer):
     def __init__(self, settings: IdentitySettings) -> None:
@@ -52,7 +55,9 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             faces=[face_pb(f) for f in faces], image_width=rgb.shape[1], image_height=rgb.shape[0]
         )
 
-    async def EncodeReferences(self, request: pb.EncodeReferencesRequest, context) -> pb.EncodeReferencesResponse:
+    async def EncodeReferences(
+        self, request: pb.EncodeReferencesRequest, context
+    ) -> pb.EncodeReferencesResponse:
         if request.encoder and request.encoder != self.engine.encoder.name:
             raise InvalidInput(
                 f"encoder {request.encoder!r} is not served here; this service runs {self.engine.encoder.name!r}"
@@ -117,7 +122,9 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                     common_pb2.IdentityVector(encoder=encoder, values=face.embedding.tolist())
                 )
             matches.append(match)
-        return pb.ScoreIdentityResponse(matches=matches, faces_detected=scene.face_count, no_face=scene.no_face)
+        return pb.ScoreIdentityResponse(
+            matches=matches, faces_detected=scene.face_count, no_face=scene.no_face
+        )
 
     async def CompareImages(self, request: pb.CompareImagesRequest, context) -> pb.CompareImagesResponse:
         a = await self._image(request.a, "image a")
@@ -148,7 +155,11 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         for f in video.frames:
             png = await self._run(encode_png, f.pixels)
             ref = await refs.put_image(
-                self.store, f"{prefix}/frame_{f.index:06d}.png", png, width=f.pixels.shape[1], height=f.pixels.shape[0]
+                self.store,
+                f"{prefix}/frame_{f.index:06d}.png",
+                png,
+                width=f.pixels.shape[1],
+                height=f.pixels.shape[0],
             )
             out.append(pb.VideoFrame(timestamp_s=f.timestamp_s, index=f.index, image=ref))
         return pb.ExtractFramesResponse(frames=out, duration_s=video.duration_s, fps=video.fps)

@@ -35,7 +35,6 @@ DEFAULT_STYLE_GUIDE = (
 DEFAULT_OUTPUT_SPEC = "one photorealistic image, 1024x1024"
 
 
-
 # ---- inputs ------------------------------------------------------------------------------------------------------
 
 

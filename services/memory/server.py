@@ -334,7 +334,9 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
 
     async def shutdown(self) -> None:
         if self._consolidating:  # let started summaries be written (a cut one is redone by the next episode)
-            await asyncio.wait(list(self._consolidating.values()), timeout=self.settings.shutdown_consolidation_s)
+            await asyncio.wait(
+                list(self._consolidating.values()), timeout=self.settings.shutdown_consolidation_s
+            )
         if self._background:
             await asyncio.wait(list(self._background), timeout=5)
         for close in (
@@ -372,7 +374,9 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             except (NotFound, IntegrityError):
                 pass  # erased meanwhile (the summary's character row is gone)
             except Exception:
-                log.exception("consolidating the memory of character %s failed; the next episode retries", cid)
+                log.exception(
+                    "consolidating the memory of character %s failed; the next episode retries", cid
+                )
 
         task = asyncio.ensure_future(run())
         self._consolidating[cid] = task

@@ -158,7 +158,10 @@ class StateFold:
     def state(self) -> StoryState:
         order = {c: i for i, c in enumerate(CATEGORIES)}
         items = tuple(
-            sorted(self._open.values(), key=lambda i: (order.get(i.category, 99), i.category, i.since_scene, i.name))
+            sorted(
+                self._open.values(),
+                key=lambda i: (order.get(i.category, 99), i.category, i.since_scene, i.name),
+            )
         )
         intervals = [*self._ended, *(Interval(it.category, it.name, it.since_scene, None) for it in items)]
         intervals.sort(key=lambda i: (order.get(i.category, 99), i.category, i.name, i.start_scene))

@@ -77,7 +77,9 @@ class MemoryVectors:
         self._known: dict[str, int] = {}
         self._lock = asyncio.Lock()
         #: (collection, character) -> point id -> (unit vector, payload); local mode only
-        self._texts: OrderedDict[tuple[str, str], dict[str, tuple[np.ndarray, dict[str, Any]]]] = OrderedDict()
+        self._texts: OrderedDict[tuple[str, str], dict[str, tuple[np.ndarray, dict[str, Any]]]] = (
+            OrderedDict()
+        )
 
     @classmethod
     def local(cls, path: str, prefix: str = "idlock") -> MemoryVectors:
@@ -375,7 +377,9 @@ class MemoryVectors:
             for p in res.points
         ]
 
-    async def _character_texts(self, name: str, character_id: str) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
+    async def _character_texts(
+        self, name: str, character_id: str
+    ) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
         """Local mode: the character's episode-text points, read from the collection on first use (the local
         client never suspends, so no write can slip in between the pages)."""
         key = (name, character_id)

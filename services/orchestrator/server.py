@@ -19,6 +19,7 @@ from idlock.errors import InvalidInput, NotFound, PreconditionFailed, Unavailabl
 from idlock.grpc_server import ServiceSpec
 from idlock.settings import DatabaseSettings, MeshSettings, NatsSettings, PathsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
+from idlock.text import sanitize_prompt, strip_control
 from idlock.v1 import (
     common_pb2,
     events_pb2,
@@ -30,7 +31,6 @@ from idlock.v1 import (
 from idlock.v1 import (
     orchestrator_service_pb2_grpc as pb_grpc,
 )
-from idlock.text import sanitize_prompt, strip_control
 from services.orchestrator.clients import GrpcPeers
 from services.orchestrator.flow import FlowConfig, Peers
 from services.orchestrator.job_events import job_event

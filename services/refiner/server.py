@@ -17,6 +17,9 @@ import numpy as np
 
 from idlock import grpc_client, refs
 from idlock.errors import InvalidInput, PreconditionFailed
+from idlock.faces.engine import IdentityEngine, get_engine
+from idlock.faces.proto import idr_pb
+from idlock.faces.settings import FaceSettings
 from idlock.grpc_server import ServiceSpec
 from idlock.images import decode_image, encode_png
 from idlock.settings import MeshSettings, PathsSettings, StorageSettings
@@ -31,9 +34,6 @@ from idlock.v1 import (
 )
 from idlock.v1 import refiner_service_pb2 as pb
 from idlock.v1 import refiner_service_pb2_grpc as pb_grpc
-from idlock.faces.engine import IdentityEngine, get_engine
-from idlock.faces.proto import idr_pb
-from idlock.faces.settings import FaceSettings
 from services.refiner import pipeline
 from services.refiner.core import FaceRefiner, Score, SuperResolution, check_identity
 from services.refiner.settings import RefinerSettings

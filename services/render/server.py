@@ -39,7 +39,9 @@ DRIFT = {
 }
 
 
-def provenance_pb(result: RenderResult, lora: common_pb2.LoraRef | None, lora_scale: float) -> pb.RenderProvenance:
+def provenance_pb(
+    result: RenderResult, lora: common_pb2.LoraRef | None, lora_scale: float
+) -> pb.RenderProvenance:
     out = pb.RenderProvenance(
         provider=result.provider,
         model=result.model,
@@ -133,7 +135,12 @@ class RenderServicer(pb_grpc.RenderServiceServicer):
     async def _store_result(self, result: RenderResult, prefix: str, job_id: str) -> common_pb2.ImageRef:
         prefix = prefix.rstrip("/") or f"edits/{job_id or uuid.uuid4().hex}"
         return await refs.put_image(
-            self.store, f"{prefix}/image.png", result.image, width=result.width, height=result.height, mime=result.mime
+            self.store,
+            f"{prefix}/image.png",
+            result.image,
+            width=result.width,
+            height=result.height,
+            mime=result.mime,
         )
 
     async def RenderImage(self, request: pb.RenderImageRequest, context) -> pb.RenderImageResponse:
@@ -180,13 +187,19 @@ class RenderServicer(pb_grpc.RenderServiceServicer):
     async def _render_image(
         self, request: pb.RenderImageRequest, deadline_s: float | None, prefix: str
     ) -> pb.RenderImageResponse:
-        drift_face = await refs.fetch_ref(self.store, request.drift_face, "drift_face") if request.drift_face.uri else None
+        drift_face = (
+            await refs.fetch_ref(self.store, request.drift_face, "drift_face")
+            if request.drift_face.uri
+            else None
+        )
         lora, lora_note = await self._active_lora(request)
         req = RenderRequest(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
             references=await self._images(request.references, "reference image"),
-            pose_image=await refs.fetch_ref(self.store, request.pose, "pose image") if request.pose.uri else None,
+            pose_image=await refs.fetch_ref(self.store, request.pose, "pose image")
+            if request.pose.uri
+            else None,
             width=request.width or None,
             height=request.height or None,
             aspect_ratio=request.aspect_ratio or None,
@@ -223,7 +236,9 @@ class RenderServicer(pb_grpc.RenderServiceServicer):
             deadline_s=context.time_remaining(),
         )
         result = await self.renderer.edit(req)
-        image = await self._store_result(result, request.output_prefix, request.job_id or f"edit-{uuid.uuid4().hex}")
+        image = await self._store_result(
+            result, request.output_prefix, request.job_id or f"edit-{uuid.uuid4().hex}"
+        )
         return pb.EditImageResponse(image=image, provenance=provenance_pb(result, None, 0.0))
 
     async def RenderVideo(self, request: pb.RenderVideoRequest, context) -> pb.RenderVideoResponse:
@@ -301,7 +316,9 @@ class RenderServicer(pb_grpc.RenderServiceServicer):
         from services.render.models import MediaKind
 
         drift_face = (
-            await refs.fetch_ref(self.store, request.drift_face, "drift_face") if request.drift_face.uri else None
+            await refs.fetch_ref(self.store, request.drift_face, "drift_face")
+            if request.drift_face.uri
+            else None
         )
         req = RenderRequest(
             prompt=request.prompt,

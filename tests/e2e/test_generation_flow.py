@@ -66,7 +66,10 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, fake_gemini: FakeGeminiServer
 
 def _client(mesh: LocalMesh, email: str) -> httpx.Client:
     client = httpx.Client(base_url=mesh.components["gateway"].address, timeout=60)
-    assert client.post("/auth/register", json={"email": email, "password": "correct horse battery"}).status_code == 201
+    assert (
+        client.post("/auth/register", json={"email": email, "password": "correct horse battery"}).status_code
+        == 201
+    )
     token = client.post("/auth/login", json={"email": email, "password": "correct horse battery"}).json()
     client.headers["Authorization"] = f"Bearer {token['access_token']}"
     return client
@@ -74,7 +77,9 @@ def _client(mesh: LocalMesh, email: str) -> httpx.Client:
 
 def _create(client: httpx.Client, images: list[tuple[str, bytes]], consent: str = "true") -> httpx.Response:
     files = [("image", (name, data, "application/octet-stream")) for name, data in images]
-    return client.post("/api/v1/characters", data={"name": "Arya", "description": "warrior", "consent": consent}, files=files)
+    return client.post(
+        "/api/v1/characters", data={"name": "Arya", "description": "warrior", "consent": consent}, files=files
+    )
 
 
 def _wait(client: httpx.Client, job_id: str, timeout_s: float = 90) -> dict:
@@ -125,7 +130,9 @@ def test_story_state_ownership_idempotency_and_cancel(mesh: LocalMesh, fake_gemi
 
     # state carried forward: after scene 3 the sword and the cut remain, the armour does not
     with grpc.insecure_channel(mesh.components["memory"].address) as ch:
-        state = mpb_grpc.MemoryServiceStub(ch).GetCurrentState(mpb.GetCurrentStateRequest(character_id=character_id))
+        state = mpb_grpc.MemoryServiceStub(ch).GetCurrentState(
+            mpb.GetCurrentStateRequest(character_id=character_id)
+        )
     current = {(i.category, i.name) for i in state.items}
     assert ("props", "sword") in current and any(c == "injuries" and "cheek" in n for c, n in current)
     assert not any(n == "armour" for _, n in current)
@@ -158,7 +165,11 @@ def test_story_state_ownership_idempotency_and_cancel(mesh: LocalMesh, fake_gemi
     try:
         slow = alice.post(
             "/api/v1/generate",
-            json={"character_id": character_id, "prompt": "Arya sleeps", "options": {"providers": ["gemini"]}},
+            json={
+                "character_id": character_id,
+                "prompt": "Arya sleeps",
+                "options": {"providers": ["gemini"]},
+            },
         ).json()
         cancelled = alice.post(f"/api/v1/job/{slow['job_id']}/cancel")
         assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
@@ -170,7 +181,9 @@ def test_story_state_ownership_idempotency_and_cancel(mesh: LocalMesh, fake_gemi
     assert len(history) == 4 and all(e["job_id"] != slow["job_id"] for e in history)
 
 
-def test_a_worker_killed_mid_render_completes_the_job_once(mesh: LocalMesh, fake_gemini: FakeGeminiServer) -> None:
+def test_a_worker_killed_mid_render_completes_the_job_once(
+    mesh: LocalMesh, fake_gemini: FakeGeminiServer
+) -> None:
     carol = _client(mesh, "carol@example.com")
     character_id = _create(carol, [("ref.png", ASTRONAUT)]).json()["character_id"]
     calls_before = fake_gemini.calls
@@ -178,7 +191,11 @@ def test_a_worker_killed_mid_render_completes_the_job_once(mesh: LocalMesh, fake
     try:
         job_id = carol.post(
             "/api/v1/generate",
-            json={"character_id": character_id, "prompt": "Arya crosses a river", "options": {"providers": ["gemini"]}},
+            json={
+                "character_id": character_id,
+                "prompt": "Arya crosses a river",
+                "options": {"providers": ["gemini"]},
+            },
         ).json()["job_id"]
         deadline = time.monotonic() + 30
         while fake_gemini.calls == calls_before:  # the render is in flight
@@ -191,7 +208,9 @@ def test_a_worker_killed_mid_render_completes_the_job_once(mesh: LocalMesh, fake
     job = _wait(carol, job_id, timeout_s=90)
     assert job["status"] == "succeeded", job
     assert job["attempts"] == 2
-    assert fake_gemini.calls == calls_before + 1  # the redelivered job joined the render instead of paying again
+    assert (
+        fake_gemini.calls == calls_before + 1
+    )  # the redelivered job joined the render instead of paying again
     history = carol.get(f"/api/v1/character/{character_id}/history").json()["items"]
     assert [e["job_id"] for e in history] == [job_id]
 
@@ -204,7 +223,12 @@ def test_bad_input_gets_a_clear_4xx_and_nothing_is_stored(mesh: LocalMesh) -> No
         ("no consent", _create(dave, [("ref.png", ASTRONAUT)], consent="false"), 400, "consent"),
         ("no face", _create(dave, [("ref.png", no_face)]), 409, "no face"),
         ("6 images", _create(dave, [(f"r{i}.png", ASTRONAUT) for i in range(6)]), 400, "5"),
-        ("not an image", _create(dave, [("notes.txt", b"just some text, not a picture")]), 400, "not an image"),
+        (
+            "not an image",
+            _create(dave, [("notes.txt", b"just some text, not a picture")]),
+            400,
+            "not an image",
+        ),
         ("oversized", _create(dave, [("big.png", b"\x89PNG" + b"0" * (MAX_FILE + 10))]), 413, "big.png"),
     ]
     for name, response, status, fragment in cases:

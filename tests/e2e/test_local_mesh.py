@@ -29,7 +29,12 @@ SERVICES = {
 
 
 def _status(data_dir: Path) -> tuple[int, dict]:
-    proc = subprocess.run([*IDLOCK, "status", "--json", "--data-dir", str(data_dir)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [*IDLOCK, "status", "--json", "--data-dir", str(data_dir)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     try:
         return proc.returncode, json.loads(proc.stdout or "{}")
     except json.JSONDecodeError:
@@ -42,7 +47,11 @@ def test_up_brings_every_component_to_serving_and_stops_cleanly(tmp_path: Path) 
     started = time.monotonic()
     up = subprocess.Popen(
         [*IDLOCK, "up", "--free-ports", "--nats-port", "0", "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
     )
     try:
         components: dict = {}
@@ -65,7 +74,9 @@ def test_up_brings_every_component_to_serving_and_stops_cleanly(tmp_path: Path) 
             assert metrics.status_code == 200 and "# TYPE idlock_rpc_total counter" in metrics.text
 
         with grpc.insecure_channel(components["identity"]["address"]) as ch:
-            watch = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+            watch = health_pb2_grpc.HealthStub(ch).Watch(
+                health_pb2.HealthCheckRequest(service=""), timeout=30
+            )
             assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
             up.send_signal(signal.SIGINT)
             assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -87,12 +98,18 @@ def test_up_names_the_setting_when_the_nats_port_is_taken(tmp_path: Path) -> Non
         port = taken.getsockname()[1]
         proc = subprocess.run(
             [*IDLOCK, "up", "--free-ports", "--nats-port", str(port), "--data-dir", str(tmp_path)],
-            capture_output=True, text=True, timeout=60, cwd=ROOT,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
         )
     assert proc.returncode == 1
     assert f"port {port}" in proc.stdout and "IDLOCK_NATS_PORT" in proc.stdout
 
 
 def test_status_without_a_mesh_says_so(tmp_path: Path) -> None:
-    proc = subprocess.run([*IDLOCK, "status", "--data-dir", str(tmp_path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [*IDLOCK, "status", "--data-dir", str(tmp_path)], check=False, capture_output=True, text=True
+    )
     assert proc.returncode == 1 and "no mesh is running" in proc.stdout

@@ -18,10 +18,10 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from idlock.errors import InvalidInput, PreconditionFailed
-from idlock.images import DecodedImage, as_rgb, decode_image
-
 from idlock.faces.calibration import Calibration, calibration_for
 from idlock.faces.encoders import FaceEncoder, RawFace, get_encoder, l2_normalize
+from idlock.images import DecodedImage, as_rgb, decode_image
+
 from .settings import FaceSettings
 
 ImageInput = bytes | bytearray | memoryview | DecodedImage | np.ndarray
@@ -372,7 +372,9 @@ _ENGINES_LOCK = threading.Lock()
 def get_engine(settings: FaceSettings | None = None) -> IdentityEngine:
     """One engine per distinct settings, built once (models are cached by the encoder factory as well)."""
     settings = settings or FaceSettings()
-    key = settings.model_dump_json(include=set(FaceSettings.model_fields))  # a service's own fields do not matter
+    key = settings.model_dump_json(
+        include=set(FaceSettings.model_fields)
+    )  # a service's own fields do not matter
     with _ENGINES_LOCK:
         eng = _ENGINES.get(key)
         if eng is None:

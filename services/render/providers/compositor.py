@@ -325,7 +325,9 @@ class CompositorProvider(RenderProvider):
             if face is not None:
                 break
         if req.references and face is None:
-            notes.append(f"no face found in the reference images: {what} rendered without the character's face")
+            notes.append(
+                f"no face found in the reference images: {what} rendered without the character's face"
+            )
         if req.drift == "other_face":
             other = self._face_of(req.drift_face or b"", "drift_face")
             if other is None:

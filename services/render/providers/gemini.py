@@ -256,7 +256,12 @@ class GeminiProvider(RenderProvider):
                         err, attempts, f"no time left before the deadline for retry {attempts}"
                     ) from r
                 log.info(
-                    "%s %s %d failed (%s); retrying in %.2fs", self.name, what, attempts, r.error.message, delay
+                    "%s %s %d failed (%s); retrying in %.2fs",
+                    self.name,
+                    what,
+                    attempts,
+                    r.error.message,
+                    delay,
                 )
                 await self._sleep(delay)
 
@@ -288,7 +293,9 @@ class GeminiProvider(RenderProvider):
         except genai_errors.APIError as e:
             raise self._map_api_error(e) from e
         except _TRANSPORT_EXC as e:
-            raise _Retryable(Unavailable(f"{self.name}: cannot reach the API: {type(e).__name__}: {e}")) from e
+            raise _Retryable(
+                Unavailable(f"{self.name}: cannot reach the API: {type(e).__name__}: {e}")
+            ) from e
         except IdlockError:
             raise
         except Exception as e:  # malformed body: JSON / validation errors inside the client

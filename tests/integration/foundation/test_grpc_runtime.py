@@ -61,7 +61,9 @@ async def _start(servicer: ProbeServicer, startup_gate: asyncio.Event | None = N
 
 async def _health(address: str, service: str = "") -> str:
     async with grpc.aio.insecure_channel(address) as ch:
-        reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+        reply = await health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=2
+        )
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 

@@ -1040,8 +1040,13 @@ async def test_readyz_depends_only_on_the_services_the_gateway_calls() -> None:
         servers.append((server, servicer))
         addresses[f"{name}_addr"] = f"127.0.0.1:{port}"
     # every other service points at a closed port
-    mesh = MeshSettings(**addresses, render_addr="127.0.0.1:1", identity_addr="127.0.0.1:1",
-                        refiner_addr="127.0.0.1:1", trainer_addr="127.0.0.1:1")
+    mesh = MeshSettings(
+        **addresses,
+        render_addr="127.0.0.1:1",
+        identity_addr="127.0.0.1:1",
+        refiner_addr="127.0.0.1:1",
+        trainer_addr="127.0.0.1:1",
+    )
     app = create_app(GatewaySettings(health_timeout_s=1.0), mesh)
     try:
         async with AsyncClient(transport=ASGITransport(app=app), base_url="http://gw") as client:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from idlock.images import DecodedImage, load_image
 from idlock.faces.engine import IdentityEngine, get_engine
+from idlock.images import DecodedImage, load_image
 from services.identity.settings import IdentitySettings
 
 REPO = Path(__file__).resolve().parents[3]

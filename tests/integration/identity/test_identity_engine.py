@@ -8,8 +8,8 @@ import pytest
 from skimage import data as skdata
 
 from idlock.errors import InvalidInput, PreconditionFailed
-from idlock.images import encode_jpeg, encode_png
 from idlock.faces.engine import IdentityEngine
+from idlock.images import encode_jpeg, encode_png
 from services.identity.settings import IdentitySettings
 
 
@@ -203,14 +203,16 @@ def test_core_modules_import_no_grpc_or_nats() -> None:
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_cnn_detector_option(astronaut: np.ndarray) -> None:
     cnn = IdentityEngine(IdentitySettings(detector="cnn", max_side=400))
     (face,) = cnn.detect_faces(astronaut)
-    x0, y0, x1, y1 = face.box
+    x0, y0, x1, _y1 = face.box
     assert 150 < x0 < 210 and 50 < y0 < 110 and 240 < x1 < 300 and face.score > 0.5
     ident = cnn.encode_references([astronaut])
     assert ident.vector.shape == (128,)

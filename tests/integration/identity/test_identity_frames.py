@@ -9,7 +9,9 @@ import pytest
 
 from idlock.settings import StorageSettings
 from idlock.storage import open_store
-from idlock.v1 import common_pb2, identity_service_pb2 as pb, identity_service_pb2_grpc as pb_grpc
+from idlock.v1 import common_pb2
+from idlock.v1 import identity_service_pb2 as pb
+from idlock.v1 import identity_service_pb2_grpc as pb_grpc
 from services.identity.frames import extract_frames
 from tests.harness import running_service
 
@@ -52,7 +54,12 @@ async def test_extract_frames_over_grpc(tmp_path) -> None:
     async with running_service("identity", data_dir) as channel:
         stub = pb_grpc.IdentityServiceStub(channel)
         reply = await stub.ExtractFrames(
-            pb.ExtractFramesRequest(video=ref, selection=pb.FRAME_SELECTION_EVERY_N_SECONDS, every_s=1.5, output_prefix="frames/clip")
+            pb.ExtractFramesRequest(
+                video=ref,
+                selection=pb.FRAME_SELECTION_EVERY_N_SECONDS,
+                every_s=1.5,
+                output_prefix="frames/clip",
+            )
         )
         assert [f.index for f in reply.frames] == [0, 15]
         assert abs(reply.duration_s - 3.0) < 1e-6
@@ -62,16 +69,26 @@ async def test_extract_frames_over_grpc(tmp_path) -> None:
 
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.ExtractFrames(pb.ExtractFramesRequest(video=ref))
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "selection is required" in err.value.details()
+        assert (
+            err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            and "selection is required" in err.value.details()
+        )
 
         junk = await store.put("videos/junk.mp4", b"this is not a video", "video/mp4")
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.ExtractFrames(
-                pb.ExtractFramesRequest(video=common_pb2.VideoRef(uri=junk.uri), selection=pb.FRAME_SELECTION_FIRST)
+                pb.ExtractFramesRequest(
+                    video=common_pb2.VideoRef(uri=junk.uri), selection=pb.FRAME_SELECTION_FIRST
+                )
             )
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not a readable video" in err.value.details()
+        assert (
+            err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            and "not a readable video" in err.value.details()
+        )
 
         tampered = common_pb2.VideoRef(uri=stored.uri, sha256="0" * 64)
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.ExtractFrames(pb.ExtractFramesRequest(video=tampered, selection=pb.FRAME_SELECTION_FIRST))
+            await stub.ExtractFrames(
+                pb.ExtractFramesRequest(video=tampered, selection=pb.FRAME_SELECTION_FIRST)
+            )
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "sha256" in err.value.details()

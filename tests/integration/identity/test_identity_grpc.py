@@ -13,7 +13,9 @@ from PIL import Image
 from skimage import data as skdata
 
 from idlock.images import encode_png
-from idlock.v1 import common_pb2, identity_service_pb2 as pb, identity_service_pb2_grpc as pb_grpc
+from idlock.v1 import common_pb2
+from idlock.v1 import identity_service_pb2 as pb
+from idlock.v1 import identity_service_pb2_grpc as pb_grpc
 from tests.harness import running_service
 
 
@@ -58,7 +60,10 @@ async def test_encode_score_compare_and_detect(tmp_path, astronaut) -> None:
         )
         match = scored.matches[0]
         assert scored.faces_detected == 1 and not scored.no_face
-        assert match.face_found and match.score.verdict in (common_pb2.VERDICT_PASS, common_pb2.VERDICT_GOLDEN)
+        assert match.face_found and match.score.verdict in (
+            common_pb2.VERDICT_PASS,
+            common_pb2.VERDICT_GOLDEN,
+        )
         assert match.score.raw > 0.9 and 0.75 <= match.score.calibrated <= 1
         assert match.box.width > 50 and len(match.landmarks) == 5
         assert len(match.face_embedding.values) == 128 and match.face_embedding.encoder == "dlib"
@@ -79,7 +84,8 @@ async def test_scene_without_a_face_says_so(tmp_path, astronaut) -> None:
         sky[:] = (90, 140, 220)
         scored = await stub.ScoreIdentity(
             pb.ScoreIdentityRequest(
-                characters=[pb.CharacterIdentity(character_id="c", identity=enc.identity)], image=_inline(_png(sky))
+                characters=[pb.CharacterIdentity(character_id="c", identity=enc.identity)],
+                image=_inline(_png(sky)),
             )
         )
         assert scored.no_face and scored.faces_detected == 0 and not scored.matches[0].face_found
@@ -92,8 +98,14 @@ async def test_bad_inputs_get_clear_status_codes(tmp_path, astronaut) -> None:
         blank = _png(np.full((200, 200, 3), 127, np.uint8))
         invalid = grpc.StatusCode.INVALID_ARGUMENT
 
-        await _call_fails(stub.DetectFaces(pb.DetectFacesRequest(image=_inline(b"%PDF-1.4 not an image"))), invalid, "not an image")
-        await _call_fails(stub.DetectFaces(pb.DetectFacesRequest(image=_inline(png[: len(png) // 2]))), invalid, "truncated")
+        await _call_fails(
+            stub.DetectFaces(pb.DetectFacesRequest(image=_inline(b"%PDF-1.4 not an image"))),
+            invalid,
+            "not an image",
+        )
+        await _call_fails(
+            stub.DetectFaces(pb.DetectFacesRequest(image=_inline(png[: len(png) // 2]))), invalid, "truncated"
+        )
         await _call_fails(stub.DetectFaces(pb.DetectFacesRequest()), invalid, "image is missing")
         await _call_fails(
             stub.EncodeReferences(pb.EncodeReferencesRequest(images=[_inline(png)] * 6)), invalid, "at most 5"
@@ -107,7 +119,11 @@ async def test_bad_inputs_get_clear_status_codes(tmp_path, astronaut) -> None:
         await _call_fails(
             stub.ScoreIdentity(
                 pb.ScoreIdentityRequest(
-                    characters=[pb.CharacterIdentity(character_id="c", identity=common_pb2.IdentityVector(values=[1, 0]))],
+                    characters=[
+                        pb.CharacterIdentity(
+                            character_id="c", identity=common_pb2.IdentityVector(values=[1, 0])
+                        )
+                    ],
                     image=_inline(png),
                 )
             ),
@@ -115,7 +131,11 @@ async def test_bad_inputs_get_clear_status_codes(tmp_path, astronaut) -> None:
             "2 dimensions",
         )
         await _call_fails(
-            stub.DetectFaces(pb.DetectFacesRequest(image=common_pb2.ImageInput(ref=common_pb2.ImageRef(uri="s3://other/x.png")))),
+            stub.DetectFaces(
+                pb.DetectFacesRequest(
+                    image=common_pb2.ImageInput(ref=common_pb2.ImageRef(uri="s3://other/x.png"))
+                )
+            ),
             invalid,
         )
         # a GIF decodes; a TGA-like blob without a signature does not

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import pytest
 
-from idlock.images import decode_image, encode_jpeg
 from idlock.faces.engine import IdentityEngine
+from idlock.images import decode_image, encode_jpeg
 
 FACE_PX = 200
 

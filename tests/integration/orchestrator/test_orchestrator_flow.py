@@ -139,7 +139,11 @@ async def test_submission_is_validated(orch) -> None:
         ({"character_id": cid, "prompt": "x" * 5000}, grpc.StatusCode.INVALID_ARGUMENT, "the limit is 2000"),
         ({"character_id": cid, "prompt": "ok", "owner_id": ""}, grpc.StatusCode.INVALID_ARGUMENT, "owner_id"),
         (
-            {"character_id": cid, "prompt": "ok", "options": pb.GenerationOptions(video=True, video_duration_s=90)},
+            {
+                "character_id": cid,
+                "prompt": "ok",
+                "options": pb.GenerationOptions(video=True, video_duration_s=90),
+            },
             grpc.StatusCode.INVALID_ARGUMENT,
             "video_duration_s must be between 0 and 60",
         ),
@@ -225,7 +229,9 @@ async def test_a_watch_is_woken_by_the_changes_made_here(peers, tmp_path) -> Non
         cid = peers.add_character()
         job = (await orch.submit(cid)).job
         t0 = time.monotonic()
-        events = [r.event async for r in orch.stub.WatchJob(pb.WatchJobRequest(job_id=job.id, owner_id=OWNER))]
+        events = [
+            r.event async for r in orch.stub.WatchJob(pb.WatchJobRequest(job_id=job.id, owner_id=OWNER))
+        ]
         assert time.monotonic() - t0 < 6, events
         assert events[-1] == "succeeded" and "progress" in events, events
         assert orch.servicer.store.changes._watchers == {}  # the watch let go when it ended
@@ -269,4 +275,7 @@ async def test_an_early_context_that_does_not_match_the_row_is_dropped(peers, tm
         await orch.wait_status(job.id, common_pb2.JOB_STATUS_SUCCEEDED)
         assert sorted(peers.memory.context_prompts) == sorted(["Arya sails a ship", job.prompt])
         row = await orch.servicer.store.get(job.id)
-        assert job.prompt in row.checkpoint["context"]["prompt"] and "ship" not in row.checkpoint["context"]["prompt"]
+        assert (
+            job.prompt in row.checkpoint["context"]["prompt"]
+            and "ship" not in row.checkpoint["context"]["prompt"]
+        )

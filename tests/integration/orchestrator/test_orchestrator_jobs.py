@@ -55,7 +55,9 @@ async def test_claim_lease_checkpoint_cancel_and_finish(store: JobStore) -> None
     assert first.outcome == "claimed" and first.job.attempts == 1
     busy = await store.claim(job.id, "w2", lease_s=0.5)
     assert busy.outcome == "busy" and busy.lease_until is not None
-    assert await store.save_steps(job.id, "w1", {"render": {"image": {"uri": "file:///x.png"}}}, step="render")
+    assert await store.save_steps(
+        job.id, "w1", {"render": {"image": {"uri": "file:///x.png"}}}, step="render"
+    )
     assert not await store.save_steps(job.id, "w2", {"render": {}}, step="render")  # not its lease
     await asyncio.sleep(0.6)  # w1 died: its lease runs out
     taken = await store.claim(job.id, "w2", lease_s=5)

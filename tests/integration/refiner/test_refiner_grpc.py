@@ -16,13 +16,13 @@ from PIL import Image
 from skimage import data as skdata
 
 from idlock import refs
+from idlock.faces.engine import get_engine
 from idlock.images import decode_image, encode_png
 from idlock.settings import PathsSettings, StorageSettings
 from idlock.storage import open_store
 from idlock.v1 import common_pb2
 from idlock.v1 import refiner_service_pb2 as pb
 from idlock.v1 import refiner_service_pb2_grpc as pb_grpc
-from idlock.faces.engine import get_engine
 from services.identity.settings import IdentitySettings
 from services.render.models import RenderRequest
 from services.render.providers.compositor import CompositorProvider

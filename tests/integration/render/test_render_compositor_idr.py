@@ -9,14 +9,16 @@ from pathlib import Path
 import pytest
 from skimage import data as skdata
 
-from idlock.images import encode_png, load_image
 from idlock.faces.engine import get_engine
+from idlock.images import encode_png, load_image
 from services.identity.settings import IdentitySettings
 from services.render.models import RenderRequest
 from services.render.providers.compositor import CompositorProvider
 from services.render.settings import RenderSettings
 
-INSIGHTFACE_IMAGES = Path(importlib.util.find_spec("insightface").submodule_search_locations[0]) / "data" / "images"
+INSIGHTFACE_IMAGES = (
+    Path(importlib.util.find_spec("insightface").submodule_search_locations[0]) / "data" / "images"
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,9 @@ def character(engine):
 
 
 def _scene(reference: bytes, **kw) -> bytes:
-    req = RenderRequest(prompt="Arya on a cliff at sunset", references=[reference], seed=11, width=768, height=768, **kw)
+    req = RenderRequest(
+        prompt="Arya on a cliff at sunset", references=[reference], seed=11, width=768, height=768, **kw
+    )
     return CompositorProvider(RenderSettings()).render_sync(req).image
 
 
@@ -47,7 +51,9 @@ def test_other_face_drift_scores_below_refine(engine, character) -> None:
     if not other.exists():
         pytest.skip(f"no second face image at {other}")
     drift_face = encode_png(load_image(other).pixels)
-    match = engine.score_identity({"arya": identity}, _scene(reference, drift="other_face", drift_face=drift_face)).matches[0]
+    match = engine.score_identity(
+        {"arya": identity}, _scene(reference, drift="other_face", drift_face=drift_face)
+    ).matches[0]
     assert match.found and match.calibrated < 0.70 and match.verdict == "refine", match
 
 

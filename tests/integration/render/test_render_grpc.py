@@ -70,7 +70,9 @@ async def test_bad_render_requests(tmp_path) -> None:
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.RenderVideo(pb.RenderVideoRequest(prompt=" "))
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "prompt is empty" in err.value.details()
+        assert (
+            err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "prompt is empty" in err.value.details()
+        )
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.RenderVideo(pb.RenderVideoRequest(prompt="x", providers=["diffusers"]))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "renders video" in err.value.details()
@@ -90,7 +92,9 @@ async def test_render_is_idempotent_per_job_even_when_the_caller_dies(tmp_path) 
         }
         async with running_service("render", tmp_path, **env) as channel:
             stub = pb_grpc.RenderServiceStub(channel)
-            request = pb.RenderImageRequest(prompt="a castle", seed=3, job_id="job_x", output_prefix="jobs/job_x/")
+            request = pb.RenderImageRequest(
+                prompt="a castle", seed=3, job_id="job_x", output_prefix="jobs/job_x/"
+            )
 
             # a worker that dies mid-render: its call is cut off by a short deadline
             with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -104,6 +108,8 @@ async def test_render_is_idempotent_per_job_even_when_the_caller_dies(tmp_path) 
             replay = await stub.RenderImage(request)
             assert replay == first and fake.calls == 1
 
-            changed = pb.RenderImageRequest(prompt="a castle at night", seed=3, job_id="job_x", output_prefix="jobs/job_x/")
+            changed = pb.RenderImageRequest(
+                prompt="a castle at night", seed=3, job_id="job_x", output_prefix="jobs/job_x/"
+            )
             await stub.RenderImage(changed)
             assert fake.calls == 2  # a different request for the job is a new render

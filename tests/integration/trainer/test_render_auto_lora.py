@@ -32,7 +32,9 @@ def _render_env(model) -> dict[str, str]:
 
 
 def _req(character: str, **kw) -> rpb.RenderImageRequest:
-    return rpb.RenderImageRequest(prompt="a photo of zq person", character_id=character, seed=5, width=32, height=32, **kw)
+    return rpb.RenderImageRequest(
+        prompt="a photo of zq person", character_id=character, seed=5, width=32, height=32, **kw
+    )
 
 
 async def test_render_uses_the_active_lora_unless_bypassed(tiny_model, tmp_path) -> None:
@@ -45,8 +47,12 @@ async def test_render_uses_the_active_lora_unless_bypassed(tiny_model, tmp_path)
     with mock.patch.dict(os.environ, {**NO_NATS, "IDLOCK_DATA_DIR": str(tmp_path)}):
         settings = TrainerSettings()
         servicer = TrainerServicer(settings, face_finder=None)
-    async with started_service("trainer", tmp_path, spec=spec_for(servicer), settings=settings, **NO_NATS) as (trainer, _):
-        row = await servicer.repo.register_lora("c1", file_uri=stored.uri, file_sha256=hashlib.sha256(data).hexdigest())
+    async with started_service(
+        "trainer", tmp_path, spec=spec_for(servicer), settings=settings, **NO_NATS
+    ) as (trainer, _):
+        row = await servicer.repo.register_lora(
+            "c1", file_uri=stored.uri, file_sha256=hashlib.sha256(data).hexdigest()
+        )
         await servicer.repo.update_lora(row.id, status=m.VALIDATING)
         await servicer.repo.activate(row.id)
         env = {**_render_env(tiny_model), "IDLOCK_TRAINER_ADDR": trainer.address}
@@ -54,7 +60,9 @@ async def test_render_uses_the_active_lora_unless_bypassed(tiny_model, tmp_path)
             stub = rpb_grpc.RenderServiceStub(channel)
             with_lora = await stub.RenderImage(_req("c1"))
             prov = with_lora.provenance
-            assert prov.provider == "diffusers" and prov.lora.lora_id == "lora_c1_v1" and prov.lora_scale == 1.0
+            assert (
+                prov.provider == "diffusers" and prov.lora.lora_id == "lora_c1_v1" and prov.lora_scale == 1.0
+            )
             assert "+lora:" in prov.label and not prov.fallback_reasons
 
             bypassed = await stub.RenderImage(_req("c1", bypass_lora=True))
@@ -66,7 +74,9 @@ async def test_render_uses_the_active_lora_unless_bypassed(tiny_model, tmp_path)
             assert none_yet.image.sha256 == bypassed.image.sha256
 
             compositor = await stub.RenderImage(_req("c1", providers=["compositor"]))
-            assert compositor.provenance.provider == "compositor" and not compositor.provenance.HasField("lora")
+            assert compositor.provenance.provider == "compositor" and not compositor.provenance.HasField(
+                "lora"
+            )
 
 
 async def test_trainer_unreachable_renders_without_lora_and_says_so(tiny_model, tmp_path) -> None:
@@ -77,7 +87,9 @@ async def test_trainer_unreachable_renders_without_lora_and_says_so(tiny_model, 
         resp = await rpb_grpc.RenderServiceStub(channel).RenderImage(_req("c1"))
         prov = resp.provenance
         assert prov.provider == "diffusers" and not prov.HasField("lora")
-        assert any(r.startswith("lora: the trainer did not answer GetActiveLora") for r in prov.fallback_reasons)
+        assert any(
+            r.startswith("lora: the trainer did not answer GetActiveLora") for r in prov.fallback_reasons
+        )
 
 
 async def test_validate_against_the_active_lora_rejects_a_worse_one(tiny_model, tmp_path) -> None:
@@ -112,10 +124,15 @@ async def test_validate_against_the_active_lora_rejects_a_worse_one(tiny_model, 
     with mock.patch.dict(os.environ, {**env, "IDLOCK_DATA_DIR": str(tmp_path)}):
         settings = TrainerSettings()
         servicer = TrainerServicer(settings, face_finder=None, scorer_factory=worse)
-    async with started_service("trainer", tmp_path, spec=spec_for(servicer), settings=settings, **env) as (_, channel):
+    async with started_service("trainer", tmp_path, spec=spec_for(servicer), settings=settings, **env) as (
+        _,
+        channel,
+    ):
         ids = []
         for stored, data in files:
-            row = await servicer.repo.register_lora("c1", file_uri=stored.uri, file_sha256=hashlib.sha256(data).hexdigest())
+            row = await servicer.repo.register_lora(
+                "c1", file_uri=stored.uri, file_sha256=hashlib.sha256(data).hexdigest()
+            )
             await servicer.repo.update_lora(row.id, status=m.VALIDATING)
             ids.append(row.id)
         stub = tpb_grpc.TrainerServiceStub(channel)

@@ -95,7 +95,10 @@ async def test_golden_images_to_an_active_lora_and_erasure(nats_server, tiny_mod
     with mock.patch.dict(os.environ, {**env, "IDLOCK_DATA_DIR": str(tmp_path), "IDLOCK_TRAINER_PORT": "0"}):
         settings = TrainerSettings()
         servicer = TrainerServicer(settings, face_finder=None, scorer_factory=_alternating_scorer())
-    async with started_service("trainer", tmp_path, spec=spec_for(servicer), settings=settings, **env) as (_svc, channel):
+    async with started_service("trainer", tmp_path, spec=spec_for(servicer), settings=settings, **env) as (
+        _svc,
+        channel,
+    ):
         stub = pb_grpc.TrainerServiceStub(channel)
         bus = await EventBus.connect(NatsSettings(url=nats_server.url))
         try:
@@ -111,7 +114,9 @@ async def test_golden_images_to_an_active_lora_and_erasure(nats_server, tiny_mod
                     scene_index=3,
                     result_image=common_pb2.ImageRef(uri=ref.uri, sha256=ref.sha256, width=64, height=64),
                 )
-                ev.metrics.idr_before.CopyFrom(common_pb2.IdrScore(raw=0.5, calibrated=idrs[name], encoder="dlib"))
+                ev.metrics.idr_before.CopyFrom(
+                    common_pb2.IdrScore(raw=0.5, calibrated=idrs[name], encoder="dlib")
+                )
                 ev.metrics.tags.setting.append("forest camp")
                 await bus.publish(subjects.JOB_SUCCEEDED, ev, msg_id=f"{job}:succeeded")
             down = orchestrator_service_pb2.FEEDBACK_RATING_DOWN
@@ -127,18 +132,32 @@ async def test_golden_images_to_an_active_lora_and_erasure(nats_server, tiny_mod
 
             listed = await _until(goldens, 30)
             first = next(g for g in listed.images if g.job_id.endswith("-b"))
-            assert first.prompt == "scene b" and first.scene_index == 3 and first.idr.calibrated == pytest.approx(0.95)
+            assert (
+                first.prompt == "scene b"
+                and first.scene_index == 3
+                and first.idr.calibrated == pytest.approx(0.95)
+            )
             assert list(first.tags.setting) == ["forest camp"]
             collected = await _events(nats_server.url, subjects.GOLDEN_COLLECTED, character, want=3)
-            assert len(collected) >= 3  # 'down' may have been collected before its rating arrived, then removed
+            assert (
+                len(collected) >= 3
+            )  # 'down' may have been collected before its rating arrived, then removed
 
             built = await stub.BuildDataset(pb.BuildDatasetRequest(character_id=character, resolution=32))
-            assert built.version == 1 and built.dataset_uri.endswith(f"lora_datasets/{character}/v1/metadata.json")
-            assert (built.stats.candidates, built.stats.kept, dict(built.stats.dropped)) == (3, 2, {"duplicate": 1})
+            assert built.version == 1 and built.dataset_uri.endswith(
+                f"lora_datasets/{character}/v1/metadata.json"
+            )
+            assert (built.stats.candidates, built.stats.kept, dict(built.stats.dropped)) == (
+                3,
+                2,
+                {"duplicate": 1},
+            )
             keys = await store.list(f"lora_datasets/{character}/v1/")
             assert sum(k.endswith(".png") for k in keys) == 2 and sum(k.endswith(".txt") for k in keys) == 2
 
-            started = await stub.StartTraining(pb.StartTrainingRequest(character_id=character, request_id="r1"))
+            started = await stub.StartTraining(
+                pb.StartTrainingRequest(character_id=character, request_id="r1")
+            )
             again = await stub.StartTraining(pb.StartTrainingRequest(character_id=character, request_id="r1"))
             assert started.run.id == again.run.id and started.run.total_steps == 6
 
@@ -154,17 +173,25 @@ async def test_golden_images_to_an_active_lora_and_erasure(nats_server, tiny_mod
             assert active.id == run.lora_id and active.status == pb.LORA_STATUS_ACTIVE and active.version == 1
             assert active.final_idr == pytest.approx(0.9) and active.baseline_idr == pytest.approx(0.5)
             assert active.metrics["approved"] == 1.0 and active.training_images == 2
-            assert active.file.uri.endswith("pytorch_lora_weights.safetensors") and await store.exists(active.file.uri)
+            assert active.file.uri.endswith("pytorch_lora_weights.safetensors") and await store.exists(
+                active.file.uri
+            )
             progress = await _events(nats_server.url, "idlock.events.lora.progress", character, want=3)
             assert [p.step for p in progress][:3] == [2, 4, 6]
 
             history = (await stub.ListLoras(pb.ListLorasRequest(character_id=character))).loras
             assert [h.id for h in history] == [run.lora_id]
 
-            erased = await stub.DeleteCharacterArtifacts(pb.DeleteCharacterArtifactsRequest(character_id=character))
+            erased = await stub.DeleteCharacterArtifacts(
+                pb.DeleteCharacterArtifactsRequest(character_id=character)
+            )
             assert erased.objects_removed >= 6 and erased.rows_removed >= 5
-            assert not await store.list(f"lora_datasets/{character}/") and not await store.list(f"loras/{character}/")
-            assert not (await stub.GetActiveLora(pb.GetActiveLoraRequest(character_id=character))).HasField("lora")
+            assert not await store.list(f"lora_datasets/{character}/") and not await store.list(
+                f"loras/{character}/"
+            )
+            assert not (await stub.GetActiveLora(pb.GetActiveLoraRequest(character_id=character))).HasField(
+                "lora"
+            )
             assert not (await stub.ListLoras(pb.ListLorasRequest(character_id=character))).loras
         finally:
             await bus.close()
@@ -180,11 +207,23 @@ async def test_bad_requests_get_clear_codes(tmp_path) -> None:
         stub = pb_grpc.TrainerServiceStub(channel)
         cases = [
             (stub.GetActiveLora(pb.GetActiveLoraRequest()), grpc.StatusCode.INVALID_ARGUMENT),
-            (stub.GetActiveLora(pb.GetActiveLoraRequest(character_id="../x")), grpc.StatusCode.INVALID_ARGUMENT),
-            (stub.BuildDataset(pb.BuildDatasetRequest(character_id="c1")), grpc.StatusCode.FAILED_PRECONDITION),
-            (stub.StartTraining(pb.StartTrainingRequest(character_id="c1")), grpc.StatusCode.FAILED_PRECONDITION),
+            (
+                stub.GetActiveLora(pb.GetActiveLoraRequest(character_id="../x")),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ),
+            (
+                stub.BuildDataset(pb.BuildDatasetRequest(character_id="c1")),
+                grpc.StatusCode.FAILED_PRECONDITION,
+            ),
+            (
+                stub.StartTraining(pb.StartTrainingRequest(character_id="c1")),
+                grpc.StatusCode.FAILED_PRECONDITION,
+            ),
             (stub.ActivateLora(pb.ActivateLoraRequest(lora_id="lora_c1_v9")), grpc.StatusCode.NOT_FOUND),
-            (stub.RollbackLora(pb.RollbackLoraRequest(character_id="c1")), grpc.StatusCode.FAILED_PRECONDITION),
+            (
+                stub.RollbackLora(pb.RollbackLoraRequest(character_id="c1")),
+                grpc.StatusCode.FAILED_PRECONDITION,
+            ),
             (stub.GetTrainingRun(pb.GetTrainingRunRequest(run_id="run_x")), grpc.StatusCode.NOT_FOUND),
         ]
         for call, code in cases:
@@ -195,14 +234,23 @@ async def test_bad_requests_get_clear_codes(tmp_path) -> None:
         assert not empty.HasField("lora")
 
 
-async def test_enough_golden_images_trigger_training_and_auto_activation(nats_server, tiny_model, tmp_path) -> None:
+async def test_enough_golden_images_trigger_training_and_auto_activation(
+    nats_server, tiny_model, tmp_path
+) -> None:
     character = f"c_{uuid.uuid4().hex[:8]}"
     store = await open_store(StorageSettings(), tmp_path)
-    env = {**_env(nats_server.url, tiny_model), "IDLOCK_TRAINER_AUTO_TRAIN_MIN_IMAGES": "2", "IDLOCK_TRAINER_STEPS": "2"}
+    env = {
+        **_env(nats_server.url, tiny_model),
+        "IDLOCK_TRAINER_AUTO_TRAIN_MIN_IMAGES": "2",
+        "IDLOCK_TRAINER_STEPS": "2",
+    }
     with mock.patch.dict(os.environ, {**env, "IDLOCK_DATA_DIR": str(tmp_path), "IDLOCK_TRAINER_PORT": "0"}):
         settings = TrainerSettings()
         servicer = TrainerServicer(settings, face_finder=None, scorer_factory=_alternating_scorer())
-    async with started_service("trainer", tmp_path, spec=spec_for(servicer), settings=settings, **env) as (_svc, channel):
+    async with started_service("trainer", tmp_path, spec=spec_for(servicer), settings=settings, **env) as (
+        _svc,
+        channel,
+    ):
         stub = pb_grpc.TrainerServiceStub(channel)
         bus = await EventBus.connect(NatsSettings(url=nats_server.url))
         try:
@@ -210,7 +258,9 @@ async def test_enough_golden_images_trigger_training_and_auto_activation(nats_se
                 job = f"{character}-{i}"
                 ref = await store.put(f"jobs/{job}/image.png", encode_png(textured(20 + i)), "image/png")
                 ev = events_pb2.JobEvent(
-                    job_id=job, character_id=character, status=common_pb2.JOB_STATUS_SUCCEEDED,
+                    job_id=job,
+                    character_id=character,
+                    status=common_pb2.JOB_STATUS_SUCCEEDED,
                     result_image=common_pb2.ImageRef(uri=ref.uri, sha256=ref.sha256),
                 )
                 ev.metrics.idr_before.CopyFrom(common_pb2.IdrScore(calibrated=0.9))

@@ -33,7 +33,9 @@ def test_changed_proto_without_regeneration_is_detected(tmp_path: Path) -> None:
     assert gen.stale_stubs(protos, stubs) == []
 
     target = protos / "idlock" / "v1" / "common.proto"
-    target.write_text(target.read_text().replace("  int32 height = 5;\n}", "  int32 height = 5;\n  string alt = 6;\n}", 1))
+    target.write_text(
+        target.read_text().replace("  int32 height = 5;\n}", "  int32 height = 5;\n  string alt = 6;\n}", 1)
+    )
     problems = gen.stale_stubs(protos, stubs)
     assert "common_pb2.py: differs" in problems
     assert "common_pb2.pyi: differs" in problems

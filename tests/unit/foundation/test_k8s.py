@@ -67,7 +67,9 @@ def base_file_docs() -> list[Doc]:
     for resource in kust["resources"]:
         docs.extend(load(K8S / "base" / resource))
     data = generator_literals(K8S / "base" / "kustomization.yaml", "idlock-config")
-    docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "idlock-config"}, "data": data})
+    docs.append(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "idlock-config"}, "data": data}
+    )
     return docs
 
 
@@ -114,7 +116,10 @@ def main_container(dep: Doc) -> Doc:
 def env_of(container: Doc, config: dict[str, str]) -> dict[str, str]:
     """Literal env values the container sees: the shared ConfigMap (when it uses it), then its own env."""
     env: dict[str, str] = {}
-    if any(src.get("configMapRef", {}).get("name", "").startswith("idlock-config") for src in container.get("envFrom", [])):
+    if any(
+        src.get("configMapRef", {}).get("name", "").startswith("idlock-config")
+        for src in container.get("envFrom", [])
+    ):
         env.update(config)
     for item in container.get("env", []):
         if "value" in item:
@@ -174,7 +179,9 @@ def problems_of_deployment(dep: Doc, config: dict[str, str]) -> list[str]:
     need(csc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem true")
     need(csc.get("privileged") is not True, "not privileged")
     caps = csc.get("capabilities", {})
-    need([d.upper() for d in caps.get("drop", [])] == ["ALL"] and not caps.get("add"), "capabilities drop ALL")
+    need(
+        [d.upper() for d in caps.get("drop", [])] == ["ALL"] and not caps.get("add"), "capabilities drop ALL"
+    )
     # writable places: /tmp and the data dir, both emptyDir
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
@@ -201,10 +208,14 @@ def problems_of_deployment(dep: Doc, config: dict[str, str]) -> list[str]:
         need(c.get("args") == [f"services.{name}"], f"args must be ['services.{name}']")
         need(ports.get("grpc") == port, f"container port 'grpc' must be {port}")
         need(env.get(f"{prefix}PORT") == str(port), f"{prefix}PORT must be {port}")
-        need(env.get(f"{prefix}HOST") == "0.0.0.0", f"{prefix}HOST must be 0.0.0.0 (probes come from the node)")
+        need(
+            env.get(f"{prefix}HOST") == "0.0.0.0", f"{prefix}HOST must be 0.0.0.0 (probes come from the node)"
+        )
         for k, probe in probes.items():
             if isinstance(probe, dict):
-                need(set(probe) & {"httpGet", "exec", "tcpSocket"} == set(), f"{k} must be a native gRPC probe")
+                need(
+                    set(probe) & {"httpGet", "exec", "tcpSocket"} == set(), f"{k} must be a native gRPC probe"
+                )
                 need(probe.get("grpc", {}).get("port") == port, f"{k} must be grpc on port {port}")
                 need(probe.get("grpc", {}).get("service", "") == "", f"{k} must check the overall service ''")
         grace = float(env.get(f"{prefix}GRACE_S", settings_default(prefix, "grace_s")))
@@ -213,25 +224,37 @@ def problems_of_deployment(dep: Doc, config: dict[str, str]) -> list[str]:
             isinstance(tgps, int) and tgps >= grace + DRAIN_S + SHUTDOWN_MARGIN_S,
             f"terminationGracePeriodSeconds {tgps} must exceed {prefix}GRACE_S {grace} + drain + margin",
         )
-        need(not c.get("lifecycle", {}).get("preStop"), "no preStop hook: the service goes NOT_SERVING itself")
+        need(
+            not c.get("lifecycle", {}).get("preStop"), "no preStop hook: the service goes NOT_SERVING itself"
+        )
     elif name == "gateway":
         need(c.get("args") == ["gateway"], "args must be ['gateway']")
         need(ports.get("http") == DEFAULT_PORTS["gateway"], "container port 'http' must be 8000")
-        need(env.get("IDLOCK_GATEWAY_PORT") == str(DEFAULT_PORTS["gateway"]), "IDLOCK_GATEWAY_PORT must be 8000")
+        need(
+            env.get("IDLOCK_GATEWAY_PORT") == str(DEFAULT_PORTS["gateway"]),
+            "IDLOCK_GATEWAY_PORT must be 8000",
+        )
         need(env.get("IDLOCK_GATEWAY_HOST") == "0.0.0.0", "IDLOCK_GATEWAY_HOST must be 0.0.0.0")
         paths = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
         for k, path in paths.items():
             http = (probes[k] or {}).get("httpGet", {})
             need(http.get("path") == path, f"{k} must be httpGet {path}")
-            need(resolve_port(http.get("port", -1), c) == DEFAULT_PORTS["gateway"], f"{k} must probe port 8000")
+            need(
+                resolve_port(http.get("port", -1), c) == DEFAULT_PORTS["gateway"], f"{k} must probe port 8000"
+            )
         health_timeout = float(
-            env.get("IDLOCK_GATEWAY_HEALTH_TIMEOUT_S", settings_default("IDLOCK_GATEWAY_", "health_timeout_s"))
+            env.get(
+                "IDLOCK_GATEWAY_HEALTH_TIMEOUT_S", settings_default("IDLOCK_GATEWAY_", "health_timeout_s")
+            )
         )
         need(
             (probes["readinessProbe"] or {}).get("timeoutSeconds", 1) > health_timeout,
             "readinessProbe.timeoutSeconds must exceed IDLOCK_GATEWAY_HEALTH_TIMEOUT_S (/readyz asks the services the gateway calls)",
         )
-        need(isinstance(spec.get("terminationGracePeriodSeconds"), int), "terminationGracePeriodSeconds missing")
+        need(
+            isinstance(spec.get("terminationGracePeriodSeconds"), int),
+            "terminationGracePeriodSeconds missing",
+        )
     # secrets: API keys are optional, the database URL is not
     for item in c.get("env", []):
         ref = item.get("valueFrom", {}).get("secretKeyRef")
@@ -304,9 +327,13 @@ def test_services_select_deployments_and_expose_their_ports(source: str) -> None
         selector = svc["spec"].get("selector") or {}
         assert selector, f"Service {name} selects nothing"
         matches = [
-            d for d in deployments.values() if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+            d
+            for d in deployments.values()
+            if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
         ]
-        assert [d["metadata"]["name"] for d in matches] == [name], f"Service {name} must select Deployment {name}"
+        assert [d["metadata"]["name"] for d in matches] == [name], (
+            f"Service {name} must select Deployment {name}"
+        )
         container = main_container(matches[0])
         for port in svc["spec"]["ports"]:
             assert resolve_port(port.get("targetPort", port["port"]), container) is not None, (name, port)
@@ -335,7 +362,11 @@ def test_service_account_and_disruption_budgets(source: str) -> None:
     covered = set()
     for pdb in of_kind(docs, "PodDisruptionBudget"):
         selector = pdb["spec"]["selector"]["matchLabels"]
-        hits = [n for n, d in deployments.items() if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        hits = [
+            n
+            for n, d in deployments.items()
+            if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
         assert len(hits) == 1, pdb["metadata"]["name"]
         covered.update(hits)
     assert {"gateway", "orchestrator"} <= covered
@@ -354,7 +385,12 @@ def scaled_objects(docs: list[Doc]) -> dict[str, Doc]:
 
 def test_keda_scales_the_jetstream_workers_by_their_consumers() -> None:
     expected = {"orchestrator": subjects.ORCHESTRATOR_GENERATE, "trainer": subjects.TRAINER_TRAIN}
-    docs = [d for p in (K8S / "components" / "keda").glob("*.yaml") for d in load(p) if d.get("kind") == "ScaledObject"]
+    docs = [
+        d
+        for p in (K8S / "components" / "keda").glob("*.yaml")
+        for d in load(p)
+        if d.get("kind") == "ScaledObject"
+    ]
     found = {}
     for so in docs:
         spec = so["spec"]
@@ -447,14 +483,24 @@ def test_image_recipe() -> None:
     assert [rest for op, rest in ins if op == "ENTRYPOINT"] == ['["python", "-m"]']
     runs = " ".join(rest for op, rest in ins if op == "RUN")
     assert 'pip install ".[all]"' in runs
-    assert "onnxruntime-gpu==" in runs and "uninstall -y onnxruntime" in runs, "mirror setup.sh's onnxruntime fix-up"
-    for fetcher in ("huggingface-cli", "snapshot_download", "hf_hub_download", "wget ", "curl ", "insightface.app"):
+    assert "onnxruntime-gpu==" in runs and "uninstall -y onnxruntime" in runs, (
+        "mirror setup.sh's onnxruntime fix-up"
+    )
+    for fetcher in (
+        "huggingface-cli",
+        "snapshot_download",
+        "hf_hub_download",
+        "wget ",
+        "curl ",
+        "insightface.app",
+    ):
         assert fetcher not in runs, f"the image must not download weights ({fetcher})"
 
 
 def test_dockerignore_keeps_the_context_small_and_secret_free() -> None:
     patterns = [
-        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     allow_list = patterns[0] == "*"

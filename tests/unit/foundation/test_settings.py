@@ -33,7 +33,9 @@ def test_each_component_has_its_own_env_prefix() -> None:
 
 
 def test_readme_configuration_table_matches_settings() -> None:
-    assert readme_table(ROOT / "README.md") == config_table(), "README is stale: paste the output of `idlock config`"
+    assert readme_table(ROOT / "README.md") == config_table(), (
+        "README is stale: paste the output of `idlock config`"
+    )
 
 
 def test_env_overrides_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,7 +51,13 @@ def test_env_overrides_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_service_refuses_bad_configuration_naming_the_variable() -> None:
     env = dict(os.environ, IDLOCK_REFINER_PORT="not-a-port")
     proc = subprocess.run(
-        [sys.executable, "-m", "services.refiner"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
+        [sys.executable, "-m", "services.refiner"],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
     assert proc.returncode == 2
     assert "IDLOCK_REFINER_PORT" in proc.stderr

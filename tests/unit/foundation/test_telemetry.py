@@ -15,7 +15,10 @@ def test_json_log_line_carries_ids_and_trace() -> None:
     tracer = TracerProvider().get_tracer("test")
     record = logging.LogRecord("idlock.test", logging.INFO, __file__, 1, "rendered scene %d", (3,), None)
     record.fields = {"step": "render"}
-    with tracer.start_as_current_span("job") as span, telemetry.bound(job_id="job_1", character_id="char_9", request_id="r1"):
+    with (
+        tracer.start_as_current_span("job") as span,
+        telemetry.bound(job_id="job_1", character_id="char_9", request_id="r1"),
+    ):
         doc = json.loads(formatter.format(record))
     assert doc["msg"] == "rendered scene 3"
     assert doc["component"] == "probe" and doc["step"] == "render"

@@ -79,10 +79,14 @@ def test_a_model_pool_lowers_its_own_threads_only() -> None:
     assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the process and its other threads are left alone
 
 
-def test_the_local_mesh_lowers_model_threads_unless_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_local_mesh_lowers_model_threads_unless_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("IDLOCK_RENDER_MODEL_THREAD_PRIORITY", "normal")
     env = _mesh_env(tmp_path)
-    assert env["IDLOCK_IDENTITY_MODEL_THREAD_PRIORITY"] == env["IDLOCK_REFINER_MODEL_THREAD_PRIORITY"] == "idle"
+    assert (
+        env["IDLOCK_IDENTITY_MODEL_THREAD_PRIORITY"] == env["IDLOCK_REFINER_MODEL_THREAD_PRIORITY"] == "idle"
+    )
     assert env["IDLOCK_RENDER_MODEL_THREAD_PRIORITY"] == "normal"
     assert "IDLOCK_MEMORY_MODEL_THREAD_PRIORITY" not in env
 

@@ -13,8 +13,8 @@ import pytest
 from skimage import data as skdata
 
 from idlock.errors import PreconditionFailed, Unavailable
-from idlock.faces.engine import IdentityEngine
 from idlock.faces.encoders import ArcFaceEncoder, get_encoder, onnx_providers
+from idlock.faces.engine import IdentityEngine
 from services.identity.settings import IdentitySettings
 from services.identity.synthetic_models import write_buffalo_like_dir
 

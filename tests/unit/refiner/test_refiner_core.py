@@ -8,8 +8,8 @@ from PIL import Image
 from skimage import data
 
 from idlock.errors import PreconditionFailed
-from idlock.images import encode_png
 from idlock.faces.engine import get_engine
+from idlock.images import encode_png
 from services.identity.settings import IdentitySettings
 from services.refiner import pipeline
 from services.refiner.core import FaceRefiner, affine_transform, seam_measure, similarity_transform

@@ -37,7 +37,9 @@ def test_drops_duplicates_and_blurred_images_and_says_why() -> None:
         Candidate("g_bad", b"not an image", job_id="j_bad", idr=0.9),
         Candidate("g_gone", None, job_id="j_gone", idr=0.9),
     ]
-    built = build_dataset(cands, BuildConfig(resolution=32, token="zq", face_crops=False), None, character_id="c1", version=3)
+    built = build_dataset(
+        cands, BuildConfig(resolution=32, token="zq", face_crops=False), None, character_id="c1", version=3
+    )
     stats = built.metadata["stats"]
     assert stats == {
         "candidates": 6,
@@ -50,7 +52,13 @@ def test_drops_duplicates_and_blurred_images_and_says_why() -> None:
     assert why["g_blur"]["reason"] == BLURRED and why["g_blur"]["sharpness"] < 20
     assert why["g_bad"]["reason"] == UNDECODABLE and why["g_gone"]["reason"] == MISSING
     # layout: images/, captions/, metadata.json; best IDR first; the caption names the token and the scene
-    assert sorted(built.files) == ["captions/001.txt", "captions/002.txt", "images/001.png", "images/002.png", "metadata.json"]
+    assert sorted(built.files) == [
+        "captions/001.txt",
+        "captions/002.txt",
+        "images/001.png",
+        "images/002.png",
+        "metadata.json",
+    ]
     assert built.files["captions/001.txt"].decode() == "a photo of zq person, forest camp, armour"
     assert built.files["captions/002.txt"].decode() == "a photo of zq person, tavern"
     assert all(_size(built.files[f"images/00{i}.png"]) == (32, 32) for i in (1, 2))

@@ -76,7 +76,12 @@ async def test_refusals(repo) -> None:
 
 async def test_feedback_excludes_and_boosts_golden_images(repo) -> None:
     def fields(job: str) -> dict:
-        return {"character_id": "c1", "job_id": job, "image": {"uri": f"file:///{job}.png"}, "idr_calibrated": 0.9}
+        return {
+            "character_id": "c1",
+            "job_id": job,
+            "image": {"uri": f"file:///{job}.png"},
+            "idr_calibrated": 0.9,
+        }
 
     row, created = await repo.add_golden(**fields("j1"))
     assert created and (await repo.add_golden(**fields("j1")))[1] is False  # idempotent per job

@@ -18,7 +18,15 @@ def _images():
 
 
 def _config(**kw) -> TrainConfig:
-    base = {"rank": 4, "learning_rate": 5e-3, "steps": 30, "batch_size": 2, "checkpoint_every": 10, "device": "cpu", "seed": 7}
+    base = {
+        "rank": 4,
+        "learning_rate": 5e-3,
+        "steps": 30,
+        "batch_size": 2,
+        "checkpoint_every": 10,
+        "device": "cpu",
+        "seed": 7,
+    }
     base.update(kw)
     return TrainConfig(**base)
 
@@ -27,7 +35,9 @@ def _config(**kw) -> TrainConfig:
 def trained(tiny_model, tmp_path_factory):
     seen: list[Progress] = []
     out = tmp_path_factory.mktemp("lora")
-    result = train_lora(tiny_model, _images(), CAPTIONS, out, _config(), keep_model=True, on_progress=seen.append)
+    result = train_lora(
+        tiny_model, _images(), CAPTIONS, out, _config(), keep_model=True, on_progress=seen.append
+    )
     return result, seen
 
 
@@ -66,11 +76,24 @@ def test_a_crash_resumes_from_the_last_checkpoint(trained, tiny_model, tmp_path)
 
     ckpt = tmp_path / "ckpt"
     with pytest.raises(TrainingInterrupted):
-        train_lora(tiny_model, _images(), CAPTIONS, tmp_path / "out", _config(), checkpoint_dir=ckpt, on_progress=crash)
+        train_lora(
+            tiny_model,
+            _images(),
+            CAPTIONS,
+            tmp_path / "out",
+            _config(),
+            checkpoint_dir=ckpt,
+            on_progress=crash,
+        )
     assert (ckpt / "checkpoint.pt").is_file()
     steps: list[int] = []
     resumed = train_lora(
-        tiny_model, _images(), CAPTIONS, tmp_path / "out", _config(), checkpoint_dir=ckpt,
+        tiny_model,
+        _images(),
+        CAPTIONS,
+        tmp_path / "out",
+        _config(),
+        checkpoint_dir=ckpt,
         on_progress=lambda p: steps.append(p.step),
     )
     assert resumed.resumed_from == 10 and steps[0] == 11 and steps[-1] == 30
@@ -89,11 +112,18 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(tiny_model, tmp_pa
     ckpt = tmp_path / "ckpt"
     with pytest.raises(TrainingInterrupted):
         train_lora(
-            tiny_model, _images(), CAPTIONS, tmp_path / "o", _config(steps=4, checkpoint_every=2),
-            checkpoint_dir=ckpt, on_progress=crash,
+            tiny_model,
+            _images(),
+            CAPTIONS,
+            tmp_path / "o",
+            _config(steps=4, checkpoint_every=2),
+            checkpoint_dir=ckpt,
+            on_progress=crash,
         )
     assert (ckpt / "checkpoint.pt").is_file()
-    other = train_lora(tiny_model, _images(), CAPTIONS, tmp_path / "o", _config(steps=2, rank=2), checkpoint_dir=ckpt)
+    other = train_lora(
+        tiny_model, _images(), CAPTIONS, tmp_path / "o", _config(steps=2, rank=2), checkpoint_dir=ckpt
+    )
     assert other.resumed_from == 0 and len(other.losses) == 2
 
 

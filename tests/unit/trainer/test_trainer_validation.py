@@ -42,9 +42,19 @@ def test_validate_compares_mean_idr_with_the_same_scenes_and_seeds() -> None:
         lora = image.decode().split("|")[0]
         return idr.get(lora)
 
-    report = validate(render, score, ["s1", "s2"], [1, 2], "new.safetensors", baseline_lora="active.safetensors",
-                      margin=0.05, baseline_label="lora_c_v1")
-    assert report.approved and report.new_idr == pytest.approx(0.9) and report.baseline_idr == pytest.approx(0.8)
+    report = validate(
+        render,
+        score,
+        ["s1", "s2"],
+        [1, 2],
+        "new.safetensors",
+        baseline_lora="active.safetensors",
+        margin=0.05,
+        baseline_label="lora_c_v1",
+    )
+    assert (
+        report.approved and report.new_idr == pytest.approx(0.9) and report.baseline_idr == pytest.approx(0.8)
+    )
     assert len(report.scenes) == 4
     new_calls = [(p, s) for p, s, lora in calls if lora == "new.safetensors"]
     base_calls = [(p, s) for p, s, lora in calls if lora == "active.safetensors"]
@@ -52,7 +62,9 @@ def test_validate_compares_mean_idr_with_the_same_scenes_and_seeds() -> None:
 
     # against no LoRA, where no face is found: that render scores 0
     report = validate(render, score, ["s1"], [1], "new.safetensors", margin=0.5)
-    assert report.baseline_idr == 0.0 and report.approved and report.metrics()["validation_faces_baseline"] == 0
+    assert (
+        report.baseline_idr == 0.0 and report.approved and report.metrics()["validation_faces_baseline"] == 0
+    )
     # the new LoRA is worse: rejected
     idr["new.safetensors"] = 0.5
     report = validate(render, score, ["s1"], [1], "new.safetensors", baseline_lora="active.safetensors")
