@@ -1,0 +1,147 @@
+"""The character registry's use cases: create (consent first, references encoded by the identity service), read,
+list, update the sheet, erase from every store. Plain Python over the runtime; the servicer maps protos."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from idlock import refs, subjects
+from idlock.errors import InvalidInput, PreconditionFailed
+from idlock.v1 import common_pb2, events_pb2
+from services.memory import characters
+from services.memory import repository as repo
+from services.memory.episodes import Story
+from services.memory.runtime import MemoryRuntime
+from services.memory.views import now, ts
+
+
+def need(value: str, name: str) -> str:
+    if not value:
+        raise InvalidInput(f"{name} is required")
+    return value
+
+
+def owner_filter(owner_id: str) -> str | None:
+    """The owner a read is limited to; an empty one skips the check (as the trainer's reads do)."""
+    return owner_id or None
+
+
+@dataclass(frozen=True)
+class CharacterView:
+    """A character row and its semantic identity vector (None when not asked for or not encoded)."""
+
+    character: Any
+    identity: list[float] | None = None
+
+
+class CharacterRegistry:
+    def __init__(self, rt: MemoryRuntime, story: Story) -> None:
+        self.rt = rt
+        self.story = story
+
+    async def _semantic(self, ch: Any) -> list[float] | None:
+        if not (ch.encoder and ch.identity_dim):
+            return None
+        v = await self.rt.vectors.get_semantic(ch.id, ch.encoder, ch.identity_dim)
+        return None if v is None else v.tolist()
+
+    async def create(
+        self,
+        *,
+        owner_id: str,
+        name: str,
+        consent_given: bool,
+        reference_images: Sequence[common_pb2.ImageInput],
+        description: str,
+        sheet: dict[str, Any],
+        request_id: str,
+    ) -> tuple[CharacterView, list[dict[str, Any]]]:
+        rt, s = self.rt, self.rt.settings
+        # consent is checked before any input is read
+        if not consent_given:
+            raise PreconditionFailed(
+                "consent is required to create a character from reference images (consent_given is false); "
+                "nothing was stored"
+            )
+        n = len(reference_images)
+        if not 1 <= n <= s.max_references:
+            raise InvalidInput(f"between 1 and {s.max_references} reference images are needed (got {n})")
+        images = [
+            await refs.image_bytes(rt.store, img, f"reference image {i}")
+            for i, img in enumerate(reference_images)
+        ]
+        made = await characters.create_character(
+            rt.db.session,
+            rt.store,
+            rt.vectors,
+            owner_id=owner_id,
+            name=name,
+            consent_given=consent_given,
+            images=images,
+            encode=lambda: rt.identity.encode_references(reference_images),
+            description=description,
+            sheet=sheet,
+            request_id=request_id,
+            max_references=s.max_references,
+        )
+        ch = made.character
+        await rt.publish(
+            subjects.CHARACTER_CREATED,
+            events_pb2.CharacterCreated(
+                character_id=ch.id, owner_id=ch.owner_id, status=ch.status, at=ts(ch.created_at)
+            ),
+            msg_id=f"character.created.{ch.id}",
+        )
+        return CharacterView(ch, await self._semantic(ch)), list(made.quality)
+
+    async def get(self, character_id: str, owner_id: str) -> CharacterView:
+        cid = need(character_id, "character_id")
+        async with self.rt.db.session(read_only=True) as s:
+            ch = await repo.get_character(s, cid, owner_id=owner_filter(owner_id))
+        return CharacterView(ch, await self._semantic(ch))
+
+    async def list(self, owner_id: str, page_size: int, page_token: str) -> tuple[list[Any], str]:
+        owner = need(owner_id, "owner_id")
+        async with self.rt.db.session(read_only=True) as s:
+            return await repo.list_characters(s, owner, page_size=page_size, page_token=page_token)
+
+    async def update_sheet(
+        self, character_id: str, owner_id: str, sheet: dict[str, Any], *, name: str, description: str
+    ) -> CharacterView:
+        cid = need(character_id, "character_id")
+        async with self.rt.db.session() as s:
+            ch = await repo.update_sheet(
+                s,
+                cid,
+                sheet,
+                name=name or None,
+                description=description or None,
+                owner_id=owner_filter(owner_id),
+            )
+        return CharacterView(ch, await self._semantic(ch))
+
+    async def erase(self, character_id: str, owner_id: str) -> list[characters.StoreReport]:
+        """Erase the character from every store; character.deleted goes out once every store is clean."""
+        rt = self.rt
+        cid = need(character_id, "character_id")
+        await self.story.settled(cid)
+        await rt.drain()  # a cache write still on its way must not land after the erasure
+        async with rt.db.session() as s:
+            ch = await repo.get_character(s, cid, owner_id=owner_filter(owner_id))
+            owner = ch.owner_id
+        rt.states.forget(cid)
+        reports = await characters.erase_character(
+            rt.db.session, rt.store, rt.vectors, rt.cache, cid, owner_id=owner_filter(owner_id)
+        )
+        if all(r.ok for r in reports):
+            await rt.publish(
+                subjects.CHARACTER_DELETED,
+                events_pb2.CharacterDeleted(character_id=cid, owner_id=owner, at=now()),
+                msg_id=f"character.deleted.{cid}",
+            )
+        return reports
+
+
+__all__ = ["CharacterRegistry", "CharacterView", "need", "owner_filter"]
