@@ -87,7 +87,7 @@ async def test_failed_and_stalled_operations_map_to_status_codes(tmp_path) -> No
     with FakeGeminiServer() as fake:
         fake.veo_script(VeoPlan.fail(after=1, code=3, message="prompt rejected"), VeoPlan.stall())
         request = await _request(tmp_path, "")
-        env = _env(fake, IDLOCK_RENDER_VEO_TIMEOUT_S="0.5", IDLOCK_RENDER_FALLBACK_ON_TRANSIENT="false")
+        env = _env(fake, IDLOCK_RENDER_VEO_TIMEOUT_S="2.0", IDLOCK_RENDER_FALLBACK_ON_TRANSIENT="false")
         async with running_service("render", tmp_path, **env) as channel:
             stub = pb_grpc.RenderServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as err:
