@@ -25,6 +25,7 @@ from gateway import errors, pose
 from gateway.core import Gateway
 from gateway.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from gateway.routers import admin, auth, characters, jobs
+from gateway.schemas import Liveness, Readiness
 from gateway.settings import GatewaySettings
 from idlock import grpc_client
 from idlock.grpc_server import freeze_startup_heap
@@ -180,12 +181,12 @@ def create_app(
             expose_headers=["Retry-After", "X-Request-ID", "Location"],
         )
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], response_model=Liveness)
     async def healthz() -> dict[str, str]:
         """Liveness of the gateway process itself."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], response_model=Readiness, responses={503: {"model": Readiness}})
     async def readyz() -> JSONResponse:
         """Ready when the services the gateway calls (memory, orchestrator) report SERVING. A worker-side
         service being down (render, identity, ...) delays jobs but must not take the API out of the load
@@ -196,7 +197,22 @@ def create_app(
 
     for router in (auth.router, characters.router, jobs.router, admin.router):
         app.include_router(router)
+    _document_settings(app, settings)
     return app
+
+
+def _document_settings(app: FastAPI, settings: GatewaySettings) -> None:
+    """Limits that are settings go into the OpenAPI document as the running gateway applies them."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            password = schema["components"]["schemas"]["Registration"]["properties"]["password"]
+            password["minLength"] = settings.password_min_length
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 __all__ = ["component_health", "create_app"]

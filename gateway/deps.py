@@ -77,7 +77,11 @@ async def idempotency_key(
         str | None,
         Header(
             alias="Idempotency-Key",
-            description="Makes a retried submission return the first one's result (1-200 printable characters).",
+            pattern=r"^[!-~]{1,200}$",
+            description=(
+                "Makes a retried submission return the first one's result (1-200 printable ASCII characters, "
+                "no spaces)."
+            ),
         ),
     ] = None,
 ) -> str | None:

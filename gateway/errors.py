@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from idlock.errors import IdlockError
 
@@ -152,6 +153,16 @@ _HTTP_CODES = {
 }
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every documented method of every route at this path (Starlette names only the first route it matched)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE and getattr(route, "include_in_schema", True):
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods - {"HEAD"})
+
+
 def install(app: FastAPI) -> None:
     """Register the JSON error handlers on `app`."""
 
@@ -173,11 +184,13 @@ def install(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "error")
         if exc.status_code == 404 and exc.detail == "Not Found":
             message = f"no such endpoint: {request.method} {request.url.path}"
-        elif exc.status_code == 405:
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
-        else:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        elif not (exc.status_code == 404 and exc.detail == "Not Found"):
             message = str(exc.detail)
-        return ApiError(exc.status_code, code, message, headers=getattr(exc, "headers", None)).response()
+        return ApiError(exc.status_code, code, message, headers=headers).response()
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

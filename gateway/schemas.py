@@ -25,9 +25,23 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+#: what the gateway accepts as an email address (`gateway.users.normalize_email` checks the same)
+#: (control characters and spaces spelled out: `\s` means different sets to Python, Rust and test generators)
+EMAIL_PATTERN = r"^[^@\x00-\x20\x7f-\xa0]{1,64}@[^@\x00-\x20\x7f-\xa0]+\.[^@\x00-\x20\x7f-\xa0]+$"
+
+
 class Credentials(Strict):
-    email: str = Field(max_length=320, description="Email address (case-insensitive).")
+    email: str = Field(max_length=320, pattern=EMAIL_PATTERN, description="Email address (case-insensitive).")
     password: str = Field(min_length=1, max_length=1024, description="Password.")
+
+
+class Registration(Credentials):
+    password: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="Password: at least IDLOCK_GATEWAY_PASSWORD_MIN_LENGTH characters (the document states the "
+        "running gateway's limit).",
+    )
 
 
 class RegisteredUser(BaseModel):
@@ -62,12 +76,19 @@ class ApiKeyInfo(BaseModel):
     revoked: bool
 
 
+class ReferenceQuality(BaseModel):
+    index: int
+    accepted: bool
+    faces_found: int
+    issues: list[str] = Field(description="Why the photo is weak or refused (e.g. small face, blurry).")
+
+
 class CharacterCreated(BaseModel):
     character_id: str
     semantic_vector_id: str
     status: str = Field(description="ready or needs_more_refs.")
     status_reasons: list[str] = []
-    reference_quality: list[dict[str, Any]] = []
+    reference_quality: list[ReferenceQuality] = []
 
 
 class GenerateOptionsIn(Strict):
@@ -80,7 +101,9 @@ class GenerateOptionsIn(Strict):
     providers: list[str] = Field(
         default_factory=list, max_length=5, description="Preferred providers, in order."
     )
-    seed: int = Field(0, ge=0, le=2**62, description="Seed for reproducible renders (0: random).")
+    seed: int = Field(
+        0, ge=0, le=2**53 - 1, description="Seed for reproducible renders (0: random; at most 2^53 - 1)."
+    )
     aspect_ratio: str = Field("", max_length=10, pattern=r"^(\d{1,2}:\d{1,2})?$", description="e.g. 16:9.")
     video_duration_s: float = Field(0.0, ge=0, le=60, description="Video length (0: provider default).")
     dialogue: str = Field("", max_length=1000, description="Spoken line for video providers that support it.")
@@ -115,3 +138,173 @@ class JobAccepted(BaseModel):
 class FeedbackIn(Strict):
     rating: Literal["up", "down"] = Field(description="Thumbs up or down.")
     comment: str = Field("", max_length=2000)
+
+
+# ---- responses ---------------------------------------------------------------------------------------------------
+
+
+class StoredImage(BaseModel):
+    uri: str = Field(description="Storage URI (use it as pose_image_url).")
+    url: str | None = Field(description="A URL to fetch it (presigned when the store is S3); null when none.")
+    sha256: str
+    mime: str
+    width: int
+    height: int
+
+
+class StoredVideo(StoredImage):
+    duration_s: float
+    fps: float
+
+
+class IdrOut(BaseModel):
+    raw: float = Field(description="Cosine similarity of the face embeddings (encoder-specific scale).")
+    calibrated: float = Field(description="Probability-like score on real same/different-person pairs.")
+    verdict: str = Field(description="refine, borderline, pass or golden (on the calibrated score).")
+    encoder: str
+
+
+class StateTagsOut(BaseModel):
+    clothing: list[str]
+    injuries: list[str]
+    props: list[str]
+    setting: list[str]
+    mood: list[str]
+
+
+class CharacterSheetOut(BaseModel):
+    face_description: str = ""
+    hair: str = ""
+    eyes: str = ""
+    distinctive_marks: list[str] = []
+    semantic_tags: list[str] = []
+    must_keep_traits: list[str] = []
+
+
+class CharacterOut(BaseModel):
+    character_id: str
+    name: str
+    description: str
+    status: str = Field(description="ready or needs_more_refs.")
+    status_reasons: list[str]
+    consent_given: bool
+    consent_at: str | None
+    semantic_vector_id: str
+    encoder: str
+    sheet: CharacterSheetOut
+    reference_images: list[StoredImage | None]
+    memory_version: int
+    episode_count: int
+    created_at: str | None
+    updated_at: str | None
+
+
+class CharacterSummary(BaseModel):
+    character_id: str
+    name: str
+    description: str
+    status: str
+    episode_count: int
+    created_at: str | None
+
+
+class CharacterPage(BaseModel):
+    items: list[CharacterSummary]
+    next_page_token: str | None = Field(
+        description="Pass it as page_token for the next page; null at the end."
+    )
+
+
+class StoreErasureOut(BaseModel):
+    store: str = Field(description="rows, vectors, objects or cache.")
+    removed: int
+    ok: bool
+    error: str | None
+
+
+class CharacterDeleted(BaseModel):
+    character_id: str
+    deleted: bool
+    report: list[StoreErasureOut] = Field(description="What was erased from each store.")
+
+
+class FrameIdrOut(BaseModel):
+    timestamp_s: float
+    face_found: bool
+    idr: IdrOut | None
+
+
+class EpisodeOut(BaseModel):
+    episode_id: str
+    job_id: str
+    scene_index: int
+    kind: str = Field(description="image or video.")
+    prompt: str
+    description: str
+    image: StoredImage | None
+    video: StoredVideo | None
+    idr: IdrOut | None
+    tags: StateTagsOut = Field(description="Story state the scene added.")
+    removed: StateTagsOut = Field(description="Story state the scene ended.")
+    state_source: str = Field(description="vision or heuristic (a labelled fallback).")
+    duration_s: float
+    dialogue: str
+    frame_idrs: list[FrameIdrOut]
+    created_at: str | None
+
+
+class HistoryPage(BaseModel):
+    character_id: str
+    story_summary: str
+    items: list[EpisodeOut]
+    next_page_token: str | None
+
+
+class JobResultOut(BaseModel):
+    image: StoredImage | None
+    video: StoredVideo | None
+
+
+class JobErrorOut(BaseModel):
+    code: str
+    message: str
+
+
+class JobOut(BaseModel):
+    job_id: str
+    status: str = Field(description="queued, running, succeeded, failed, needs_more_refs or cancelled.")
+    character_id: str
+    prompt: str
+    pose_image_url: str | None
+    style_overrides: list[str]
+    options: dict[str, Any] = Field(description="The generation options, as submitted.")
+    result: JobResultOut | None
+    metrics: dict[str, Any] = Field(
+        description="Timings per step, IDR before and after refinement, provider, LoRA, cost (when done)."
+    )
+    error: JobErrorOut | None
+    attempts: int
+    provider_operation: str | None = Field(description="A video provider's long-running operation.")
+    created_at: str | None
+    updated_at: str | None
+
+
+class FeedbackRecorded(BaseModel):
+    job_id: str
+    rating: Literal["up", "down"]
+    recorded: bool
+
+
+class MeshHealth(BaseModel):
+    status: Literal["ok", "degraded"]
+    components: dict[str, str] = Field(description="SERVING, NOT_SERVING or UNREACHABLE (why) per component.")
+    checked_in_s: float
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    components: dict[str, str]

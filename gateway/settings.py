@@ -124,7 +124,10 @@ class GatewaySettings(IdlockSettings):
         default_factory=list, description="Comma separated origins allowed by CORS; empty disables CORS."
     )
     page_size_max: int = Field(
-        100, ge=1, le=1000, description="Largest page size accepted by list endpoints."
+        100,
+        ge=1,
+        le=1000,
+        description="Largest page a list endpoint returns (a larger page_size gives this many).",
     )
 
     @field_validator("admin_emails", "cors_origins", mode="before")

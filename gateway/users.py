@@ -14,10 +14,11 @@ from sqlalchemy.exc import IntegrityError
 from gateway import auth
 from gateway.errors import ApiError, unauthenticated
 from gateway.models import SCHEMA_VERSION, ApiKey, AuditEntry, Base, User, utcnow
+from gateway.schemas import EMAIL_PATTERN
 from gateway.settings import GatewaySettings
 from idlock.db import Database
 
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+_EMAIL = re.compile(EMAIL_PATTERN)
 
 
 @dataclass(frozen=True)

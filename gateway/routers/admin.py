@@ -8,14 +8,14 @@ from fastapi import APIRouter, Response
 
 from gateway.deps import AdminDep, GatewayDep
 from gateway.metrics import exposition
-from gateway.schemas import ErrorBody
+from gateway.schemas import ErrorBody, MeshHealth
 
 router = APIRouter(
     prefix="/api/v1/admin", tags=["admin"], responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}}
 )
 
 
-@router.get("/health")
+@router.get("/health", response_model=MeshHealth)
 async def admin_health(who: AdminDep, gw: GatewayDep) -> dict[str, Any]:
     """gRPC health of every service, NATS and the gateway's database."""
     return await gw.health()

@@ -12,6 +12,7 @@ from gateway.schemas import (
     Credentials,
     ErrorBody,
     RegisteredUser,
+    Registration,
     Token,
 )
 from idlock.telemetry import request_id_var
@@ -28,7 +29,7 @@ router = APIRouter(
     dependencies=[Depends(auth_rate_limit)],
     responses={409: {"model": ErrorBody}},
 )
-async def register(body: Credentials, request: Request, gw: GatewayDep) -> RegisteredUser:
+async def register(body: Registration, request: Request, gw: GatewayDep) -> RegisteredUser:
     """Create a user. The first user (and any email in IDLOCK_GATEWAY_ADMIN_EMAILS) is an administrator."""
     p = await gw.users.register(
         body.email, body.password, client_ip=client_ip(request), request_id=request_id_var.get()
@@ -51,7 +52,21 @@ async def login(body: Credentials, request: Request, gw: GatewayDep) -> Token:
 
 
 @router.post(
-    "/api-keys", status_code=201, response_model=ApiKeyCreated, responses={401: {"model": ErrorBody}}
+    "/api-keys",
+    status_code=201,
+    operation_id="create_api_key",
+    response_model=ApiKeyCreated,
+    responses={
+        201: {
+            "links": {
+                "RevokeApiKey": {
+                    "operationId": "revoke_api_key",
+                    "parameters": {"api_key_id": "$response.body#/api_key_id"},
+                }
+            }
+        },
+        401: {"model": ErrorBody},
+    },
 )
 async def create_api_key(who: CallerDep, gw: GatewayDep, body: ApiKeyCreate | None = None) -> ApiKeyCreated:
     """Create an API key for a service client (send it as `X-API-Key`). The key is shown only once."""
@@ -78,7 +93,12 @@ async def list_api_keys(who: CallerDep, gw: GatewayDep) -> list[ApiKeyInfo]:
     ]
 
 
-@router.delete("/api-keys/{api_key_id}", status_code=204, responses={404: {"model": ErrorBody}})
+@router.delete(
+    "/api-keys/{api_key_id}",
+    status_code=204,
+    operation_id="revoke_api_key",
+    responses={404: {"model": ErrorBody}},
+)
 async def revoke_api_key(api_key_id: str, who: CallerDep, gw: GatewayDep) -> None:
     """Revoke one of your API keys."""
     await gw.users.revoke_api_key(

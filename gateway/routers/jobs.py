@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from gateway.core import GenerateInput
 from gateway.deps import CallerDep, GatewayDep, IdempotencyDep
-from gateway.schemas import ErrorBody, FeedbackIn, GenerateIn, JobAccepted
+from gateway.schemas import ErrorBody, FeedbackIn, FeedbackRecorded, GenerateIn, JobAccepted, JobOut
 
 router = APIRouter(
     prefix="/api/v1",
@@ -23,11 +23,21 @@ router = APIRouter(
 )
 
 
+_JOB = {"job_id": "$response.body#/job_id"}
+JOB_LINKS = {
+    "GetJob": {"operationId": "get_job", "parameters": _JOB},
+    "CancelJob": {"operationId": "cancel_job", "parameters": _JOB},
+    "JobEvents": {"operationId": "job_events", "parameters": _JOB},
+    "JobFeedback": {"operationId": "job_feedback", "parameters": _JOB},
+}
+
+
 @router.post(
     "/generate",
     status_code=202,
+    operation_id="generate",
     response_model=JobAccepted,
-    responses={409: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    responses={202: {"links": JOB_LINKS}, 409: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
 async def generate(body: GenerateIn, who: CallerDep, gw: GatewayDep, idem: IdempotencyDep) -> JSONResponse:
     """Queue a scene for a character. With `Idempotency-Key`, a retried submission returns the same job."""
@@ -45,13 +55,18 @@ async def generate(body: GenerateIn, who: CallerDep, gw: GatewayDep, idem: Idemp
     return JSONResponse(accepted, status_code=202, headers={"Location": f"/api/v1/job/{accepted['job_id']}"})
 
 
-@router.get("/job/{job_id}")
+@router.get("/job/{job_id}", operation_id="get_job", response_model=JobOut)
 async def get_job(job_id: str, who: CallerDep, gw: GatewayDep) -> dict[str, Any]:
     """Status, result references with download URLs, and metrics of one of your jobs."""
     return await gw.get_job(who, job_id)
 
 
-@router.post("/job/{job_id}/cancel", responses={409: {"model": ErrorBody}})
+@router.post(
+    "/job/{job_id}/cancel",
+    operation_id="cancel_job",
+    response_model=JobOut,
+    responses={409: {"model": ErrorBody}},
+)
 async def cancel_job(job_id: str, who: CallerDep, gw: GatewayDep) -> dict[str, Any]:
     """Cancel a queued or running job."""
     return await gw.cancel_job(who, job_id)
@@ -59,6 +74,7 @@ async def cancel_job(job_id: str, who: CallerDep, gw: GatewayDep) -> dict[str, A
 
 @router.get(
     "/job/{job_id}/events",
+    operation_id="job_events",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}},
 )
@@ -72,7 +88,12 @@ async def job_events(job_id: str, who: CallerDep, gw: GatewayDep) -> StreamingRe
     )
 
 
-@router.post("/job/{job_id}/feedback")
+@router.post(
+    "/job/{job_id}/feedback",
+    operation_id="job_feedback",
+    response_model=FeedbackRecorded,
+    responses={409: {"model": ErrorBody}},
+)
 async def job_feedback(job_id: str, body: FeedbackIn, who: CallerDep, gw: GatewayDep) -> dict[str, Any]:
     """Thumbs up or down on a result (used by self-learning)."""
     return await gw.feedback(who, job_id, body.rating, body.comment)
