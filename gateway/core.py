@@ -7,10 +7,8 @@ against it again: another user's resource is answered exactly like a missing one
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,13 +17,13 @@ from typing import Any
 
 import grpc
 import httpx
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy import text
 
 from gateway import auth, pose, uploads, views
 from gateway.errors import ApiError, bad_request, from_grpc, not_found
+from gateway.health import mesh_health
 from gateway.ratelimit import TokenBucketLimiter
 from gateway.settings import GatewaySettings
+from gateway.sse import job_stream
 from gateway.users import Principal, UserStore
 from idlock import grpc_client
 from idlock.db import Database
@@ -38,7 +36,6 @@ from idlock.v1 import orchestrator_service_pb2_grpc as orch_grpc
 
 log = logging.getLogger("idlock.gateway")
 
-MESH_SERVICES = ("identity", "memory", "render", "refiner", "trainer", "orchestrator")
 FEEDBACK = {"up": orch_pb2.FEEDBACK_RATING_UP, "down": orch_pb2.FEEDBACK_RATING_DOWN}
 
 
@@ -95,7 +92,7 @@ class Gateway:
         self.db: Database | None = None
         self.users: UserStore | None = None
         self.store: ObjectStore | None = None
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self.channels: dict[str, grpc.aio.Channel] = {}
         self.memory: memory_service_pb2_grpc.MemoryServiceStub | None = None
         self.orchestrator: orch_grpc.OrchestratorServiceStub | None = None
 
@@ -108,18 +105,18 @@ class Gateway:
         await self.users.migrate()
         self.store = await open_store(self.storage_settings, self.data_dir)
         for name in ("memory", "orchestrator"):
-            self._channels[name] = grpc_client.channel(
+            self.channels[name] = grpc_client.channel(
                 getattr(self.mesh, f"{name}_addr"),
                 default_timeout_s=self.settings.rpc_timeout_s,
                 max_message_mb=self.settings.grpc_max_message_mb,
             )
-        self.memory = memory_service_pb2_grpc.MemoryServiceStub(self._channels["memory"])
-        self.orchestrator = orch_grpc.OrchestratorServiceStub(self._channels["orchestrator"])
+        self.memory = memory_service_pb2_grpc.MemoryServiceStub(self.channels["memory"])
+        self.orchestrator = orch_grpc.OrchestratorServiceStub(self.channels["orchestrator"])
 
     async def close(self) -> None:
-        for ch in self._channels.values():
+        for ch in self.channels.values():
             await ch.close()
-        self._channels.clear()
+        self.channels.clear()
         if self.store is not None:
             await self.store.close()
         if self.db is not None:
@@ -439,128 +436,9 @@ class Gateway:
     async def job_events(self, caller: Caller, job_id: str) -> AsyncIterator[str]:
         """Check ownership now (so a 404 is a normal JSON answer), then stream server-sent events."""
         first = await self._job(caller, job_id)
-        return self._sse(caller, job_id, first)
-
-    async def _sse(self, caller: Caller, job_id: str, first: orch_pb2.Job) -> AsyncIterator[str]:
-        import json
-
-        seq = 0
-
-        def frame(event: str, data: dict[str, Any]) -> str:
-            nonlocal seq
-            seq += 1
-            return f"id: {seq}\nevent: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
-
-        snapshot = await views.job(first, self.url_for)
-        yield frame("status", {"event": "status", "message": "", "job": snapshot})
-        if snapshot["status"] in views.TERMINAL_JOB_STATUSES:
-            return
-        call = self.orchestrator.WatchJob(
-            orch_pb2.WatchJobRequest(job_id=job_id, owner_id=caller.user_id), timeout=self.settings.sse_max_s
-        )
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        end = object()
-
-        async def pump() -> None:
-            try:
-                async for item in call:
-                    await queue.put(item)
-            except grpc.aio.AioRpcError as err:
-                await queue.put(err)
-            finally:
-                await queue.put(end)
-
-        task = asyncio.create_task(pump())
-        try:
-            while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), timeout=self.settings.sse_keepalive_s)
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                if item is end:
-                    return
-                if isinstance(item, grpc.aio.AioRpcError):
-                    if item.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                        yield frame(
-                            "timeout", {"event": "timeout", "message": "stream limit reached; reconnect"}
-                        )
-                    else:
-                        yield frame("error", from_grpc(item, "orchestrator").body())
-                    return
-                if item.job.owner_id and item.job.owner_id != caller.user_id:
-                    return
-                data = await views.job(item.job, self.url_for) if item.HasField("job") else None
-                yield frame(
-                    item.event or "progress", {"event": item.event, "message": item.message, "job": data}
-                )
-                if data is not None and data["status"] in views.TERMINAL_JOB_STATUSES:
-                    return
-        finally:
-            call.cancel()
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+        return job_stream(self, caller, job_id, first)
 
     # ---- admin ---------------------------------------------------------------------------------------------
 
     async def health(self) -> dict[str, Any]:
-        timeout = self.settings.health_timeout_s
-
-        async def grpc_health(name: str) -> tuple[str, str]:
-            address = getattr(self.mesh, f"{name}_addr")
-            ch = self._channels.get(name)
-            own = ch is None
-            if own:
-                ch = grpc_client.channel(address, default_timeout_s=timeout)
-            try:
-                reply = await health_pb2_grpc.HealthStub(ch).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=timeout
-                )
-                return name, health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-            except grpc.aio.AioRpcError as err:
-                return name, f"UNREACHABLE ({err.code().name})"
-            finally:
-                if own:
-                    await ch.close()
-
-        async def nats_health() -> tuple[str, str]:
-            import nats
-
-            servers = [u.strip() for u in self.nats_settings.url.split(",") if u.strip()]
-            try:
-                nc = await asyncio.wait_for(
-                    nats.connect(
-                        servers=servers,
-                        connect_timeout=timeout,
-                        allow_reconnect=False,
-                        max_reconnect_attempts=0,
-                    ),
-                    timeout=timeout * 2,
-                )
-            except Exception as exc:  # noqa: BLE001 - any failure is "unreachable"
-                return "nats", f"UNREACHABLE ({type(exc).__name__})"
-            try:
-                return "nats", "SERVING" if nc.is_connected else "NOT_SERVING"
-            finally:
-                with contextlib.suppress(Exception):
-                    await nc.close()
-
-        async def db_health() -> tuple[str, str]:
-            try:
-                async with asyncio.timeout(timeout):
-                    async with self.db.engine.connect() as conn:
-                        await conn.execute(text("SELECT 1"))
-                return "database", "SERVING"
-            except Exception as exc:  # noqa: BLE001
-                return "database", f"UNREACHABLE ({type(exc).__name__})"
-
-        started = time.perf_counter()
-        results = await asyncio.gather(*(grpc_health(n) for n in MESH_SERVICES), nats_health(), db_health())
-        components = dict(results)
-        healthy = all(v == "SERVING" for v in components.values())
-        return {
-            "status": "ok" if healthy else "degraded",
-            "components": components,
-            "checked_in_s": round(time.perf_counter() - started, 3),
-        }
+        return await mesh_health(self)

@@ -491,23 +491,3 @@ async def maybe_consolidate(
         fallback_reason=res.fallback_reason,
     )
     return res
-
-
-def engine_label(prompt: ComposedPrompt, llm: GroqLlm | None) -> str:
-    """The proto's engine string: "template" or "llm:<model>"."""
-    if prompt.engine == "llm" and llm is not None:
-        return f"llm:{llm.config.model}"
-    return prompt.engine
-
-
-def overrides_from_mapping(d: Mapping[str, Any] | None) -> StyleOverrides:
-    """StyleOverrides from a plain mapping (e.g. a proto map / JSON): style_guide, negative_tokens, output_spec."""
-    d = dict(d or {})
-    neg = d.get("negative_tokens") or d.get("extra_negative_tokens") or ()
-    if isinstance(neg, str):
-        neg = [x.strip() for x in neg.split(",") if x.strip()]
-    return StyleOverrides(
-        style_guide=d.get("style_guide") or None,
-        extra_negative_tokens=tuple(neg),
-        output_spec=d.get("output_spec") or None,
-    )

@@ -19,12 +19,18 @@ from idlock.v1 import common_pb2
 from idlock.v1 import identity_service_pb2 as id_pb
 from idlock.v1 import memory_service_pb2 as pb
 from idlock.v1 import memory_service_pb2_grpc as pb_grpc
-from services.memory.context import engine_label
 from services.memory.episodes import Story
 from services.memory.registry import CharacterRegistry, CharacterView, owner_filter
 from services.memory.runtime import MemoryRuntime
 from services.memory.settings import MemorySettings
-from services.memory.views import character_pb, episode_kwargs, episode_pb, sheet_from_pb, state_items_pb
+from services.memory.views import (
+    character_pb,
+    engine_label,
+    episode_kwargs,
+    episode_pb,
+    sheet_from_pb,
+    state_items_pb,
+)
 
 SETTINGS = MemorySettings
 

@@ -11,7 +11,9 @@ from google.protobuf import json_format, timestamp_pb2
 from idlock.v1 import common_pb2
 from idlock.v1 import memory_service_pb2 as pb
 from services.memory import characters
+from services.memory.llm import GroqLlm
 from services.memory.models import STATUS_NEEDS_MORE_REFS, STATUS_READY, TAG_CATEGORIES
+from services.memory.prompt import ComposedPrompt
 from services.memory.vectors import point_id
 
 STATUS = {
@@ -215,3 +217,10 @@ def state_items_pb(intervals: Sequence[Any]) -> list[pb.StateItem]:
         )
         for iv in intervals
     ]
+
+
+def engine_label(prompt: ComposedPrompt, llm: GroqLlm | None) -> str:
+    """The proto's engine string: "template" or "llm:<model>"."""
+    if prompt.engine == "llm" and llm is not None:
+        return f"llm:{llm.config.model}"
+    return prompt.engine

@@ -1,0 +1,106 @@
+"""What one orchestrator process opens and closes, in one place: the job database, the bus (events and the job
+queue), object storage, the peers (memory, render, identity, refiner), the state extractor (a vision model when a
+key is set, else the labelled heuristic) and the job worker built from them. Built once from the settings at
+start-up; nothing below it reads the environment."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+from idlock import subjects
+from idlock.bus import EventBus
+from idlock.db import Database
+from idlock.settings import DatabaseSettings, MeshSettings, NatsSettings, PathsSettings, StorageSettings
+from idlock.storage import ObjectStore, open_store
+from idlock.v1 import events_pb2
+from services.orchestrator.clients import GrpcPeers
+from services.orchestrator.flow import FlowConfig, Peers
+from services.orchestrator.jobs import JobStore
+from services.orchestrator.models import QUEUED, SCHEMA_VERSION, Base, Job
+from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.state_extraction import StateExtractor, VisionStateReader
+from services.orchestrator.worker import JobWorker
+
+
+class BusEvents:
+    """Job events on `idlock.events.job.<verb>`, de-duplicated by message id."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+
+    async def job_event(self, verb: str, event: events_pb2.JobEvent, msg_id: str) -> None:
+        await self.bus.publish(subjects.event_subject("job", verb), event, msg_id=msg_id)
+
+
+class OrchestratorRuntime:
+    def __init__(self, settings: OrchestratorSettings, *, peers: Peers | None = None) -> None:
+        self.settings = settings
+        self.worker_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self._own_peers = peers is None
+        self.peers: Peers | None = peers
+        self.db: Database | None = None
+        self.store: JobStore | None = None
+        self.bus: EventBus | None = None
+        self.objects: ObjectStore | None = None
+        self.extractor: StateExtractor | None = None
+        self.jobs: JobWorker | None = None
+
+    # --- lifecycle: opened in this order, closed in reverse ----------------------------------------------------
+
+    async def open(self) -> None:
+        s = self.settings
+        data_dir = PathsSettings().data_dir
+        self.db = Database.open(DatabaseSettings(), service="orchestrator", data_dir=data_dir)
+        await self.db.migrate(Base.metadata, version=SCHEMA_VERSION)
+        self.store = JobStore(self.db)
+        self.bus = await EventBus.connect(NatsSettings(), name=f"orchestrator-{self.worker_id}")
+        await self.bus.ensure_streams()
+        self.objects = await open_store(StorageSettings(), data_dir)
+        if self.peers is None:
+            self.peers = GrpcPeers(MeshSettings())
+        key = s.gemini_api_key.get_secret_value()
+        reader = (
+            VisionStateReader(key, s.gemini_model, base_url=s.gemini_base_url, timeout_s=s.step_timeout_s)
+            if key
+            else None
+        )
+        self.extractor = StateExtractor(reader, timeout_s=s.step_timeout_s)
+        self.jobs = JobWorker(
+            self.store,
+            self.peers,
+            BusEvents(self.bus),
+            self.extractor,
+            FlowConfig.from_settings(s),
+            worker_id=self.worker_id,
+            objects=self.objects,
+        )
+
+    async def close(self) -> None:
+        if self.bus is not None:
+            await self.bus.close()
+        if self.extractor is not None:
+            await self.extractor.aclose()
+        if self.peers is not None and self._own_peers:
+            await self.peers.close()  # type: ignore[attr-defined]
+        if self.objects is not None:
+            await self.objects.close()
+        if self.db is not None:
+            await self.db.close()
+
+    # --- the job queue ----------------------------------------------------------------------------------------
+
+    async def publish_work(self, job: Job, *, msg_id: str) -> None:
+        work = events_pb2.GenerateJobWork(
+            job_id=job.id,
+            owner_id=job.owner_id,
+            character_id=job.character_id,
+            video=bool((job.options or {}).get("video")),
+        )
+        if job.status == QUEUED:  # a job that ran before may have its context saved: the worker reads the row
+            work.prompt = job.prompt
+            work.style_overrides.extend(job.style_overrides or [])
+        await self.bus.publish(subjects.JOB_GENERATE, work, msg_id=msg_id)
+
+
+__all__ = ["BusEvents", "OrchestratorRuntime"]

@@ -1,0 +1,210 @@
+"""Job submission and the owner's side of a job: validation, the consent and readiness check, the idempotency key,
+enqueueing, cancellation, watching, feedback. Plain Python over the runtime; the servicer maps protos."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+from collections.abc import AsyncIterator
+
+from idlock import subjects
+from idlock.errors import InvalidInput, NotFound, PreconditionFailed, Unavailable
+from idlock.text import sanitize_prompt, strip_control
+from idlock.v1 import common_pb2, events_pb2, memory_service_pb2
+from idlock.v1 import orchestrator_service_pb2 as pb
+from services.orchestrator.job_events import job_event
+from services.orchestrator.models import FAILED, QUEUED, RUNNING, TERMINAL, Job
+from services.orchestrator.runtime import OrchestratorRuntime
+from services.orchestrator.views import msg_to_dict
+
+log = logging.getLogger("idlock.orchestrator")
+
+_ASPECT = re.compile(r"^\d{1,2}:\d{1,2}$")
+_PROVIDER = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_URI = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
+RATINGS = {pb.FEEDBACK_RATING_UP: "up", pb.FEEDBACK_RATING_DOWN: "down"}
+#: the WatchJob event of a job's status
+WATCH_EVENTS = {
+    QUEUED: "queued",
+    "succeeded": "succeeded",
+    FAILED: "failed",
+    "needs_more_refs": "failed",
+    "cancelled": "cancelled",
+}
+
+
+class Submissions:
+    def __init__(self, rt: OrchestratorRuntime) -> None:
+        self.rt = rt
+
+    def validate(self, request: pb.SubmitGenerationRequest) -> tuple[str, list[str]]:
+        """The cleaned prompt and style overrides, or InvalidInput naming the problem."""
+        s = self.rt.settings
+        if not request.owner_id:
+            raise InvalidInput("owner_id is required")
+        if not request.character_id:
+            raise InvalidInput("character_id is required")
+        prompt = sanitize_prompt(request.prompt, max_len=s.prompt_max_chars)
+        if len(request.style_overrides) > s.max_style_overrides:
+            raise InvalidInput(
+                f"{len(request.style_overrides)} style overrides given, the limit is {s.max_style_overrides}"
+            )
+        overrides = []
+        for i, item in enumerate(request.style_overrides):
+            clean = strip_control(item)
+            if len(clean) > s.prompt_max_chars:
+                raise InvalidInput(
+                    f"style override {i} is {len(clean)} characters long, the limit is {s.prompt_max_chars}"
+                )
+            if clean:
+                overrides.append(clean)
+        o = request.options
+        if o.video_duration_s < 0 or o.video_duration_s > 60:
+            raise InvalidInput(
+                f"video_duration_s must be between 0 and 60 seconds, got {o.video_duration_s:g}"
+            )
+        if len(o.dialogue) > 1000:
+            raise InvalidInput(f"dialogue is {len(o.dialogue)} characters long, the limit is 1000")
+        if (o.video_duration_s or o.dialogue) and not o.video:
+            raise InvalidInput("video_duration_s and dialogue apply to videos only (set options.video)")
+        if o.aspect_ratio and not _ASPECT.match(o.aspect_ratio):
+            raise InvalidInput(f"aspect_ratio {o.aspect_ratio!r} is not of the form W:H (e.g. 16:9)")
+        for p in o.providers:
+            if not _PROVIDER.match(p):
+                raise InvalidInput(f"provider name {p!r} is not valid")
+        if o.seed < 0:
+            raise InvalidInput(f"seed must be >= 0, got {o.seed}")
+        if request.pose_image_uri and not _URI.match(request.pose_image_uri):
+            raise InvalidInput("pose_image_uri must be an object-storage URI (s3://... or file://...)")
+        if len(request.idempotency_key) > 200:
+            raise InvalidInput("idempotency_key is longer than 200 characters")
+        return prompt, overrides
+
+    async def check_character(self, owner_id: str, character_id: str) -> memory_service_pb2.Character:
+        character = await self.rt.peers.get_character(
+            character_id, owner_id, timeout_s=self.rt.settings.step_timeout_s
+        )  # NOT_FOUND for an unknown character or one of another owner
+        if character.owner_id and character.owner_id != owner_id:
+            raise NotFound(f"character {character_id} not found")
+        if not character.consent_given:
+            raise PreconditionFailed(
+                f"character {character_id} has no consent on record; generation needs the subject's consent",
+                details={"character_id": character_id, "reason": "no_consent"},
+            )
+        if character.status == memory_service_pb2.CHARACTER_STATUS_NEEDS_MORE_REFS:
+            reasons = list(character.status_reasons) or ["the reference images are not good enough"]
+            raise PreconditionFailed(
+                f"character {character_id} needs more reference images: {'; '.join(reasons)}",
+                details={"character_id": character_id, "reason": "needs_more_refs", "reasons": reasons},
+            )
+        return character
+
+    async def submit(self, request: pb.SubmitGenerationRequest) -> tuple[Job, bool]:
+        """A new queued job (announced and enqueued), or the one an earlier submission with the same idempotency
+        key made (created False)."""
+        prompt, overrides = self.validate(request)
+        existing = await self.rt.store.find_by_key(request.owner_id, request.idempotency_key)
+        if existing is not None:
+            if existing.status == QUEUED and existing.attempts == 0:
+                # the first submission may have failed to enqueue: the same msg id is de-duplicated if it did not
+                with contextlib.suppress(Exception):
+                    await self.rt.publish_work(existing, msg_id=existing.id)
+            return existing, False
+        await self.check_character(request.owner_id, request.character_id)
+        job, created = await self.rt.store.create(
+            owner_id=request.owner_id,
+            character_id=request.character_id,
+            prompt=prompt,
+            pose_image_uri=request.pose_image_uri,
+            style_overrides=overrides,
+            options=msg_to_dict(request.options),
+            idempotency_key=request.idempotency_key,
+            max_active=self.rt.settings.max_active_jobs_per_owner,
+        )
+        if created:
+            # the event first: a fast worker's job.started must never precede job.queued
+            await self.rt.jobs.events.emit(
+                "queued",
+                job_event(job, common_pb2.JOB_STATUS_QUEUED, message="queued"),
+                f"{job.id}:queued",
+            )
+            try:
+                await self.rt.publish_work(job, msg_id=job.id)
+            except Exception as e:
+                raise Unavailable(
+                    f"job {job.id} was created but could not be enqueued ({e}); retry with the same "
+                    "idempotency_key, or the reconciler enqueues it later",
+                    details={"job_id": job.id},
+                ) from e
+        return job, created
+
+    async def cancel(self, job_id: str, owner_id: str) -> Job:
+        job, changed = await self.rt.store.cancel(job_id, owner_id)
+        if changed:
+            await self.rt.jobs.events.emit(
+                "cancelled",
+                job_event(
+                    job,
+                    common_pb2.JOB_STATUS_CANCELLED,
+                    error_code="cancelled",
+                    message="cancelled by the owner",
+                ),
+                f"{job.id}:cancelled",
+            )
+        return job
+
+    async def watch(self, job_id: str, owner_id: str) -> AsyncIterator[tuple[Job, str, str]]:
+        """The job now and at each change of status, step or attempt, as (job, event, message), until it ends."""
+        job = await self.rt.store.get_owned(job_id, owner_id)
+        last = None
+        # a change made here wakes the watch at once; one made by another replica is seen at the next look
+        with self.rt.store.changes.watch(job.id) as changed:
+            while True:
+                key = (job.status, job.step, job.attempts)
+                if key != last:
+                    last = key
+                    if job.status == RUNNING:
+                        event, message = (
+                            ("progress", job.step) if job.step else ("started", f"attempt {job.attempts}")
+                        )
+                    else:
+                        event = WATCH_EVENTS.get(job.status, job.status)
+                        message = job.error_message if job.status in TERMINAL else ""
+                    yield job, event, message
+                if job.status in TERMINAL:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), self.rt.settings.watch_poll_s)
+                changed.clear()
+                fresh = await self.rt.store.get(job.id)
+                if fresh is None:  # erased meanwhile
+                    return
+                job = fresh
+
+    async def feedback(self, request: pb.RecordFeedbackRequest) -> Job:
+        """Record an owner's thumbs up or down on a succeeded job; feedback.recorded goes out (best effort)."""
+        rating = RATINGS.get(request.rating)
+        if rating is None:
+            raise InvalidInput("rating is required: FEEDBACK_RATING_UP or FEEDBACK_RATING_DOWN")
+        comment = strip_control(request.comment)
+        if len(comment) > self.rt.settings.prompt_max_chars:
+            raise InvalidInput(f"comment is longer than {self.rt.settings.prompt_max_chars} characters")
+        job = await self.rt.store.record_feedback(request.job_id, request.owner_id, rating, comment)
+        event = events_pb2.FeedbackRecorded(
+            job_id=job.id, owner_id=job.owner_id, character_id=job.character_id, rating=request.rating
+        )
+        event.at.GetCurrentTime()
+        digest = hashlib.sha256(f"{rating}|{comment}".encode()).hexdigest()[:12]
+        try:
+            await self.rt.bus.publish(
+                subjects.FEEDBACK_RECORDED, event, msg_id=f"{job.id}:feedback:{job.owner_id}:{digest}"
+            )
+        except Exception as e:  # noqa: BLE001 - the row is stored; the event is best effort
+            log.warning("feedback.recorded for %s not published: %s", job.id, e)
+        return job
+
+
+__all__ = ["RATINGS", "Submissions"]
