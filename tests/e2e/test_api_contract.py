@@ -94,7 +94,9 @@ def test_the_api_answers_as_its_openapi_document_says(mesh: LocalMesh, tmp_path:
         )
         assert made.status_code == 201, made.text
         character_id = made.json()["character_id"]
-        job = client.post("/api/v1/generate", json={"character_id": character_id, "prompt": "Arya reads a book"})
+        job = client.post(
+            "/api/v1/generate", json={"character_id": character_id, "prompt": "Arya reads a book"}
+        )
         assert job.status_code == 202, job.text
     config = tmp_path / "schemathesis.toml"
     config.write_text(_config(character_id, job.json()["job_id"]))
