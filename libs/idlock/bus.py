@@ -45,7 +45,7 @@ from idlock.bus_codec import (  # noqa: F401 (the bus's public names, imported f
     message_class,
 )
 from idlock.bus_worker import DeadLetter, Delivery, Handler, Worker  # noqa: F401
-from idlock.errors import InvalidInput, PreconditionFailed, Unavailable
+from idlock.errors import IdlockError, InvalidInput, PreconditionFailed, Unavailable
 from idlock.settings import NatsSettings
 
 log = logging.getLogger("idlock.bus")
@@ -141,6 +141,20 @@ class EventBus:
                 details={"url": settings.url},
             ) from e
         return cls(nc, settings, tracer_provider)
+
+    @classmethod
+    async def connect_optional(
+        cls, settings: NatsSettings, name: str, *, wait_s: float, without: str
+    ) -> EventBus | None:
+        """Connected with its streams ensured, or None (logged with `without`, what the service then does
+        without) when NATS does not answer within `wait_s`: for services whose bus is an add-on."""
+        try:
+            bus = await asyncio.wait_for(cls.connect(settings, name=name), wait_s)
+            await bus.ensure_streams()
+            return bus
+        except (TimeoutError, IdlockError, OSError) as e:
+            log.warning("NATS at %s unreachable (%s): %s", settings.url, e, without)
+            return None
 
     async def close(self) -> None:
         for w in list(self._workers):

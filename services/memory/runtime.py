@@ -15,7 +15,6 @@ from google.protobuf.message import Message
 
 from idlock.bus import EventBus
 from idlock.db import Database
-from idlock.errors import IdlockError
 from idlock.settings import DatabaseSettings, MeshSettings, NatsSettings, PathsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
 from services.memory.cache import PromptCache, WriteBehindCache, cache_from_settings
@@ -61,25 +60,16 @@ class MemoryRuntime:
         await self.db.migrate(Base.metadata, version=SCHEMA_VERSION)
         self.store = await open_store(StorageSettings(), self.data_dir)
         self.vectors = MemoryVectors.from_settings(s, self.data_dir)
-        self.bus = await self._connect_bus()
+        self.bus = await EventBus.connect_optional(
+            NatsSettings(),
+            "memory",
+            wait_s=s.nats_wait_s,
+            without="events are not published and the prompt cache is in memory",
+        )
         self.cache = WriteBehindCache(
             await cache_from_settings(s, self.bus.js if self.bus is not None else None), self.soon
         )
         self.embedder = await embedder
-
-    async def _connect_bus(self) -> EventBus | None:
-        nats = NatsSettings()
-        try:
-            bus = await asyncio.wait_for(EventBus.connect(nats, name="memory"), self.settings.nats_wait_s)
-            await bus.ensure_streams()
-            return bus
-        except (TimeoutError, IdlockError, OSError) as e:
-            log.warning(
-                "NATS at %s unreachable (%s): events are not published and the prompt cache is in memory",
-                nats.url,
-                e,
-            )
-            return None
 
     async def close(self) -> None:
         if self.background:

@@ -26,8 +26,10 @@ from idlock.v1 import (
 from idlock.v1 import orchestrator_service_pb2 as pb
 
 if TYPE_CHECKING:
+    from idlock.storage import ObjectStore
     from services.orchestrator.models import Job
     from services.orchestrator.runner import StepRunner
+    from services.orchestrator.state_extraction import StateExtractor
 
 
 class Outcome(StrEnum):
@@ -144,6 +146,16 @@ class FlowConfig:
         )
 
 
+@dataclass(frozen=True)
+class FlowDeps:
+    """What a flow works with: the peers it calls, the state extractor, its settings and the object store."""
+
+    peers: Peers
+    extractor: StateExtractor
+    config: FlowConfig
+    objects: ObjectStore | None = None
+
+
 class Prefetch(Protocol):
     """Work a flow starts from the queue's message while the job is being claimed (it only reads)."""
 
@@ -176,6 +188,7 @@ __all__ = [
     "PERMANENT",
     "Flow",
     "FlowConfig",
+    "FlowDeps",
     "JobFailed",
     "Outcome",
     "Peers",

@@ -20,15 +20,13 @@ import json
 import logging
 
 from idlock.errors import DeadlineExceeded, IdlockError, NotFound
-from idlock.storage import ObjectStore
 from idlock.v1 import common_pb2, events_pb2, identity_service_pb2, render_service_pb2
 from idlock.v1 import job_checkpoint_pb2 as ck
 from idlock.v1 import orchestrator_service_pb2 as pb
 from services.orchestrator import steps
-from services.orchestrator.flow import FlowConfig, Outcome, Peers, Prefetch, job_seed
+from services.orchestrator.flow import FlowDeps, Outcome, Prefetch, job_seed
 from services.orchestrator.models import Job
 from services.orchestrator.runner import StepRunner
-from services.orchestrator.state_extraction import StateExtractor
 
 log = logging.getLogger("idlock.orchestrator.video")
 
@@ -41,13 +39,11 @@ def _quality(score: ck.ScoreStep) -> tuple[float, float]:
 
 
 class VideoFlow:
-    def __init__(
-        self, peers: Peers, extractor: StateExtractor, config: FlowConfig, objects: ObjectStore | None
-    ) -> None:
-        self.peers = peers
-        self.extractor = extractor
-        self.config = config
-        self.objects = objects
+    def __init__(self, deps: FlowDeps) -> None:
+        self.peers = deps.peers
+        self.extractor = deps.extractor
+        self.config = deps.config
+        self.objects = deps.objects
 
     def prefetch(self, work: events_pb2.GenerateJobWork) -> Prefetch | None:
         return None  # the context is cheap beside a video

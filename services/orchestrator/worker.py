@@ -20,6 +20,7 @@ from services.orchestrator.flow import (
     PERMANENT,
     Flow,
     FlowConfig,
+    FlowDeps,
     JobFailed,
     Outcome,
     Peers,
@@ -54,8 +55,9 @@ class JobWorker:
         self.events = JobEvents(events)
         self.config = config
         self.worker_id = worker_id
-        self.image = ImageFlow(peers, extractor, config, objects)
-        self.video = VideoFlow(peers, extractor, config, objects)
+        deps = FlowDeps(peers, extractor, config, objects)
+        self.image = ImageFlow(deps)
+        self.video = VideoFlow(deps)
 
     def flow_for(self, video: bool) -> Flow:
         return self.video if video else self.image

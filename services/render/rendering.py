@@ -141,7 +141,7 @@ class Rendering:
             return await self._render_image(request, deadline_s, self._prefix(request))
         prefix = self._prefix(request)
         fingerprint = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
-        replay = await self._replay(prefix, fingerprint)
+        replay = await self._replay_json(f"{prefix}/render.json", fingerprint, pb.RenderImageResponse())
         if replay is not None:
             return replay
         key = (prefix, fingerprint)
@@ -156,15 +156,6 @@ class Rendering:
     @staticmethod
     def _prefix(request: pb.RenderImageRequest) -> str:
         return request.output_prefix.rstrip("/") or f"renders/{request.job_id or uuid.uuid4().hex}"
-
-    async def _replay(self, prefix: str, fingerprint: str) -> pb.RenderImageResponse | None:
-        try:
-            record = json.loads(await self.store.get(f"{prefix}/render.json"))
-        except NotFound:
-            return None
-        if record.get("fingerprint") != fingerprint:
-            return None
-        return json_format.ParseDict(record["response"], pb.RenderImageResponse())
 
     async def _render_and_record(
         self, request: pb.RenderImageRequest, deadline_s: float | None, prefix: str, fingerprint: str
@@ -267,6 +258,7 @@ class Rendering:
         return hashlib.sha256(clean.SerializeToString(deterministic=True)).hexdigest()
 
     async def _replay_json(self, key: str, fingerprint: str, message):
+        """The stored response of an earlier identical request (same fingerprint), or None."""
         try:
             record = json.loads(await self.store.get(key))
         except NotFound:

@@ -13,7 +13,6 @@ from typing import Any
 
 from idlock.bus import EventBus
 from idlock.db import Database
-from idlock.errors import IdlockError
 from idlock.faces.settings import FaceSettings
 from idlock.settings import DatabaseSettings, MeshSettings, NatsSettings, PathsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
@@ -51,19 +50,12 @@ class TrainerRuntime:
         await self.db.migrate(m.Base.metadata, version=m.SCHEMA_VERSION)
         self.repo = TrainerRepository(self.db)
         self.store = await open_store(StorageSettings(), self.data_dir)
-        self.bus = await self._connect_bus()
-
-    async def _connect_bus(self) -> EventBus | None:
-        nats = NatsSettings()
-        try:
-            bus = await asyncio.wait_for(EventBus.connect(nats, name="trainer"), self.settings.nats_wait_s)
-            await bus.ensure_streams()
-            return bus
-        except (TimeoutError, IdlockError, OSError) as e:
-            log.warning(
-                "NATS at %s unreachable (%s): no golden collection, no training jobs, no events", nats.url, e
-            )
-            return None
+        self.bus = await EventBus.connect_optional(
+            NatsSettings(),
+            "trainer",
+            wait_s=self.settings.nats_wait_s,
+            without="no golden collection, no training jobs, no events",
+        )
 
     async def close(self) -> None:
         for t in list(self._tasks):
