@@ -58,8 +58,8 @@ class JobEvents:
             await pending
         await self._publish(verb, ev, msg_id)
 
-    def emit_soon(self, verb: str, ev: events_pb2.JobEvent, msg_id: str) -> None:
-        """Publish in the background, in order."""
+    def emit_soon(self, verb: str, ev: events_pb2.JobEvent, msg_id: str) -> asyncio.Future:
+        """Publish in the background, in order (the message is on the wire once the caller yields once)."""
         previous = self._tails.get(ev.job_id)
 
         async def publish() -> None:
@@ -72,6 +72,7 @@ class JobEvents:
         task.add_done_callback(
             lambda t: self._tails.pop(ev.job_id, None) if self._tails.get(ev.job_id) is t else None
         )
+        return task
 
     async def _publish(self, verb: str, ev: events_pb2.JobEvent, msg_id: str) -> None:
         try:

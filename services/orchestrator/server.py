@@ -1,5 +1,5 @@
 """gRPC surface of the orchestrator: each RPC maps its request to one use case and the result to proto, nothing
-more; plus the bus consumer of `idlock.jobs.generate` and the reconciler's loop, started with the service.
+more; the consumer of `idlock.jobs.generate` (`handlers.py`) and the reconciler's loop start with the service.
 
 Where things live: `runtime.py` (what the process opens and closes), `submission.py` (submit, cancel, watch,
 feedback), `worker.py` (running a job through its flow: `image_flow.py`, `video_flow.py`, over `runner.py`),
@@ -12,13 +12,12 @@ import asyncio
 import contextlib
 import logging
 
-from idlock import subjects
-from idlock.bus import Delivery, EventBus, Worker
+from idlock.bus import EventBus, Worker
 from idlock.grpc_server import ServiceSpec
-from idlock.v1 import events_pb2
 from idlock.v1 import orchestrator_service_pb2 as pb
 from idlock.v1 import orchestrator_service_pb2_grpc as pb_grpc
 from services.orchestrator.flow import Peers
+from services.orchestrator.handlers import GenerateConsumer
 from services.orchestrator.jobs import JobStore
 from services.orchestrator.reconciler import Reconciler
 from services.orchestrator.runtime import OrchestratorRuntime
@@ -37,7 +36,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         self.rt = OrchestratorRuntime(settings, peers=peers)
         self.submissions = Submissions(self.rt)
         self.reconciler = Reconciler(self.rt)
-        self.worker: Worker | None = None
+        self.consumer = GenerateConsumer(self.rt)
         self._reconciling: asyncio.Task | None = None
 
     # the runtime's parts, as tests and tools reach them
@@ -77,38 +76,17 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         await self.stop_worker()
         await self.rt.close()
 
-    # --- the job queue's consumer -----------------------------------------------------------------------------
+    # --- the job queue's consumer (handlers.py) -----------------------------------------------------------------
+
+    @property
+    def worker(self) -> Worker | None:
+        return self.consumer.worker
 
     async def start_worker(self) -> Worker:
-        if self.worker is None:
-            s = self.settings
-            self.worker = await self.rt.bus.consume(
-                subjects.JOBS_STREAM,
-                subjects.JOB_GENERATE,
-                subjects.ORCHESTRATOR_GENERATE,
-                self._on_generate,
-                ack_wait_s=s.ack_wait_s,
-                max_deliver=s.max_deliver,
-                backoff_s=s.backoff_s,
-                concurrency=s.concurrency,
-            )
-        return self.worker
+        return await self.consumer.start()
 
     async def stop_worker(self, grace_s: float | None = None) -> None:
-        if self.worker is not None:
-            worker, self.worker = self.worker, None
-            await worker.stop(self.settings.generation_timeout_s if grace_s is None else grace_s)
-
-    async def _on_generate(self, delivery: Delivery) -> None:
-        work = delivery.message
-        if not isinstance(work, events_pb2.GenerateJobWork) or not work.job_id:
-            log.warning("ignoring a %s on %s: not a GenerateJobWork", type(work).__name__, delivery.subject)
-            return
-        final = delivery.num_delivered >= self.settings.max_deliver
-        async with delivery.heartbeat():
-            # a redelivery is most likely a resumed job, whose context is saved: no early context for it
-            first = delivery.num_delivered == 1
-            await self.rt.jobs.run(work.job_id, final_attempt=final, work=work if first else None)
+        await self.consumer.stop(grace_s)
 
     async def reconcile_once(self) -> list[str]:
         return await self.reconciler.once()

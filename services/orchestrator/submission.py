@@ -125,12 +125,14 @@ class Submissions:
             max_active=self.rt.settings.max_active_jobs_per_owner,
         )
         if created:
-            # the event first: a fast worker's job.started must never precede job.queued
-            await self.rt.jobs.events.emit(
+            # job.queued goes on the wire first (a fast worker's job.started must never precede it); the work is
+            # published without waiting for the event's acknowledgement, which the worker's events wait for
+            queued = self.rt.jobs.events.emit_soon(
                 "queued",
                 job_event(job, common_pb2.JOB_STATUS_QUEUED, message="queued"),
                 f"{job.id}:queued",
             )
+            await asyncio.sleep(0)
             try:
                 await self.rt.publish_work(job, msg_id=job.id)
             except Exception as e:
@@ -139,6 +141,8 @@ class Submissions:
                     "idempotency_key, or the reconciler enqueues it later",
                     details={"job_id": job.id},
                 ) from e
+            finally:
+                await queued
         return job, created
 
     async def cancel(self, job_id: str, owner_id: str) -> Job:
