@@ -12,11 +12,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import text
 
 from idlock import grpc_client
+from idlock.launch import SERVICES
 
 if TYPE_CHECKING:
     from gateway.core import Gateway
-
-MESH_SERVICES = ("identity", "memory", "render", "refiner", "trainer", "orchestrator")
 
 
 async def mesh_health(gw: Gateway) -> dict[str, Any]:
@@ -72,7 +71,7 @@ async def mesh_health(gw: Gateway) -> dict[str, Any]:
             return "database", f"UNREACHABLE ({type(exc).__name__})"
 
     started = time.perf_counter()
-    results = await asyncio.gather(*(grpc_health(n) for n in MESH_SERVICES), nats_health(), db_health())
+    results = await asyncio.gather(*(grpc_health(n) for n in SERVICES), nats_health(), db_health())
     components = dict(results)
     healthy = all(v == "SERVING" for v in components.values())
     return {

@@ -40,8 +40,8 @@ from idlock.bus_codec import (  # noqa: F401 (the bus's public names, imported f
     TYPE_HEADER,
     MessageTypeUnknown,
     StreamConfigMismatch,
-    _header_value,
     decode,
+    header_value,
     message_class,
 )
 from idlock.bus_worker import DeadLetter, Delivery, Handler, Worker  # noqa: F401
@@ -304,7 +304,7 @@ class EventBus:
                 DL_STREAM: stream,
                 DL_SEQ: str(stream_seq),
                 DL_DELIVERIES: str(num_delivered),
-                DL_ERROR: _header_value(error) or "unknown error",
+                DL_ERROR: header_value(error) or "unknown error",
                 DL_CONSUMER: consumer,
                 MSG_ID_HEADER: f"deadletter-{stream}-{stream_seq}",
             }

@@ -25,7 +25,7 @@ DL_ERROR = "Idlock-Dead-Error"
 DL_CONSUMER = "Idlock-Dead-Consumer"
 DL_MSG_ID = "Idlock-Dead-Msg-Id"
 
-_MAX_HEADER_VALUE = 2000
+MAX_HEADER_VALUE = 2000
 
 
 class StreamConfigMismatch(PreconditionFailed):
@@ -50,10 +50,10 @@ class MessageTypeUnknown(InvalidInput):
     """A message whose `Idlock-Type` header is missing or names no protobuf type known to this process."""
 
 
-def _header_value(text: str) -> str:
+def header_value(text: str) -> str:
     """Header values are single lines; long error texts are cut."""
     flat = " | ".join(line.strip() for line in str(text).splitlines() if line.strip())
-    return flat[:_MAX_HEADER_VALUE]
+    return flat[:MAX_HEADER_VALUE]
 
 
 def message_class(full_name: str) -> type[Message]:

@@ -23,7 +23,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from idlock.bus_codec import _MAX_HEADER_VALUE, MSG_ID_HEADER, TYPE_HEADER, _header_value, decode
+from idlock.bus_codec import MAX_HEADER_VALUE, MSG_ID_HEADER, TYPE_HEADER, decode, header_value
 from idlock.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class Delivery:
 
     async def term(self, reason: str = "") -> None:
         """Stop redelivery for good; the reason shows up in the server's termination advisory."""
-        payload = b"+TERM" + ((" " + _header_value(reason)).encode() if reason else b"")
+        payload = b"+TERM" + ((" " + header_value(reason)).encode() if reason else b"")
         await self._nc.publish(self._msg.reply, payload)
         await self._nc.flush()
         self.settled = "term"
@@ -323,7 +323,7 @@ class Worker:
             )
             return
         self.stats["deadletter"] += 1
-        await self.bus.nc.publish(msg.reply, b"+TERM " + _header_value(error).encode()[:_MAX_HEADER_VALUE])
+        await self.bus.nc.publish(msg.reply, b"+TERM " + header_value(error).encode()[:MAX_HEADER_VALUE])
         await self.bus.nc.flush()
         self.stats["term"] += 1
 

@@ -48,7 +48,6 @@ class DiffusionPipeline:
         self._inpaint: Any = None
         self._device = "cpu"
         self._dtype = None
-        self._is_xl = False
         self.lock = threading.Lock()
         self._adapters: dict[str, str] = {}  # lora file path -> adapter name
         self.model = Path(config.model_path).name if config.model_path else ""
@@ -85,7 +84,6 @@ class DiffusionPipeline:
         self._dtype = torch.float16 if self._device == "cuda" else torch.float32
         path = Path(self.config.model_path)
         index = json.loads((path / "model_index.json").read_text())
-        self._is_xl = "XL" in index.get("_class_name", "")
         t0 = time.perf_counter()
         try:
             pipe = AutoPipelineForText2Image.from_pretrained(

@@ -81,3 +81,10 @@ class Unimplemented(IdlockError):
     code = "unimplemented"
     grpc_status = "UNIMPLEMENTED"
     http_status = 501
+
+
+def required(value: str, name: str) -> str:
+    """`value`, or InvalidInput naming the missing field."""
+    if not value:
+        raise InvalidInput(f"{name} is required")
+    return value

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from idlock import subjects
-from idlock.errors import InvalidInput, NotFound, PreconditionFailed
+from idlock.errors import InvalidInput, NotFound, PreconditionFailed, required
 from idlock.v1 import common_pb2, events_pb2
 from services.memory import characters
 from services.memory import repository as repo
@@ -25,12 +25,6 @@ from services.memory.state import Interval, StoryState, compute_state
 from services.memory.views import KIND, now, ts
 
 log = logging.getLogger("idlock.memory")
-
-
-def _need(value: str, name: str) -> str:
-    if not value:
-        raise InvalidInput(f"{name} is required")
-    return value
 
 
 @dataclass(frozen=True)
@@ -131,8 +125,8 @@ class Story:
         face_embedding: common_pb2.IdentityVector,
     ) -> Recorded:
         rt = self.rt
-        cid = _need(character_id, "episode.character_id")
-        job_id = _need(job_id, "episode.job_id")
+        cid = required(character_id, "episode.character_id")
+        job_id = required(job_id, "episode.job_id")
         clock = ModelClock()
         # the text model runs while the character is read and the episode written
         embedding = embed_episode_soon(rt.embedder if rt.vectors else None, episode, clock)
@@ -176,7 +170,7 @@ class Story:
         return Recorded(ep, encoder, res.created, res.consolidation_due, res.model_seconds)
 
     async def history(self, character_id: str, owner: str | None, page_size: int, page_token: str) -> History:
-        cid = _need(character_id, "character_id")
+        cid = required(character_id, "character_id")
         await self.settled(cid)
         async with self.rt.db.session(read_only=True) as s:
             ch = await repo.get_character(s, cid, owner_id=owner)
@@ -185,7 +179,7 @@ class Story:
         return History(rows, ch.encoder, token, summary.text if summary is not None else "")
 
     async def current_state(self, character_id: str, owner: str | None) -> StoryState:
-        cid = _need(character_id, "character_id")
+        cid = required(character_id, "character_id")
         async with self.rt.db.session(read_only=True) as s:
             await repo.get_character(s, cid, owner_id=owner)
             return compute_state(await repo.scene_tags(s, cid))
@@ -193,10 +187,10 @@ class Story:
     async def attribute_history(
         self, character_id: str, owner: str | None, category: str, name: str
     ) -> list[Interval]:
-        cid = _need(character_id, "character_id")
+        cid = required(character_id, "character_id")
         if category not in TAG_CATEGORIES:
             raise InvalidInput(f"category must be one of {', '.join(TAG_CATEGORIES)}, not {category!r}")
-        name = _need(name.strip(), "name")
+        name = required(name.strip(), "name")
         return (await self.current_state(cid, owner)).history(category, name)
 
     async def context(
@@ -204,7 +198,7 @@ class Story:
     ) -> Any:
         """The scene's context (see `context.load_context`), with the rows it read."""
         rt = self.rt
-        cid = _need(character_id, "character_id")
+        cid = required(character_id, "character_id")
         await self.settled(cid)
         async with rt.db.session(read_only=True) as s:
             return await load_context(
@@ -223,7 +217,7 @@ class Story:
 
     async def consolidate(self, character_id: str) -> Summary:
         rt = self.rt
-        cid = _need(character_id, "character_id")
+        cid = required(character_id, "character_id")
         await self.settled(cid)
         async with rt.db.session() as s:
             await repo.get_character(s, cid)

@@ -8,19 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from idlock import refs, subjects
-from idlock.errors import InvalidInput, PreconditionFailed
+from idlock.errors import InvalidInput, PreconditionFailed, required
 from idlock.v1 import common_pb2, events_pb2
 from services.memory import characters
 from services.memory import repository as repo
 from services.memory.episodes import Story
 from services.memory.runtime import MemoryRuntime
 from services.memory.views import now, ts
-
-
-def need(value: str, name: str) -> str:
-    if not value:
-        raise InvalidInput(f"{name} is required")
-    return value
 
 
 def owner_filter(owner_id: str) -> str | None:
@@ -97,20 +91,20 @@ class CharacterRegistry:
         return CharacterView(ch, await self._semantic(ch)), list(made.quality)
 
     async def get(self, character_id: str, owner_id: str) -> CharacterView:
-        cid = need(character_id, "character_id")
+        cid = required(character_id, "character_id")
         async with self.rt.db.session(read_only=True) as s:
             ch = await repo.get_character(s, cid, owner_id=owner_filter(owner_id))
         return CharacterView(ch, await self._semantic(ch))
 
     async def list(self, owner_id: str, page_size: int, page_token: str) -> tuple[list[Any], str]:
-        owner = need(owner_id, "owner_id")
+        owner = required(owner_id, "owner_id")
         async with self.rt.db.session(read_only=True) as s:
             return await repo.list_characters(s, owner, page_size=page_size, page_token=page_token)
 
     async def update_sheet(
         self, character_id: str, owner_id: str, sheet: dict[str, Any], *, name: str, description: str
     ) -> CharacterView:
-        cid = need(character_id, "character_id")
+        cid = required(character_id, "character_id")
         async with self.rt.db.session() as s:
             ch = await repo.update_sheet(
                 s,
@@ -125,7 +119,7 @@ class CharacterRegistry:
     async def erase(self, character_id: str, owner_id: str) -> list[characters.StoreReport]:
         """Erase the character from every store; character.deleted goes out once every store is clean."""
         rt = self.rt
-        cid = need(character_id, "character_id")
+        cid = required(character_id, "character_id")
         await self.story.settled(cid)
         await rt.drain()  # a cache write still on its way must not land after the erasure
         async with rt.db.session() as s:
@@ -144,4 +138,4 @@ class CharacterRegistry:
         return reports
 
 
-__all__ = ["CharacterRegistry", "CharacterView", "need", "owner_filter"]
+__all__ = ["CharacterRegistry", "CharacterView", "owner_filter"]

@@ -21,7 +21,8 @@ STEP_FIELDS = ("context", "render", "score", "refine", "state", "record", "regen
 _LEGACY_OPERATION = "_operation"
 
 
-def _vector_to_dict(v: common_pb2.IdentityVector) -> dict[str, Any]:
+def vector_to_dict(v: common_pb2.IdentityVector) -> dict[str, Any]:
+    """An identity vector as stored, without json_format's walk over each float."""
     return {"encoder": v.encoder, "values": list(v.values)} if v.encoder or v.values else {}
 
 
@@ -40,7 +41,7 @@ def step_to_dict(step: Any) -> dict[str, Any]:
     for name in vectors:
         copy.ClearField(name)
     out = json_format.MessageToDict(copy, preserving_proto_field_name=True)
-    out.update({name: _vector_to_dict(v) for name, v in vectors.items()})
+    out.update({name: vector_to_dict(v) for name, v in vectors.items()})
     return out
 
 

@@ -24,7 +24,7 @@ from services.orchestrator.checkpoint import Checkpoint
 from services.orchestrator.flow import FlowConfig, Outcome, StopJob
 from services.orchestrator.job_events import JobEvents, job_event
 from services.orchestrator.jobs import Claim, JobStore
-from services.orchestrator.models import NEEDS_MORE_REFS, SUCCEEDED, Job, aware, utcnow
+from services.orchestrator.models import Job, aware, utcnow
 from services.orchestrator.views import msg_to_dict
 
 log = logging.getLogger("idlock.orchestrator.runner")
@@ -107,9 +107,8 @@ class StepRunner:
         t0 = time.perf_counter()
         call = asyncio.ensure_future(fn())
         if ckpt.unwritten:
-            await asyncio.sleep(
-                0
-            )  # the call is on its way before the write holds the loop (SQLite runs inline)
+            # the call is on its way before the write holds the loop (SQLite runs inline)
+            await asyncio.sleep(0)
             try:
                 await self.write(ckpt.unwritten)
             except BaseException:
@@ -153,6 +152,17 @@ class StepRunner:
 
     # --- endings ----------------------------------------------------------------------------------------------
 
+    def _usage(self, provider: str, model: str, cost_usd: float, seconds: float) -> dict[str, Any]:
+        """The job's usage record (one per job, written with its end)."""
+        return {
+            "owner_id": self.job.owner_id,
+            "character_id": self.job.character_id,
+            "provider": provider,
+            "model": model,
+            "estimated_cost_usd": cost_usd,
+            "total_seconds": seconds,
+        }
+
     def elapsed_s(self) -> float:
         started = aware(self.job.started_at)
         return (utcnow() - started).total_seconds() if started else 0.0
@@ -163,19 +173,14 @@ class StepRunner:
         job = self.job
         ok = await self.store.finish(
             job.id,
-            SUCCEEDED,
+            Outcome.SUCCEEDED.value,
             worker_id=self.worker_id,
             result_image=msg_to_dict(image),
             metrics=msg_to_dict(metrics),
             checkpoint=self.ckpt.to_stored(),
-            usage={
-                "owner_id": job.owner_id,
-                "character_id": job.character_id,
-                "provider": metrics.provider,
-                "model": metrics.model,
-                "estimated_cost_usd": metrics.estimated_cost_usd,
-                "total_seconds": metrics.total_seconds,
-            },
+            usage=self._usage(
+                metrics.provider, metrics.model, metrics.estimated_cost_usd, metrics.total_seconds
+            ),
         )
         if not ok:
             return Outcome.CANCELLED
@@ -196,14 +201,8 @@ class StepRunner:
         usage: dict[str, Any] | None = None
         if self.ckpt.done("render"):
             prov = self.ckpt.get("render").provenance
-            usage = {
-                "owner_id": job.owner_id,
-                "character_id": job.character_id,
-                "provider": prov.provider,
-                "model": prov.model,
-                "estimated_cost_usd": prov.estimated_cost_usd + self.config.cost_per_job_usd,
-                "total_seconds": self.elapsed_s(),
-            }
+            cost = prov.estimated_cost_usd + self.config.cost_per_job_usd
+            usage = self._usage(prov.provider, prov.model, cost, self.elapsed_s())
         stored = self.ckpt.to_stored()
         ok = await self.store.finish(
             job.id,
@@ -218,7 +217,7 @@ class StepRunner:
             return Outcome.CANCELLED
         status = (
             common_pb2.JOB_STATUS_NEEDS_MORE_REFS
-            if outcome == NEEDS_MORE_REFS
+            if outcome == Outcome.NEEDS_MORE_REFS
             else common_pb2.JOB_STATUS_FAILED
         )
         event = job_event(job, status, error_code=code, message=message[:2000])

@@ -78,10 +78,6 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
 
     # --- the job queue's consumer (handlers.py) -----------------------------------------------------------------
 
-    @property
-    def worker(self) -> Worker | None:
-        return self.consumer.worker
-
     async def start_worker(self) -> Worker:
         return await self.consumer.start()
 

@@ -33,16 +33,11 @@ STATUS_PB = {
 
 
 def msg_to_dict(msg: Any) -> dict[str, Any]:
-    if isinstance(msg, common_pb2.IdentityVector):  # json_format walks each float in Python: ~0.7 ms a vector
-        return {"encoder": msg.encoder, "values": list(msg.values)} if msg.encoder or msg.values else {}
     return json_format.MessageToDict(msg, preserving_proto_field_name=True)
 
 
 def dict_to_msg(d: Mapping[str, Any] | None, msg: Any) -> Any:
-    if d and isinstance(msg, common_pb2.IdentityVector) and set(d) <= {"encoder", "values"}:
-        msg.encoder = d.get("encoder", "")
-        msg.values[:] = [float(x) for x in d.get("values", ())]
-    elif d:
+    if d:
         json_format.ParseDict(dict(d), msg, ignore_unknown_fields=True)
     return msg
 

@@ -22,11 +22,11 @@ from idlock.threads import model_executor
 from services.render.models import EditRequest, MediaKind, RenderRequest, RenderResult
 from services.render.providers.base import RenderProvider, decode_image, encode_png, pick_seed
 from services.render.providers.compositor_faces import (
-    _AMOUNTS,
+    DRIFT_AMOUNTS,
     DRIFT_MIN_DISTANCE,
     FaceCrop,
     FaceFinder,
-    _Recogniser,
+    Recogniser,
     distort_face,
 )
 from services.render.providers.compositor_scene import draw_scene, paste_face
@@ -48,7 +48,7 @@ class CompositorProvider(RenderProvider):
     def __init__(self, settings=None) -> None:
         self._settings = settings
         self._faces = FaceFinder()
-        self._recogniser: _Recogniser | None = None
+        self._recogniser: Recogniser | None = None
         self._cache: dict[bytes, FaceCrop | None] = {}
         self._cache_lock = threading.Lock()
         # drawing runs on threads of its own, at the configured model priority (threads start when first used)
@@ -72,13 +72,13 @@ class CompositorProvider(RenderProvider):
             return draw_scene(prompt, W, H, r, cand)
 
         if self._recogniser is None:
-            self._recogniser = _Recogniser()
+            self._recogniser = Recogniser()
         rec = self._recogniser
         ref = rec.descriptor(draw(face)) if rec.ok else None
         if ref is None:
             return draw(distort_face(face)), "drift=distorted: the face was altered on purpose (unchecked)"
         best: tuple[float, Image.Image] | None = None
-        for amount in _AMOUNTS:
+        for amount in DRIFT_AMOUNTS:
             img = draw(distort_face(face, amount))
             desc = rec.descriptor(img)
             if desc is None:

@@ -132,7 +132,7 @@ def distort_face(crop: FaceCrop, amount: float = 1.0) -> FaceCrop:
     return FaceCrop(Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)), crop.face_box)
 
 
-class _Recogniser:
+class Recogniser:
     """dlib's ResNet face descriptor (weights from the face_recognition_models package), used only to make sure a
     `distorted` drift really stopped matching. Optional: without it the default warp is used unchecked."""
 
@@ -162,4 +162,4 @@ class _Recogniser:
 
 #: a distorted face must sit at least this far (dlib distance) from the original; same-person pairs sit < 0.6
 DRIFT_MIN_DISTANCE = 0.68
-_AMOUNTS = (1.0, 1.3, 1.6, 1.9, 2.2)
+DRIFT_AMOUNTS = (1.0, 1.3, 1.6, 1.9, 2.2)
