@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,7 +18,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from idlock.errors import IdlockError
 
@@ -154,13 +154,14 @@ _HTTP_CODES = {
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every documented method of every route at this path (Starlette names only the first route it matched)."""
+    """The methods the OpenAPI document gives the requested path (Starlette's 405 names only the first route it
+    matched). A 405 is rare: the document (cached by FastAPI) is walked each time."""
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        if match != Match.NONE and getattr(route, "include_in_schema", True):
-            methods.update(getattr(route, "methods", None) or ())
-    return sorted(methods - {"HEAD"})
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods.update(m.upper() for m in operations)
+    return sorted(methods)
 
 
 def install(app: FastAPI) -> None:

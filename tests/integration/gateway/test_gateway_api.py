@@ -512,6 +512,18 @@ async def test_create_character_forwards_reencoded_images_without_metadata(api: 
     assert entry.resource_id == cid and entry.user_id == req.owner_id
 
 
+async def test_a_page_larger_than_the_limit_gives_the_limit(mesh: Mesh, tmp_path: Path) -> None:
+    async with running(mesh, tmp_path, page_size_max=2) as api:
+        alice = await api.user("alice@example.com")
+        for _ in range(3):
+            await make_character(api, alice)
+        page = await api.client.get("/api/v1/characters?page_size=50", headers=alice)
+        assert page.status_code == 200 and len(page.json()["items"]) == 2 and page.json()["next_page_token"]
+        schema = (await api.client.get("/openapi.json")).json()
+        register = schema["components"]["schemas"]["Registration"]["properties"]["password"]
+        assert register["minLength"] == api.gateway.settings.password_min_length
+
+
 async def test_characters_list_is_paginated(api: Api) -> None:
     alice = await api.user("alice@example.com")
     ids = sorted([await make_character(api, alice) for _ in range(3)])
@@ -689,6 +701,10 @@ async def test_delete_character_and_history(api: Api) -> None:
         for i in (1, 2, 3)
     ]
     page = (await api.client.get(f"/api/v1/character/{cid}/history?page_size=2", headers=alice)).json()
+    # the collection path answers the same as the seed's path
+    assert (
+        await api.client.get(f"/api/v1/characters/{cid}/history?page_size=2", headers=alice)
+    ).json() == page
     assert [e["scene_index"] for e in page["items"]] == [3, 2]
     assert page["items"][0]["idr"] == {"raw": 0.8, "calibrated": 0.9, "verdict": "golden", "encoder": "fake"}
     assert (
@@ -998,6 +1014,11 @@ async def test_admin_by_email_setting(mesh: Mesh, tmp_path: Path) -> None:
 async def test_unknown_routes_and_methods_answer_json(api: Api) -> None:
     assert_error(await api.client.get("/api/v1/nope"), 404, "not_found", "no such endpoint")
     assert_error(await api.client.put("/auth/login"), 405, "method_not_allowed")
+    # Allow names every method of the path, not only the first route that matched it
+    r = await api.client.put("/api/v1/characters/char_x")
+    assert_error(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "DELETE, GET"
+    assert (await api.client.patch("/auth/api-keys")).headers["allow"] == "GET, POST"
     r = await api.client.get("/healthz", headers={"X-Request-ID": "abc123"})
     assert r.json() == {"status": "ok"} and r.headers["x-request-id"] == "abc123"
     assert "/api/v1/generate" in (await api.client.get("/openapi.json")).json()["paths"]
