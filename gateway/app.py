@@ -21,10 +21,10 @@ from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import errors, pose
+from gateway import errors, pose, studio
 from gateway.core import Gateway
 from gateway.metrics import HTTP_REQUESTS, HTTP_SECONDS
-from gateway.routers import admin, auth, characters, jobs
+from gateway.routers import admin, auth, characters, jobs, objects
 from gateway.schemas import Liveness, Readiness
 from gateway.settings import GatewaySettings
 from idlock import grpc_client
@@ -176,7 +176,7 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key", "X-Request-ID"],
             expose_headers=["Retry-After", "X-Request-ID", "Location"],
         )
@@ -195,8 +195,9 @@ def create_app(
         ready = all(v == "SERVING" for v in components.values())
         return JSONResponse({"ready": ready, "components": components}, status_code=200 if ready else 503)
 
-    for router in (auth.router, characters.router, jobs.router, admin.router):
+    for router in (auth.router, characters.router, jobs.router, admin.router, objects.router):
         app.include_router(router)
+    studio.install(app)
     _document_settings(app, settings)
     return app
 

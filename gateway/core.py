@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 import httpx
 
-from gateway import auth, pose, uploads, views
+from gateway import auth, objects, pose, uploads, views
 from gateway.errors import ApiError, bad_request, from_grpc, not_found
 from gateway.health import mesh_health
 from gateway.ratelimit import TokenBucketLimiter
@@ -27,7 +27,6 @@ from gateway.sse import job_stream
 from gateway.users import Principal, UserStore
 from idlock import grpc_client
 from idlock.db import Database
-from idlock.errors import IdlockError, InvalidInput
 from idlock.settings import DatabaseSettings, MeshSettings, NatsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
 from idlock.v1 import common_pb2, memory_service_pb2, memory_service_pb2_grpc
@@ -46,6 +45,8 @@ class Caller:
     principal: Principal
     client_ip: str = ""
     request_id: str = ""
+    #: the address the request came to (download links point there unless IDLOCK_GATEWAY_PUBLIC_URL is set)
+    base_url: str = ""
 
     @property
     def user_id(self) -> str:
@@ -95,6 +96,7 @@ class Gateway:
         self.channels: dict[str, grpc.aio.Channel] = {}
         self.memory: memory_service_pb2_grpc.MemoryServiceStub | None = None
         self.orchestrator: orch_grpc.OrchestratorServiceStub | None = None
+        self.downloads: objects.Downloads | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
@@ -104,6 +106,13 @@ class Gateway:
         self.users = UserStore(self.db, self.settings, secret)
         await self.users.migrate()
         self.store = await open_store(self.storage_settings, self.data_dir)
+        url_key = self.settings.object_url_key
+        signer = objects.ObjectSigner(
+            url_key.get_secret_value().encode() if url_key else objects.derive_key(secret),
+            self.settings.object_url_ttl_s,
+        )
+        ownership = objects.Ownership(self._owns_character, self._owns_job)
+        self.downloads = objects.Downloads(self.store, signer, ownership)
         for name in ("memory", "orchestrator"):
             self.channels[name] = grpc_client.channel(
                 getattr(self.mesh, f"{name}_addr"),
@@ -130,13 +139,26 @@ class Gateway:
         except grpc.aio.AioRpcError as err:
             raise from_grpc(err, service) from err
 
-    async def url_for(self, uri: str) -> str | None:
-        """A download URL for an object of our store; None for anything else."""
-        assert self.store is not None
+    def links(self, caller: Caller) -> views.UrlFor:
+        """Download URLs of our store's objects for this caller (`objects.Downloads.links`)."""
+        return self.downloads.links(caller.user_id, self.settings.public_url or caller.base_url)
+
+    async def _owns_character(self, character_id: str, user_id: str) -> bool:
+        return await self._finds(self._character, character_id, user_id)
+
+    async def _owns_job(self, job_id: str, user_id: str) -> bool:
+        return await self._finds(self._job, job_id, user_id)
+
+    @staticmethod
+    async def _finds(find: Callable[[Caller, str], Awaitable[Any]], ident: str, user_id: str) -> bool:
+        """Whether `find` finds the resource for this user (another user's is not found)."""
         try:
-            return await self.store.url(self.store.key_from_uri(uri))
-        except IdlockError:
-            return None
+            await find(Caller(Principal(user_id, "", False, "")), ident)
+        except ApiError as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
 
     # ---- characters ----------------------------------------------------------------------------------------
 
@@ -165,6 +187,7 @@ class Gateway:
         description: str,
         consent: bool,
         files: list[uploads.Upload],
+        sheet: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         s = self.settings
@@ -190,6 +213,7 @@ class Gateway:
             name=name,
             description=description,
             consent_given=True,
+            sheet=memory_service_pb2.CharacterSheet(**(sheet or {})),
             reference_images=[common_pb2.ImageInput(data=c.data) for c in clean],
             request_id=f"{caller.user_id}:{idempotency_key}" if idempotency_key else uuid.uuid4().hex,
         )
@@ -222,7 +246,46 @@ class Gateway:
         }
 
     async def get_character(self, caller: Caller, character_id: str) -> dict[str, Any]:
-        return await views.character(await self._character(caller, character_id), self.url_for)
+        return await views.character(await self._character(caller, character_id), self.links(caller))
+
+    async def update_character(
+        self,
+        caller: Caller,
+        character_id: str,
+        *,
+        name: str | None,
+        description: str | None,
+        sheet: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Change the name, description and sheet fields given (the rest stay); memory bumps the character's
+        version, so no cached prompt of the old sheet is used again."""
+        current = await self._character(caller, character_id)
+        if name is None and description is None and not sheet:  # nothing to change: the character as it is
+            return await views.character(current, self.links(caller))
+        merged = views.merge_sheet(current.sheet, sheet)
+        reply = await self._rpc(
+            "memory",
+            self.memory.UpdateCharacterSheet,
+            memory_service_pb2.UpdateCharacterSheetRequest(
+                character_id=character_id,
+                owner_id=caller.user_id,
+                sheet=merged,
+                name=name or "",
+                description=description or "",
+                replace_description=description is not None,
+            ),
+        )
+        await self.users.audit(
+            caller.user_id,
+            "character_update",
+            "character",
+            character_id,
+            client_ip=caller.client_ip,
+            request_id=caller.request_id,
+            fields=[k for k, v in (("name", name), ("description", description)) if v is not None]
+            + [f"sheet.{k}" for k in sheet],
+        )
+        return await views.character(reply.character, self.links(caller))
 
     async def list_characters(self, caller: Caller, page_size: int, page_token: str) -> dict[str, Any]:
         reply = await self._rpc(
@@ -272,7 +335,7 @@ class Gateway:
             ),
         )
         episodes = [
-            await views.episode(e, self.url_for)
+            await views.episode(e, self.links(caller))
             for e in reply.episodes
             if e.character_id in ("", character_id)
         ]
@@ -299,7 +362,7 @@ class Gateway:
         stored = await self.store.put(key, clean.data, clean.mime)
         return {
             "uri": stored.uri,
-            "url": await self.url_for(stored.uri),
+            "url": await self.links(caller)(stored.uri),
             "sha256": stored.sha256,
             "mime": clean.mime,
             "width": clean.width,
@@ -308,33 +371,14 @@ class Gateway:
 
     async def _pose_uri(self, caller: Caller, url: str) -> tuple[str, str | None]:
         """(uri to pass on, key to delete when the submission does not go through)."""
-        try:
-            source = await pose.validate(
-                url, user_id=caller.user_id, key_from_uri=self.store.key_from_uri, resolver=self.resolver
-            )
-            if source.kind == "storage":
-                if not await self.store.exists(source.key):
-                    raise InvalidInput(f"{pose.FIELD}: {url} does not exist in your uploads")
-                return self.store.uri_for(source.key), None
-            fetched = await pose.fetch(
-                source.url,
-                resolver=self.resolver,
-                max_bytes=self.settings.pose_max_bytes,
-                timeout_s=self.settings.pose_fetch_timeout_s,
-                max_redirects=self.settings.pose_max_redirects,
-                transport=self.pose_transport,
-            )
-        except InvalidInput as exc:
-            raise bad_request(exc.message, field=pose.FIELD) from exc
-        clean = uploads.clean_image(
-            fetched.data,
-            name=pose.FIELD,
-            max_pixels=self.settings.max_image_pixels,
-            jpeg_quality=self.settings.jpeg_quality,
+        return await pose.resolve(
+            url,
+            user_id=caller.user_id,
+            store=self.store,
+            settings=self.settings,
+            resolver=self.resolver,
+            transport=self.pose_transport,
         )
-        key = f"{pose.upload_prefix(caller.user_id)}pose/{uuid.uuid4().hex}.{clean.extension}"
-        stored = await self.store.put(key, clean.data, clean.mime)
-        return stored.uri, key
 
     # ---- jobs ----------------------------------------------------------------------------------------------
 
@@ -403,7 +447,7 @@ class Gateway:
         return reply.job
 
     async def get_job(self, caller: Caller, job_id: str) -> dict[str, Any]:
-        return await views.job(await self._job(caller, job_id), self.url_for)
+        return await views.job(await self._job(caller, job_id), self.links(caller))
 
     async def cancel_job(self, caller: Caller, job_id: str) -> dict[str, Any]:
         await self._job(caller, job_id)
@@ -420,7 +464,7 @@ class Gateway:
             client_ip=caller.client_ip,
             request_id=caller.request_id,
         )
-        return await views.job(reply.job, self.url_for)
+        return await views.job(reply.job, self.links(caller))
 
     async def feedback(self, caller: Caller, job_id: str, rating: str, comment: str) -> dict[str, Any]:
         await self._job(caller, job_id)

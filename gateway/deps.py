@@ -42,7 +42,12 @@ async def caller(
         raise unauthenticated(
             "authentication required: send Authorization: Bearer <token> or X-API-Key: <key>"
         )
-    return Caller(principal=principal, client_ip=client_ip(request), request_id=request_id_var.get())
+    return Caller(
+        principal=principal,
+        client_ip=client_ip(request),
+        request_id=request_id_var.get(),
+        base_url=str(request.base_url),
+    )
 
 
 async def limited_caller(

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idlock.db import make_base
 
 Base = make_base("gateway")
-SCHEMA_VERSION = 1
+#: 2: users.name
+SCHEMA_VERSION = 2
 
 
 def utcnow() -> dt.datetime:
@@ -22,6 +24,8 @@ class User(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True, nullable=False)
+    #: how the user is called (optional)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, default="", server_default="")
     password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
     is_admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
@@ -57,3 +61,12 @@ class AuditEntry(Base):
     request_id: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     details: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
     note: Mapped[str] = mapped_column(Text, nullable=False, default="")
+
+
+async def _v2_user_name(conn: AsyncConnection) -> None:
+    # unqualified: the search_path (Postgres) or the file (SQLite) names the service's table
+    await conn.execute(text("ALTER TABLE users ADD COLUMN name VARCHAR(200) NOT NULL DEFAULT ''"))
+
+
+#: upgrade steps of earlier schema versions, by the version they bring the tables to
+UPGRADES = {2: _v2_user_name}

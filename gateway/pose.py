@@ -19,13 +19,18 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
+from gateway import uploads
+from gateway.errors import bad_request
+from gateway.settings import GatewaySettings
 from idlock.errors import InvalidInput
+from idlock.storage import ObjectStore
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 FIELD = "pose_image_url"
@@ -257,3 +262,38 @@ async def _fetch(
             finally:
                 await response.aclose()
     raise InvalidInput(f"{FIELD} redirected more than {max_redirects} times")  # pragma: no cover
+
+
+async def resolve(
+    url: str,
+    *,
+    user_id: str,
+    store: ObjectStore,
+    settings: GatewaySettings,
+    resolver: Resolver,
+    transport: httpx.AsyncBaseTransport | None,
+) -> tuple[str, str | None]:
+    """A submission's pose image as a URI of our store: (uri, key of a copy made for this submission, to delete
+    when it does not go through). An https image is downloaded, cleaned and stored under the user's uploads."""
+    try:
+        source = await validate(url, user_id=user_id, key_from_uri=store.key_from_uri, resolver=resolver)
+        if source.kind == "storage":
+            if not await store.exists(source.key):
+                raise InvalidInput(f"{FIELD}: {url} does not exist in your uploads")
+            return store.uri_for(source.key), None
+        fetched = await fetch(
+            source.url,
+            resolver=resolver,
+            max_bytes=settings.pose_max_bytes,
+            timeout_s=settings.pose_fetch_timeout_s,
+            max_redirects=settings.pose_max_redirects,
+            transport=transport,
+        )
+    except InvalidInput as exc:
+        raise bad_request(exc.message, field=FIELD) from exc
+    clean = uploads.clean_image(
+        fetched.data, name=FIELD, max_pixels=settings.max_image_pixels, jpeg_quality=settings.jpeg_quality
+    )
+    key = f"{upload_prefix(user_id)}pose/{uuid.uuid4().hex}.{clean.extension}"
+    stored = await store.put(key, clean.data, clean.mime)
+    return stored.uri, key

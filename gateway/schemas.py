@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +36,7 @@ class Credentials(Strict):
 
 
 class Registration(Credentials):
+    name: str = Field("", max_length=200, description="How you are called (optional).")
     password: str = Field(
         min_length=1,
         max_length=1024,
@@ -47,6 +48,7 @@ class Registration(Credentials):
 class RegisteredUser(BaseModel):
     user_id: str
     email: str
+    name: str
     is_admin: bool
 
 
@@ -81,6 +83,41 @@ class ReferenceQuality(BaseModel):
     accepted: bool
     faces_found: int
     issues: list[str] = Field(description="Why the photo is weak or refused (e.g. small face, blurry).")
+
+
+#: text people type: no control characters but tab and line breaks (spelled out, as for EMAIL_PATTERN)
+PLAIN_TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+#: a name: plain text with at least one character that is not a space
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
+SheetItem = Annotated[str, Field(min_length=1, max_length=200, pattern=PLAIN_TEXT)]
+
+
+class CharacterSheetIn(Strict):
+    """A character sheet's fields: each one given replaces the stored one (lists replace whole lists)."""
+
+    face_description: str | None = Field(
+        None, max_length=1000, pattern=PLAIN_TEXT, description="The face, in words."
+    )
+    hair: str | None = Field(None, max_length=200, pattern=PLAIN_TEXT, description="Hair colour and style.")
+    eyes: str | None = Field(None, max_length=100, pattern=PLAIN_TEXT, description="Eye colour.")
+    distinctive_marks: list[SheetItem] | None = Field(
+        None, max_length=20, description="Scars, tattoos, freckles... (each kept in every scene)."
+    )
+    semantic_tags: list[SheetItem] | None = Field(None, max_length=20, description="Tags (e.g. knight, elf).")
+    must_keep_traits: list[SheetItem] | None = Field(
+        None, max_length=20, description="Traits the prompt must always keep."
+    )
+
+
+class CharacterPatch(Strict):
+    """Fields to change; a field left out (or null) stays as it is, and a body that changes nothing changes
+    nothing."""
+
+    name: str | None = Field(None, min_length=1, max_length=200, pattern=NAME_PATTERN)
+    description: str | None = Field(
+        None, max_length=4000, pattern=PLAIN_TEXT, description='Who the character is ("" clears it).'
+    )
+    sheet: CharacterSheetIn | None = None
 
 
 class CharacterCreated(BaseModel):
@@ -228,6 +265,54 @@ class CharacterDeleted(BaseModel):
     report: list[StoreErasureOut] = Field(description="What was erased from each store.")
 
 
+class StateItemOut(BaseModel):
+    name: str
+    since_scene: int = Field(description="The scene the attribute began in.")
+
+
+class EndedItemOut(StateItemOut):
+    until_scene: int = Field(description="The scene that ended it.")
+
+
+Item = TypeVar("Item", bound=BaseModel)
+
+
+class ByCategory(BaseModel, Generic[Item]):
+    """Story-state items per category."""
+
+    clothing: list[Item]
+    injuries: list[Item]
+    props: list[Item]
+    setting: list[Item]
+    mood: list[Item]
+
+
+class EpisodeUseOut(BaseModel):
+    episode_id: str
+    scene_index: int
+    reason: str = Field(
+        description="recent (one of the last scenes) or relevant (found by similarity to the prompt)."
+    )
+
+
+class SceneContextOut(BaseModel):
+    prompt: str = Field(description="The composed prompt sent to the renderer.")
+    negative_prompt: str = Field(description="The negative tokens sent with it.")
+    engine: str = Field(description="What composed it: template, or llm:<model>.")
+    cached: bool = Field(description="The composition came from the prompt cache.")
+    fallback_reason: str | None = Field(
+        description="Why the template was used instead of the LLM, if it was."
+    )
+    memory_version: int
+    state: ByCategory[StateItemOut] = Field(
+        description="Story state in effect for the scene, each with the scene it began in."
+    )
+    ended: ByCategory[EndedItemOut] = Field(
+        description="Attributes that ended in the last few scenes (no longer present)."
+    )
+    episodes: list[EpisodeUseOut] = Field(description="Earlier scenes the context used, and why.")
+
+
 class FrameIdrOut(BaseModel):
     timestamp_s: float
     face_found: bool
@@ -247,9 +332,15 @@ class EpisodeOut(BaseModel):
     tags: StateTagsOut = Field(description="Story state the scene added.")
     removed: StateTagsOut = Field(description="Story state the scene ended.")
     state_source: str = Field(description="vision or heuristic (a labelled fallback).")
+    provider_label: str | None = Field(
+        description="What rendered the scene (offline/compositor is the labelled offline fallback)."
+    )
     duration_s: float
     dialogue: str
     frame_idrs: list[FrameIdrOut]
+    context: SceneContextOut | None = Field(
+        description="What the scene was made from (null for scenes recorded before this was kept)."
+    )
     created_at: str | None
 
 
@@ -285,6 +376,9 @@ class JobOut(BaseModel):
     error: JobErrorOut | None
     attempts: int
     provider_operation: str | None = Field(description="A video provider's long-running operation.")
+    context: SceneContextOut | None = Field(
+        description="What the scene is made from, once memory's context step has run."
+    )
     created_at: str | None
     updated_at: str | None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from idlock.settings import DEFAULT_PORTS, IdlockSettings
@@ -119,6 +119,30 @@ class GatewaySettings(IdlockSettings):
     )
     sse_keepalive_s: float = Field(15.0, gt=0, description="Interval of SSE keep-alive comments while idle.")
 
+    # downloads
+    public_url: str = Field(
+        "",
+        max_length=500,
+        pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$",
+        description=(
+            "Base URL clients reach the gateway at (e.g. https://idlock.example.com), used in download links of "
+            "the local object store. Empty: the address each request came to."
+        ),
+    )
+    object_url_key: SecretStr | None = Field(
+        None,
+        description=(
+            "HMAC key signing the local object store's download links (at least 32 characters). Empty: derived "
+            "from the JWT secret."
+        ),
+    )
+    object_url_ttl_s: int = Field(
+        3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="Lifetime of a download link of the local object store (seconds).",
+    )
+
     # HTTP
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma separated origins allowed by CORS; empty disables CORS."
@@ -140,11 +164,11 @@ class GatewaySettings(IdlockSettings):
     def _lower(cls, v: list[str]) -> list[str]:
         return [e.lower() for e in v]
 
-    @field_validator("jwt_secret")
+    @field_validator("jwt_secret", "object_url_key")
     @classmethod
-    def _strong_secret(cls, v: SecretStr | None) -> SecretStr | None:
+    def _strong_secret(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if v is None or not v.get_secret_value():
             return None
         if len(v.get_secret_value()) < 32:
-            raise ValueError("IDLOCK_GATEWAY_JWT_SECRET must be at least 32 characters")
+            raise ValueError(f"IDLOCK_GATEWAY_{info.field_name.upper()} must be at least 32 characters")
         return v

@@ -28,7 +28,7 @@ async def job_stream(gw: Gateway, caller: Caller, job_id: str, first: orch_pb2.J
         seq += 1
         return f"id: {seq}\nevent: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
-    snapshot = await views.job(first, gw.url_for)
+    snapshot = await views.job(first, gw.links(caller))
     yield frame("status", {"event": "status", "message": "", "job": snapshot})
     if snapshot["status"] in views.TERMINAL_JOB_STATUSES:
         return
@@ -65,7 +65,7 @@ async def job_stream(gw: Gateway, caller: Caller, job_id: str, first: orch_pb2.J
                 return
             if item.job.owner_id and item.job.owner_id != caller.user_id:
                 return
-            data = await views.job(item.job, gw.url_for) if item.HasField("job") else None
+            data = await views.job(item.job, gw.links(caller)) if item.HasField("job") else None
             yield frame(item.event or "progress", {"event": item.event, "message": item.message, "job": data})
             if data is not None and data["status"] in views.TERMINAL_JOB_STATUSES:
                 return

@@ -13,10 +13,11 @@ from sqlalchemy.exc import IntegrityError
 
 from gateway import auth
 from gateway.errors import ApiError, unauthenticated
-from gateway.models import SCHEMA_VERSION, ApiKey, AuditEntry, Base, User, utcnow
+from gateway.models import SCHEMA_VERSION, UPGRADES, ApiKey, AuditEntry, Base, User, utcnow
 from gateway.schemas import EMAIL_PATTERN
 from gateway.settings import GatewaySettings
 from idlock.db import Database
+from idlock.text import strip_control
 
 _EMAIL = re.compile(EMAIL_PATTERN)
 
@@ -30,6 +31,7 @@ class Principal:
     is_admin: bool
     #: "jwt" or "api_key:<key id>"
     via: str
+    name: str = ""
 
 
 def normalize_email(email: str) -> str:
@@ -46,7 +48,7 @@ class UserStore:
         self._secret = jwt_secret
 
     async def migrate(self) -> None:
-        await self.db.migrate(Base.metadata, version=SCHEMA_VERSION)
+        await self.db.migrate(Base.metadata, version=SCHEMA_VERSION, upgrades=UPGRADES)
 
     def _is_admin(self, user: Any) -> bool:
         return bool(user.is_admin or user.email in self.settings.admin_emails)
@@ -54,7 +56,7 @@ class UserStore:
     # ---- users ---------------------------------------------------------------------------------------------
 
     async def register(
-        self, email: str, password: str, *, client_ip: str = "", request_id: str = ""
+        self, email: str, password: str, *, name: str = "", client_ip: str = "", request_id: str = ""
     ) -> Principal:
         """A new user (the first one is an admin). Duplicate email -> 409."""
         if not self.settings.allow_registration:
@@ -69,6 +71,7 @@ class UserStore:
                 user = User(
                     id=user_id,
                     email=email,
+                    name=strip_control(name).strip(),
                     password_hash=password_hash,
                     is_admin=first or email in self.settings.admin_emails,
                 )
@@ -79,7 +82,9 @@ class UserStore:
                 )
         except IntegrityError as exc:
             raise ApiError(409, "already_exists", f"a user with email {email} already exists") from exc
-        return Principal(user_id=user.id, email=email, is_admin=self._is_admin(user), via="register")
+        return Principal(
+            user_id=user.id, email=email, is_admin=self._is_admin(user), via="register", name=user.name
+        )
 
     async def login(
         self, email: str, password: str, *, client_ip: str = "", request_id: str = ""
@@ -112,7 +117,9 @@ class UserStore:
             user = (await c.execute(select(users).where(users.c.id == user_id))).first()
         if user is None or user.disabled:
             raise unauthenticated("the account of this credential no longer exists or is disabled")
-        return Principal(user_id=user.id, email=user.email, is_admin=self._is_admin(user), via=via)
+        return Principal(
+            user_id=user.id, email=user.email, is_admin=self._is_admin(user), via=via, name=user.name
+        )
 
     async def from_token(self, token: str) -> Principal:
         claims = auth.decode_token(token, secret=self._secret, issuer=self.settings.jwt_issuer)

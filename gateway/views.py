@@ -72,6 +72,37 @@ def idr(score: common_pb2.IdrScore) -> dict[str, Any]:
     }
 
 
+STATE_CATEGORIES = ("clothing", "injuries", "props", "setting", "mood")
+
+
+def _state(items: Any, *, ended: bool) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {c: [] for c in STATE_CATEGORIES}
+    for i in items:
+        item = {"name": i.name, "since_scene": i.since_scene}
+        if ended:
+            item["until_scene"] = i.until_scene
+        out.setdefault(i.category, []).append(item)
+    return out
+
+
+def scene_context(c: memory_service_pb2.SceneContext) -> dict[str, Any]:
+    """What a scene was made from: the composed prompt, its engine, the state in effect, what ended, the
+    earlier scenes used."""
+    return {
+        "prompt": c.prompt,
+        "negative_prompt": c.negative_prompt,
+        "engine": c.engine or "template",
+        "cached": c.cache_hit,
+        "fallback_reason": c.fallback_reason or None,
+        "memory_version": c.memory_version,
+        "state": _state(c.state, ended=False),
+        "ended": _state(c.ended, ended=True),
+        "episodes": [
+            {"episode_id": e.episode_id, "scene_index": e.scene_index, "reason": e.reason} for e in c.episodes
+        ],
+    }
+
+
 def tags(t: common_pb2.StateTags) -> dict[str, list[str]]:
     return {k: list(getattr(t, k)) for k in ("clothing", "injuries", "props", "setting", "mood")}
 
@@ -94,6 +125,20 @@ async def character(c: memory_service_pb2.Character, url_for: UrlFor) -> dict[st
         "created_at": _ts(c, "created_at"),
         "updated_at": _ts(c, "updated_at"),
     }
+
+
+def merge_sheet(
+    current: memory_service_pb2.CharacterSheet, changes: dict[str, Any]
+) -> memory_service_pb2.CharacterSheet:
+    """The stored sheet with the given fields replaced (a list replaces the whole list)."""
+    merged = memory_service_pb2.CharacterSheet()
+    merged.CopyFrom(current)
+    for name, value in changes.items():
+        if isinstance(value, list):
+            getattr(merged, name)[:] = value
+        else:
+            setattr(merged, name, value)
+    return merged
 
 
 def character_summary(c: memory_service_pb2.Character) -> dict[str, Any]:
@@ -121,6 +166,7 @@ async def episode(e: memory_service_pb2.Episode, url_for: UrlFor) -> dict[str, A
         "tags": tags(e.tags),
         "removed": tags(e.removed),
         "state_source": e.state_source,
+        "provider_label": e.provider_label or None,
         "duration_s": e.duration_s,
         "dialogue": e.dialogue,
         "frame_idrs": [
@@ -131,6 +177,7 @@ async def episode(e: memory_service_pb2.Episode, url_for: UrlFor) -> dict[str, A
             }
             for f in e.frame_idrs
         ],
+        "context": scene_context(e.context) if e.HasField("context") else None,
         "created_at": _ts(e, "created_at"),
     }
 
@@ -161,6 +208,7 @@ async def job(j: orchestrator_service_pb2.Job, url_for: UrlFor) -> dict[str, Any
         else None,
         "attempts": j.attempts,
         "provider_operation": j.provider_operation or None,
+        "context": scene_context(j.context) if j.HasField("context") else None,
         "created_at": _ts(j, "created_at"),
         "updated_at": _ts(j, "updated_at"),
     }

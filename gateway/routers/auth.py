@@ -32,9 +32,22 @@ router = APIRouter(
 async def register(body: Registration, request: Request, gw: GatewayDep) -> RegisteredUser:
     """Create a user. The first user (and any email in IDLOCK_GATEWAY_ADMIN_EMAILS) is an administrator."""
     p = await gw.users.register(
-        body.email, body.password, client_ip=client_ip(request), request_id=request_id_var.get()
+        body.email,
+        body.password,
+        name=body.name,
+        client_ip=client_ip(request),
+        request_id=request_id_var.get(),
     )
-    return RegisteredUser(user_id=p.user_id, email=p.email, is_admin=p.is_admin)
+    return RegisteredUser(user_id=p.user_id, email=p.email, name=p.name, is_admin=p.is_admin)
+
+
+@router.get(
+    "/me", operation_id="who_am_i", response_model=RegisteredUser, responses={401: {"model": ErrorBody}}
+)
+async def who_am_i(who: CallerDep) -> RegisteredUser:
+    """The signed-in user (for the JWT or API key sent)."""
+    p = who.principal
+    return RegisteredUser(user_id=p.user_id, email=p.email, name=p.name, is_admin=p.is_admin)
 
 
 @router.post(

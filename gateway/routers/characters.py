@@ -5,13 +5,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
+from pydantic import ValidationError
 
 from gateway.deps import CallerDep, GatewayDep, IdempotencyDep
+from gateway.errors import bad_request
 from gateway.schemas import (
+    NAME_PATTERN,
+    PLAIN_TEXT,
     CharacterCreated,
     CharacterDeleted,
     CharacterOut,
     CharacterPage,
+    CharacterPatch,
+    CharacterSheetIn,
     ErrorBody,
     HistoryPage,
     StoredImage,
@@ -75,19 +81,61 @@ async def create_character(
     who: CallerDep,
     gw: GatewayDep,
     idem: IdempotencyDep,
-    name: Annotated[str, Form(min_length=1, max_length=200, description="Character name.")],
+    name: Annotated[
+        str, Form(min_length=1, max_length=200, pattern=NAME_PATTERN, description="Character name.")
+    ],
     consent: Annotated[bool, Form(description="You confirm you may use these images of this person.")],
-    description: Annotated[str, Form(max_length=4000, description="Who the character is.")] = "",
+    description: Annotated[
+        str, Form(max_length=4000, pattern=PLAIN_TEXT, description="Who the character is.")
+    ] = "",
     image: Annotated[
         list[UploadFile] | None, File(description="1-5 reference photos (field `image` or `image[]`).")
     ] = None,
     image_list: Annotated[list[UploadFile] | None, File(alias="image[]", include_in_schema=False)] = None,
+    face_description: Annotated[
+        str | None, Form(max_length=1000, description="Sheet: the face, in words.")
+    ] = None,
+    hair: Annotated[str | None, Form(max_length=200, description="Sheet: hair colour and style.")] = None,
+    eyes: Annotated[str | None, Form(max_length=100, description="Sheet: eye colour.")] = None,
+    distinctive_marks: Annotated[
+        list[str] | None, Form(description="Sheet: scars, tattoos, freckles... (one per field).")
+    ] = None,
+    semantic_tags: Annotated[list[str] | None, Form(description="Sheet: tags (one per field).")] = None,
+    must_keep_traits: Annotated[
+        list[str] | None, Form(description="Sheet: traits every prompt must keep (one per field).")
+    ] = None,
 ) -> dict[str, Any]:
-    """Register a character from 1-5 reference photos. Images are decoded and re-encoded without metadata."""
+    """Register a character from 1-5 reference photos, with an optional character sheet. Images are decoded and
+    re-encoded without metadata."""
+    sheet = _sheet(
+        face_description=face_description,
+        hair=hair,
+        eyes=eyes,
+        distinctive_marks=distinctive_marks,
+        semantic_tags=semantic_tags,
+        must_keep_traits=must_keep_traits,
+    )
     files = await _read([*(image or []), *(image_list or [])])
     return await gw.create_character(
-        who, name=name, description=description, consent=consent, files=files, idempotency_key=idem
+        who,
+        name=name,
+        description=description,
+        consent=consent,
+        files=files,
+        sheet=sheet,
+        idempotency_key=idem,
     )
+
+
+def _sheet(**fields: Any) -> dict[str, Any]:
+    """The sheet fields of a form, checked as the JSON sheet is (400 naming the field otherwise)."""
+    try:
+        sheet = CharacterSheetIn(**fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise bad_request(f"{where}: {err['msg']}", field=where) from None
+    return sheet.model_dump(exclude_none=True)
 
 
 @router.get(
@@ -138,6 +186,25 @@ async def list_characters(
 async def get_character(character_id: str, who: CallerDep, gw: GatewayDep) -> dict[str, Any]:
     """Metadata of one of your characters."""
     return await gw.get_character(who, character_id)
+
+
+@router.patch(
+    "/characters/{character_id}",
+    operation_id="update_character",
+    response_model=CharacterOut,
+)
+async def update_character(
+    character_id: str, body: CharacterPatch, who: CallerDep, gw: GatewayDep
+) -> dict[str, Any]:
+    """Edit a character's name, description and sheet: the fields sent replace theirs, the rest stay. The next
+    scene's prompt is composed from the new sheet (cached prompts of the old one are not used)."""
+    return await gw.update_character(
+        who,
+        character_id,
+        name=body.name,
+        description=body.description,
+        sheet=body.sheet.model_dump(exclude_none=True) if body.sheet else {},
+    )
 
 
 @router.delete("/characters/{character_id}", operation_id="delete_character", response_model=CharacterDeleted)

@@ -56,6 +56,10 @@ def _components_table(components, title: str) -> Table:
     return table
 
 
+def _print_studio(gateway: str) -> None:
+    console.print(f"studio: [bold]{gateway}/[/bold]   (the web page; API reference: {gateway}/docs)")
+
+
 @app.command()
 def up(
     data_dir: Annotated[
@@ -101,6 +105,8 @@ def up(
         _components_table(mesh.components.values(), f"IDLock mesh ({time.perf_counter() - started:.1f} s)")
     )
     console.print(f"data: {mesh.data_dir}   logs: {mesh.data_dir / 'logs'}   Ctrl-C stops everything")
+    if "gateway" in mesh.components:
+        _print_studio(mesh.components["gateway"].address)
     stop = {"now": False}
 
     def on_signal(signum, frame):
@@ -190,6 +196,13 @@ def demo(
     video: Annotated[
         bool, typer.Option("--video", help="Make every scene a short video and report IDR per sampled frame.")
     ] = False,
+    stay: Annotated[
+        bool,
+        typer.Option(
+            "--stay",
+            help="Keep the mesh running after the story, to look at it in the studio (Ctrl-C stops).",
+        ),
+    ] = False,
 ) -> None:
     """A three-scene story on the local mesh, through the REST gateway (no keys needed)."""
     from idlock.demo import DemoError, run_demo
@@ -214,6 +227,23 @@ def demo(
         console.print(
             f"mesh up: gateway {mesh.components['gateway'].address} (logs in {mesh.data_dir / 'logs'})"
         )
+        _print_studio(mesh.components["gateway"].address)
+
+    shown = []
+
+    def stay_up(mesh, report) -> None:
+        studio = report["studio"]
+        console.print(table)
+        shown.append(True)
+        console.print(
+            f"the mesh stays up: open [bold]{studio['url']}[/bold] and sign in as {studio['email']} "
+            f"with the password {studio['password']}; Ctrl-C stops it"
+        )
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            console.print("stopping ...")
 
     def on_scene(scene) -> None:
         tags = "; ".join(f"{k}: {', '.join(v)}" for k, v in scene.tags.items())
@@ -251,11 +281,14 @@ def demo(
     if not console.is_terminal:
         console.width = max(console.width, 160)
     try:
-        report = run_demo(out, references, on_scene=on_scene, on_mesh=on_mesh, video=video)
+        report = run_demo(
+            out, references, on_scene=on_scene, on_mesh=on_mesh, video=video, stay=stay_up if stay else None
+        )
     except (DemoError, MeshError) as err:
         console.print(f"[red]demo failed:[/red] {err}")
         raise typer.Exit(1) from None
-    console.print(table)
+    if not shown:
+        console.print(table)
     console.print(
         f"memory: {report['history_episodes']} episodes recorded; summary: {report['story_summary'] or '-'}"
     )

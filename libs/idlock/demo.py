@@ -261,6 +261,8 @@ def run_story(
     report = {
         "character_id": character_id,
         "gateway": base_url,
+        # the demo's throwaway user on its own local mesh, to look at the story in the studio (`--stay`)
+        "studio": {"url": f"{base_url}/", "email": email, "password": password},
         "scenes": [{k: v for k, v in scene.__dict__.items()} for scene in scenes],
         "media": "video" if video else "image",
         "history_episodes": len(history.get("items", [])),
@@ -293,13 +295,19 @@ def run_demo(
     on_scene: Callable[[Scene], None] | None = None,
     on_mesh: Callable[[LocalMesh], None] | None = None,
     video: bool = False,
+    stay: Callable[[LocalMesh, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
+    """The demo on a mesh of its own. `stay`: called with the mesh still up once the story is told (e.g. to let
+    a person look at it in the studio); the mesh stops when it returns."""
     references = references or sample_references()
     with tempfile.TemporaryDirectory(prefix="idlock-demo-") as tmp:
         mesh = LocalMesh(Path(data_dir or tmp), free_ports=True, nats_port=0, extra_env=demo_env())
         with mesh:
             if on_mesh:
                 on_mesh(mesh)
-            return run_story(
+            report = run_story(
                 mesh.components["gateway"].address, references, Path(out), on_scene=on_scene, video=video
             )
+            if stay:
+                stay(mesh, report)
+            return report

@@ -134,6 +134,10 @@ class LocalObjectStore(ObjectStore):
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*validate_key(key).split("/"))
 
+    def path_of(self, key: str) -> Path:
+        """The file holding an object (it may not exist): for serving it without reading it into memory."""
+        return self._path(key)
+
     def uri_for(self, key: str) -> str:
         return self._path(key).as_uri()
 

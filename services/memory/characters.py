@@ -90,15 +90,27 @@ def status_of(enc: EncodedReferences) -> tuple[str, list[str]]:
     return (STATUS_NEEDS_MORE_REFS if reasons else STATUS_READY), reasons
 
 
+#: limits of a character sheet: characters of one text, entries of one list
+SHEET_TEXT_MAX, SHEET_LIST_MAX = 1000, 30
+
+
 def clean_sheet(sheet: Mapping[str, Any]) -> dict[str, Any]:
-    """The stored sheet: strings stripped, list fields as lists of non-empty strings."""
+    """The stored sheet: strings stripped, list fields as lists of non-empty strings; an oversized field is
+    refused (InvalidInput), naming it."""
     out: dict[str, Any] = {}
     for k, v in sheet.items():
         if isinstance(v, str):
+            if len(v) > SHEET_TEXT_MAX:
+                raise InvalidInput(f"sheet.{k} is {len(v)} characters long, the limit is {SHEET_TEXT_MAX}")
             if v.strip():
                 out[k] = v.strip()
         elif v is not None:
             vals = [str(x).strip() for x in v if str(x).strip()]
+            if len(vals) > SHEET_LIST_MAX or any(len(x) > SHEET_TEXT_MAX for x in vals):
+                raise InvalidInput(
+                    f"sheet.{k} has more than {SHEET_LIST_MAX} entries or one longer than {SHEET_TEXT_MAX} "
+                    "characters"
+                )
             if vals:
                 out[k] = vals
     return out

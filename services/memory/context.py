@@ -30,7 +30,7 @@ from .prompt import (
     compose_template,
     sanitize_prompt,
 )
-from .state import SceneTags, StateCache, StoryState, compute_state
+from .state import Interval, SceneTags, StateCache, StoryState, compute_state
 from .text_embed import PendingEmbedding, TextEmbedder, aembed, embed_soon, embed_text_soon
 
 
@@ -96,6 +96,8 @@ class MemoryContext:
     episode_weights: tuple[float, ...] = ()
     #: seconds of this call spent awaiting models and providers (text embedder, LLM prompt formatter)
     model_seconds: float = 0.0
+    #: attributes that ended in the last `ended_window` scenes (what the prompt says is no longer present)
+    recently_ended: tuple[Interval, ...] = ()
     #: set by `load_context`: the character row, and the Episode rows of `recent` + `relevant` by scene index,
     #: so the caller does not read them again
     character: Any = None
@@ -213,6 +215,7 @@ async def build_context(
         prompt=composed,
         cache_hit=hit,
         episode_weights=weights,
+        recently_ended=tuple(inputs.recently_ended()),
         model_seconds=clock.seconds,
     )
 
@@ -281,6 +284,7 @@ async def load_context(
             query = _prefetch_query(embedder, user_prompt, cfg, clock)
         sheet_d = dict(ch.sheet or {})
         sheet_d.setdefault("name", ch.name)
+        sheet_d["description"] = ch.description or ""
         sheet = CharacterSheet.from_dict(sheet_d)
         state = await story_state(session, character_id, ch.episode_count or 0, states)
         recent_rows = await repo.recent_episodes(session, character_id, cfg.recent_k)

@@ -22,6 +22,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import (
+    text as sql_text,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idlock.db import make_base
@@ -36,8 +40,8 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-#: version of these models that `Database.migrate` records
-SCHEMA_VERSION = 1
+#: version of these models that `Database.migrate` records (2: episodes.context, episodes.provider_label)
+SCHEMA_VERSION = 2
 
 Base = make_base("memory", type_annotation_map={dict[str, Any]: JSON, list[Any]: JSON})
 
@@ -95,6 +99,10 @@ class Episode(Base):
     #: how the tags were extracted: "vision:<model>" or "heuristic"
     state_source: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: what the scene was composed from (`SceneContext` as JSON, proto field names); None before version 2
+    context: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: what rendered the scene (e.g. "offline/compositor"); "" before version 2
+    provider_label: Mapped[str] = mapped_column(String(128), default="", server_default="")
 
     __table_args__ = (
         UniqueConstraint("character_id", "job_id", name="uq_episodes_character_job"),
@@ -131,3 +139,15 @@ class Summary(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (UniqueConstraint("character_id", "up_to_scene", name="uq_summaries_character_scene"),)
+
+
+async def _v2_episode_context(conn: AsyncConnection) -> None:
+    # unqualified: the search_path (Postgres) or the file (SQLite) names the service's table
+    await conn.execute(sql_text("ALTER TABLE episodes ADD COLUMN context JSON"))
+    await conn.execute(
+        sql_text("ALTER TABLE episodes ADD COLUMN provider_label VARCHAR(128) NOT NULL DEFAULT ''")
+    )
+
+
+#: upgrade steps of earlier schema versions, by the version they bring the tables to
+UPGRADES = {2: _v2_episode_context}

@@ -13,7 +13,7 @@ from typing import Literal
 
 from idlock.text import SECTION_NAMES, find_denied, sanitize_prompt, strip_control  # noqa: F401 (re-exported)
 
-from .state import StoryState
+from .state import Interval, StoryState
 
 MANDATORY_NEGATIVE_TOKENS: tuple[str, ...] = (
     "changing face",
@@ -47,6 +47,8 @@ class CharacterSheet:
     distinctive_marks: tuple[str, ...] = ()
     semantic_tags: tuple[str, ...] = ()
     must_keep: tuple[str, ...] = ()
+    #: who the character is, in the owner's words (the character's description)
+    description: str = ""
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> CharacterSheet:
@@ -65,6 +67,7 @@ class CharacterSheet:
             distinctive_marks=tup(d.get("distinctive_marks", d.get("distinctives"))),
             semantic_tags=tup(d.get("semantic_tags", d.get("tags"))),
             must_keep=tup(d.get("must_keep", d.get("must_keep_traits"))),
+            description=str(d.get("description", "") or ""),
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -140,6 +143,13 @@ class PromptInputs:
     #: "no longer present" lists attributes ended in the last this-many scenes
     ended_window: int = 3
 
+    def recently_ended(self) -> list[Interval]:
+        """Attributes ended in the last `ended_window` scenes and not valid now."""
+        st = self.state
+        if st is None or st.last_scene is None:
+            return []
+        return st.ended_since(st.last_scene - max(self.ended_window, 1) + 1)
+
 
 @dataclass(frozen=True)
 class ComposedPrompt:
@@ -179,6 +189,14 @@ def negative_tokens(overrides: StyleOverrides | None = None) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: the most of a character's description the prompt carries (the sheet's fields say what must not drift)
+DESCRIPTION_MAX_CHARS = 600
+
+
+def _shorten(s: str, most: int) -> str:
+    return s if len(s) <= most else s[: most - 1].rstrip() + "…"
+
+
 def _clean(s: str) -> str:
     return strip_control(s)
 
@@ -198,6 +216,11 @@ def render_sections(inp: PromptInputs) -> dict[str, str]:
     face = _clean(sheet.face_description) or "as in the reference images"
     cs = [
         f"Name: {_clean(sheet.name) or 'unnamed'}",
+        *(
+            [f"About: {_shorten(_clean(sheet.description), DESCRIPTION_MAX_CHARS)}"]
+            if _clean(sheet.description)
+            else []
+        ),
         f"Face: {face} {FACE_LOCK}",
         f"Hair: {_clean(sheet.hair) or 'as in the reference images'}",
         f"Eyes: {_clean(sheet.eyes) or 'as in the reference images'}",
@@ -221,7 +244,7 @@ def render_sections(inp: PromptInputs) -> dict[str, str]:
                 )
         if not any_item:
             rs.append("- nothing recorded")
-        ended = st.ended_since(st.last_scene - max(inp.ended_window, 1) + 1)
+        ended = inp.recently_ended()
         if ended:
             rs.append(
                 "No longer present: "

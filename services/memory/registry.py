@@ -102,8 +102,9 @@ class CharacterRegistry:
             return await repo.list_characters(s, owner, page_size=page_size, page_token=page_token)
 
     async def update_sheet(
-        self, character_id: str, owner_id: str, sheet: dict[str, Any], *, name: str, description: str
+        self, character_id: str, owner_id: str, sheet: dict[str, Any], *, name: str, description: str | None
     ) -> CharacterView:
+        """Replace the sheet; a non-empty name, and a description that is not None, replace theirs too."""
         cid = required(character_id, "character_id")
         async with self.rt.db.session() as s:
             ch = await repo.update_sheet(
@@ -111,7 +112,7 @@ class CharacterRegistry:
                 cid,
                 sheet,
                 name=name or None,
-                description=description or None,
+                description=description,
                 owner_id=owner_filter(owner_id),
             )
         return CharacterView(ch, await self._semantic(ch))

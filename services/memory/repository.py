@@ -260,6 +260,8 @@ async def record_episode(
     dialogue: str = "",
     frame_idrs: Sequence[float | Mapping[str, Any]] = (),
     state_source: str = "",
+    context: Mapping[str, Any] | None = None,
+    provider_label: str = "",
     episode_id: str | None = None,
     retries: int = 8,
 ) -> tuple[Episode, bool]:
@@ -325,6 +327,8 @@ async def record_episode(
                 dialogue=dialogue,
                 frame_idrs=[dict(x) if isinstance(x, Mapping) else float(x) for x in frame_idrs],
                 state_source=state_source,
+                context=dict(context) if context else None,
+                provider_label=provider_label,
                 created_at=utcnow(),
             )
             session.add(ep)

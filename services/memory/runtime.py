@@ -21,7 +21,7 @@ from services.memory.cache import PromptCache, WriteBehindCache, cache_from_sett
 from services.memory.clients import IdentityClient
 from services.memory.context import ContextConfig
 from services.memory.llm import GroqLlm, LlmConfig
-from services.memory.models import SCHEMA_VERSION, Base
+from services.memory.models import SCHEMA_VERSION, UPGRADES, Base
 from services.memory.settings import MemorySettings
 from services.memory.state import StateCache
 from services.memory.text_embed import TextEmbedder, get_text_embedder
@@ -57,7 +57,7 @@ class MemoryRuntime:
         self.db = Database.open(
             DatabaseSettings(), service="memory", data_dir=self.data_dir, schema=s.db_schema or None
         )
-        await self.db.migrate(Base.metadata, version=SCHEMA_VERSION)
+        await self.db.migrate(Base.metadata, version=SCHEMA_VERSION, upgrades=UPGRADES)
         self.store = await open_store(StorageSettings(), self.data_dir)
         self.vectors = MemoryVectors.from_settings(s, self.data_dir)
         self.bus = await EventBus.connect_optional(

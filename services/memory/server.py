@@ -93,7 +93,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             request.owner_id,
             sheet_from_pb(request.sheet),
             name=request.name,
-            description=request.description,
+            description=request.description if request.replace_description else (request.description or None),
         )
         return pb.UpdateCharacterSheetResponse(character=_character(view))
 
@@ -126,7 +126,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             request.page.page_token,
         )
         return pb.ListHistoryResponse(
-            episodes=[episode_pb(ep, h.encoder) for ep in h.episodes],
+            episodes=[episode_pb(ep, h.encoder, with_context=True) for ep in h.episodes],
             next_page_token=h.next_page_token,
             story_summary=h.summary,
         )
@@ -171,6 +171,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                 pb.StateItem(category=i.category, name=i.name, since_scene=i.since_scene)
                 for i in ctx.state.items
             ],
+            recently_ended=state_items_pb(ctx.recently_ended),
             story_summary=ctx.summary,
             prompt=pb.ComposedPrompt(
                 prompt=ctx.prompt.prompt,

@@ -112,7 +112,7 @@ def verdict(calibrated: float) -> int:
     return common_pb2.VERDICT_GOLDEN
 
 
-def episode_pb(ep: Any, encoder: str = "") -> pb.Episode:
+def episode_pb(ep: Any, encoder: str = "", *, with_context: bool = False) -> pb.Episode:
     out = pb.Episode(
         id=ep.id,
         character_id=ep.character_id,
@@ -126,6 +126,7 @@ def episode_pb(ep: Any, encoder: str = "") -> pb.Episode:
         duration_s=ep.duration_s or 0.0,
         dialogue=ep.dialogue or "",
         state_source=ep.state_source or "",
+        provider_label=ep.provider_label or "",
         created_at=ts(ep.created_at),
     )
     for r in ep.result_refs or []:
@@ -143,6 +144,8 @@ def episode_pb(ep: Any, encoder: str = "") -> pb.Episode:
             )
         elif not out.image.uri:
             out.image.CopyFrom(image_ref_pb(r))
+    if with_context and ep.context:
+        json_format.ParseDict(ep.context, out.context, ignore_unknown_fields=True)
     if ep.face_embedding:
         out.face_embedding.CopyFrom(
             common_pb2.IdentityVector(encoder=encoder, values=list(ep.face_embedding))
@@ -203,6 +206,10 @@ def episode_kwargs(e: pb.Episode) -> dict[str, Any]:
             for f in e.frame_idrs
         ],
         "state_source": e.state_source,
+        "context": json_format.MessageToDict(e.context, preserving_proto_field_name=True)
+        if e.HasField("context")
+        else None,
+        "provider_label": e.provider_label,
     }
     if e.HasField("idr"):
         kw["idr_raw"] = e.idr.raw

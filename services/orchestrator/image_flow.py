@@ -94,7 +94,7 @@ class ImageFlow:
             scored = ck.ScoreStep(face_found=True, idr=refine.idr_after)
         state = await run.step("state", lambda: self.state(job, image), carry=lambda r: not r.model_seconds)
         record = await run.step(
-            "record", lambda: self.record(job, image, scored, state), carry=True
+            "record", lambda: self.record(job, ctx, render, image, scored, state), carry=True
         )  # idempotent: written with the job's end
         metrics = steps.job_metrics(job, cfg, run.ckpt, render, score, refine, run.elapsed_s())
         message = "episode recorded" + (", memory consolidated" if record.consolidated else "")
@@ -197,9 +197,15 @@ class ImageFlow:
         return await steps.read_state(self.extractor, self.objects, job, image)
 
     async def record(
-        self, job: Job, image: common_pb2.ImageRef, score: ck.ScoreStep, state: ck.StateStep
+        self,
+        job: Job,
+        ctx: ck.ContextStep,
+        render: ck.RenderStep,
+        image: common_pb2.ImageRef,
+        score: ck.ScoreStep,
+        state: ck.StateStep,
     ) -> ck.RecordStep:
-        episode = steps.scene_episode(job, common_pb2.MEDIA_KIND_IMAGE, score, state)
+        episode = steps.scene_episode(job, common_pb2.MEDIA_KIND_IMAGE, ctx, render, score, state)
         episode.image.CopyFrom(image)
         return await steps.record(self.peers, self.config, episode)
 

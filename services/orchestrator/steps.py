@@ -80,8 +80,32 @@ async def context(
         memory_version=int(ctx.memory_version),
         references=list(character.reference_images),
         model_seconds=round(float(ctx.model_seconds), 4),
+        cache_hit=bool(ctx.cache_hit),
+        state=list(ctx.current_state),
+        ended=list(ctx.recently_ended),
+        episodes=[
+            memory_service_pb2.EpisodeUse(episode_id=e.id, scene_index=e.scene_index, reason=reason)
+            for reason, episodes in (("recent", ctx.recent), ("relevant", ctx.relevant))
+            for e in episodes
+        ],
     )
     out.identity.CopyFrom(character.identity if character.identity.values else ctx.semantic)
+    return out
+
+
+#: the fields a scene's context shares with the checkpoint's context step (the rest: identity, references, timing)
+SCENE_CONTEXT_FIELDS = tuple(f.name for f in memory_service_pb2.SceneContext.DESCRIPTOR.fields)
+
+
+def scene_context(step: ck.ContextStep) -> memory_service_pb2.SceneContext:
+    """What the scene was made from, as the job and its episode show it."""
+    out = memory_service_pb2.SceneContext()
+    for name in SCENE_CONTEXT_FIELDS:
+        value = getattr(step, name)
+        if isinstance(value, str | bool | int):
+            setattr(out, name, value)
+        else:
+            getattr(out, name).extend(value)
     return out
 
 
@@ -110,9 +134,10 @@ async def read_state(
 
 
 def scene_episode(
-    job: Job, kind: int, score: ck.ScoreStep, state: ck.StateStep
+    job: Job, kind: int, ctx: ck.ContextStep, render: ck.RenderStep, score: ck.ScoreStep, state: ck.StateStep
 ) -> memory_service_pb2.Episode:
-    """The episode a job records (image or video): its state tags, and the scored face when there is one."""
+    """The episode a job records (image or video): its state tags, what it was made from and rendered by, and
+    the scored face when there is one."""
     episode = memory_service_pb2.Episode(
         character_id=job.character_id,
         job_id=job.id,
@@ -122,6 +147,8 @@ def scene_episode(
         removed=state.removed,
         description=state.description,
         state_source=state.source,
+        context=scene_context(ctx),
+        provider_label=render.provenance.label,
     )
     if score.HasField("idr"):
         episode.idr.CopyFrom(score.idr)

@@ -60,7 +60,7 @@ class VideoFlow:
         if regen.HasField("render"):
             render, score = regen.render, regen.score
         state = await run.step("state", lambda: self.state(job, render))
-        record = await run.step("record", lambda: self.record(job, options, render, score, state))
+        record = await run.step("record", lambda: self.record(job, options, ctx, render, score, state))
         return await self.succeed(job, run, render, score, regen, record)
 
     # --- render ---------------------------------------------------------------------------------------------
@@ -245,11 +245,12 @@ class VideoFlow:
         self,
         job: Job,
         options: pb.GenerationOptions,
+        ctx: ck.ContextStep,
         render: ck.RenderStep,
         score: ck.ScoreStep,
         state: ck.StateStep,
     ) -> ck.RecordStep:
-        episode = steps.scene_episode(job, common_pb2.MEDIA_KIND_VIDEO, score, state)
+        episode = steps.scene_episode(job, common_pb2.MEDIA_KIND_VIDEO, ctx, render, score, state)
         episode.video.CopyFrom(render.video)
         episode.duration_s = float(score.duration_s or render.video.duration_s)
         episode.dialogue = options.dialogue

@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from idlock.v1 import common_pb2
+from idlock.v1 import common_pb2, memory_service_pb2
 from idlock.v1 import orchestrator_service_pb2 as pb
 from services.orchestrator.checkpoint import latest_operation
 from services.orchestrator.models import (
@@ -21,6 +21,8 @@ from services.orchestrator.models import (
     Job,
     aware,
 )
+
+SCENE_CONTEXT_FIELDS = frozenset(f.name for f in memory_service_pb2.SceneContext.DESCRIPTOR.fields)
 
 STATUS_PB = {
     QUEUED: common_pb2.JOB_STATUS_QUEUED,
@@ -61,6 +63,9 @@ def to_proto(job: Job) -> pb.Job:
     ckpt = job.checkpoint or {}
     dict_to_msg(ckpt.get("result_video"), out.result_video)  # video jobs
     out.provider_operation = latest_operation(ckpt)
+    context = ckpt.get("context")
+    if isinstance(context, Mapping):  # the scene context's fields, without the step's identity and references
+        dict_to_msg({k: v for k, v in context.items() if k in SCENE_CONTEXT_FIELDS}, out.context)
     out.created_at.FromDatetime(aware(job.created_at))
     out.updated_at.FromDatetime(aware(job.updated_at))
     return out

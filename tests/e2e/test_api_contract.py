@@ -70,7 +70,7 @@ def _config(character_id: str, job_id: str) -> str:
 page_token = ""
 
 [[operations]]
-include-name-regex = "^(GET|POST) /api/v1/(characters?/\\\\{{character_id\\\\}}|job/\\\\{{job_id\\\\}})"
+include-name-regex = "^(GET|POST|PATCH) /api/v1/(characters?/\\\\{{character_id\\\\}}|job/\\\\{{job_id\\\\}})"
 [operations.parameters]
 {ids}
 [[operations]]

@@ -32,6 +32,7 @@ def test_demo_runs_the_three_scene_story_offline(tmp_path: Path) -> None:
     assert time.monotonic() - started < 180
     report = json.loads((out / "report.json").read_text())
     assert report["ok"] and report["history_episodes"] == 3
+    assert f"studio: {report['gateway']}/" in proc.stdout
     assert [s["index"] for s in report["scenes"]] == [1, 2, 3]
     for scene in report["scenes"]:
         assert {"provider", "idr_raw", "idr_calibrated", "refined", "tags", "seconds"} <= set(scene)

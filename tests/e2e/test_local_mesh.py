@@ -83,6 +83,7 @@ def test_up_brings_every_component_to_serving_and_stops_cleanly(tmp_path: Path) 
         out, _ = up.communicate(timeout=30)
         assert up.returncode == 0, out
         assert "stopped cleanly" in out
+        assert f"studio: {components['gateway']['address']}/" in out  # where a person opens the web page
         code, _ = _status(data_dir)
         assert code == 1  # nothing left running
     finally:

@@ -1,4 +1,5 @@
 from idlock.v1 import common_pb2 as _common_pb2
+from idlock.v1 import memory_service_pb2 as _memory_service_pb2
 from idlock.v1 import render_service_pb2 as _render_service_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -38,7 +39,7 @@ class JobCheckpoint(_message.Message):
     def __init__(self, context: _Optional[_Union[ContextStep, _Mapping]] = ..., render: _Optional[_Union[RenderStep, _Mapping]] = ..., score: _Optional[_Union[ScoreStep, _Mapping]] = ..., refine: _Optional[_Union[RefineStep, _Mapping]] = ..., state: _Optional[_Union[StateStep, _Mapping]] = ..., record: _Optional[_Union[RecordStep, _Mapping]] = ..., regenerate: _Optional[_Union[RegenerateStep, _Mapping]] = ..., operations: _Optional[_Mapping[str, VideoOperation]] = ..., result_video: _Optional[_Union[_common_pb2.VideoRef, _Mapping]] = ...) -> None: ...
 
 class ContextStep(_message.Message):
-    __slots__ = ("prompt", "negative_prompt", "engine", "fallback_reason", "memory_version", "identity", "references", "model_seconds", "seconds")
+    __slots__ = ("prompt", "negative_prompt", "engine", "fallback_reason", "memory_version", "identity", "references", "model_seconds", "seconds", "cache_hit", "state", "ended", "episodes")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +49,10 @@ class ContextStep(_message.Message):
     REFERENCES_FIELD_NUMBER: _ClassVar[int]
     MODEL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    EPISODES_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     negative_prompt: str
     engine: str
@@ -57,7 +62,11 @@ class ContextStep(_message.Message):
     references: _containers.RepeatedCompositeFieldContainer[_common_pb2.ImageRef]
     model_seconds: float
     seconds: float
-    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., engine: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., memory_version: _Optional[int] = ..., identity: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., references: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., model_seconds: _Optional[float] = ..., seconds: _Optional[float] = ...) -> None: ...
+    cache_hit: bool
+    state: _containers.RepeatedCompositeFieldContainer[_memory_service_pb2.StateItem]
+    ended: _containers.RepeatedCompositeFieldContainer[_memory_service_pb2.StateItem]
+    episodes: _containers.RepeatedCompositeFieldContainer[_memory_service_pb2.EpisodeUse]
+    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., engine: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., memory_version: _Optional[int] = ..., identity: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., references: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., model_seconds: _Optional[float] = ..., seconds: _Optional[float] = ..., cache_hit: _Optional[bool] = ..., state: _Optional[_Iterable[_Union[_memory_service_pb2.StateItem, _Mapping]]] = ..., ended: _Optional[_Iterable[_Union[_memory_service_pb2.StateItem, _Mapping]]] = ..., episodes: _Optional[_Iterable[_Union[_memory_service_pb2.EpisodeUse, _Mapping]]] = ...) -> None: ...
 
 class RenderStep(_message.Message):
     __slots__ = ("image", "provenance", "video", "operation_name", "polls", "seconds")

@@ -132,18 +132,20 @@ class ListCharactersResponse(_message.Message):
     def __init__(self, characters: _Optional[_Iterable[_Union[Character, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UpdateCharacterSheetRequest(_message.Message):
-    __slots__ = ("character_id", "owner_id", "sheet", "name", "description")
+    __slots__ = ("character_id", "owner_id", "sheet", "name", "description", "replace_description")
     CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     SHEET_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     character_id: str
     owner_id: str
     sheet: CharacterSheet
     name: str
     description: str
-    def __init__(self, character_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., sheet: _Optional[_Union[CharacterSheet, _Mapping]] = ..., name: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    replace_description: bool
+    def __init__(self, character_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., sheet: _Optional[_Union[CharacterSheet, _Mapping]] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., replace_description: _Optional[bool] = ...) -> None: ...
 
 class UpdateCharacterSheetResponse(_message.Message):
     __slots__ = ("character",)
@@ -178,7 +180,7 @@ class DeleteCharacterResponse(_message.Message):
     def __init__(self, report: _Optional[_Iterable[_Union[StoreErasure, _Mapping]]] = ...) -> None: ...
 
 class Episode(_message.Message):
-    __slots__ = ("id", "character_id", "job_id", "scene_index", "kind", "prompt", "image", "video", "face_embedding", "idr", "tags", "removed", "description", "duration_s", "dialogue", "frame_idrs", "state_source", "created_at")
+    __slots__ = ("id", "character_id", "job_id", "scene_index", "kind", "prompt", "image", "video", "face_embedding", "idr", "tags", "removed", "description", "duration_s", "dialogue", "frame_idrs", "state_source", "created_at", "context", "provider_label")
     ID_FIELD_NUMBER: _ClassVar[int]
     CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -197,6 +199,8 @@ class Episode(_message.Message):
     FRAME_IDRS_FIELD_NUMBER: _ClassVar[int]
     STATE_SOURCE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_LABEL_FIELD_NUMBER: _ClassVar[int]
     id: str
     character_id: str
     job_id: str
@@ -215,7 +219,41 @@ class Episode(_message.Message):
     frame_idrs: _containers.RepeatedCompositeFieldContainer[_common_pb2.FrameIdr]
     state_source: str
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., character_id: _Optional[str] = ..., job_id: _Optional[str] = ..., scene_index: _Optional[int] = ..., kind: _Optional[_Union[_common_pb2.MediaKind, str]] = ..., prompt: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., video: _Optional[_Union[_common_pb2.VideoRef, _Mapping]] = ..., face_embedding: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., idr: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., tags: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., removed: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., description: _Optional[str] = ..., duration_s: _Optional[float] = ..., dialogue: _Optional[str] = ..., frame_idrs: _Optional[_Iterable[_Union[_common_pb2.FrameIdr, _Mapping]]] = ..., state_source: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    context: SceneContext
+    provider_label: str
+    def __init__(self, id: _Optional[str] = ..., character_id: _Optional[str] = ..., job_id: _Optional[str] = ..., scene_index: _Optional[int] = ..., kind: _Optional[_Union[_common_pb2.MediaKind, str]] = ..., prompt: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., video: _Optional[_Union[_common_pb2.VideoRef, _Mapping]] = ..., face_embedding: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., idr: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., tags: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., removed: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., description: _Optional[str] = ..., duration_s: _Optional[float] = ..., dialogue: _Optional[str] = ..., frame_idrs: _Optional[_Iterable[_Union[_common_pb2.FrameIdr, _Mapping]]] = ..., state_source: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., context: _Optional[_Union[SceneContext, _Mapping]] = ..., provider_label: _Optional[str] = ...) -> None: ...
+
+class EpisodeUse(_message.Message):
+    __slots__ = ("episode_id", "scene_index", "reason")
+    EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SCENE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    episode_id: str
+    scene_index: int
+    reason: str
+    def __init__(self, episode_id: _Optional[str] = ..., scene_index: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SceneContext(_message.Message):
+    __slots__ = ("prompt", "negative_prompt", "engine", "fallback_reason", "cache_hit", "memory_version", "state", "ended", "episodes")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_REASON_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    EPISODES_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    negative_prompt: str
+    engine: str
+    fallback_reason: str
+    cache_hit: bool
+    memory_version: int
+    state: _containers.RepeatedCompositeFieldContainer[StateItem]
+    ended: _containers.RepeatedCompositeFieldContainer[StateItem]
+    episodes: _containers.RepeatedCompositeFieldContainer[EpisodeUse]
+    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., engine: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., memory_version: _Optional[int] = ..., state: _Optional[_Iterable[_Union[StateItem, _Mapping]]] = ..., ended: _Optional[_Iterable[_Union[StateItem, _Mapping]]] = ..., episodes: _Optional[_Iterable[_Union[EpisodeUse, _Mapping]]] = ...) -> None: ...
 
 class RecordEpisodeRequest(_message.Message):
     __slots__ = ("episode",)
@@ -324,7 +362,7 @@ class BuildContextRequest(_message.Message):
     def __init__(self, character_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., user_prompt: _Optional[str] = ..., style_overrides: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BuildContextResponse(_message.Message):
-    __slots__ = ("semantic", "merged", "recent", "relevant", "current_state", "story_summary", "prompt", "cache_hit", "memory_version", "character", "model_seconds")
+    __slots__ = ("semantic", "merged", "recent", "relevant", "current_state", "story_summary", "prompt", "cache_hit", "memory_version", "character", "model_seconds", "recently_ended")
     SEMANTIC_FIELD_NUMBER: _ClassVar[int]
     MERGED_FIELD_NUMBER: _ClassVar[int]
     RECENT_FIELD_NUMBER: _ClassVar[int]
@@ -336,6 +374,7 @@ class BuildContextResponse(_message.Message):
     MEMORY_VERSION_FIELD_NUMBER: _ClassVar[int]
     CHARACTER_FIELD_NUMBER: _ClassVar[int]
     MODEL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RECENTLY_ENDED_FIELD_NUMBER: _ClassVar[int]
     semantic: _common_pb2.IdentityVector
     merged: _common_pb2.IdentityVector
     recent: _containers.RepeatedCompositeFieldContainer[Episode]
@@ -347,7 +386,8 @@ class BuildContextResponse(_message.Message):
     memory_version: int
     character: Character
     model_seconds: float
-    def __init__(self, semantic: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., merged: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., recent: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., relevant: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., current_state: _Optional[_Iterable[_Union[StateItem, _Mapping]]] = ..., story_summary: _Optional[str] = ..., prompt: _Optional[_Union[ComposedPrompt, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., memory_version: _Optional[int] = ..., character: _Optional[_Union[Character, _Mapping]] = ..., model_seconds: _Optional[float] = ...) -> None: ...
+    recently_ended: _containers.RepeatedCompositeFieldContainer[StateItem]
+    def __init__(self, semantic: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., merged: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., recent: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., relevant: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., current_state: _Optional[_Iterable[_Union[StateItem, _Mapping]]] = ..., story_summary: _Optional[str] = ..., prompt: _Optional[_Union[ComposedPrompt, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., memory_version: _Optional[int] = ..., character: _Optional[_Union[Character, _Mapping]] = ..., model_seconds: _Optional[float] = ..., recently_ended: _Optional[_Iterable[_Union[StateItem, _Mapping]]] = ...) -> None: ...
 
 class ConsolidateRequest(_message.Message):
     __slots__ = ("character_id",)

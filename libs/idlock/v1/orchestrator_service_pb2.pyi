@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from idlock.v1 import common_pb2 as _common_pb2
+from idlock.v1 import memory_service_pb2 as _memory_service_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -111,7 +112,7 @@ class JobMetrics(_message.Message):
     def __init__(self, step_seconds: _Optional[_Mapping[str, float]] = ..., idr_before: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., idr_after: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., refined: _Optional[bool] = ..., refine_needed: _Optional[bool] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., provider_label: _Optional[str] = ..., fallback_used: _Optional[bool] = ..., lora_id: _Optional[str] = ..., prompt_engine: _Optional[str] = ..., state_source: _Optional[str] = ..., tags: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., scene_index: _Optional[int] = ..., total_seconds: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., video_duration_s: _Optional[float] = ..., frames_scored: _Optional[int] = ..., frame_idr_min: _Optional[float] = ..., frame_idr_mean: _Optional[float] = ..., regenerated: _Optional[bool] = ..., frame_idrs: _Optional[_Iterable[_Union[_common_pb2.FrameIdr, _Mapping]]] = ..., attempts: _Optional[int] = ..., refine_note: _Optional[str] = ..., step_model_seconds: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "owner_id", "character_id", "prompt", "pose_image_uri", "style_overrides", "options", "status", "result_image", "result_video", "metrics", "error_code", "error_message", "attempts", "created_at", "updated_at", "provider_operation")
+    __slots__ = ("id", "owner_id", "character_id", "prompt", "pose_image_uri", "style_overrides", "options", "status", "result_image", "result_video", "metrics", "error_code", "error_message", "attempts", "created_at", "updated_at", "provider_operation", "context")
     ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +130,7 @@ class Job(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_OPERATION_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     id: str
     owner_id: str
     character_id: str
@@ -146,7 +148,8 @@ class Job(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     provider_operation: str
-    def __init__(self, id: _Optional[str] = ..., owner_id: _Optional[str] = ..., character_id: _Optional[str] = ..., prompt: _Optional[str] = ..., pose_image_uri: _Optional[str] = ..., style_overrides: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[GenerationOptions, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., result_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., result_video: _Optional[_Union[_common_pb2.VideoRef, _Mapping]] = ..., metrics: _Optional[_Union[JobMetrics, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., attempts: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., provider_operation: _Optional[str] = ...) -> None: ...
+    context: _memory_service_pb2.SceneContext
+    def __init__(self, id: _Optional[str] = ..., owner_id: _Optional[str] = ..., character_id: _Optional[str] = ..., prompt: _Optional[str] = ..., pose_image_uri: _Optional[str] = ..., style_overrides: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[GenerationOptions, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., result_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., result_video: _Optional[_Union[_common_pb2.VideoRef, _Mapping]] = ..., metrics: _Optional[_Union[JobMetrics, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., attempts: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., provider_operation: _Optional[str] = ..., context: _Optional[_Union[_memory_service_pb2.SceneContext, _Mapping]] = ...) -> None: ...
 
 class SubmitGenerationRequest(_message.Message):
     __slots__ = ("owner_id", "character_id", "prompt", "pose_image_uri", "style_overrides", "options", "idempotency_key")

@@ -773,7 +773,8 @@ async def test_generate_job_lifecycle_with_idempotency_and_events(api: Api) -> N
     assert "AFTER THE END" not in r.text
     final = events[-1][1]["job"]
     assert final["status"] == "succeeded" and final["metrics"]["provider"] == "compositor"
-    assert final["result"]["image"]["url"].endswith("jobs/r.png")  # download URL of the object store
+    # a signed download link of the local store, at the address the request came to
+    assert final["result"]["image"]["url"].startswith("http://gateway.test/objects/jobs/r.png?user=")
 
     done = (await api.client.get(f"/api/v1/job/{job_id}", headers=alice)).json()
     assert done["status"] == "succeeded" and done["metrics"]["idr_after"]["calibrated"] == pytest.approx(0.91)
@@ -912,8 +913,9 @@ async def test_pose_references_reach_the_orchestrator_as_own_storage_refs(api: A
         "/api/v1/uploads", files={"file": ("pose.jpg", jpeg_with_exif(7), "image/jpeg")}, headers=alice
     )
     assert up.status_code == 201, up.text
-    stored = Path(up.json()["url"])
-    assert b"SpyCamMaker" not in stored.read_bytes()
+    stored = await c.get(up.json()["url"])  # the signed link: no credentials needed
+    assert stored.status_code == 200 and stored.headers["content-type"] == "image/jpeg"
+    assert b"SpyCamMaker" not in stored.content
     r = await c.post(
         "/api/v1/generate",
         json={"character_id": cid, "prompt": "x", "pose_image_url": up.json()["uri"]},
@@ -1017,7 +1019,7 @@ async def test_unknown_routes_and_methods_answer_json(api: Api) -> None:
     # Allow names every method of the path, not only the first route that matched it
     r = await api.client.put("/api/v1/characters/char_x")
     assert_error(r, 405, "method_not_allowed")
-    assert r.headers["allow"] == "DELETE, GET"
+    assert r.headers["allow"] == "DELETE, GET, PATCH"
     assert (await api.client.patch("/auth/api-keys")).headers["allow"] == "GET, POST"
     r = await api.client.get("/healthz", headers={"X-Request-ID": "abc123"})
     assert r.json() == {"status": "ok"} and r.headers["x-request-id"] == "abc123"

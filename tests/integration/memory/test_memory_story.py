@@ -296,3 +296,33 @@ async def test_a_kept_story_state_reads_and_replays_only_new_scenes(env, monkeyp
         await record_scene(s, cid2, **SCENES[1])
         ctx = await load_context(s, cid2, "Aria at dawn", states=states)
     assert read_after[-1] == 0 and ctx.state.names("setting") == ["forest"] and ctx.state.last_scene == 1
+
+
+async def test_the_description_and_an_edited_sheet_reach_the_llm_and_its_prompt(env):
+    sm, vectors = env
+    cid = await make_character(sm, vectors)
+    async with sm() as s:
+        await repo.update_sheet(s, cid, SHEET, description="a knight sworn to the northern marches")
+    with FakeGroqServer() as fake:
+        fake.echo_user()  # the LLM keeps what it was given: its input is then the composed prompt
+        llm = GroqLlm(LlmConfig(api_key="k", base_url=fake.base_url, model="m", max_retries=1, timeout_s=5))
+        cache = InMemoryPromptCache()
+        async with sm() as s:
+            ctx = await load_context(s, cid, "Aria at the gate", llm=llm, cache=cache)
+        sent = fake.requests[-1]["messages"][1]["content"]
+        assert ctx.prompt.engine == "llm" and ctx.prompt.fallback_reason is None
+        for text in (
+            "a knight sworn to the northern marches",
+            "short silver hair",
+            "mole above left eyebrow",
+        ):
+            assert text in sent and text in ctx.prompt.prompt
+
+        async with sm() as s:
+            await repo.update_sheet(
+                s, cid, {**SHEET, "hair": "long black braid", "must_keep": ["green eyes"]}
+            )
+            again = await load_context(s, cid, "Aria at the gate", llm=llm, cache=cache)
+        assert not again.cache_hit and fake.calls == 2  # the edit bumped the memory version
+        assert "long black braid" in again.prompt.prompt and "short silver hair" not in again.prompt.prompt
+        await llm.aclose()

@@ -137,3 +137,39 @@ def test_overrides_from_strings():
     assert "Style overrides: film grain" in cp.sections["MASTER_STYLE_GUIDE"]
     assert "- Follow the style overrides: film grain." in cp.sections["CONSTRAINTS"]
     assert cp.negative_prompt.endswith("distorted eyes, blur, lens flare")
+
+
+def test_the_description_is_in_the_character_sheet_and_kept_short():
+    sheet = CharacterSheet(name="Aria", hair="short silver hair", description="a knight of the marches")
+    prompt = compose_template(PromptInputs(sheet=sheet, user_prompt="Aria waits")).prompt
+    sheet_section = prompt.split("[CHARACTER_SHEET]")[1].split("[")[0]
+    assert "About: a knight of the marches" in sheet_section
+    long = CharacterSheet(name="Aria", description="word " * 400)
+    about = next(
+        line
+        for line in compose_template(PromptInputs(sheet=long, user_prompt="x")).prompt.splitlines()
+        if line.startswith("About: ")
+    )
+    assert len(about) <= len("About: ") + 600 and about.endswith("…")
+    # no description, no line
+    assert (
+        "About:" not in compose_template(PromptInputs(sheet=CharacterSheet(name="A"), user_prompt="x")).prompt
+    )
+
+
+def test_recently_ended_attributes_follow_the_window():
+    state = compute_state(
+        [
+            SceneTags(1, added={"clothing": ["armour"], "props": ["sword"]}),
+            SceneTags(2, removed={"clothing": ["armour"]}),
+            SceneTags(3),
+            SceneTags(4),
+            SceneTags(5),
+        ]
+    )
+    sheet = CharacterSheet(name="A")
+    assert (
+        PromptInputs(sheet=sheet, user_prompt="x", state=state, ended_window=5).recently_ended()[0].name
+        == "armour"
+    )
+    assert PromptInputs(sheet=sheet, user_prompt="x", state=state, ended_window=3).recently_ended() == []

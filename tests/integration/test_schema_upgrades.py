@@ -1,0 +1,75 @@
+"""The release's schema upgrades run on tables of the previous release (SQLite and Postgres) and keep their rows:
+memory's episodes gain `context` and `provider_label`, the gateway's users gain `name`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import text
+
+from gateway import models as gateway_models
+from idlock.db import Database
+from idlock.settings import DatabaseSettings
+from services.memory import models as memory_models
+
+
+async def _as_release_1(db: Database, metadata, table: str, columns: list[str]) -> None:
+    """Today's tables, less the columns release 1 did not have, recorded as version 1."""
+    await db.migrate(metadata, version=1)
+    async with db.connect() as c:
+        for column in columns:
+            await c.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+
+
+async def _columns(db: Database, table: str) -> set[str]:
+    from sqlalchemy import inspect
+
+    async with db.connect() as c:
+        return await c.run_sync(
+            lambda sc: {col["name"] for col in inspect(sc).get_columns(table, schema=db.schema)}
+        )
+
+
+async def test_memory_episodes_gain_their_context(db_url: str, db_schema: str, data_dir: Path) -> None:
+    db = Database.open(DatabaseSettings(url=db_url), service="memory", data_dir=data_dir, schema=db_schema)
+    try:
+        await _as_release_1(db, memory_models.Base.metadata, "episodes", ["context", "provider_label"])
+        async with db.session() as s:  # characters did not change: the model writes it
+            s.add(memory_models.Character(id="c1", owner_id="u1", name="Aria", consent_given=True))
+        async with db.connect() as c:
+            await c.execute(
+                text(
+                    "INSERT INTO episodes (id, character_id, job_id, scene_index, kind, prompt, result_refs, "
+                    "tags_added, tags_removed, description, dialogue, frame_idrs, state_source, created_at) VALUES "
+                    "('e1', 'c1', 'j1', 1, 'image', 'old scene', '[]', '{}', '{}', '', '', '[]', '', CURRENT_TIMESTAMP)"
+                )
+            )
+        assert "context" not in await _columns(db, "episodes")
+        assert await db.migrate(memory_models.Base.metadata, version=2, upgrades=memory_models.UPGRADES) == 1
+        assert {"context", "provider_label"} <= await _columns(db, "episodes")
+        async with db.session() as s:
+            old = await s.get(memory_models.Episode, "e1")
+            assert old.prompt == "old scene" and old.context is None and old.provider_label == ""
+    finally:
+        await db.close()
+
+
+async def test_gateway_users_gain_a_name(db_url: str, db_schema: str, data_dir: Path) -> None:
+    db = Database.open(DatabaseSettings(url=db_url), service="gateway", data_dir=data_dir, schema=db_schema)
+    try:
+        await _as_release_1(db, gateway_models.Base.metadata, "users", ["name"])
+        async with db.connect() as c:
+            await c.execute(
+                text(
+                    "INSERT INTO users (id, email, password_hash, is_admin, disabled, created_at) VALUES "
+                    "('usr_1', 'a@example.com', 'x', false, false, CURRENT_TIMESTAMP)"
+                )
+            )
+        assert (
+            await db.migrate(gateway_models.Base.metadata, version=2, upgrades=gateway_models.UPGRADES) == 1
+        )
+        async with db.session() as s:
+            user = await s.get(gateway_models.User, "usr_1")
+            assert user.email == "a@example.com" and user.name == ""
+    finally:
+        await db.close()
