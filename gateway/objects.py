@@ -23,8 +23,9 @@ from idlock.storage import ObjectStore
 
 UrlFor = Callable[[str], Awaitable[str | None]]
 
-#: object key prefixes and what owns the objects under them
-UPLOADS, CHARACTERS, JOBS = "uploads", "characters", "jobs"
+#: object key prefixes and what owns the objects under them: a user's uploads, a character's references, a job's
+#: results and frames, the refiner's output for a job
+UPLOADS, CHARACTERS, JOBS, REFINED = "uploads", "characters", "jobs", "refine"
 #: content types the store's objects have, by extension (the local store keeps none)
 CONTENT_TYPES = {
     ".png": "image/png",
@@ -108,7 +109,7 @@ class Ownership:
     def __init__(
         self, owns_character: Owns, owns_job: Owns, *, ttl_s: float = 30.0, clock=time.monotonic
     ) -> None:
-        self._owns = {CHARACTERS: owns_character, JOBS: owns_job}
+        self._owns = {CHARACTERS: owns_character, JOBS: owns_job, REFINED: owns_job}
         self.ttl_s = ttl_s
         self.clock = clock
         self._cache: dict[tuple[str, str, str], tuple[bool, float]] = {}

@@ -95,11 +95,13 @@ async def test_ownership_by_folder_with_a_short_cache() -> None:
     await o.check("characters/c1/ref_0.jpg", "usr_a")
     await o.check("characters/c1/ref_1.jpg", "usr_a")  # cached
     await o.check("jobs/j1/image.png", "usr_a")
-    assert asked == [("character", "c1", "usr_a"), ("job", "j1", "usr_a")]
+    await o.check("refine/j2/edit_0.png", "usr_a")  # the refiner's output belongs to the job's owner
+    assert asked == [("character", "c1", "usr_a"), ("job", "j1", "usr_a"), ("job", "j2", "usr_a")]
     for key, user in [
         ("uploads/usr_a/pose.png", "usr_b"),
         ("characters/c1/ref_0.jpg", "usr_b"),
         ("jobs/j1/image.png", "usr_b"),
+        ("refine/j2/edit_0.png", "usr_b"),
         ("loras/c1/adapter.safetensors", "usr_a"),  # no user's folder: never served
         ("jobs/j1", "usr_a"),
         ("jobs/j1/image.png", ""),
