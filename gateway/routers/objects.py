@@ -18,7 +18,7 @@ router = APIRouter(
     responses={400: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody}},
 )
 
-MEDIA = {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "video/mp4": {}}
+MEDIA = {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "video/mp4": {}, "video/webm": {}}
 
 
 @router.get(

@@ -393,7 +393,8 @@ function newCharacterView() {
       form.replaceWith(report);
       report.querySelector("a").focus();
     } catch (e) {
-      notice(e.message);
+      // the mesh counts reference images from 0; people count photos from 1
+      notice(e.message.replace(/reference image (\d+)/g, (_, n) => `photo ${Number(n) + 1}`));
     } finally {
       done();
     }

@@ -244,7 +244,7 @@ def run_story(
                 ]
                 clip = (job.get("result") or {}).get("video")
                 if scene.status == "succeeded" and clip:
-                    scene.video = f"scene_{i}.mp4"
+                    scene.video = f"scene_{i}.{'webm' if clip.get('mime') == 'video/webm' else 'mp4'}"
                     (out / scene.video).write_bytes(_image_bytes(client, clip))
             image = None
             if scene.status == "succeeded" and (job.get("result") or {}).get("image"):

@@ -335,15 +335,16 @@ class Rendering:
             log.info("job %s: video operation %s, %d polls", request.job_id, op, polls)
 
         result = await self.renderer.render_video(req, progress)
+        mime = result.video_mime or "video/mp4"
         video = await refs.put_video(
             self.store,
-            f"{prefix}/video.mp4",
+            f"{prefix}/video.{'webm' if mime == 'video/webm' else 'mp4'}",
             result.video or b"",
             width=result.width,
             height=result.height,
             duration_s=result.duration_s,
             fps=result.fps,
-            mime=result.video_mime or "video/mp4",
+            mime=mime,
         )
         provenance = provenance_pb(result, None, 0.0)
         if not provenance.estimated_cost_usd:

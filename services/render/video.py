@@ -1,4 +1,4 @@
-"""Small OpenCV helpers for video results: encode frames as MP4, read a clip's first/last frame and timing."""
+"""Small OpenCV helpers for video results: encode frames as WebM, read a clip's first/last frame and timing."""
 
 from __future__ import annotations
 
@@ -14,19 +14,25 @@ from idlock.errors import InvalidInput, Unavailable
 MAX_VIDEO_BYTES = 512 * 1024 * 1024
 
 
-def write_mp4(frames: list[np.ndarray], fps: float) -> bytes:
-    """Encode RGB uint8 frames (all one size) as MP4 (OpenCV's 'mp4v' codec) and return the file's bytes."""
+#: what the offline renderer's clips are: WebM with VP8, which every browser plays (OpenCV's wheels carry no
+#: H.264 encoder, and its MPEG-4 part 2 "mp4v" plays in no browser)
+VIDEO_MIME = "video/webm"
+VIDEO_SUFFIX = ".webm"
+
+
+def write_video(frames: list[np.ndarray], fps: float) -> bytes:
+    """Encode RGB uint8 frames (all one size) as WebM (VP8) and return the file's bytes."""
     import cv2
 
     if not frames:
         raise InvalidInput("no frames to encode")
     h, w = frames[0].shape[:2]
-    fd, path = tempfile.mkstemp(suffix=".mp4")
+    fd, path = tempfile.mkstemp(suffix=VIDEO_SUFFIX)
     os.close(fd)
     try:
-        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
+        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"VP80"), float(fps), (w, h))
         if not writer.isOpened():
-            raise Unavailable("OpenCV cannot open an mp4v video writer")
+            raise Unavailable("OpenCV cannot open a VP8 (WebM) video writer")
         try:
             for f in frames:
                 writer.write(cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2BGR))
@@ -36,6 +42,11 @@ def write_mp4(frames: list[np.ndarray], fps: float) -> bytes:
             return fh.read()
     finally:
         os.unlink(path)
+
+
+def suffix_for(data: bytes) -> str:
+    """The file suffix of a clip's container, from its first bytes (OpenCV's reader goes by the name too)."""
+    return VIDEO_SUFFIX if data[:4] == b"\x1a\x45\xdf\xa3" else ".mp4"
 
 
 @dataclass
@@ -57,7 +68,7 @@ def probe_video(data: bytes, what: str = "video") -> VideoInfo:
         raise InvalidInput(f"{what} is empty")
     if len(data) > MAX_VIDEO_BYTES:
         raise InvalidInput(f"{what} is too large: {len(data)} bytes")
-    fd, path = tempfile.mkstemp(suffix=".mp4")
+    fd, path = tempfile.mkstemp(suffix=suffix_for(data))
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -11,7 +11,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from idlock.mesh import LocalMesh
 from tests.e2e.conftest import PASSWORD, face_photos
@@ -81,11 +83,13 @@ def _fits(page, width: int) -> bool:
 def _image_loaded(page, scene: int) -> bool:
     img = page.locator(f'.scene[data-scene="{scene}"] img')
     img.wait_for(state="visible")
-    return img.evaluate("el => el.complete && el.naturalWidth > 0")
+    img.scroll_into_view_if_needed()  # scenes load lazily, as a person scrolls to them
+    page.wait_for_function("el => el.complete", arg=img.element_handle(), timeout=30_000)
+    return img.evaluate("el => el.naturalWidth > 0")
 
 
 def test_a_person_uses_idlock_end_to_end_in_a_browser(
-    browser, studio_mesh: LocalMesh, faces_dir: Path
+    browser, studio_mesh: LocalMesh, faces_dir: Path, tmp_path: Path
 ) -> None:
     base = studio_mesh.components["gateway"].address
     page = browser.new_page(viewport={"width": 1440, "height": 900})
@@ -124,20 +128,30 @@ def test_a_person_uses_idlock_end_to_end_in_a_browser(
     page.get_by_label("Name").fill("Mira")
     page.get_by_label("Description").fill("a wandering knight")
     page.get_by_label("Hair").fill("short auburn hair")
-    photos = face_photos(faces_dir, 3)
-    page.set_input_files("#photos", [str(p) for p in photos])
+    landscape = tmp_path / "landscape.png"  # a photo without a face
+    gradient = np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (240, 1))
+    Image.fromarray(gradient).convert("RGB").save(landscape)
+    page.set_input_files("#photos", [str(p) for p in [*face_photos(faces_dir, 3), landscape]])
     previews = page.locator(".previews img")
-    previews.nth(2).wait_for()
+    previews.nth(3).wait_for()
     _snap(page, "1-new-character")
-    assert previews.count() == 3
-    assert all(previews.nth(i).evaluate("el => el.naturalWidth > 0") for i in range(3))
+    assert previews.count() == 4
+    assert all(previews.nth(i).evaluate("el => el.naturalWidth > 0") for i in range(4))
     page.get_by_label("I confirm I have the right").focus()
     page.keyboard.press("Space")
     assert page.get_by_label("I confirm I have the right").is_checked()
     page.get_by_role("button", name="Create character").click()
+    alert.get_by_text("no face found in photo 4").wait_for()  # said in words; nothing made, the photos stay
+    assert f"409 {base}/api/v1/characters" in problems  # the refusal itself, and nothing else went wrong
+    assert all("409" in p for p in problems), problems
+    problems.clear()
+    assert previews.count() == 4
+    page.get_by_role("button", name="Remove photo 4").click()
+    assert previews.count() == 3
+    page.get_by_role("button", name="Create character").click()
     page.get_by_role("heading", name="Photo check").wait_for()
     report = page.locator(".quality li").all_inner_texts()
-    assert len(report) == 3 and all("accepted" in r and "1 face found" in r for r in report), report
+    assert len(report) == 3 and all("accepted, 1 face found" in r for r in report), report
     _snap(page, "2-photo-check")
     page.get_by_role("link", name="Open Mira").click()
     page.get_by_role("heading", name="Mira", exact=True).wait_for()
@@ -166,6 +180,23 @@ def test_a_person_uses_idlock_end_to_end_in_a_browser(
     scene2.get_by_role("button", name="Thumbs up for scene 2").click()
     scene2.get_by_text("Thanks: marked as a good result.").wait_for()
     _snap(page, "3-character-1440")
+
+    # a video scene plays from its link (the browser fetches it in byte ranges)
+    page.get_by_label("What happens").fill("Mira waves from the castle wall")
+    page.get_by_label("Video").check()
+    page.get_by_role("button", name="Generate").click()
+    player = page.locator('.scene[data-scene="3"] video')
+    player.wait_for()
+    page.wait_for_function("v => v.readyState >= 1 || v.error", arg=player.element_handle(), timeout=30_000)
+    state = player.evaluate(
+        "v => ({ready: v.readyState, duration: v.duration, error: v.error && v.error.code, src: v.currentSrc})"
+    )
+    assert state["error"] is None and state["duration"] > 0, state
+
+    # the sheet edited and saved
+    page.get_by_label("Eyes").fill("green")
+    page.get_by_role("button", name="Save changes").click()
+    page.get_by_text("The next scene uses it.").wait_for()
 
     # usable on a phone and on a wide screen
     assert _fits(page, 375), "the character page scrolls sideways at 375 px"

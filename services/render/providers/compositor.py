@@ -30,7 +30,7 @@ from services.render.providers.compositor_faces import (
     distort_face,
 )
 from services.render.providers.compositor_scene import draw_scene, paste_face
-from services.render.video import write_mp4
+from services.render.video import VIDEO_MIME, write_video
 
 LABEL = "offline/compositor"
 MODEL = "compositor-v1"
@@ -216,7 +216,7 @@ class CompositorProvider(RenderProvider):
         )
 
     def render_video_sync(self, req: RenderRequest) -> RenderResult:
-        """A short offline clip: the scene of `render_sync`, the character's face moving across it (mp4v)."""
+        """A short offline clip: the scene of `render_sync`, the character's face moving across it (WebM, VP8)."""
         t0 = time.perf_counter()
         req.validate()
         dw = getattr(self._settings, "video_width", 320)
@@ -243,7 +243,7 @@ class CompositorProvider(RenderProvider):
             frames.append(
                 np.asarray(draw_scene(req.prompt, width, height, rng, face, char_x=width * (0.35 + 0.3 * t)))
             )
-        video = write_mp4(frames, fps)
+        video = write_video(frames, fps)
         return RenderResult(
             image=encode_png(Image.fromarray(frames[0])),
             provider=self.name,
@@ -256,7 +256,7 @@ class CompositorProvider(RenderProvider):
             notes=notes,
             media=MediaKind.VIDEO,
             video=video,
-            video_mime="video/mp4",
+            video_mime=VIDEO_MIME,
             last_frame=encode_png(Image.fromarray(frames[-1])),
             duration_s=n / fps,
             fps=float(fps),
