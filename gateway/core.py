@@ -334,10 +334,9 @@ class Gateway:
                 page=common_pb2.PageRequest(page_size=page_size, page_token=page_token),
             ),
         )
+        url_for = self.links(caller)
         episodes = [
-            await views.episode(e, self.links(caller))
-            for e in reply.episodes
-            if e.character_id in ("", character_id)
+            await views.episode(e, url_for) for e in reply.episodes if e.character_id in ("", character_id)
         ]
         return {
             "character_id": character_id,

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from idlock.db import make_base
+from idlock.db import add_columns, make_base
 
 Base = make_base("gateway")
 #: 2: users.name
@@ -63,10 +62,5 @@ class AuditEntry(Base):
     note: Mapped[str] = mapped_column(Text, nullable=False, default="")
 
 
-async def _v2_user_name(conn: AsyncConnection) -> None:
-    # unqualified: the search_path (Postgres) or the file (SQLite) names the service's table
-    await conn.execute(text("ALTER TABLE users ADD COLUMN name VARCHAR(200) NOT NULL DEFAULT ''"))
-
-
 #: upgrade steps of earlier schema versions, by the version they bring the tables to
-UPGRADES = {2: _v2_user_name}
+UPGRADES = {2: add_columns("users", "name VARCHAR(200) NOT NULL DEFAULT ''")}

@@ -14,7 +14,7 @@ import mimetypes
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlencode
 
 from gateway.errors import ApiError, not_found
@@ -40,9 +40,9 @@ CONTENT_TYPES = {
 
 
 def content_type(key: str) -> str:
-    dot = key.rfind(".")
-    ext = key[dot:].lower() if dot > key.rfind("/") else ""
-    return CONTENT_TYPES.get(ext) or mimetypes.guess_type(key)[0] or "application/octet-stream"
+    """By the key's extension; the table first (Python's own lacks some, e.g. .webp before 3.13)."""
+    suffix = PurePosixPath(key).suffix.lower()
+    return CONTENT_TYPES.get(suffix) or mimetypes.guess_type(key)[0] or "application/octet-stream"
 
 
 def derive_key(secret: str, purpose: str = "object-urls") -> bytes:

@@ -7,6 +7,7 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
+from idlock import story
 from idlock.v1 import common_pb2, memory_service_pb2, orchestrator_service_pb2
 
 UrlFor = Callable[[str], Awaitable[str | None]]
@@ -72,11 +73,8 @@ def idr(score: common_pb2.IdrScore) -> dict[str, Any]:
     }
 
 
-STATE_CATEGORIES = ("clothing", "injuries", "props", "setting", "mood")
-
-
 def _state(items: Any, *, ended: bool) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {c: [] for c in STATE_CATEGORIES}
+    out: dict[str, list[dict[str, Any]]] = {c: [] for c in story.CATEGORIES}
     for i in items:
         item = {"name": i.name, "since_scene": i.since_scene}
         if ended:
@@ -104,7 +102,7 @@ def scene_context(c: memory_service_pb2.SceneContext) -> dict[str, Any]:
 
 
 def tags(t: common_pb2.StateTags) -> dict[str, list[str]]:
-    return {k: list(getattr(t, k)) for k in ("clothing", "injuries", "props", "setting", "mood")}
+    return {k: list(getattr(t, k)) for k in story.CATEGORIES}
 
 
 async def character(c: memory_service_pb2.Character, url_for: UrlFor) -> dict[str, Any]:

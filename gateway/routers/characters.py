@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from gateway.deps import CallerDep, GatewayDep, IdempotencyDep
-from gateway.errors import bad_request
 from gateway.schemas import (
     NAME_PATTERN,
     PLAIN_TEXT,
@@ -131,10 +131,8 @@ def _sheet(**fields: Any) -> dict[str, Any]:
     """The sheet fields of a form, checked as the JSON sheet is (400 naming the field otherwise)."""
     try:
         sheet = CharacterSheetIn(**fields)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise bad_request(f"{where}: {err['msg']}", field=where) from None
+    except ValidationError as exc:  # answered like any other invalid form field
+        raise RequestValidationError([{**e, "loc": ("form", *e["loc"])} for e in exc.errors()]) from None
     return sheet.model_dump(exclude_none=True)
 
 

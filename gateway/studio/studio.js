@@ -4,7 +4,6 @@
 
 const TOKEN_KEY = "idlock.token";
 const STEPS = ["context", "render", "score", "refine", "state", "record"];
-const CATEGORIES = ["clothing", "injuries", "props", "setting", "mood"];
 const SHEET_LISTS = ["distinctive_marks", "semantic_tags", "must_keep_traits"];
 const MAX_PHOTOS = 5;
 
@@ -405,13 +404,14 @@ function newCharacterView() {
 
 function chips(state, ended) {
   const list = h("ul", { class: "chips", "aria-label": "Story state in effect" });
-  for (const cat of CATEGORIES) {
-    for (const item of (state && state[cat]) || []) {
+  // the API gives every category (clothing, injuries, props, setting, mood), in order
+  for (const [cat, items] of Object.entries(state || {})) {
+    for (const item of items) {
       list.append(h("li", { class: `chip ${cat}`, title: `${cat}, since scene ${item.since_scene}` }, `${item.name}`, h("span", { class: "since" }, ` · ${cat} · since scene ${item.since_scene}`)));
     }
   }
-  for (const cat of CATEGORIES) {
-    for (const item of (ended && ended[cat]) || []) {
+  for (const items of Object.values(ended || {})) {
+    for (const item of items) {
       list.append(h("li", { class: "chip ended", title: `ended in scene ${item.until_scene}` }, h("s", {}, item.name), h("span", { class: "since" }, ` · ended in scene ${item.until_scene}`)));
     }
   }

@@ -229,12 +229,9 @@ def demo(
         )
         _print_studio(mesh.components["gateway"].address)
 
-    shown = []
-
     def stay_up(mesh, report) -> None:
         studio = report["studio"]
         console.print(table)
-        shown.append(True)
         console.print(
             f"the mesh stays up: open [bold]{studio['url']}[/bold] and sign in as {studio['email']} "
             f"with the password {studio['password']}; Ctrl-C stops it"
@@ -287,7 +284,7 @@ def demo(
     except (DemoError, MeshError) as err:
         console.print(f"[red]demo failed:[/red] {err}")
         raise typer.Exit(1) from None
-    if not shown:
+    if not stay:  # --stay showed it before waiting
         console.print(table)
     console.print(
         f"memory: {report['history_episodes']} episodes recorded; summary: {report['story_summary'] or '-'}"

@@ -55,6 +55,17 @@ _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 UpgradeStep = Callable[[AsyncConnection], Awaitable[None]]
 
 
+def add_columns(table: str, *columns: str) -> UpgradeStep:
+    """An upgrade step adding columns (each `"name TYPE ..."`) to one of the service's tables. The table name is
+    unqualified: the search_path (Postgres) or the file (SQLite) picks the service's own."""
+
+    async def step(conn: AsyncConnection) -> None:
+        for column in columns:
+            await conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column}"))
+
+    return step
+
+
 class SchemaTooNew(PreconditionFailed):
     """The database was migrated by a newer release than this code."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import mimetypes
 import os
 import secrets
 import tempfile
@@ -244,7 +245,7 @@ def run_story(
                 ]
                 clip = (job.get("result") or {}).get("video")
                 if scene.status == "succeeded" and clip:
-                    scene.video = f"scene_{i}.{'webm' if clip.get('mime') == 'video/webm' else 'mp4'}"
+                    scene.video = f"scene_{i}{mimetypes.guess_extension(clip.get('mime', '')) or '.mp4'}"
                     (out / scene.video).write_bytes(_image_bytes(client, clip))
             image = None
             if scene.status == "succeeded" and (job.get("result") or {}).get("image"):

@@ -12,6 +12,17 @@ from idlock.storage import ObjectStore
 from idlock.v1 import common_pb2
 
 
+def video_suffix(data: bytes) -> str:
+    """A clip's file suffix from its container's first bytes (OpenCV's reader also goes by the file name)."""
+    if data[4:8] == b"ftyp":
+        return ".mp4"
+    if data[:4] == b"\x1a\x45\xdf\xa3":
+        return ".webm"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return ".avi"
+    return ".bin"
+
+
 async def fetch_ref(store: ObjectStore, ref: common_pb2.ImageRef | common_pb2.VideoRef, name: str) -> bytes:
     """Bytes behind a reference; a sha256 given in the reference must match what is stored."""
     if not ref.uri:

@@ -12,6 +12,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from idlock import refs
 from idlock.errors import InvalidInput
 
 FrameMode = Literal["first", "last", "every"]
@@ -35,16 +36,6 @@ class VideoFrames:
     height: int
 
 
-def _sniff_suffix(data: bytes) -> str:
-    if data[4:8] == b"ftyp":
-        return ".mp4"
-    if data[:4] == b"\x1a\x45\xdf\xa3":
-        return ".webm"
-    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
-        return ".avi"
-    return ".bin"
-
-
 def extract_frames(
     video: bytes | bytearray | str | Path,
     mode: FrameMode = "first",
@@ -63,7 +54,7 @@ def extract_frames(
         data = bytes(video)
         if not data:
             raise InvalidInput("video is empty (0 bytes)")
-        fd, tmp = tempfile.mkstemp(suffix=_sniff_suffix(data), prefix="idlock-video-")
+        fd, tmp = tempfile.mkstemp(suffix=refs.video_suffix(data), prefix="idlock-video-")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         path = tmp

@@ -22,13 +22,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy import (
-    text as sql_text,
-)
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapped, mapped_column
 
-from idlock.db import make_base
+from idlock.db import add_columns, make_base
 
 STATUS_READY = "ready"
 STATUS_NEEDS_MORE_REFS = "needs_more_refs"
@@ -141,13 +137,5 @@ class Summary(Base):
     __table_args__ = (UniqueConstraint("character_id", "up_to_scene", name="uq_summaries_character_scene"),)
 
 
-async def _v2_episode_context(conn: AsyncConnection) -> None:
-    # unqualified: the search_path (Postgres) or the file (SQLite) names the service's table
-    await conn.execute(sql_text("ALTER TABLE episodes ADD COLUMN context JSON"))
-    await conn.execute(
-        sql_text("ALTER TABLE episodes ADD COLUMN provider_label VARCHAR(128) NOT NULL DEFAULT ''")
-    )
-
-
 #: upgrade steps of earlier schema versions, by the version they bring the tables to
-UPGRADES = {2: _v2_episode_context}
+UPGRADES = {2: add_columns("episodes", "context JSON", "provider_label VARCHAR(128) NOT NULL DEFAULT ''")}

@@ -13,12 +13,15 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from idlock.v1 import common_pb2
+from idlock.v1 import common_pb2, memory_service_pb2
 from idlock.v1 import job_checkpoint_pb2 as ck
 
 #: the steps a flow checkpoints, by field of `JobCheckpoint`
 STEP_FIELDS = ("context", "render", "score", "refine", "state", "record", "regenerate")
 _LEGACY_OPERATION = "_operation"
+#: the fields the context step shares with memory's `SceneContext` (what a scene was made from, as the job and its
+#: episode show it); the step's others are the identity, the references and timings
+SCENE_CONTEXT_FIELDS = frozenset(f.name for f in memory_service_pb2.SceneContext.DESCRIPTOR.fields)
 
 
 def vector_to_dict(v: common_pb2.IdentityVector) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from idlock.storage import ObjectStore
 from idlock.v1 import common_pb2, memory_service_pb2
 from idlock.v1 import job_checkpoint_pb2 as ck
 from idlock.v1 import orchestrator_service_pb2 as pb
-from services.orchestrator.checkpoint import Checkpoint
+from services.orchestrator.checkpoint import SCENE_CONTEXT_FIELDS, Checkpoint
 from services.orchestrator.flow import FlowConfig, JobFailed, Outcome, Peers, character_gone
 from services.orchestrator.models import Job
 from services.orchestrator.state_extraction import HEURISTIC, StateExtractor
@@ -91,10 +91,6 @@ async def context(
     )
     out.identity.CopyFrom(character.identity if character.identity.values else ctx.semantic)
     return out
-
-
-#: the fields a scene's context shares with the checkpoint's context step (the rest: identity, references, timing)
-SCENE_CONTEXT_FIELDS = tuple(f.name for f in memory_service_pb2.SceneContext.DESCRIPTOR.fields)
 
 
 def scene_context(step: ck.ContextStep) -> memory_service_pb2.SceneContext:

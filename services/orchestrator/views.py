@@ -8,9 +8,9 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from idlock.v1 import common_pb2, memory_service_pb2
+from idlock.v1 import common_pb2
 from idlock.v1 import orchestrator_service_pb2 as pb
-from services.orchestrator.checkpoint import latest_operation
+from services.orchestrator.checkpoint import SCENE_CONTEXT_FIELDS, latest_operation
 from services.orchestrator.models import (
     CANCELLED,
     FAILED,
@@ -21,8 +21,6 @@ from services.orchestrator.models import (
     Job,
     aware,
 )
-
-SCENE_CONTEXT_FIELDS = frozenset(f.name for f in memory_service_pb2.SceneContext.DESCRIPTOR.fields)
 
 STATUS_PB = {
     QUEUED: common_pb2.JOB_STATUS_QUEUED,

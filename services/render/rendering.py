@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import mimetypes
 import uuid
 from pathlib import Path
 
@@ -338,7 +339,7 @@ class Rendering:
         mime = result.video_mime or "video/mp4"
         video = await refs.put_video(
             self.store,
-            f"{prefix}/video.{'webm' if mime == 'video/webm' else 'mp4'}",
+            f"{prefix}/video{mimetypes.guess_extension(mime) or '.mp4'}",
             result.video or b"",
             width=result.width,
             height=result.height,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from idlock import refs
 from idlock.errors import InvalidInput, Unavailable
 
 #: refuse to decode clips larger than this (bytes)
@@ -44,11 +45,6 @@ def write_video(frames: list[np.ndarray], fps: float) -> bytes:
         os.unlink(path)
 
 
-def suffix_for(data: bytes) -> str:
-    """The file suffix of a clip's container, from its first bytes (OpenCV's reader goes by the name too)."""
-    return VIDEO_SUFFIX if data[:4] == b"\x1a\x45\xdf\xa3" else ".mp4"
-
-
 @dataclass
 class VideoInfo:
     first: np.ndarray  # RGB
@@ -68,7 +64,7 @@ def probe_video(data: bytes, what: str = "video") -> VideoInfo:
         raise InvalidInput(f"{what} is empty")
     if len(data) > MAX_VIDEO_BYTES:
         raise InvalidInput(f"{what} is too large: {len(data)} bytes")
-    fd, path = tempfile.mkstemp(suffix=suffix_for(data))
+    fd, path = tempfile.mkstemp(suffix=refs.video_suffix(data))
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

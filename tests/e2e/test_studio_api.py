@@ -203,7 +203,16 @@ def test_editing_the_sheet_changes_the_next_prompt_and_nothing_else_on_bad_input
 ) -> None:
     base = studio_mesh.components["gateway"].address
     user = sign_up(base, "editor@example.com")
-    made = create_character(user, face_photos(faces_dir, 2), name="Tomas", hair="black hair")
+    photos = face_photos(faces_dir, 2)
+    refused = user.client.post(  # a sheet given at creation is checked as the PATCH's is
+        "/api/v1/characters",
+        data={"consent": "true", "name": "Tomas", "distinctive_marks": [f"mark {i}" for i in range(21)]},
+        files=[("image", (p.name, p.read_bytes(), "image/jpeg")) for p in photos],
+    )
+    assert refused.status_code == 400, refused.text
+    assert "distinctive_marks (form)" in refused.json()["error"]["message"]
+    assert user.client.get("/api/v1/characters").json()["items"] == []  # nothing was made
+    made = create_character(user, photos, name="Tomas", hair="black hair")
     cid = made["character_id"]
     path = f"/api/v1/characters/{cid}"
     first = generate(user, cid, "Tomas reads a letter by candlelight")
