@@ -7,12 +7,15 @@ service runs, scoring in-process with the identity engine) with strategy referen
 attempts on ONE CPU core (OpenCV limited to one thread; dlib runs single-threaded). Reported: mean calibrated IDR
 before and after, the share of scenes that end at pass (>= threshold), the mean seam measure of the chosen
 attempts, seconds per refinement (the character's reference faces cached, as in the running service; the first,
-uncached refinement of each character is reported separately).
+uncached refinement of each character is reported separately), and the share of refined scenes whose result is a
+near-copy of a reference photo. The reference warp moves a reference face into the scene, so its gain in IDR is
+bought with a copy: the refiner flags every warp (`near_copy_share`), and `near_copy_detected_share` is the share the
+face print alone catches (the detector's recall on warped-and-blended copies, which it was not fitted on).
 
     .venv/bin/python bench/refiner.py [--scenes-per-character 3] [--size 1024] [--strategy reference-warp]
 
-Last line: RESULT {"idr_before_mean", "idr_after_mean", "pass_share", "seam_mean", "seconds_per_refinement",
-"scenes", "image_px", ...}
+Last line: RESULT {"idr_before_mean", "idr_after_mean", "pass_share", "near_copy_share", "near_copy_detected_share",
+"copy_similarity_mean", "seam_mean", "seconds_per_refinement", "scenes", "image_px", ...}
 """
 
 from __future__ import annotations
@@ -158,6 +161,9 @@ def main() -> None:
             "improved": out.improved,
             "never_worse": out.after.calibrated >= out.before.calibrated,
             "seam": chosen.seam if chosen else 0.0,
+            "near_copy": bool(out.after_copy and out.after_copy.near_copy),
+            "copy_detected": bool(chosen and chosen.copy_detected),
+            "copy_similarity": out.after_copy.similarity if out.after_copy else None,
             "attempts": len(out.attempts),
             "seconds": dt,
             "cold": first,
@@ -166,15 +172,25 @@ def main() -> None:
         print(
             f"{name:32s} {drift:40s} IDR {row['before']:.3f} -> {row['after']:.3f} "
             f"{'PASS' if row['passed'] else 'fail'} seam {row['seam']:.3f} attempts {row['attempts']} "
+            f"copy {row['copy_similarity'] if row['copy_similarity'] is not None else '-'}"
+            f"{' NEAR-COPY' if row['near_copy'] else ''} "
             f"{dt:.2f}s{' (cold)' if first else ''}",
             flush=True,
         )
     warm = [r["seconds"] for r in rows if not r["cold"]] or [r["seconds"] for r in rows]
     chosen_seams = [r["seam"] for r in rows if r["improved"]]
+    refined = [r for r in rows if r["improved"]]
+    copies = [r["copy_similarity"] for r in refined if r["copy_similarity"] is not None]
     result = {
         "idr_before_mean": round(statistics.fmean(r["before"] for r in rows), 4),
         "idr_after_mean": round(statistics.fmean(r["after"] for r in rows), 4),
         "pass_share": round(sum(r["passed"] for r in rows) / len(rows), 4),
+        "near_copy_share": round(sum(r["near_copy"] for r in refined) / len(refined), 4) if refined else 0.0,
+        "near_copy_detected_share": round(sum(r["copy_detected"] for r in refined) / len(refined), 4)
+        if refined
+        else 0.0,
+        "copy_similarity_mean": round(statistics.fmean(copies), 4) if copies else None,
+        "refined_scenes": len(refined),
         "seam_mean": round(statistics.fmean(chosen_seams), 4) if chosen_seams else 0.0,
         "seconds_per_refinement": round(statistics.fmean(warm), 3),
         "seconds_per_refinement_p50": round(statistics.median(warm), 3),

@@ -335,6 +335,15 @@ class EpisodeOut(BaseModel):
     provider_label: str | None = Field(
         description="What rendered the scene (offline/compositor is the labelled offline fallback)."
     )
+    copy_similarity: float | None = Field(
+        description=(
+            "Highest pixel-level similarity of the scene's face to a reference photo's (aligned face prints; "
+            "copies score ~1). Null when nothing was compared."
+        )
+    )
+    near_copy: bool | None = Field(
+        description="The face is a near-copy of a reference photo: its IDR says little, and it is never golden."
+    )
     duration_s: float
     dialogue: str
     frame_idrs: list[FrameIdrOut]
@@ -371,7 +380,10 @@ class JobOut(BaseModel):
     options: dict[str, Any] = Field(description="The generation options, as submitted.")
     result: JobResultOut | None
     metrics: dict[str, Any] = Field(
-        description="Timings per step, IDR before and after refinement, provider, LoRA, cost (when done)."
+        description=(
+            "Timings per step, IDR before and after refinement, provider, LoRA, cost, and copy_similarity / "
+            "near_copy / copy_note: whether the result's face is a near-copy of a reference photo (when done)."
+        )
     )
     error: JobErrorOut | None
     attempts: int

@@ -150,6 +150,20 @@ def character_summary(c: memory_service_pb2.Character) -> dict[str, Any]:
     }
 
 
+def copy_fields(check: common_pb2.CopyCheck) -> dict[str, Any]:
+    """copy_similarity and near_copy: null when nothing was compared (no reference face)."""
+    if not check.checked:
+        return {"copy_similarity": None, "near_copy": None}
+    return {"copy_similarity": round(check.similarity, 4), "near_copy": check.near_copy}
+
+
+def job_metrics(m: orchestrator_service_pb2.JobMetrics) -> dict[str, Any]:
+    """The job's metrics as JSON, with its copy check flattened (copy_similarity, near_copy, copy_note)."""
+    out = MessageToDict(m, preserving_proto_field_name=True)
+    out.pop("copy", None)
+    return out | copy_fields(m.copy) | {"copy_note": m.copy_note or None}
+
+
 async def episode(e: memory_service_pb2.Episode, url_for: UrlFor) -> dict[str, Any]:
     return {
         "episode_id": e.id,
@@ -165,6 +179,7 @@ async def episode(e: memory_service_pb2.Episode, url_for: UrlFor) -> dict[str, A
         "removed": tags(e.removed),
         "state_source": e.state_source,
         "provider_label": e.provider_label or None,
+        **copy_fields(e.copy),
         "duration_s": e.duration_s,
         "dialogue": e.dialogue,
         "frame_idrs": [
@@ -198,9 +213,7 @@ async def job(j: orchestrator_service_pb2.Job, url_for: UrlFor) -> dict[str, Any
             j.options, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         ),
         "result": result,
-        "metrics": MessageToDict(j.metrics, preserving_proto_field_name=True)
-        if j.HasField("metrics")
-        else {},
+        "metrics": job_metrics(j.metrics) if j.HasField("metrics") else {},
         "error": {"code": j.error_code, "message": j.error_message}
         if (j.error_code or j.error_message)
         else None,

@@ -3,7 +3,7 @@
 "use strict";
 
 const TOKEN_KEY = "idlock.token";
-const STEPS = ["context", "render", "score", "refine", "state", "record"];
+const STEPS = ["context", "render", "score", "regenerate", "refine", "state", "record"];
 const SHEET_LISTS = ["distinctive_marks", "semantic_tags", "must_keep_traits"];
 const MAX_PHOTOS = 5;
 
@@ -424,6 +424,14 @@ function idrText(idr) {
   return `IDR ${pct(idr.calibrated)} (raw cosine ${idr.raw.toFixed(3)}) — ${idr.verdict}`;
 }
 
+function copyBadge(ep) {
+  if (ep.near_copy === null || ep.near_copy === undefined) return null;
+  const sim = `${pct(ep.copy_similarity)} pixel similarity to a reference photo`;
+  return ep.near_copy
+    ? h("span", { class: "badge copy", title: "The face is the reference photo's: the IDR says little, and the scene is never used for training." }, `Near-copy of a reference (${sim})`)
+    : h("span", { class: "badge original" }, `Not a copy (${sim})`);
+}
+
 function sceneCard(ep) {
   const media = ep.video && ep.video.url
     ? h("video", { src: ep.video.url, controls: true, preload: "metadata", poster: ep.image && ep.image.url, "aria-label": `Scene ${ep.scene_index} video` })
@@ -451,6 +459,8 @@ function sceneCard(ep) {
       h("span", { class: "badge provider" }, ep.provider_label || "renderer not recorded"),
       " ",
       h("span", { class: `badge ${ep.idr ? ep.idr.verdict : "none"}` }, idrText(ep.idr)),
+      " ",
+      copyBadge(ep),
     ),
     ctx ? chips(ctx.state, ctx.ended) : chips(null, null),
     ctx

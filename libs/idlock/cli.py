@@ -217,9 +217,12 @@ def demo(
         references = [(p.name, p.read_bytes()) for p in ref]
     started = time.perf_counter()
     table = Table(title="IDLock demo: three " + ("video scenes" if video else "scenes"))
-    columns = ["scene", "status", "provider", "IDR raw", "IDR cal.", "verdict", "refined", "state tags", "s"]
+    columns = [
+        "scene", "status", "provider", "IDR raw", "IDR cal.", "verdict", "copy sim.", "near-copy", "refined",
+        "state tags", "s",
+    ]  # fmt: skip
     if video:
-        columns[6:7] = ["regenerated", "frame IDR (t: cal.)", "min / mean"]
+        columns[8:9] = ["regenerated", "frame IDR (t: cal.)", "min / mean"]
     for col in columns:
         table.add_column(col)
 
@@ -252,6 +255,8 @@ def demo(
             f"{scene.idr_raw:.3f}" if scene.idr_raw is not None else "-",
             f"{scene.idr_calibrated:.3f}" if scene.idr_calibrated is not None else "-",
             scene.verdict or "-",
+            f"{scene.copy_similarity:.3f}" if scene.copy_similarity is not None else "-",
+            "-" if scene.near_copy is None else ("yes" if scene.near_copy else "no"),
             refined,
             tags or "-",
             f"{scene.seconds:.1f}",
@@ -268,7 +273,7 @@ def demo(
                 if scene.frame_idr_min is not None
                 else "-"
             )
-            row[6:7] = ["yes" if scene.regenerated else "no", frames or "-", summary]
+            row[8:9] = ["yes" if scene.regenerated else "no", frames or "-", summary]
         table.add_row(*row)
         console.print(
             f"scene {scene.index}: {scene.status} in {scene.seconds:.1f} s"
@@ -276,7 +281,7 @@ def demo(
         )
 
     if not console.is_terminal:
-        console.width = max(console.width, 160)
+        console.width = max(console.width, 200)
     try:
         report = run_demo(
             out, references, on_scene=on_scene, on_mesh=on_mesh, video=video, stay=stay_up if stay else None

@@ -71,6 +71,10 @@ class Scene:
     #: per scored frame: {"timestamp_s", "face_found", "idr_calibrated"}
     frame_idrs: list[dict[str, Any]] = field(default_factory=list)
     regenerated: bool = False
+    #: the result's face against the references (None: nothing compared)
+    copy_similarity: float | None = None
+    near_copy: bool | None = None
+    copy_note: str = ""
 
 
 def sample_references() -> list[tuple[str, bytes]]:
@@ -130,13 +134,18 @@ def wait_for_job(client: httpx.Client, job_id: str, timeout_s: float, what: str)
 
 
 def contact_sheet(reference: bytes, scenes: list[Scene], images: list[bytes | None], out: Path) -> Path:
-    tile, pad, caption = 320, 12, 54
+    tile, pad, caption = 320, 12, 68
     cols = 1 + len(scenes)
     sheet = Image.new("RGB", (cols * (tile + pad) + pad, tile + caption + 2 * pad), (245, 245, 245))
     draw = ImageDraw.Draw(sheet)
     cells = [("reference", reference)] + [
         (
             f"scene {s.index}: {s.provider or 'failed'}\nIDR {s.idr_calibrated:.2f} {s.verdict.lower()}"
+            + (
+                f"\ncopy {s.copy_similarity:.2f}" + (" NEAR-COPY" if s.near_copy else "")
+                if s.copy_similarity is not None
+                else ""
+            )
             if s.idr_calibrated is not None
             else f"scene {s.index}: {s.status or 'failed'}",
             img,
@@ -220,6 +229,10 @@ def run_story(
             scene.idr_raw = idr.get("raw")
             scene.idr_calibrated = idr.get("calibrated")
             scene.verdict = str(idr.get("verdict", "")).removeprefix("VERDICT_")
+            scene.copy_similarity = metrics.get("copy_similarity")
+            scene.near_copy = metrics.get("near_copy")
+            scene.copy_note = metrics.get("copy_note") or ""
+            scene.regenerated = bool(metrics.get("regenerated", False))
             scene.refined = bool(metrics.get("refined", False))
             scene.refine_needed = bool(metrics.get("refine_needed", False))
             scene.tags = {k: v for k, v in (metrics.get("tags") or {}).items() if v}
@@ -232,7 +245,6 @@ def run_story(
                 scene.frames_scored = int(metrics.get("frames_scored", 0))
                 scene.frame_idr_min = metrics.get("frame_idr_min", 0.0 if scene.frames_scored else None)
                 scene.frame_idr_mean = metrics.get("frame_idr_mean", 0.0 if scene.frames_scored else None)
-                scene.regenerated = bool(metrics.get("regenerated", False))
                 scene.frame_idrs = [
                     {
                         "timestamp_s": f.get("timestamp_s", 0.0),

@@ -24,6 +24,17 @@ JSON_KEYS = (
     "diff_idr_p95",
     "faces_per_s",
 )
+#: added to the --json object when the pairs file has a `copy` column
+COPY_JSON_KEYS = (
+    "copy_threshold",
+    "copy_pairs",
+    "copy_negatives",
+    "copy_precision",
+    "copy_recall",
+    "copy_false_positive_rate",
+    "copy_similarity_p05",
+    "non_copy_similarity_p95",
+)
 
 
 @eval_app.callback()
@@ -34,14 +45,19 @@ def _eval() -> None:
 @eval_app.command("pairs")
 def pairs(
     pairs_csv: Annotated[
-        Path, typer.Argument(help="CSV with columns a,b,same; image paths relative to the CSV.")
+        Path,
+        typer.Argument(
+            help="CSV with columns a,b,same and optionally copy (1: b is a near-copy of a); image paths relative "
+            "to the CSV."
+        ),
     ],
     encoder: Annotated[
         str | None, typer.Option("--encoder", help="dlib or arcface (default: from settings).")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object.")] = False,
 ) -> None:
-    """Accuracy at the pass threshold, ROC AUC, EER, calibrated IDR percentiles and throughput."""
+    """Accuracy at the pass threshold, ROC AUC, EER, calibrated IDR percentiles and throughput; with a copy
+    column, copy detection's precision, recall and false-positive rate (on same-person pairs that are not copies)."""
     from idlock.errors import IdlockError
     from idlock.faces.engine import IdentityEngine
 
@@ -54,8 +70,9 @@ def pairs(
     except (IdlockError, ValueError) as exc:
         typer.echo(f"error: {getattr(exc, 'message', exc)}", err=True)
         raise typer.Exit(2) from exc
+    keys = JSON_KEYS + (COPY_JSON_KEYS if "copy_pairs" in report else ())
     if json_out:
-        typer.echo(json.dumps({k: report[k] for k in JSON_KEYS}))
+        typer.echo(json.dumps({k: report[k] for k in keys}))
         return
     typer.echo(f"encoder            {report['encoder']}")
     typer.echo(
@@ -70,5 +87,42 @@ def pairs(
     typer.echo(f"same IDR p05 / p50 {report['same_idr_p05']} / {report['same_idr_p50']}")
     typer.echo(f"diff IDR p50 / p95 {report['diff_idr_p50']} / {report['diff_idr_p95']}")
     typer.echo(f"throughput         {report['faces_per_s']} faces/s (decode + detect + embed)")
+    if "copy_pairs" in report:
+        typer.echo(
+            f"copy detection     precision {report['copy_precision']}, recall {report['copy_recall']} on "
+            f"{report['copy_pairs']} copies; false positives {report['copy_false_positive_rate']} on "
+            f"{report['copy_negatives']} same-person pairs (face-print similarity >= {report['copy_threshold']})"
+        )
     for path in report["no_face_images"]:
         typer.echo(f"no face: {path}")
+
+
+@eval_app.command("copy-pairs")
+def copy_pairs(
+    pairs_csv: Annotated[Path, typer.Argument(help="CSV with columns a,b,same (real photos).")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder for the copies and their pairs.csv.")],
+    seed: Annotated[int, typer.Option("--seed", help="Random strengths of the copies.")] = 2,
+) -> None:
+    """Copies of every photo (resized, JPEG q30-90, cropped, re-coloured, rotated, pasted onto another background,
+    combined) and a pairs.csv with a copy column, for `idlock eval pairs`."""
+    from idlock.errors import IdlockError
+    from idlock.faces.engine import IdentityEngine
+
+    from .copy_pairs import build_copy_pairs
+    from .evaluation import read_pairs
+    from .settings import IdentitySettings
+
+    try:
+        read_pairs(pairs_csv)  # the same checks and messages as eval pairs
+        engine = IdentityEngine(IdentitySettings())
+
+        def box_of(rgb):
+            face = engine.embed_largest(rgb)
+            return None if face is None else face.box
+
+        csv_path, pairs = build_copy_pairs(pairs_csv, out_dir, box_of, seed=seed)
+    except (IdlockError, ValueError, OSError) as exc:
+        typer.echo(f"error: {getattr(exc, 'message', exc)}", err=True)
+        raise typer.Exit(2) from exc
+    copies = sum(p.copy for p in pairs)
+    typer.echo(f"{csv_path}: {len(pairs)} pairs, {copies} of them copies")

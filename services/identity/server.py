@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import OrderedDict
 
 import numpy as np
 
 from idlock import refs
 from idlock.errors import InvalidInput
 from idlock.faces.engine import IdentityEngine, get_engine
-from idlock.faces.proto import face_pb, idr_pb
+from idlock.faces.proto import copy_pb, face_pb, idr_pb
 from idlock.grpc_server import ServiceSpec
 from idlock.images import encode_png
 from idlock.launch import servicer_spec
@@ -23,6 +24,8 @@ from idlock.v1 import identity_service_pb2_grpc as pb_grpc
 from services.identity.settings import IdentitySettings
 
 SETTINGS = IdentitySettings
+#: reference prints kept (by the image's sha256): a character's references are printed once, not per score
+PRINT_CACHE_SIZE = 1024
 
 
 class IdentityServicer(pb_grpc.IdentityServiceServicer):
@@ -31,6 +34,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         self.engine: IdentityEngine | None = None
         self.store: ObjectStore | None = None
         self._pool = model_executor(settings.workers, "identity", settings.model_thread_priority)
+        self._prints: OrderedDict[str, np.ndarray | None] = OrderedDict()
 
     async def startup(self) -> None:
         loop = asyncio.get_running_loop()
@@ -46,6 +50,24 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
 
     async def _image(self, image: common_pb2.ImageInput, name: str) -> bytes:
         return await refs.image_bytes(self.store, image, name)
+
+    async def _reference_prints(self, key: str, images) -> list[np.ndarray | None]:
+        """Prints of a character's reference faces, from the cache when the image's sha256 is known."""
+        out: list[np.ndarray | None] = []
+        for i, image in enumerate(images):
+            digest = image.ref.sha256 if image.HasField("ref") else ""
+            if digest and digest in self._prints:
+                self._prints.move_to_end(digest)
+                out.append(self._prints[digest])
+                continue
+            data = await self._image(image, f"reference image {i} of {key!r}")
+            digest = digest or hashlib.sha256(data).hexdigest()
+            if digest not in self._prints:
+                self._prints[digest] = (await self._run(self.engine.reference_prints, [data]))[0]
+                while len(self._prints) > PRINT_CACHE_SIZE:
+                    self._prints.popitem(last=False)
+            out.append(self._prints[digest])
+        return out
 
     async def DetectFaces(self, request: pb.DetectFacesRequest, context) -> pb.DetectFacesResponse:
         data = await self._image(request.image, "image")
@@ -95,6 +117,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         if not request.characters:
             raise InvalidInput("characters is empty: give at least one character identity to score")
         identities: dict[str, np.ndarray] = {}
+        references: dict[str, list[np.ndarray | None]] = {}
         for i, c in enumerate(request.characters):
             key = c.character_id or f"character {i}"
             if key in identities:
@@ -105,8 +128,10 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                     f"{self.engine.encoder.name!r}"
                 )
             identities[key] = np.asarray(c.identity.values, dtype=np.float64)
+            if c.references:
+                references[key] = await self._reference_prints(key, c.references)
         data = await self._image(request.image, "scene image")
-        scene = await self._run(self.engine.score_identity, identities, data)
+        scene = await self._run(self.engine.score_identity, identities, data, references)
         encoder = self.engine.encoder.name
         matches = []
         for m in scene.matches:
@@ -121,6 +146,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                 match.face_embedding.CopyFrom(
                     common_pb2.IdentityVector(encoder=encoder, values=face.embedding.tolist())
                 )
+                match.copy.CopyFrom(copy_pb(m.copy))
             matches.append(match)
         return pb.ScoreIdentityResponse(
             matches=matches, faces_detected=scene.face_count, no_face=scene.no_face
@@ -134,6 +160,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             score=idr_pb(result.raw, result.calibrated, result.verdict, self.engine.encoder.name),
             face_found_a=True,
             face_found_b=True,
+            copy=copy_pb(result.copy),
         )
 
     async def ExtractFrames(self, request: pb.ExtractFramesRequest, context) -> pb.ExtractFramesResponse:

@@ -36,8 +36,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-#: version of these models that `Database.migrate` records (2: episodes.context, episodes.provider_label)
-SCHEMA_VERSION = 2
+#: version of these models that `Database.migrate` records (2: episodes.context, episodes.provider_label;
+#: 3: episodes.copy_check)
+SCHEMA_VERSION = 3
 
 Base = make_base("memory", type_annotation_map={dict[str, Any]: JSON, list[Any]: JSON})
 
@@ -99,6 +100,8 @@ class Episode(Base):
     context: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     #: what rendered the scene (e.g. "offline/compositor"); "" before version 2
     provider_label: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    #: the scene's face against the references (`CopyCheck` as JSON, proto field names); None before version 3
+    copy_check: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("character_id", "job_id", name="uq_episodes_character_job"),
@@ -138,4 +141,7 @@ class Summary(Base):
 
 
 #: upgrade steps of earlier schema versions, by the version they bring the tables to
-UPGRADES = {2: add_columns("episodes", "context JSON", "provider_label VARCHAR(128) NOT NULL DEFAULT ''")}
+UPGRADES = {
+    2: add_columns("episodes", "context JSON", "provider_label VARCHAR(128) NOT NULL DEFAULT ''"),
+    3: add_columns("episodes", "copy_check JSON"),
+}

@@ -262,6 +262,7 @@ async def record_episode(
     state_source: str = "",
     context: Mapping[str, Any] | None = None,
     provider_label: str = "",
+    copy_check: Mapping[str, Any] | None = None,
     episode_id: str | None = None,
     retries: int = 8,
 ) -> tuple[Episode, bool]:
@@ -329,6 +330,7 @@ async def record_episode(
                 state_source=state_source,
                 context=dict(context) if context else None,
                 provider_label=provider_label,
+                copy_check=dict(copy_check) if copy_check else None,
                 created_at=utcnow(),
             )
             session.add(ep)

@@ -144,6 +144,8 @@ def episode_pb(ep: Any, encoder: str = "", *, with_context: bool = False) -> pb.
             )
         elif not out.image.uri:
             out.image.CopyFrom(image_ref_pb(r))
+    if ep.copy_check:
+        json_format.ParseDict(ep.copy_check, out.copy, ignore_unknown_fields=True)
     if with_context and ep.context:
         json_format.ParseDict(ep.context, out.context, ignore_unknown_fields=True)
     if ep.face_embedding:
@@ -210,6 +212,9 @@ def episode_kwargs(e: pb.Episode) -> dict[str, Any]:
         if e.HasField("context")
         else None,
         "provider_label": e.provider_label,
+        "copy_check": json_format.MessageToDict(e.copy, preserving_proto_field_name=True)
+        if e.copy.checked
+        else None,
     }
     if e.HasField("idr"):
         kw["idr_raw"] = e.idr.raw

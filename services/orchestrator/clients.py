@@ -93,14 +93,18 @@ class GrpcPeers:
         identity: common_pb2.IdentityVector,
         image: common_pb2.ImageRef,
         *,
+        references: Sequence[common_pb2.ImageRef] = (),
         timeout_s: float,
     ) -> identity_service_pb2.ScoreIdentityResponse:
+        character = identity_service_pb2.CharacterIdentity(
+            character_id=character_id,
+            identity=identity,
+            references=[common_pb2.ImageInput(ref=r) for r in references],
+        )
         try:
             return await self.identity.ScoreIdentity(
                 identity_service_pb2.ScoreIdentityRequest(
-                    characters=[
-                        identity_service_pb2.CharacterIdentity(character_id=character_id, identity=identity)
-                    ],
+                    characters=[character],
                     image=common_pb2.ImageInput(ref=image),
                 ),
                 timeout=timeout_s,

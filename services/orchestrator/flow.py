@@ -100,6 +100,7 @@ class Peers(Protocol):
         identity: common_pb2.IdentityVector,
         image: common_pb2.ImageRef,
         *,
+        references: Sequence[common_pb2.ImageRef] = (),
         timeout_s: float,
     ) -> identity_service_pb2.ScoreIdentityResponse: ...
 
@@ -129,6 +130,8 @@ class FlowConfig:
     video_frame_every_s: float = 1.0
     video_regenerations: int = 1
     operation_watch_s: float = 0.25
+    #: regenerate | flag | fail (settings.near_copy)
+    near_copy: str = "regenerate"
 
     @classmethod
     def from_settings(cls, s: Any) -> FlowConfig:
@@ -143,6 +146,7 @@ class FlowConfig:
             video_duration_s=s.video_duration_s,
             video_frame_every_s=s.video_frame_every_s,
             video_regenerations=s.video_regenerations,
+            near_copy=s.near_copy,
         )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -94,6 +94,14 @@ class OrchestratorSettings(GrpcServerSettings):
         ge=0,
         le=3,
         description="Re-renders of a video whose lowest frame IDR is below the refine threshold.",
+    )
+    near_copy: Literal["regenerate", "flag", "fail"] = Field(
+        "regenerate",
+        description=(
+            "What an image job does when its output's face is a near-copy of a reference photo: regenerate (once, "
+            "asking the renderer to re-pose the character; still a copy: flag), flag (keep it, say so in the "
+            "metrics; never golden either way) or fail (end the job with near_copy). Video jobs flag."
+        ),
     )
 
     # --- state extraction (vision LLM when configured, a labelled heuristic otherwise) ---

@@ -52,7 +52,8 @@ VOCAB: dict[str, tuple[str, ...]] = {
         "amulet|ring|necklace|scroll|potion|compass|telescope|basket|briefcase|hammer|pistol"
     ),
     "setting": _terms(
-        "throne room|space station|battlefield|forest|castle|beach|city|street|desert|mountain|"
+        "throne room|space station|battlefield|forest camp|camp|campsite|forest|castle|beach|city|street|desert|"
+        "mountain|snow|inn|pub|"
         "cliff|cave|tavern|library|kitchen|office|ship|village|river|lake|market|temple|ruins|"
         "dungeon|garden|park|rooftop|bridge|harbour|harbor|jungle|swamp|meadow|classroom|cafe|"
         "bar|station|airport|palace|snowfield|field|room|house"
@@ -70,6 +71,10 @@ _MOOD_ALIASES = {
     "crying": "sad",
     "terrified": "scared",
 }
+#: a time of day the prompt names goes with the setting ("cliff at sunset"): renderers draw the light from it
+_TIME_OF_DAY = re.compile(
+    r"\b(?:at|in the|during|by)\s+(sunset|sunrise|dawn|dusk|night|midnight|noon|twilight|evening|morning|daybreak)\b"
+)
 _INJURY_CONTEXT = re.compile(
     r"\s+(?:on|across|over|above|below|under)\s+(?:his|her|their|the|its|a)\s+((?:left|right)\s+)?([a-z]+)"
 )
@@ -171,6 +176,9 @@ def heuristic_state(user_prompt: str) -> ExtractedState:
             names = names[:1]  # one value at a time: the first one named
         if names:
             added[cat] = names
+    when = _TIME_OF_DAY.search(text)
+    if when and added.get("setting"):
+        added["setting"] = [f"{added['setting'][0]} at {when.group(1)}"]
     removed = removals_from_text(user_prompt)
     added = {k: v for k, v in _drop_removed(added, removed).items() if v}
     description = re.sub(r"\s+", " ", user_prompt or "").strip()[:300]

@@ -9,13 +9,14 @@ from collections.abc import Awaitable
 
 from idlock.errors import NotFound
 from idlock.storage import ObjectStore
+from idlock.story import CATEGORIES, EXCLUSIVE, matches, normalize_name
 from idlock.v1 import common_pb2, memory_service_pb2
 from idlock.v1 import job_checkpoint_pb2 as ck
 from idlock.v1 import orchestrator_service_pb2 as pb
 from services.orchestrator.checkpoint import SCENE_CONTEXT_FIELDS, Checkpoint
 from services.orchestrator.flow import FlowConfig, JobFailed, Outcome, Peers, character_gone
 from services.orchestrator.models import Job
-from services.orchestrator.state_extraction import HEURISTIC, StateExtractor
+from services.orchestrator.state_extraction import HEURISTIC, StateExtractor, heuristic_state
 
 #: steps that are calls to model services (renderer, face models, refiner): all their time is model time
 MODEL_STEPS = frozenset({"render", "regenerate", "score", "refine"})
@@ -129,6 +130,35 @@ async def read_state(
     )
 
 
+def scene_state(ctx: ck.ContextStep, prompt: str) -> common_pb2.StateTags:
+    """What the scene shows, as structure for the renderer: the state memory says is in effect, with what the
+    request itself adds and ends (read by the labelled keyword reader, the same one as the heuristic state)."""
+    tags: dict[str, list[str]] = {c: [] for c in CATEGORIES}
+    for item in ctx.state:
+        if item.category in tags:
+            tags[item.category].append(item.name)
+    scene = heuristic_state(prompt)
+    for cat, names in scene.removed.items():
+        gone = [normalize_name(n) for n in names]
+        tags[cat] = [
+            n for n in tags.get(cat, []) if not any(matches(g, normalize_name(n), category=cat) for g in gone)
+        ]
+    for cat, names in scene.added.items():
+        if cat in EXCLUSIVE:
+            tags[cat] = names[:1]
+            continue
+        known = {normalize_name(n) for n in tags[cat]}
+        tags[cat].extend(n for n in names if normalize_name(n) not in known)
+    return common_pb2.StateTags(**tags)
+
+
+def copy_verdict(score: ck.ScoreStep, refine: ck.RefineStep | None = None) -> common_pb2.CopyCheck:
+    """The result's copy check: the refined image's when the refiner replaced it, else the scored one's."""
+    if refine is not None and refine.refined and refine.HasField("copy_after"):
+        return refine.copy_after
+    return score.copy
+
+
 def scene_episode(
     job: Job, kind: int, ctx: ck.ContextStep, render: ck.RenderStep, score: ck.ScoreStep, state: ck.StateStep
 ) -> memory_service_pb2.Episode:
@@ -148,6 +178,8 @@ def scene_episode(
     )
     if score.HasField("idr"):
         episode.idr.CopyFrom(score.idr)
+    if score.HasField("copy"):
+        episode.copy.CopyFrom(score.copy)
     if score.embedding.values:
         episode.face_embedding.CopyFrom(score.embedding)
     return episode
@@ -185,6 +217,7 @@ def job_metrics(
     score: ck.ScoreStep,
     refine: ck.RefineStep,
     elapsed_s: float,
+    copy_note: str = "",
 ) -> pb.JobMetrics:
     """The metrics a job ends with: what rendered it, what it cost, its scores and its time per step."""
     prov = render.provenance
@@ -213,6 +246,8 @@ def job_metrics(
         m.idr_before.CopyFrom(score.idr)
     if refine.HasField("idr_after"):
         m.idr_after.CopyFrom(refine.idr_after)
+    m.copy.CopyFrom(copy_verdict(score, refine))
+    m.copy_note = copy_note
     m.total_seconds = elapsed_s or sum(m.step_seconds.values())
     return m
 
@@ -222,9 +257,11 @@ __all__ = [
     "admit",
     "check_character",
     "context",
+    "copy_verdict",
     "job_metrics",
     "read_state",
     "record",
     "scene_episode",
+    "scene_state",
     "step_model_seconds",
 ]

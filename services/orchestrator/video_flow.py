@@ -85,6 +85,7 @@ class VideoFlow:
             operation_name=run.ckpt.operation(tag),
             output_prefix=f"{prefix}/",
             watermark=options.watermark,
+            state=steps.scene_state(ctx, job.prompt),
         )
         if req.operation_name:
             log.info("job %s: resuming video operation %s", job.id, req.operation_name)
@@ -171,12 +172,20 @@ class VideoFlow:
             return out
         for i, fr in enumerate(frames):
             resp = await self.peers.score_identity(
-                job.character_id, ctx.identity, fr.image, timeout_s=self.config.step_timeout_s
+                job.character_id,
+                ctx.identity,
+                fr.image,
+                references=list(ctx.references),
+                timeout_s=self.config.step_timeout_s,
             )
             match = next((m for m in resp.matches if m.character_id == job.character_id), None)
             item = out.frames.add(timestamp_s=fr.timestamp_s, face_found=bool(match and match.face_found))
             if match is not None and match.face_found:
                 item.score.CopyFrom(match.score)
+                if match.copy.checked and (
+                    not out.copy.checked or match.copy.similarity > out.copy.similarity
+                ):
+                    out.copy.CopyFrom(match.copy)  # the frame closest to a reference speaks for the clip
                 if i == 0:
                     out.idr.CopyFrom(match.score)
                     if match.face_embedding.values:
@@ -271,7 +280,13 @@ class VideoFlow:
         record: ck.RecordStep,
     ) -> Outcome:
         refine = ck.RefineStep(needed=regen.needed, refined=False, note=regen.note)
-        m = steps.job_metrics(job, self.config, run.ckpt, render, score, refine, run.elapsed_s())
+        copy_note = ""
+        if score.copy.near_copy:
+            copy_note = (
+                f"flagged: a frame is a near-copy of reference {score.copy.reference_index + 1} (similarity "
+                f"{score.copy.similarity:.3f})"
+            )
+        m = steps.job_metrics(job, self.config, run.ckpt, render, score, refine, run.elapsed_s(), copy_note)
         m.video_duration_s = float(score.duration_s)
         m.frames_scored = int(score.frames_scored)
         m.frame_idr_min = float(score.frame_idr_min)

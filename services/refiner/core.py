@@ -18,12 +18,14 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from idlock.errors import InvalidInput, PreconditionFailed
+from idlock.faces.copies import CopyCheck
 from idlock.faces.engine import FaceInfo, IdentityEngine, cosine
 
 #: gradient magnitudes below this (per channel 0..255 Sobel/8 units) count as flat when normalising the seam
@@ -44,6 +46,8 @@ class Target:
     face: FaceInfo
     score: Score
     face_count: int
+    #: the input's face against the references (None: no reference prints given)
+    copy: CopyCheck | None = None
 
 
 @dataclass
@@ -68,6 +72,8 @@ class Candidate:
 class Evaluation:
     score: Score | None  # None: no face was found where the target was
     seam: float
+    #: the repaired face against the references (the reference warp is a copy by construction)
+    copy: CopyCheck | None = None
 
 
 def landmarks(face: FaceInfo) -> np.ndarray:
@@ -196,9 +202,15 @@ class FaceRefiner:
         cal = self.engine.calibration(raw)
         return Score(raw=round(raw, 6), calibrated=round(float(cal), 6), verdict=self.engine.verdict(cal))
 
-    def locate(self, identity: np.ndarray, rgb: np.ndarray) -> Target:
+    def reference_prints(self, references: Sequence[bytes]) -> list[np.ndarray | None]:
+        """The references' face prints (one per reference, in order), to tell a repair from a pasted copy."""
+        return self.engine.reference_prints(list(references))
+
+    def locate(
+        self, identity: np.ndarray, rgb: np.ndarray, prints: Sequence[np.ndarray | None] = ()
+    ) -> Target:
         """The face of the scene matched to the identity (as the identity service's ScoreIdentity assigns it)."""
-        scene = self.engine.score_identity({"character": identity}, rgb)
+        scene = self.engine.score_identity({"character": identity}, rgb, {"character": list(prints)})
         if scene.no_face:
             raise PreconditionFailed(
                 "no face was found in the image: nothing to refine", details={"reason": "no_face"}
@@ -209,6 +221,7 @@ class FaceRefiner:
             face=face,
             score=Score(round(m.raw, 6), round(float(m.calibrated), 6), m.verdict),
             face_count=scene.face_count,
+            copy=m.copy,
         )
 
     def region(
@@ -227,7 +240,12 @@ class FaceRefiner:
         )
 
     def evaluate(
-        self, identity: np.ndarray, before: np.ndarray, cand: Candidate, target: FaceInfo
+        self,
+        identity: np.ndarray,
+        before: np.ndarray,
+        cand: Candidate,
+        target: FaceInfo,
+        prints: Sequence[np.ndarray | None] = (),
     ) -> Evaluation:
         """Score the face at the target's place in the candidate (detected in a window around it) + seam."""
         seam = seam_measure(before, cand.image, cand.mask)
@@ -238,7 +256,10 @@ class FaceRefiner:
         best = max(faces, key=lambda f: iou(f.box, tbox), default=None)
         if best is None or iou(best.box, tbox) < 0.3:
             return Evaluation(score=None, seam=seam)
-        return Evaluation(score=self._score(identity, best), seam=seam)
+        copy = None
+        if any(p is not None for p in prints):
+            copy = self.engine.copies.check(self.engine.face_print(window, best.landmarks), prints)
+        return Evaluation(score=self._score(identity, best), seam=seam, copy=copy)
 
     # ------------------------------------------------------------------------------------------ references
     def _faces_of(self, data: bytes, name: str) -> tuple[np.ndarray, list[FaceInfo]]:

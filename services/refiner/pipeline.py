@@ -1,4 +1,8 @@
 """Best of N: run the attempts a strategy plan asks for, measure each, keep the best, never return a worse image.
+Every attempt is also checked for being a near-copy of a reference: its face-print similarity is measured, and a
+reference-warp attempt is flagged whatever the measure says (it moves a reference face into the scene, so it is a
+copy by construction; choosing the warp the detector happens to miss would only hide that). A non-copy attempt
+that passes is preferred over a copy.
 
 No grpc here: the servicer hands in an `editor` (the render service's EditImage behind a callable) and a `run`
 that moves image work to a thread pool; the benchmark drives the same loop directly.
@@ -6,6 +10,7 @@ that moves image work to a thread pool; the benchmark drives the same loop direc
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -13,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from idlock.errors import IdlockError, PreconditionFailed
+from idlock.faces.copies import CopyCheck
 from idlock.images import decode_image, encode_png
 from services.refiner.core import Candidate, FaceRefiner, RefFace, Score, Target
 
@@ -48,6 +54,13 @@ class AttemptResult:
     eligible: bool
     rejected_reason: str = ""
     notes: list[str] = field(default_factory=list)
+    copy: CopyCheck | None = None
+    #: what the face print alone said (a reference warp is flagged in `copy` whatever it says)
+    copy_detected: bool = False
+
+    @property
+    def near_copy(self) -> bool:
+        return self.copy is not None and self.copy.near_copy
 
 
 @dataclass
@@ -57,6 +70,8 @@ class Outcome:
     best: AttemptResult | None  # None: the input is kept
     face_count: int
     threshold: float
+    #: the input's face against the references
+    before_copy: CopyCheck | None = None
 
     @property
     def improved(self) -> bool:
@@ -65,6 +80,10 @@ class Outcome:
     @property
     def after(self) -> Score:
         return self.best.score if self.best is not None else self.before
+
+    @property
+    def after_copy(self) -> CopyCheck | None:
+        return self.best.copy if self.best is not None else self.before_copy
 
 
 def plan(strategies: list[str], max_attempts: int) -> list[tuple[str, int]]:
@@ -106,10 +125,12 @@ async def refine(
     An attempt is eligible when a face was found where the target was, its seam is within `seam_bound` and its
     calibrated IDR beats the input's by at least `min_gain`. Raises PreconditionFailed when the image has no face.
     """
-    target: Target = await run(refiner.locate, identity, rgb)
+    prints = await run(refiner.reference_prints, references) if references else []
+    target: Target = await run(refiner.locate, identity, rgb, prints)
     ref_faces: list[RefFace] | None = None
     attempts: list[AttemptResult] = []
-    for index, (strategy, k) in enumerate(plan(strategies, max_attempts)):
+    steps = plan(strategies, max_attempts)
+    for index, (strategy, k) in enumerate(steps):
         t0 = time.perf_counter()
         notes: list[str] = []
         try:
@@ -144,7 +165,7 @@ async def refine(
             else:
                 raise PreconditionFailed(f"unknown strategy {strategy!r}")
             notes += cand.notes
-            ev = await run(refiner.evaluate, identity, rgb, cand, target.face)
+            ev = await run(refiner.evaluate, identity, rgb, cand, target.face, prints)
         except (TimeoutError, IdlockError) as e:  # an attempt that fails is reported, the others go on
             attempts.append(
                 AttemptResult(
@@ -159,6 +180,10 @@ async def refine(
                 )
             )
             continue
+        copy, detected = ev.copy, bool(ev.copy and ev.copy.near_copy)
+        if strategy == "reference-warp" and copy is not None and not copy.near_copy:
+            copy = dataclasses.replace(copy, near_copy=True)
+            notes.append("a reference warp is a copy by construction: flagged as a near-copy")
         reason = ""
         if ev.score is None:
             reason = "no face found where the character's face was"
@@ -180,12 +205,29 @@ async def refine(
                 eligible=not reason,
                 rejected_reason=reason,
                 notes=notes,
+                copy=copy,
+                copy_detected=detected,
             )
         )
-        if not reason and ev.score.calibrated >= threshold:
+        # a pass that is a copy ends the search only when no later attempt could be other than a reference warp
+        later_non_warp = any(s != "reference-warp" for s, _ in steps[index + 1 :])
+        if (
+            not reason
+            and ev.score.calibrated >= threshold
+            and not (attempts[-1].near_copy and later_non_warp)
+        ):
             break
     eligible = [a for a in attempts if a.eligible]
-    best = max(eligible, key=lambda a: a.score.calibrated, default=None)
+    best = max(
+        eligible,
+        key=lambda a: (a.score.calibrated >= threshold and not a.near_copy, a.score.calibrated),
+        default=None,
+    )
     return Outcome(
-        before=target.score, attempts=attempts, best=best, face_count=target.face_count, threshold=threshold
+        before=target.score,
+        attempts=attempts,
+        best=best,
+        face_count=target.face_count,
+        threshold=threshold,
+        before_copy=target.copy,
     )

@@ -13,6 +13,7 @@ import numpy as np
 
 from idlock import refs
 from idlock.errors import InvalidInput, PreconditionFailed
+from idlock.faces.copies import CopyCheck
 from idlock.faces.engine import IdentityEngine, get_engine
 from idlock.faces.settings import FaceSettings
 from idlock.images import decode_image, encode_png
@@ -42,6 +43,8 @@ class Refined:
     after: Score | None
     improved: bool
     encoder: str
+    #: the best image's face against the references
+    copy: CopyCheck | None = None
 
 
 class Refiner:
@@ -184,7 +187,13 @@ class Refiner:
                     best = ref
             stored.append(StoredAttempt(a, ref))
         return Refined(
-            stored, best, outcome.before, outcome.after, outcome.improved, self.engine.encoder.name
+            stored,
+            best,
+            outcome.before,
+            outcome.after,
+            outcome.improved,
+            self.engine.encoder.name,
+            outcome.after_copy,
         )
 
 

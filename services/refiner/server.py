@@ -10,7 +10,7 @@ service's EditImage (`clients.py`). Images travel as object-storage refs.
 from __future__ import annotations
 
 from idlock.errors import InvalidInput
-from idlock.faces.proto import idr_pb
+from idlock.faces.proto import copy_pb, idr_pb
 from idlock.grpc_server import ServiceSpec
 from idlock.v1 import common_pb2
 from idlock.v1 import refiner_service_pb2 as pb
@@ -76,6 +76,7 @@ class RefinerServicer(pb_grpc.RefinerServiceServicer):
                 seam=a.seam,
                 eligible=a.eligible,
                 rejected_reason=a.rejected_reason,
+                copy=copy_pb(a.copy),
             )
             if stored.image is not None:
                 msg.image.CopyFrom(stored.image)
@@ -87,6 +88,7 @@ class RefinerServicer(pb_grpc.RefinerServiceServicer):
             after=score_pb(done.after, done.encoder),
             improved=done.improved,
             face_found=True,
+            copy=copy_pb(done.copy),
         )
 
 

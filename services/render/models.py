@@ -36,6 +36,26 @@ MAX_VIDEO_REFERENCES = 3
 MAX_VIDEO_S = 60.0
 
 
+@dataclass(frozen=True)
+class SceneState:
+    """The story state a scene shows, as canonical names per category (the request's `state`): what memory says is
+    in effect, with the scene's own changes. A renderer that draws from structure reads it, not the prompt."""
+
+    clothing: tuple[str, ...] = ()
+    injuries: tuple[str, ...] = ()
+    props: tuple[str, ...] = ()
+    setting: tuple[str, ...] = ()
+    mood: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, tags: object) -> SceneState:
+        """From anything with the five category attributes (e.g. a `StateTags` message)."""
+        return cls(**{c: tuple(str(n) for n in getattr(tags, c, ())) for c in cls.__dataclass_fields__})
+
+    def items(self) -> list[tuple[str, str]]:
+        return [(c, n) for c in self.__dataclass_fields__ for n in getattr(self, c)]
+
+
 class MediaKind(str, enum.Enum):
     IMAGE = "image"
     VIDEO = "video"  # Veo / offline clip: same request, `duration_s` set, result carries `video`
@@ -72,6 +92,8 @@ class RenderRequest:
     dialogue: str = ""
     #: resume polling this provider operation (a restarted worker) instead of starting a new one
     operation_name: str = ""
+    #: the story state the scene shows; None = not given
+    state: SceneState | None = None
 
     def validate(self) -> None:
         if not self.prompt or not self.prompt.strip():

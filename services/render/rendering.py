@@ -24,7 +24,7 @@ from idlock.v1 import common_pb2
 from idlock.v1 import render_service_pb2 as pb
 from services.render.clients import TrainerClient
 from services.render.engine import Renderer
-from services.render.models import EditRequest, RenderRequest, RenderResult
+from services.render.models import EditRequest, RenderRequest, RenderResult, SceneState
 from services.render.settings import RenderSettings
 
 log = logging.getLogger("idlock.render")
@@ -194,6 +194,7 @@ class Rendering:
             drift_face=drift_face,
             watermark=request.watermark if request.HasField("watermark") else None,
             deadline_s=deadline_s,
+            state=SceneState.of(request.state) if request.HasField("state") else None,
         )
         result = await self.renderer.render(req)
         image = await self._store_result(result, prefix, request.job_id)
@@ -319,6 +320,7 @@ class Rendering:
             drift_face=drift_face,
             watermark=request.watermark,
             deadline_s=deadline_s,
+            state=SceneState.of(request.state) if request.HasField("state") else None,
             media=MediaKind.VIDEO,
             duration_s=request.duration_s or None,
             dialogue=request.dialogue,

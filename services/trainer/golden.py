@@ -1,5 +1,6 @@
-"""Golden collection (seed 2.1): a succeeded job whose calibrated IDR is above the golden threshold, and that its
-owner did not rate down, becomes a golden candidate; every `auto_train_min_images` of them starts a training run
+"""Golden collection (seed 2.1): a succeeded job whose calibrated IDR is above the golden threshold, whose face is
+not a near-copy of a reference photo (a LoRA trained on copies of the user's photos learns nothing new), and that
+its owner did not rate down, becomes a golden candidate; every `auto_train_min_images` of them starts a training run
 (seed 2.5). Feedback removes (down) or boosts (up) a job's golden image."""
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ class GoldenCollector:
         refined = metrics.HasField("idr_after") and metrics.idr_after.calibrated
         idr = metrics.idr_after if refined else metrics.idr_before
         if idr.calibrated <= self.rt.settings.golden_threshold:
+            return None
+        if metrics.copy.near_copy:
+            log.info(
+                "job %s: not collected: a near-copy of reference %d (similarity %.3f)",
+                ev.job_id,
+                metrics.copy.reference_index + 1,
+                metrics.copy.similarity,
+            )
             return None
         try:
             check_character_id(ev.character_id)

@@ -38,8 +38,12 @@ def test_demo_runs_the_three_scene_story_offline(tmp_path: Path) -> None:
         assert {"provider", "idr_raw", "idr_calibrated", "refined", "tags", "seconds"} <= set(scene)
         assert scene["provider"] == "compositor" and scene["provider_label"] == "offline/compositor"
         assert scene["idr_calibrated"] >= 0.75 and scene["status"] == "succeeded"
+        # the compositor's face is the reference photo's, posed: an honest near-copy, regenerated once, flagged
+        assert scene["near_copy"] is True and scene["copy_similarity"] >= 0.88, scene
+        assert scene["regenerated"] and scene["copy_note"].startswith("flagged"), scene
     assert "armour" in report["scenes"][0]["tags"]["clothing"]
     assert any("cheek" in t for t in report["scenes"][1]["tags"]["injuries"])
     sheet = Image.open(out / report["contact_sheet"])
     assert sheet.width > 4 * 300
     assert "offline/compositor" in proc.stdout and "3 episodes recorded" in proc.stdout
+    assert "copy sim." in proc.stdout and "near-copy" in proc.stdout

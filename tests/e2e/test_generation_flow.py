@@ -52,6 +52,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, fake_gemini: FakeGeminiServer
         "IDLOCK_RENDER_GEMINI_API_KEY": "e2e",
         "IDLOCK_RENDER_GEMINI_BASE_URL": fake_gemini.base_url,
         "IDLOCK_ORCHESTRATOR_ACK_WAIT_S": "3",
+        # the fake answers with the reference photo (a near-copy): flagged, not regenerated, so that a job is one
+        # provider call here (test_orchestrator_copies.py covers regeneration)
+        "IDLOCK_ORCHESTRATOR_NEAR_COPY": "flag",
         "IDLOCK_GATEWAY_MAX_UPLOAD_FILE_BYTES": str(MAX_FILE),
         "IDLOCK_GATEWAY_GENERATE_RATE_LIMIT_PER_MINUTE": "600",
         "IDLOCK_GATEWAY_GENERATE_RATE_LIMIT_BURST": "50",

@@ -121,6 +121,7 @@ def test_each_history_item_carries_its_context_and_renderer(story: dict) -> None
         assert by_scene[i]["job_id"] == job["job_id"]
         assert by_scene[i]["context"] == job["context"]
         assert by_scene[i]["provider_label"] == "offline/compositor"
+        assert by_scene[i]["near_copy"] is True and by_scene[i]["copy_similarity"] > 0.88
 
 
 def _urls(story: dict) -> list[tuple[str, str]]:

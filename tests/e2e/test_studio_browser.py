@@ -173,6 +173,8 @@ def test_a_person_uses_idlock_end_to_end_in_a_browser(
     assert any(c.startswith("silver sword") and "since scene 1" in c for c in chips), chips
     assert "offline/compositor" in scene2.locator(".badge.provider").inner_text()
     assert "IDR" in scene2.locator(".meta").inner_text()
+    # the compositor's face is the reference's: the page says so next to the IDR
+    assert "Near-copy of a reference" in scene2.locator(".badge.copy").inner_text()
     pre = scene2.locator("details.prompt pre")
     assert not pre.is_visible()
     scene2.get_by_text("Composed prompt").click()

@@ -57,6 +57,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, fake_veo: FakeGeminiServer) -
         "IDLOCK_RENDER_GEMINI_BASE_URL": fake_veo.base_url,
         "IDLOCK_RENDER_VEO_POLL_INTERVAL_S": "0.05",
         "IDLOCK_ORCHESTRATOR_ACK_WAIT_S": "5",
+        # the fake answers with the reference photo (a near-copy): flagged, so regenerations here are the videos'
+        "IDLOCK_ORCHESTRATOR_NEAR_COPY": "flag",
         "IDLOCK_GATEWAY_GENERATE_RATE_LIMIT_PER_MINUTE": "600",
         "IDLOCK_GATEWAY_GENERATE_RATE_LIMIT_BURST": "50",
     }

@@ -6,6 +6,11 @@
         ...
         fake.calls, fake.requests[-1].texts, fake.requests[-1].images
 
+An image answer is, by default, a small PNG coloured by the prompt. Two answers stand for what real image models
+do with reference images: `Reply.copy()` (or `fake.answer = "copy"`) returns the first input image verbatim, as an
+edit model sometimes does; `Reply.edit()` (or `fake.answer = "edit"`) answers like an edit model that follows the
+prompt: the offline compositor's scene, its story state read from the prompt, the first input's face re-posed in it.
+
 Routes live in a table (`self.routes`: method, regex, handler). Veo's long-running operations are served too:
 
     fake.veo_script(VeoPlan.finish(after=2), VeoPlan.fail(after=1), VeoPlan.stall())   # next creations, in order
@@ -61,9 +66,7 @@ _STATUS_MESSAGES = {
 class Reply:
     """One scripted answer. Build with the class methods."""
 
-    kind: str = (
-        "ok"  # ok | status | prompt_blocked | finish_blocked | malformed | no_image | text_only | hang
-    )
+    kind: str = "ok"  # ok | status | prompt_blocked | finish_blocked | malformed | no_image | text_only | hang | copy | edit
     status: int = 200
     retry_after: float | None = None
     message: str | None = None
@@ -111,6 +114,16 @@ class Reply:
     @classmethod
     def hang(cls, seconds: float = 30.0) -> Reply:
         return cls("hang", hang_s=seconds)
+
+    @classmethod
+    def copy(cls) -> Reply:
+        """The first input image, verbatim (an edit model that returns its input)."""
+        return cls("copy")
+
+    @classmethod
+    def edit(cls) -> Reply:
+        """The compositor's scene for the prompt, with the first input image's face re-posed in it."""
+        return cls("edit")
 
 
 @dataclass
@@ -221,6 +234,27 @@ def _b64(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4))
 
 
+def edited_image(prompt: str, images: list[bytes], size: tuple[int, int] = (512, 512)) -> bytes:
+    """What an edit model following the prompt might answer: the scene the prompt describes (its state read by the
+    keyword reader, as a model reads the prompt), the first input's face re-posed in it (the offline compositor)."""
+    from services.orchestrator.state_extraction import heuristic_state
+    from services.render.models import RenderRequest, SceneState
+    from services.render.providers.compositor import CompositorProvider
+
+    read = heuristic_state(prompt)
+    state = SceneState(**{c: tuple(v) for c, v in read.added.items()})
+    seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big")
+    req = RenderRequest(
+        prompt=prompt or "a scene",
+        references=images[:1],
+        width=size[0],
+        height=size[1],
+        seed=seed,
+        state=state,
+    )
+    return CompositorProvider().render_sync(req).image
+
+
 def default_image(prompt: str, size: tuple[int, int] = (64, 64)) -> bytes:
     """A small PNG whose colour depends on the prompt (so tests can tell answers apart)."""
     h = hashlib.sha256(prompt.encode()).digest()
@@ -240,9 +274,9 @@ class FakeGeminiServer:
         self.default: Reply = Reply.ok()
         self._script: list[Reply] = []
         self.requests: list[RecordedRequest] = []
-        self.image: bytes | None = (
-            None  # answer image for Reply.ok() without one; None = default_image(prompt)
-        )
+        self.image: bytes | None = None  # answer image for Reply.ok() without one; None = `answer` decides
+        #: what Reply.ok() without an image answers: "colour" (default_image), "copy" or "edit" (see Reply)
+        self.answer = "colour"
         self.expected_api_key: str | None = None  # when set, other keys get 400 API_KEY_INVALID
         #: seconds every answer waits first, standing in for the model's own generation time (benchmarks)
         self.latency_s = 0.0
@@ -331,6 +365,7 @@ class FakeGeminiServer:
             self._script.clear()
             self.requests.clear()
             self.default = Reply.ok()
+            self.answer = "colour"
             self._veo_script.clear()
             self.veo_default = VeoPlan.finish(after=1)
             self.operations.clear()
@@ -403,7 +438,13 @@ class FakeGeminiServer:
                     ]
                 },
             )
-        image = reply.image or self.image or default_image(prompt)
+        kind = reply.kind if reply.kind in ("copy", "edit") else self.answer
+        image = reply.image or (None if reply.kind in ("copy", "edit") else self.image)
+        if image is None and kind == "copy" and rec.images:
+            image = rec.images[0]
+        elif image is None and kind == "edit":
+            image = edited_image(prompt, rec.images)
+        image = image or default_image(prompt)
         return h.send_json(200, _image_body(image, "image/png", rec.model))
 
     # -- Veo handlers ---------------------------------------------------------------------------------------------

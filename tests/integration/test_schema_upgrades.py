@@ -1,5 +1,5 @@
 """The release's schema upgrades run on tables of the previous release (SQLite and Postgres) and keep their rows:
-memory's episodes gain `context` and `provider_label`, the gateway's users gain `name`."""
+memory's episodes gain `context` and `provider_label` (2) and `copy_check` (3), the gateway's users gain `name`."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ async def _columns(db: Database, table: str) -> set[str]:
 async def test_memory_episodes_gain_their_context(db_url: str, db_schema: str, data_dir: Path) -> None:
     db = Database.open(DatabaseSettings(url=db_url), service="memory", data_dir=data_dir, schema=db_schema)
     try:
-        await _as_release_1(db, memory_models.Base.metadata, "episodes", ["context", "provider_label"])
+        await _as_release_1(
+            db, memory_models.Base.metadata, "episodes", ["context", "provider_label", "copy_check"]
+        )
         async with db.session() as s:  # characters did not change: the model writes it
             s.add(memory_models.Character(id="c1", owner_id="u1", name="Aria", consent_given=True))
         async with db.connect() as c:
@@ -45,11 +47,17 @@ async def test_memory_episodes_gain_their_context(db_url: str, db_schema: str, d
                 )
             )
         assert "context" not in await _columns(db, "episodes")
-        assert await db.migrate(memory_models.Base.metadata, version=2, upgrades=memory_models.UPGRADES) == 1
-        assert {"context", "provider_label"} <= await _columns(db, "episodes")
+        version = memory_models.SCHEMA_VERSION
+        assert version == 3
+        assert (
+            await db.migrate(memory_models.Base.metadata, version=version, upgrades=memory_models.UPGRADES)
+            == 1
+        )
+        assert {"context", "provider_label", "copy_check"} <= await _columns(db, "episodes")
         async with db.session() as s:
             old = await s.get(memory_models.Episode, "e1")
             assert old.prompt == "old scene" and old.context is None and old.provider_label == ""
+            assert old.copy_check is None
     finally:
         await db.close()
 

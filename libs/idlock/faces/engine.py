@@ -19,6 +19,7 @@ from scipy.optimize import linear_sum_assignment
 
 from idlock.errors import InvalidInput, PreconditionFailed
 from idlock.faces.calibration import Calibration, calibration_for
+from idlock.faces.copies import CopyCheck, CopyThreshold, face_print
 from idlock.faces.encoders import FaceEncoder, RawFace, get_encoder, l2_normalize
 from idlock.images import DecodedImage, as_rgb, decode_image
 
@@ -50,6 +51,8 @@ class FaceInfo:
     blur: float
     pose: Pose
     embedding: np.ndarray | None = field(default=None, repr=False)
+    #: the face's print for copy detection, when asked for
+    print: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -93,6 +96,8 @@ class IdentityMatch:
     raw: float | None = None
     calibrated: float | None = None
     verdict: str = "no_face"
+    #: the matched face against the character's reference faces (None: no reference print was given)
+    copy: CopyCheck | None = None
 
 
 @dataclass
@@ -121,6 +126,8 @@ class Comparison:
     verdict: str
     face_a: FaceInfo
     face_b: FaceInfo
+    #: b's face against a's, pixel for pixel (is b a near-copy of a?)
+    copy: CopyCheck | None = None
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -172,6 +179,7 @@ class IdentityEngine:
         self.calibration = calibration or calibration_for(
             self.settings.encoder, self.settings.calibration_path
         )
+        self.copies = CopyThreshold.load(self.settings.copy_threshold_path)
 
     # ------------------------------------------------------------------------------------------- helpers
     def pixels(self, image: ImageInput, name: str = "image") -> np.ndarray:
@@ -211,7 +219,21 @@ class IdentityEngine:
         embs = self.encoder.embed(rgb, raw) if raw else np.zeros((0, self.encoder.dim))
         return [self._face_info(rgb, i, f, embs[i]) for i, f in enumerate(raw)]
 
+    def face_print(self, rgb: np.ndarray, landmarks: Sequence[Sequence[float]]) -> np.ndarray:
+        """The face's print for copy detection (see `copies.py`), aligned on the eyes these landmarks give."""
+        left, right, _ = self.encoder.eyes_nose(np.asarray(landmarks, dtype=np.float64))
+        return face_print(rgb, left, right)
+
     # ---------------------------------------------------------------------------------------- operations
+    def reference_prints(self, images: Sequence[ImageInput]) -> list[np.ndarray | None]:
+        """The largest face's print of each reference (None for one without a face), to catch copies of them."""
+        out: list[np.ndarray | None] = []
+        for i, image in enumerate(images):
+            rgb = self.pixels(image, name=f"reference image {i}")
+            raw = self.encoder.detect(rgb)
+            out.append(self.face_print(rgb, raw[0].landmarks) if raw else None)
+        return out
+
     def detect_faces(self, image: ImageInput, *, embed: bool = False) -> list[FaceInfo]:
         """Faces (largest first): box, 5 landmarks, detector score, size, blur, pose; embeddings when asked."""
         rgb = self.pixels(image)
@@ -308,9 +330,13 @@ class IdentityEngine:
         return l2_normalize(v)
 
     def score_identity(
-        self, identities: Mapping[str, np.ndarray] | ReferenceIdentity, image: ImageInput
+        self,
+        identities: Mapping[str, np.ndarray] | ReferenceIdentity,
+        image: ImageInput,
+        references: Mapping[str, Sequence[np.ndarray | None]] | None = None,
     ) -> SceneScore:
-        """For each character, the best face of the scene (one face per character), raw + calibrated IDR, verdict."""
+        """For each character, the best face of the scene (one face per character), raw + calibrated IDR, verdict;
+        with a character's reference prints (`reference_prints`), how close the face is to a copy of one."""
         if isinstance(identities, ReferenceIdentity):
             identities = {"character": identities.vector}
         if not identities:
@@ -336,6 +362,10 @@ class IdentityEngine:
                     calibrated=cal,
                     verdict=self.verdict(cal),
                 )
+                prints = (references or {}).get(names[r])
+                if prints:
+                    own = self.face_print(rgb, faces[c].landmarks)
+                    matches[r].copy = self.copies.check(own, prints)
             for m in matches:
                 if not m.found:
                     m.verdict = "unmatched"  # more characters than faces: every face went to a better match
@@ -344,25 +374,34 @@ class IdentityEngine:
         )
 
     def _largest_face(self, image: ImageInput, name: str) -> FaceInfo:
-        rgb = self.pixels(image, name=name)
-        faces = self._analyse(rgb, limit=1)
-        if not faces:
+        face = self.embed_largest(image, name)
+        if face is None:
             raise PreconditionFailed(f"no face found in {name}", details={"reason": "no_face", "image": name})
-        return faces[0]
+        return face
 
     def compare_images(self, a: ImageInput, b: ImageInput) -> Comparison:
-        """Largest face of `a` against the largest face of `b`."""
+        """Largest face of `a` against the largest face of `b`, as identities and pixel for pixel."""
         fa = self._largest_face(a, "image a")
         fb = self._largest_face(b, "image b")
         raw = cosine(fa.embedding, fb.embedding)
         cal = self.calibration(raw)
-        return Comparison(raw=raw, calibrated=cal, verdict=self.verdict(cal), face_a=fa, face_b=fb)
+        return Comparison(
+            raw=raw,
+            calibrated=cal,
+            verdict=self.verdict(cal),
+            face_a=fa,
+            face_b=fb,
+            copy=self.copies.check(fb.print, [fa.print]),
+        )
 
     def embed_largest(self, image: ImageInput, name: str = "image") -> FaceInfo | None:
-        """Largest face with its embedding, or None when there is none (used by evaluation and benchmarks)."""
+        """Largest face with its embedding and print, or None when there is none."""
         rgb = self.pixels(image, name=name)
         faces = self._analyse(rgb, limit=1)
-        return faces[0] if faces else None
+        if not faces:
+            return None
+        faces[0].print = self.face_print(rgb, faces[0].landmarks)
+        return faces[0]
 
 
 _ENGINES: dict[str, IdentityEngine] = {}

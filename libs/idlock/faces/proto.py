@@ -5,6 +5,7 @@ from __future__ import annotations
 from idlock.v1 import common_pb2
 from idlock.v1 import identity_service_pb2 as ipb
 
+from .copies import CopyCheck
 from .engine import FaceInfo
 
 VERDICTS = {
@@ -24,6 +25,19 @@ def idr_pb(raw: float, calibrated: float, verdict: str, encoder: str) -> common_
     )
 
 
+def copy_pb(check: CopyCheck | None) -> common_pb2.CopyCheck:
+    """`checked` is false when there was no reference face to compare with."""
+    if check is None:
+        return common_pb2.CopyCheck(checked=False)
+    return common_pb2.CopyCheck(
+        checked=True,
+        similarity=check.similarity,
+        near_copy=check.near_copy,
+        reference_index=check.reference_index,
+        threshold=check.threshold,
+    )
+
+
 def face_pb(face: FaceInfo) -> ipb.DetectedFace:
     x1, y1, x2, y2 = face.box
     return ipb.DetectedFace(
@@ -36,4 +50,4 @@ def face_pb(face: FaceInfo) -> ipb.DetectedFace:
     )
 
 
-__all__ = ["VERDICTS", "face_pb", "idr_pb"]
+__all__ = ["VERDICTS", "copy_pb", "face_pb", "idr_pb"]

@@ -106,6 +106,13 @@ class FaceSettings(IdlockSettings):
             "libs/idlock/faces/calibration_data/<encoder>.json."
         ),
     )
+    copy_threshold_path: Path | None = Field(
+        None,
+        description=(
+            "JSON near-copy threshold on the face-print similarity of an output to a reference; empty: the one "
+            "shipped in libs/idlock/faces/calibration_data/copy.json (fitted on real photos, with provenance)."
+        ),
+    )
     num_jitters: int = Field(1, ge=1, le=100, description="dlib only: jitters per descriptor (1 = fastest).")
 
     @model_validator(mode="after")

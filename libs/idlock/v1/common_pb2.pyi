@@ -126,6 +126,20 @@ class IdrScore(_message.Message):
     encoder: str
     def __init__(self, raw: _Optional[float] = ..., calibrated: _Optional[float] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., encoder: _Optional[str] = ...) -> None: ...
 
+class CopyCheck(_message.Message):
+    __slots__ = ("checked", "similarity", "near_copy", "reference_index", "threshold")
+    CHECKED_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    NEAR_COPY_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    checked: bool
+    similarity: float
+    near_copy: bool
+    reference_index: int
+    threshold: float
+    def __init__(self, checked: _Optional[bool] = ..., similarity: _Optional[float] = ..., near_copy: _Optional[bool] = ..., reference_index: _Optional[int] = ..., threshold: _Optional[float] = ...) -> None: ...
+
 class StateTags(_message.Message):
     __slots__ = ("clothing", "injuries", "props", "setting", "mood")
     CLOTHING_FIELD_NUMBER: _ClassVar[int]

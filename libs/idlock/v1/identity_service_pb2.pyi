@@ -112,15 +112,17 @@ class EncodeReferencesResponse(_message.Message):
     def __init__(self, identity: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., views: _Optional[_Iterable[_Union[_common_pb2.IdentityVector, _Mapping]]] = ..., quality: _Optional[_Iterable[_Union[ReferenceQuality, _Mapping]]] = ..., inconsistent_indices: _Optional[_Iterable[int]] = ..., consistent: _Optional[bool] = ...) -> None: ...
 
 class CharacterIdentity(_message.Message):
-    __slots__ = ("character_id", "identity")
+    __slots__ = ("character_id", "identity", "references")
     CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    REFERENCES_FIELD_NUMBER: _ClassVar[int]
     character_id: str
     identity: _common_pb2.IdentityVector
-    def __init__(self, character_id: _Optional[str] = ..., identity: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ...) -> None: ...
+    references: _containers.RepeatedCompositeFieldContainer[_common_pb2.ImageInput]
+    def __init__(self, character_id: _Optional[str] = ..., identity: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., references: _Optional[_Iterable[_Union[_common_pb2.ImageInput, _Mapping]]] = ...) -> None: ...
 
 class CharacterMatch(_message.Message):
-    __slots__ = ("character_id", "face_found", "score", "box", "face_index", "landmarks", "face_embedding")
+    __slots__ = ("character_id", "face_found", "score", "box", "face_index", "landmarks", "face_embedding", "copy")
     CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
     FACE_FOUND_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +130,7 @@ class CharacterMatch(_message.Message):
     FACE_INDEX_FIELD_NUMBER: _ClassVar[int]
     LANDMARKS_FIELD_NUMBER: _ClassVar[int]
     FACE_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    COPY_FIELD_NUMBER: _ClassVar[int]
     character_id: str
     face_found: bool
     score: _common_pb2.IdrScore
@@ -135,7 +138,8 @@ class CharacterMatch(_message.Message):
     face_index: int
     landmarks: _containers.RepeatedCompositeFieldContainer[_common_pb2.Point]
     face_embedding: _common_pb2.IdentityVector
-    def __init__(self, character_id: _Optional[str] = ..., face_found: _Optional[bool] = ..., score: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., box: _Optional[_Union[_common_pb2.BoundingBox, _Mapping]] = ..., face_index: _Optional[int] = ..., landmarks: _Optional[_Iterable[_Union[_common_pb2.Point, _Mapping]]] = ..., face_embedding: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ...) -> None: ...
+    copy: _common_pb2.CopyCheck
+    def __init__(self, character_id: _Optional[str] = ..., face_found: _Optional[bool] = ..., score: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., box: _Optional[_Union[_common_pb2.BoundingBox, _Mapping]] = ..., face_index: _Optional[int] = ..., landmarks: _Optional[_Iterable[_Union[_common_pb2.Point, _Mapping]]] = ..., face_embedding: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., copy: _Optional[_Union[_common_pb2.CopyCheck, _Mapping]] = ...) -> None: ...
 
 class ScoreIdentityRequest(_message.Message):
     __slots__ = ("characters", "image")
@@ -164,14 +168,16 @@ class CompareImagesRequest(_message.Message):
     def __init__(self, a: _Optional[_Union[_common_pb2.ImageInput, _Mapping]] = ..., b: _Optional[_Union[_common_pb2.ImageInput, _Mapping]] = ...) -> None: ...
 
 class CompareImagesResponse(_message.Message):
-    __slots__ = ("score", "face_found_a", "face_found_b")
+    __slots__ = ("score", "face_found_a", "face_found_b", "copy")
     SCORE_FIELD_NUMBER: _ClassVar[int]
     FACE_FOUND_A_FIELD_NUMBER: _ClassVar[int]
     FACE_FOUND_B_FIELD_NUMBER: _ClassVar[int]
+    COPY_FIELD_NUMBER: _ClassVar[int]
     score: _common_pb2.IdrScore
     face_found_a: bool
     face_found_b: bool
-    def __init__(self, score: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., face_found_a: _Optional[bool] = ..., face_found_b: _Optional[bool] = ...) -> None: ...
+    copy: _common_pb2.CopyCheck
+    def __init__(self, score: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., face_found_a: _Optional[bool] = ..., face_found_b: _Optional[bool] = ..., copy: _Optional[_Union[_common_pb2.CopyCheck, _Mapping]] = ...) -> None: ...
 
 class ExtractFramesRequest(_message.Message):
     __slots__ = ("video", "selection", "every_s", "output_prefix")

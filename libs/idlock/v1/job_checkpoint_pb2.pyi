@@ -85,7 +85,7 @@ class RenderStep(_message.Message):
     def __init__(self, image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., provenance: _Optional[_Union[_render_service_pb2.RenderProvenance, _Mapping]] = ..., video: _Optional[_Union[_common_pb2.VideoRef, _Mapping]] = ..., operation_name: _Optional[str] = ..., polls: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class ScoreStep(_message.Message):
-    __slots__ = ("face_found", "faces_detected", "idr", "embedding", "note", "duration_s", "fps", "first_frame", "frames", "frames_scored", "frame_idr_min", "frame_idr_mean", "seconds")
+    __slots__ = ("face_found", "faces_detected", "idr", "embedding", "note", "duration_s", "fps", "first_frame", "frames", "frames_scored", "frame_idr_min", "frame_idr_mean", "seconds", "copy")
     FACE_FOUND_FIELD_NUMBER: _ClassVar[int]
     FACES_DETECTED_FIELD_NUMBER: _ClassVar[int]
     IDR_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +99,7 @@ class ScoreStep(_message.Message):
     FRAME_IDR_MIN_FIELD_NUMBER: _ClassVar[int]
     FRAME_IDR_MEAN_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COPY_FIELD_NUMBER: _ClassVar[int]
     face_found: bool
     faces_detected: int
     idr: _common_pb2.IdrScore
@@ -112,10 +113,11 @@ class ScoreStep(_message.Message):
     frame_idr_min: float
     frame_idr_mean: float
     seconds: float
-    def __init__(self, face_found: _Optional[bool] = ..., faces_detected: _Optional[int] = ..., idr: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., note: _Optional[str] = ..., duration_s: _Optional[float] = ..., fps: _Optional[float] = ..., first_frame: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., frames: _Optional[_Iterable[_Union[_common_pb2.FrameIdr, _Mapping]]] = ..., frames_scored: _Optional[int] = ..., frame_idr_min: _Optional[float] = ..., frame_idr_mean: _Optional[float] = ..., seconds: _Optional[float] = ...) -> None: ...
+    copy: _common_pb2.CopyCheck
+    def __init__(self, face_found: _Optional[bool] = ..., faces_detected: _Optional[int] = ..., idr: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., note: _Optional[str] = ..., duration_s: _Optional[float] = ..., fps: _Optional[float] = ..., first_frame: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., frames: _Optional[_Iterable[_Union[_common_pb2.FrameIdr, _Mapping]]] = ..., frames_scored: _Optional[int] = ..., frame_idr_min: _Optional[float] = ..., frame_idr_mean: _Optional[float] = ..., seconds: _Optional[float] = ..., copy: _Optional[_Union[_common_pb2.CopyCheck, _Mapping]] = ...) -> None: ...
 
 class RefineStep(_message.Message):
-    __slots__ = ("needed", "refined", "note", "idr_after", "attempts", "image", "seconds")
+    __slots__ = ("needed", "refined", "note", "idr_after", "attempts", "image", "seconds", "copy_after")
     NEEDED_FIELD_NUMBER: _ClassVar[int]
     REFINED_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +125,7 @@ class RefineStep(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COPY_AFTER_FIELD_NUMBER: _ClassVar[int]
     needed: bool
     refined: bool
     note: str
@@ -130,7 +133,8 @@ class RefineStep(_message.Message):
     attempts: int
     image: _common_pb2.ImageRef
     seconds: float
-    def __init__(self, needed: _Optional[bool] = ..., refined: _Optional[bool] = ..., note: _Optional[str] = ..., idr_after: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., attempts: _Optional[int] = ..., image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., seconds: _Optional[float] = ...) -> None: ...
+    copy_after: _common_pb2.CopyCheck
+    def __init__(self, needed: _Optional[bool] = ..., refined: _Optional[bool] = ..., note: _Optional[str] = ..., idr_after: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., attempts: _Optional[int] = ..., image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., seconds: _Optional[float] = ..., copy_after: _Optional[_Union[_common_pb2.CopyCheck, _Mapping]] = ...) -> None: ...
 
 class StateStep(_message.Message):
     __slots__ = ("added", "removed", "description", "source", "fallback_reason", "model_seconds", "last_frame", "seconds")

@@ -180,7 +180,7 @@ class DeleteCharacterResponse(_message.Message):
     def __init__(self, report: _Optional[_Iterable[_Union[StoreErasure, _Mapping]]] = ...) -> None: ...
 
 class Episode(_message.Message):
-    __slots__ = ("id", "character_id", "job_id", "scene_index", "kind", "prompt", "image", "video", "face_embedding", "idr", "tags", "removed", "description", "duration_s", "dialogue", "frame_idrs", "state_source", "created_at", "context", "provider_label")
+    __slots__ = ("id", "character_id", "job_id", "scene_index", "kind", "prompt", "image", "video", "face_embedding", "idr", "tags", "removed", "description", "duration_s", "dialogue", "frame_idrs", "state_source", "created_at", "context", "provider_label", "copy")
     ID_FIELD_NUMBER: _ClassVar[int]
     CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +201,7 @@ class Episode(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_LABEL_FIELD_NUMBER: _ClassVar[int]
+    COPY_FIELD_NUMBER: _ClassVar[int]
     id: str
     character_id: str
     job_id: str
@@ -221,7 +222,8 @@ class Episode(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     context: SceneContext
     provider_label: str
-    def __init__(self, id: _Optional[str] = ..., character_id: _Optional[str] = ..., job_id: _Optional[str] = ..., scene_index: _Optional[int] = ..., kind: _Optional[_Union[_common_pb2.MediaKind, str]] = ..., prompt: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., video: _Optional[_Union[_common_pb2.VideoRef, _Mapping]] = ..., face_embedding: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., idr: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., tags: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., removed: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., description: _Optional[str] = ..., duration_s: _Optional[float] = ..., dialogue: _Optional[str] = ..., frame_idrs: _Optional[_Iterable[_Union[_common_pb2.FrameIdr, _Mapping]]] = ..., state_source: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., context: _Optional[_Union[SceneContext, _Mapping]] = ..., provider_label: _Optional[str] = ...) -> None: ...
+    copy: _common_pb2.CopyCheck
+    def __init__(self, id: _Optional[str] = ..., character_id: _Optional[str] = ..., job_id: _Optional[str] = ..., scene_index: _Optional[int] = ..., kind: _Optional[_Union[_common_pb2.MediaKind, str]] = ..., prompt: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., video: _Optional[_Union[_common_pb2.VideoRef, _Mapping]] = ..., face_embedding: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., idr: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., tags: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., removed: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., description: _Optional[str] = ..., duration_s: _Optional[float] = ..., dialogue: _Optional[str] = ..., frame_idrs: _Optional[_Iterable[_Union[_common_pb2.FrameIdr, _Mapping]]] = ..., state_source: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., context: _Optional[_Union[SceneContext, _Mapping]] = ..., provider_label: _Optional[str] = ..., copy: _Optional[_Union[_common_pb2.CopyCheck, _Mapping]] = ...) -> None: ...
 
 class EpisodeUse(_message.Message):
     __slots__ = ("episode_id", "scene_index", "reason")

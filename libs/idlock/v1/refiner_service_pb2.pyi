@@ -42,7 +42,7 @@ class RefineRequest(_message.Message):
     def __init__(self, image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., character_id: _Optional[str] = ..., identity: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., references: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., threshold: _Optional[float] = ..., max_attempts: _Optional[int] = ..., strategy: _Optional[_Union[RefineStrategy, str]] = ..., job_id: _Optional[str] = ..., prompt: _Optional[str] = ...) -> None: ...
 
 class RefineAttempt(_message.Message):
-    __slots__ = ("index", "strategy", "score", "seconds", "seam", "image", "eligible", "rejected_reason")
+    __slots__ = ("index", "strategy", "score", "seconds", "seam", "image", "eligible", "rejected_reason", "copy")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,7 @@ class RefineAttempt(_message.Message):
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
     REJECTED_REASON_FIELD_NUMBER: _ClassVar[int]
+    COPY_FIELD_NUMBER: _ClassVar[int]
     index: int
     strategy: RefineStrategy
     score: _common_pb2.IdrScore
@@ -59,20 +60,23 @@ class RefineAttempt(_message.Message):
     image: _common_pb2.ImageRef
     eligible: bool
     rejected_reason: str
-    def __init__(self, index: _Optional[int] = ..., strategy: _Optional[_Union[RefineStrategy, str]] = ..., score: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., seconds: _Optional[float] = ..., seam: _Optional[float] = ..., image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., eligible: _Optional[bool] = ..., rejected_reason: _Optional[str] = ...) -> None: ...
+    copy: _common_pb2.CopyCheck
+    def __init__(self, index: _Optional[int] = ..., strategy: _Optional[_Union[RefineStrategy, str]] = ..., score: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., seconds: _Optional[float] = ..., seam: _Optional[float] = ..., image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., eligible: _Optional[bool] = ..., rejected_reason: _Optional[str] = ..., copy: _Optional[_Union[_common_pb2.CopyCheck, _Mapping]] = ...) -> None: ...
 
 class RefineResponse(_message.Message):
-    __slots__ = ("attempts", "best", "before", "after", "improved", "face_found")
+    __slots__ = ("attempts", "best", "before", "after", "improved", "face_found", "copy")
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     BEST_FIELD_NUMBER: _ClassVar[int]
     BEFORE_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
     IMPROVED_FIELD_NUMBER: _ClassVar[int]
     FACE_FOUND_FIELD_NUMBER: _ClassVar[int]
+    COPY_FIELD_NUMBER: _ClassVar[int]
     attempts: _containers.RepeatedCompositeFieldContainer[RefineAttempt]
     best: _common_pb2.ImageRef
     before: _common_pb2.IdrScore
     after: _common_pb2.IdrScore
     improved: bool
     face_found: bool
-    def __init__(self, attempts: _Optional[_Iterable[_Union[RefineAttempt, _Mapping]]] = ..., best: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., before: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., after: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., improved: _Optional[bool] = ..., face_found: _Optional[bool] = ...) -> None: ...
+    copy: _common_pb2.CopyCheck
+    def __init__(self, attempts: _Optional[_Iterable[_Union[RefineAttempt, _Mapping]]] = ..., best: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., before: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., after: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., improved: _Optional[bool] = ..., face_found: _Optional[bool] = ..., copy: _Optional[_Union[_common_pb2.CopyCheck, _Mapping]] = ...) -> None: ...

@@ -46,7 +46,7 @@ class RenderProvenance(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., latency_s: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., fallback_used: _Optional[bool] = ..., fallback_reasons: _Optional[_Iterable[str]] = ..., label: _Optional[str] = ..., lora: _Optional[_Union[_common_pb2.LoraRef, _Mapping]] = ..., lora_scale: _Optional[float] = ..., attempts: _Optional[int] = ...) -> None: ...
 
 class RenderImageRequest(_message.Message):
-    __slots__ = ("prompt", "negative_prompt", "references", "pose", "width", "height", "aspect_ratio", "seed", "lora", "lora_scale", "bypass_lora", "providers", "job_id", "character_id", "watermark", "drift", "drift_face", "output_prefix")
+    __slots__ = ("prompt", "negative_prompt", "references", "pose", "width", "height", "aspect_ratio", "seed", "lora", "lora_scale", "bypass_lora", "providers", "job_id", "character_id", "watermark", "drift", "drift_face", "output_prefix", "state")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
     REFERENCES_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,7 @@ class RenderImageRequest(_message.Message):
     DRIFT_FIELD_NUMBER: _ClassVar[int]
     DRIFT_FACE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     negative_prompt: str
     references: _containers.RepeatedCompositeFieldContainer[_common_pb2.ImageRef]
@@ -83,7 +84,8 @@ class RenderImageRequest(_message.Message):
     drift: DriftMode
     drift_face: _common_pb2.ImageRef
     output_prefix: str
-    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., references: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., pose: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., seed: _Optional[int] = ..., lora: _Optional[_Union[_common_pb2.LoraRef, _Mapping]] = ..., lora_scale: _Optional[float] = ..., bypass_lora: _Optional[bool] = ..., providers: _Optional[_Iterable[str]] = ..., job_id: _Optional[str] = ..., character_id: _Optional[str] = ..., watermark: _Optional[bool] = ..., drift: _Optional[_Union[DriftMode, str]] = ..., drift_face: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., output_prefix: _Optional[str] = ...) -> None: ...
+    state: _common_pb2.StateTags
+    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., references: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., pose: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., seed: _Optional[int] = ..., lora: _Optional[_Union[_common_pb2.LoraRef, _Mapping]] = ..., lora_scale: _Optional[float] = ..., bypass_lora: _Optional[bool] = ..., providers: _Optional[_Iterable[str]] = ..., job_id: _Optional[str] = ..., character_id: _Optional[str] = ..., watermark: _Optional[bool] = ..., drift: _Optional[_Union[DriftMode, str]] = ..., drift_face: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., output_prefix: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ...) -> None: ...
 
 class RenderImageResponse(_message.Message):
     __slots__ = ("image", "provenance")
@@ -124,7 +126,7 @@ class EditImageResponse(_message.Message):
     def __init__(self, image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., provenance: _Optional[_Union[RenderProvenance, _Mapping]] = ...) -> None: ...
 
 class RenderVideoRequest(_message.Message):
-    __slots__ = ("prompt", "negative_prompt", "references", "dialogue", "duration_s", "aspect_ratio", "seed", "providers", "job_id", "character_id", "operation_name", "drift", "drift_face", "output_prefix", "watermark")
+    __slots__ = ("prompt", "negative_prompt", "references", "dialogue", "duration_s", "aspect_ratio", "seed", "providers", "job_id", "character_id", "operation_name", "drift", "drift_face", "output_prefix", "watermark", "state")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
     REFERENCES_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +142,7 @@ class RenderVideoRequest(_message.Message):
     DRIFT_FACE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_PREFIX_FIELD_NUMBER: _ClassVar[int]
     WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     negative_prompt: str
     references: _containers.RepeatedCompositeFieldContainer[_common_pb2.ImageRef]
@@ -155,7 +158,8 @@ class RenderVideoRequest(_message.Message):
     drift_face: _common_pb2.ImageRef
     output_prefix: str
     watermark: bool
-    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., references: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., dialogue: _Optional[str] = ..., duration_s: _Optional[float] = ..., aspect_ratio: _Optional[str] = ..., seed: _Optional[int] = ..., providers: _Optional[_Iterable[str]] = ..., job_id: _Optional[str] = ..., character_id: _Optional[str] = ..., operation_name: _Optional[str] = ..., drift: _Optional[_Union[DriftMode, str]] = ..., drift_face: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., output_prefix: _Optional[str] = ..., watermark: _Optional[bool] = ...) -> None: ...
+    state: _common_pb2.StateTags
+    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., references: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., dialogue: _Optional[str] = ..., duration_s: _Optional[float] = ..., aspect_ratio: _Optional[str] = ..., seed: _Optional[int] = ..., providers: _Optional[_Iterable[str]] = ..., job_id: _Optional[str] = ..., character_id: _Optional[str] = ..., operation_name: _Optional[str] = ..., drift: _Optional[_Union[DriftMode, str]] = ..., drift_face: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., output_prefix: _Optional[str] = ..., watermark: _Optional[bool] = ..., state: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ...) -> None: ...
 
 class RenderVideoResponse(_message.Message):
     __slots__ = ("video", "provenance", "operation_name", "polls")

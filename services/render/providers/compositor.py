@@ -1,8 +1,10 @@
-"""Offline development renderer: a deterministic scene drawn from the prompt, with the reference face pasted in.
+"""Offline development renderer: a deterministic scene drawn from the story state in the request (backdrop per
+setting and time of day, garments, props, injuries), with the reference face posed into it.
 
-It is not a model: every result is labelled `offline/compositor`. It lets the whole pipeline (IDR scoring,
-refinement, memory) run without an API key or weights. `drift` pastes another face or a distorted one so that
-refinement has something to repair.
+It is not a model: every result is labelled `offline/compositor`, and its face is the reference photo's, so the
+identity service reports it as a near-copy. It lets the whole pipeline (IDR scoring, refinement, memory) run
+without an API key or weights. `drift` pastes another face or a distorted one so that refinement has something
+to repair.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from PIL import Image
 
 from idlock.errors import InvalidInput
 from idlock.threads import model_executor
-from services.render.models import EditRequest, MediaKind, RenderRequest, RenderResult
+from services.render.models import EditRequest, MediaKind, RenderRequest, RenderResult, SceneState
 from services.render.providers.base import RenderProvider, decode_image, encode_png, pick_seed
 from services.render.providers.compositor_faces import (
     DRIFT_AMOUNTS,
@@ -29,11 +31,24 @@ from services.render.providers.compositor_faces import (
     Recogniser,
     distort_face,
 )
-from services.render.providers.compositor_scene import draw_scene, paste_face
+from services.render.providers.compositor_scene import compose_scene, paste_face
+from services.render.providers.compositor_story import Layout
 from services.render.video import VIDEO_MIME, write_video
 
 LABEL = "offline/compositor"
-MODEL = "compositor-v1"
+MODEL = "compositor-v2"
+
+
+def story_notes(state: SceneState | None, lay: Layout) -> list[str]:
+    """What the scene drew from the story state, and what it could not draw (also in the image's caption)."""
+    if state is None:
+        return ["no story state in the request: only the character and a default backdrop were drawn"]
+    notes = []
+    if lay.drawn:
+        notes.append("drew: " + "; ".join(f"{c} {n}" for c, n in lay.drawn))
+    if lay.not_drawn:
+        notes.append("not drawn: " + "; ".join(lay.not_drawn))
+    return notes
 
 
 def _even(v: int) -> int:
@@ -60,39 +75,43 @@ class CompositorProvider(RenderProvider):
         return None
 
     def _distorted_scene(
-        self, prompt: str, W: int, H: int, rng: random.Random, face: FaceCrop
-    ) -> tuple[Image.Image, str]:
+        self, state: SceneState | None, W: int, H: int, rng: random.Random, face: FaceCrop
+    ) -> tuple[Image.Image, Layout, str]:
         """Draw the scene with a distorted face; when dlib's recogniser is available, raise the distortion until
         the pasted face (as found in the final image) is at least DRIFT_MIN_DISTANCE from the original."""
-        state = rng.getstate()
+        rng_state, story = rng.getstate(), state
 
-        def draw(cand: FaceCrop | None) -> Image.Image:
+        def draw(cand: FaceCrop | None) -> tuple[Image.Image, Layout]:
             r = random.Random()
-            r.setstate(state)
-            return draw_scene(prompt, W, H, r, cand)
+            r.setstate(rng_state)
+            return compose_scene(W, H, r, cand, story, pose=False)
 
         if self._recogniser is None:
             self._recogniser = Recogniser()
         rec = self._recogniser
-        ref = rec.descriptor(draw(face)) if rec.ok else None
+        ref = rec.descriptor(draw(face)[0]) if rec.ok else None
         if ref is None:
-            return draw(distort_face(face)), "drift=distorted: the face was altered on purpose (unchecked)"
-        best: tuple[float, Image.Image] | None = None
+            return *draw(distort_face(face)), "drift=distorted: the face was altered on purpose (unchecked)"
+        best: tuple[float, Image.Image, Layout] | None = None
         for amount in DRIFT_AMOUNTS:
-            img = draw(distort_face(face, amount))
+            img, lay = draw(distort_face(face, amount))
             desc = rec.descriptor(img)
             if desc is None:
                 continue
             dist = float(np.linalg.norm(desc - ref))
             if best is None or dist > best[0]:
-                best = (dist, img)
+                best = (dist, img, lay)
             if dist >= DRIFT_MIN_DISTANCE:
                 break
         if best is None:
-            return draw(
+            return *draw(
                 distort_face(face)
             ), "drift=distorted: the face was altered on purpose (no face found)"
-        return best[1], f"drift=distorted: the face was altered on purpose (dlib distance {best[0]:.2f})"
+        return (
+            best[1],
+            best[2],
+            f"drift=distorted: the face was altered on purpose (dlib distance {best[0]:.2f})",
+        )
 
     def _face_of(self, data: bytes, what: str) -> FaceCrop | None:
         key = hashlib.sha256(data).digest()
@@ -163,10 +182,11 @@ class CompositorProvider(RenderProvider):
             notes.append("LoRA not used by the compositor")
 
         if req.drift == "distorted" and face is not None:
-            img, note = self._distorted_scene(req.prompt, width, height, rng, face)
+            img, lay, note = self._distorted_scene(req.state, width, height, rng, face)
             notes.append(note)
         else:
-            img = draw_scene(req.prompt, width, height, rng, face)
+            img, lay = compose_scene(width, height, rng, face, req.state)
+        notes.extend(story_notes(req.state, lay))
         return RenderResult(
             image=encode_png(img),
             provider=self.name,
@@ -236,13 +256,14 @@ class CompositorProvider(RenderProvider):
             int.from_bytes(hashlib.sha256(f"{req.prompt}\x00{seed}".encode()).digest()[:8], "big")
         ).getstate()
         frames = []
+        lay = Layout()
         for k in range(n):
             rng = random.Random()
             rng.setstate(state)
             t = k / (n - 1)
-            frames.append(
-                np.asarray(draw_scene(req.prompt, width, height, rng, face, char_x=width * (0.35 + 0.3 * t)))
-            )
+            img, lay = compose_scene(width, height, rng, face, req.state, char_x=width * (0.35 + 0.3 * t))
+            frames.append(np.asarray(img))
+        notes.extend(story_notes(req.state, lay))
         video = write_video(frames, fps)
         return RenderResult(
             image=encode_png(Image.fromarray(frames[0])),

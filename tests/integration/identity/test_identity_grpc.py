@@ -76,6 +76,42 @@ async def test_encode_score_compare_and_detect(tmp_path, astronaut) -> None:
         assert det.faces[0].blur > 0 and abs(det.faces[0].pose.yaw) < 45
 
 
+async def test_scores_say_whether_the_face_is_a_copy_of_a_reference(tmp_path, astronaut, faces_root) -> None:
+    """A reference resized and re-coloured is a near-copy; another photo of the same person is not (IDR passes both)."""
+    photos = sorted((faces_root / "deepface_id01").glob("*.jpg"))[:2]
+    ref, other = (p.read_bytes() for p in photos)
+    async with running_service("identity", tmp_path) as channel:
+        stub = pb_grpc.IdentityServiceStub(channel)
+        enc = await stub.EncodeReferences(pb.EncodeReferencesRequest(images=[_inline(ref)]))
+        rgb = np.asarray(Image.open(io.BytesIO(ref)).convert("RGB"))
+        copied = cv2.resize(rgb, (rgb.shape[1] // 2, rgb.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        copied = np.clip(copied.astype(np.float32) * 1.2 + 15, 0, 255).astype(np.uint8)
+        character = pb.CharacterIdentity(character_id="c", identity=enc.identity, references=[_inline(ref)])
+        seen = {}
+        for name, image in (("copy", _png(copied)), ("other photo", other)):
+            scored = await stub.ScoreIdentity(
+                pb.ScoreIdentityRequest(characters=[character], image=_inline(image))
+            )
+            seen[name] = scored.matches[0]
+        assert seen["copy"].copy.checked and seen["copy"].copy.near_copy, seen["copy"].copy
+        assert seen["copy"].copy.similarity > 0.95 and seen["copy"].copy.reference_index == 0
+        assert seen["other photo"].copy.checked and not seen["other photo"].copy.near_copy
+        assert seen["other photo"].copy.similarity < seen["copy"].copy.threshold
+        assert (
+            seen["other photo"].score.calibrated >= 0.75
+        )  # the same person: IDR passes, the copy check does not
+        # without references nothing is compared, and the response says so
+        bare = await stub.ScoreIdentity(
+            pb.ScoreIdentityRequest(
+                characters=[pb.CharacterIdentity(character_id="c", identity=enc.identity)],
+                image=_inline(other),
+            )
+        )
+        assert not bare.matches[0].copy.checked
+        cmp = await stub.CompareImages(pb.CompareImagesRequest(a=_inline(ref), b=_inline(_png(copied))))
+        assert cmp.copy.near_copy and cmp.copy.similarity > 0.95
+
+
 async def test_scene_without_a_face_says_so(tmp_path, astronaut) -> None:
     async with running_service("identity", tmp_path) as channel:
         stub = pb_grpc.IdentityServiceStub(channel)

@@ -70,18 +70,15 @@ class Peers:
         return cid
 
 
-@pytest.fixture(scope="module")
-async def peers(nats_server, tmp_path_factory) -> AsyncIterator[Peers]:
-    data_dir = tmp_path_factory.mktemp("orch-mesh")
-    store = await open_store(StorageSettings(), data_dir)
-    face = skdata.astronaut()
-    ref = await refs.put_image(
-        store, "characters/arya/ref_0.png", encode_png(face), width=face.shape[1], height=face.shape[0]
-    )
+@contextlib.asynccontextmanager
+async def mesh_peers(
+    nats_server, data_dir: Path, ref: common_pb2.ImageRef, render_env: dict[str, str]
+) -> AsyncIterator[Peers]:
+    """Identity and render (with `render_env`) on real servers, the fake memory, one character reference."""
     async with fake_memory_server() as (fake, memory_addr):
         env = {"IDLOCK_NATS_URL": nats_server.url, "IDLOCK_MEMORY_ADDR": memory_addr}
         async with running_services(
-            data_dir, ["identity", "render"], env=env, per_service_env={"render": OFFLINE_RENDER}
+            data_dir, ["identity", "render"], env=env, per_service_env={"render": render_env}
         ) as channels:
             encoded = await ipb_grpc.IdentityServiceStub(channels["identity"]).EncodeReferences(
                 ipb.EncodeReferencesRequest(images=[common_pb2.ImageInput(ref=ref)])
@@ -92,6 +89,18 @@ async def peers(nats_server, tmp_path_factory) -> AsyncIterator[Peers]:
                 "IDLOCK_RENDER_ADDR": os.environ["IDLOCK_RENDER_ADDR"],
             }
             yield Peers(data_dir, env, fake, encoded.identity, [ref])
+
+
+@pytest.fixture(scope="module")
+async def peers(nats_server, tmp_path_factory) -> AsyncIterator[Peers]:
+    data_dir = tmp_path_factory.mktemp("orch-mesh")
+    store = await open_store(StorageSettings(), data_dir)
+    face = skdata.astronaut()
+    ref = await refs.put_image(
+        store, "characters/arya/ref_0.png", encode_png(face), width=face.shape[1], height=face.shape[0]
+    )
+    async with mesh_peers(nats_server, data_dir, ref, OFFLINE_RENDER) as peers:
+        yield peers
 
 
 @dataclass
@@ -138,6 +147,9 @@ def orchestrator_settings(**overrides) -> OrchestratorSettings:
         "concurrency": 2,
         "watch_poll_s": 0.05,
         "gemini_api_key": "",
+        # the compositor's face is the reference's (a near-copy): these tests are about other steps, so they
+        # flag it; test_orchestrator_copies.py covers regenerate and fail
+        "near_copy": "flag",
     }
     base.update(overrides)
     return OrchestratorSettings(**base)

@@ -38,6 +38,8 @@ async def test_submit_runs_to_succeeded_with_metrics_and_a_stored_image(orch) ->
 
     m = job.metrics
     assert set(m.step_seconds) == {"context", "render", "score", "refine", "state", "record"}
+    # the compositor's face is the reference's: flagged (these tests run with IDLOCK_ORCHESTRATOR_NEAR_COPY=flag)
+    assert m.copy.checked and m.copy.near_copy and m.copy_note.startswith("flagged") and not m.regenerated
     assert all(v >= 0 for v in m.step_seconds.values()) and m.total_seconds > 0
     assert m.provider == "compositor" and m.provider_label == "offline/compositor"
     assert m.prompt_engine == "template" and m.state_source == "heuristic"

@@ -27,6 +27,13 @@ def test_heuristic_reads_additions_and_removals() -> None:
     assert s.removed == {"clothing": ["armour"], "props": ["sword"]}
     assert s.added == {"setting": ["tavern"], "mood": ["happy"]}  # a removed item is never also added
     assert heuristic_state("").added == {}
+    # a time of day goes with the setting; a compound place is one setting
+    assert heuristic_state("Arya fights a dragon on a cliff at sunset").added["setting"] == [
+        "cliff at sunset"
+    ]
+    assert heuristic_state("Arya rests at a forest camp at night").added["setting"] == [
+        "forest camp at night"
+    ]
 
 
 async def test_vision_answer_in_the_schema_and_fallback_on_failure() -> None:

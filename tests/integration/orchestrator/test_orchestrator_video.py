@@ -6,7 +6,6 @@ video episode; a video whose frames score low is regenerated once and the better
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from unittest import mock
 
@@ -18,14 +17,10 @@ from idlock.images import encode_png
 from idlock.settings import StorageSettings
 from idlock.storage import open_store
 from idlock.v1 import common_pb2
-from idlock.v1 import identity_service_pb2 as ipb
-from idlock.v1 import identity_service_pb2_grpc as ipb_grpc
 from idlock.v1 import orchestrator_service_pb2 as pb
 from services.orchestrator.jobs import JobStore
 from tests.fakes.gemini_server import FakeGeminiServer, VeoPlan
-from tests.harness import running_services
-from tests.integration.orchestrator.conftest import Peers, orchestrator
-from tests.integration.orchestrator.fake_memory import fake_memory_server
+from tests.integration.orchestrator.conftest import Peers, mesh_peers, orchestrator
 
 
 @pytest.fixture(scope="module")
@@ -47,20 +42,8 @@ async def peers(nats_server, tmp_path_factory, fake_veo) -> AsyncIterator[Peers]
         "IDLOCK_RENDER_GEMINI_BASE_URL": fake_veo.base_url,
         "IDLOCK_RENDER_VEO_POLL_INTERVAL_S": "0.05",
     }
-    async with fake_memory_server() as (fake, memory_addr):
-        env = {"IDLOCK_NATS_URL": nats_server.url, "IDLOCK_MEMORY_ADDR": memory_addr}
-        async with running_services(
-            data_dir, ["identity", "render"], env=env, per_service_env={"render": render_env}
-        ) as channels:
-            encoded = await ipb_grpc.IdentityServiceStub(channels["identity"]).EncodeReferences(
-                ipb.EncodeReferencesRequest(images=[common_pb2.ImageInput(ref=ref)])
-            )
-            env = {
-                **env,
-                "IDLOCK_IDENTITY_ADDR": os.environ["IDLOCK_IDENTITY_ADDR"],
-                "IDLOCK_RENDER_ADDR": os.environ["IDLOCK_RENDER_ADDR"],
-            }
-            yield Peers(data_dir, env, fake, encoded.identity, [ref])
+    async with mesh_peers(nats_server, data_dir, ref, render_env) as peers:
+        yield peers
 
 
 def watch_render_requests(orch) -> list:

@@ -90,7 +90,8 @@ async def test_golden_images_to_an_active_lora_and_erasure(nats_server, tiny_mod
     store = await open_store(StorageSettings(), tmp_path)
     pics = {"a": textured(1), "b": textured(2), "low": textured(3), "down": textured(4)}
     pics["twin"] = near_duplicate(pics["a"])
-    idrs = {"a": 0.9, "b": 0.95, "low": 0.6, "down": 0.92, "twin": 0.88}
+    pics["copy"] = textured(5)  # scores best of all, but is a near-copy of a reference: never golden
+    idrs = {"a": 0.9, "b": 0.95, "low": 0.6, "down": 0.92, "twin": 0.88, "copy": 0.98}
     env = _env(nats_server.url, tiny_model)
     with mock.patch.dict(os.environ, {**env, "IDLOCK_DATA_DIR": str(tmp_path), "IDLOCK_TRAINER_PORT": "0"}):
         settings = TrainerSettings()
@@ -118,6 +119,11 @@ async def test_golden_images_to_an_active_lora_and_erasure(nats_server, tiny_mod
                     common_pb2.IdrScore(raw=0.5, calibrated=idrs[name], encoder="dlib")
                 )
                 ev.metrics.tags.setting.append("forest camp")
+                ev.metrics.copy.CopyFrom(
+                    common_pb2.CopyCheck(
+                        checked=True, similarity=0.97 if name == "copy" else 0.4, near_copy=name == "copy"
+                    )
+                )
                 await bus.publish(subjects.JOB_SUCCEEDED, ev, msg_id=f"{job}:succeeded")
             down = orchestrator_service_pb2.FEEDBACK_RATING_DOWN
             await bus.publish(

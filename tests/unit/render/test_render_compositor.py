@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from idlock.errors import InvalidInput
-from services.render.models import EditRequest, RenderRequest
+from services.render.models import EditRequest, RenderRequest, SceneState
 from services.render.providers.compositor import LABEL, CompositorProvider
 from services.render.settings import RenderSettings
 
@@ -56,13 +56,27 @@ def test_seed_is_reported_when_not_given(comp):
     assert again.image == r.image
 
 
-@pytest.mark.parametrize(
-    "prompt", ["night city street", "forest at dawn", "snowy mountains with fire", "beach"]
-)
-def test_prompts_change_the_scene(comp, prompt):
-    base = comp.render_sync(RenderRequest(prompt="a plain field", seed=1, width=128, height=128))
-    other = comp.render_sync(RenderRequest(prompt=prompt, seed=1, width=128, height=128))
+@pytest.mark.parametrize("setting", ["city at night", "forest at dawn", "snow", "beach", "tavern"])
+def test_settings_change_the_scene(comp, setting):
+    """The backdrop comes from the request's state; the prompt's words are not read again."""
+
+    def render(state):
+        return comp.render_sync(RenderRequest(prompt="scene", seed=1, width=128, height=128, state=state))
+
+    base = render(SceneState(setting=("field",)))
+    other = render(SceneState(setting=(setting,)))
     assert np.abs(_rgb(base.image).astype(int) - _rgb(other.image).astype(int)).mean() > 5
+    assert any(f"setting {setting}" in n for n in other.notes)
+    worded = comp.render_sync(
+        RenderRequest(
+            prompt="scene at night in a city",
+            seed=1,
+            width=128,
+            height=128,
+            state=SceneState(setting=("field",)),
+        )
+    )
+    assert worded.notes == base.notes  # prompt words draw nothing
 
 
 def test_face_is_recognised_and_sized(comp, astronaut_png):
@@ -75,13 +89,19 @@ def test_face_is_recognised_and_sized(comp, astronaut_png):
     enc, (_top, right, _bottom, left) = _encoding(_rgb(r.image))
     assert _distance(ref, enc) < 0.5
     assert 120 <= right - left <= 280  # dlib's box is a bit tighter/looser than ours; ~150-250 px
-    assert r.notes == []
+    assert r.notes == ["no story state in the request: only the character and a default backdrop were drawn"]
 
 
 def test_distorted_drift_no_longer_matches(comp, astronaut_png):
     ref, _ = _encoding(_rgb(astronaut_png))
     r = comp.render_sync(
-        RenderRequest(prompt="a pilot in a forest", references=[astronaut_png], seed=3, drift="distorted")
+        RenderRequest(
+            prompt="a pilot in a forest",
+            references=[astronaut_png],
+            seed=3,
+            drift="distorted",
+            state=SceneState(setting=("forest",)),
+        )
     )
     enc, _ = _encoding(_rgb(r.image))  # still a face ...
     assert _distance(ref, enc) > 0.6  # ... but not the same person
