@@ -157,6 +157,8 @@ def episode_pb(ep: Any, encoder: str = "", *, with_context: bool = False) -> pb.
         out.idr.CopyFrom(
             common_pb2.IdrScore(raw=ep.idr_raw or 0.0, calibrated=cal, verdict=verdict(cal), encoder=encoder)
         )
+        if out.copy.near_copy and out.idr.verdict == common_pb2.VERDICT_GOLDEN:
+            out.idr.verdict = common_pb2.VERDICT_PASS  # a copy is never a training candidate
     for f in ep.frame_idrs or []:
         if isinstance(f, Mapping):
             cal = float(f.get("calibrated") or 0)

@@ -366,6 +366,14 @@ class IdentityEngine:
                 if prints:
                     own = self.face_print(rgb, faces[c].landmarks)
                     matches[r].copy = self.copies.check(own, prints)
+                    if (
+                        matches[r].copy is not None
+                        and matches[r].copy.near_copy
+                        and matches[r].verdict == "golden"
+                    ):
+                        matches[
+                            r
+                        ].verdict = "pass"  # golden means a training candidate, which a copy never is
             for m in matches:
                 if not m.found:
                     m.verdict = "unmatched"  # more characters than faces: every face went to a better match

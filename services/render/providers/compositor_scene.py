@@ -119,7 +119,7 @@ def _trees(d, W, H, horizon, rng, n=(8, 16)) -> None:
 def _camp(d, W, H, horizon, rng) -> None:
     _trees(d, W, H, horizon, rng, (4, 8))
     s = min(W, H)
-    tx = rng.choice((0.15, 0.85)) * W
+    tx = rng.choice((0.08, 0.92)) * W
     d.polygon(
         [(tx - s * 0.14, horizon + s * 0.12), (tx, horizon - s * 0.08), (tx + s * 0.14, horizon + s * 0.12)],
         fill=(170, 140, 90),
