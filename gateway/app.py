@@ -64,8 +64,30 @@ class _BodyTooLarge(HTTPException):
         super().__init__(413, f"request body is larger than the limit of {limit} bytes")
 
 
+#: on every answer; the studio's page sets its own Content-Security-Policy (which also forbids framing)
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+#: answers that carry credentials are never stored by a browser or a proxy
+NO_STORE_PATHS = frozenset({"/auth/login", "/auth/register", "/auth/api-keys"})
+
+
+def _secure(headers: list[tuple[bytes, bytes]], path: str) -> list[tuple[bytes, bytes]]:
+    present = {k.lower() for k, _ in headers}
+    out = [*headers, *(h for h in SECURITY_HEADERS if h[0] not in present)]
+    if b"content-security-policy" not in present:
+        out.append(API_CSP)
+    if path in NO_STORE_PATHS:
+        out = [h for h in out if h[0].lower() != b"cache-control"] + [(b"cache-control", b"no-store")]
+    return out
+
+
 class RequestContextMiddleware:
-    """Request id (X-Request-ID in and out, passed into the mesh), body size limit, HTTP metrics."""
+    """Request id (X-Request-ID in and out, passed into the mesh), security headers, body size limit, HTTP
+    metrics."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -89,7 +111,9 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                message["headers"] = _secure(
+                    [*message["headers"], (b"x-request-id", request_id.encode())], scope.get("path", "")
+                )
             await send(message)
 
         try:

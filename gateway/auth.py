@@ -52,11 +52,38 @@ def needs_rehash(stored_hash: str) -> bool:
     return _hasher.check_needs_rehash(stored_hash)
 
 
-def check_password_strength(password: str, min_length: int) -> None:
+#: the 11,611 passwords of 8+ characters among the 30,000 most common ones (zxcvbn's list, MIT; see data/SOURCES.md)
+COMMON_PASSWORDS_FILE = Path(__file__).resolve().parent / "data" / "common_passwords.txt"
+_common: frozenset[str] | None = None
+
+
+def common_passwords() -> frozenset[str]:
+    global _common
+    if _common is None:
+        _common = frozenset(
+            w.strip().lower() for w in COMMON_PASSWORDS_FILE.read_text().splitlines() if w.strip()
+        )
+    return _common
+
+
+def check_password_strength(password: str, min_length: int, email: str = "") -> None:
+    """400 `weak_password` naming the rule: length, a common (breached) password, the email, too few characters."""
+
+    def weak(why: str) -> ApiError:
+        return ApiError(400, "weak_password", f"password refused: {why}")
+
     if len(password) < min_length:
-        raise ApiError(400, "invalid_argument", f"password must be at least {min_length} characters")
+        raise weak(f"it must be at least {min_length} characters")
     if len(password) > 1024:
-        raise ApiError(400, "invalid_argument", "password must be at most 1024 characters")
+        raise weak("it must be at most 1024 characters")
+    lowered = password.lower()
+    if lowered in common_passwords():
+        raise weak("it is one of the most common passwords, which attackers try first")
+    local = email.lower().split("@", 1)[0]
+    if email and (lowered == email.lower() or (len(local) >= 4 and local in lowered)):
+        raise weak("it must not contain your email address")
+    if len(set(password)) < 5:
+        raise weak("it uses fewer than 5 different characters")
 
 
 # ---- JWT secret --------------------------------------------------------------------------------------------

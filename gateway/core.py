@@ -8,6 +8,7 @@ against it again: another user's resource is answered exactly like a missing one
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -83,6 +84,7 @@ class Gateway:
         self.nats_settings = nats or NatsSettings()
         self.resolver = resolver
         self.pose_transport = pose_transport
+        self.trusted_proxies = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
         self.api_limiter = TokenBucketLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
         self.generate_limiter = TokenBucketLimiter(
             settings.generate_rate_limit_per_minute, settings.generate_rate_limit_burst

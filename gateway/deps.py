@@ -3,6 +3,7 @@ the admin check, the Idempotency-Key header."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -24,7 +25,33 @@ def gateway(request: Request) -> Gateway:
 
 
 def client_ip(request: Request) -> str:
-    return request.client.host if request.client else ""
+    """The client's address: the peer, unless the peer is a trusted proxy (IDLOCK_GATEWAY_TRUSTED_PROXIES); then
+    the nearest address in X-Forwarded-For that is not one of those proxies. Anyone else's header is ignored."""
+    peer = request.client.host if request.client else ""
+    trusted = request.app.state.gateway.trusted_proxies
+    if not trusted or not _within(peer, trusted):
+        return peer
+    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _within(hop, trusted):
+            return hop if _is_ip(hop) else peer
+    return peer
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _within(address: str, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
 
 
 async def caller(
@@ -59,6 +86,17 @@ async def limited_caller(
     except ApiError:
         RATE_LIMITED.labels("api").inc()
         raise
+    return who
+
+
+async def password_caller(who: Annotated[Caller, Depends(limited_caller)]) -> Caller:
+    """A caller signed in with a password (a JWT): an API key cannot manage API keys."""
+    if who.principal.via != "jwt":
+        raise ApiError(
+            403,
+            "permission_denied",
+            "API keys cannot create, list or revoke API keys: sign in with your password and use the token",
+        )
     return who
 
 
@@ -99,6 +137,7 @@ async def idempotency_key(
 
 
 CallerDep = Annotated[Caller, Depends(limited_caller)]
+PasswordCallerDep = Annotated[Caller, Depends(password_caller)]
 AdminDep = Annotated[Caller, Depends(admin_caller)]
 GatewayDep = Annotated[Gateway, Depends(gateway)]
 IdempotencyDep = Annotated[str | None, Depends(idempotency_key)]

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from idlock.db import add_columns, make_base
 
 Base = make_base("gateway")
-#: 2: users.name
-SCHEMA_VERSION = 2
+#: 2: users.name; 3: users.failed_logins, users.locked_until
+SCHEMA_VERSION = 3
 
 
 def utcnow() -> dt.datetime:
@@ -29,6 +29,9 @@ class User(Base):
     is_admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    #: failed sign-ins in a row, and until when the account refuses sign-ins after them
+    failed_logins: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class ApiKey(Base):
@@ -63,4 +66,9 @@ class AuditEntry(Base):
 
 
 #: upgrade steps of earlier schema versions, by the version they bring the tables to
-UPGRADES = {2: add_columns("users", "name VARCHAR(200) NOT NULL DEFAULT ''")}
+UPGRADES = {
+    2: add_columns("users", "name VARCHAR(200) NOT NULL DEFAULT ''"),
+    3: add_columns(
+        "users", "failed_logins INTEGER NOT NULL DEFAULT 0", "locked_until TIMESTAMP WITH TIME ZONE"
+    ),
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, ClassVar
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
@@ -47,10 +48,23 @@ class GatewaySettings(IdlockSettings):
     password_min_length: int = Field(
         10, ge=8, le=128, description="Shortest password accepted at registration."
     )
-    admin_emails: Annotated[list[str], NoDecode] = Field(
+    login_free_failures: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description=(
+            "Failed sign-ins an account may have in a row before it is locked for a while (1 s, doubling per "
+            "further failure, at most login_lock_max_s); any sign-in while locked answers 429."
+        ),
+    )
+    login_lock_max_s: int = Field(
+        900, ge=1, le=86400, description="Longest account lock after failed sign-ins."
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description=(
-            "Comma separated emails of administrators (besides the first registered user, who is always one)."
+            "Comma separated networks (CIDR) of reverse proxies whose X-Forwarded-For is believed; empty: the "
+            "peer address is the client, whatever the headers say."
         ),
     )
     allow_registration: bool = Field(True, description="Accept new users on POST /auth/register.")
@@ -154,15 +168,20 @@ class GatewaySettings(IdlockSettings):
         description="Largest page a list endpoint returns (a larger page_size gives this many).",
     )
 
-    @field_validator("admin_emails", "cors_origins", mode="before")
+    @field_validator("trusted_proxies", "cors_origins", mode="before")
     @classmethod
     def _csv(cls, v: object) -> object:
         return _split_csv(v)
 
-    @field_validator("admin_emails")
+    @field_validator("trusted_proxies")
     @classmethod
-    def _lower(cls, v: list[str]) -> list[str]:
-        return [e.lower() for e in v]
+    def _networks(cls, v: list[str]) -> list[str]:
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"IDLOCK_GATEWAY_TRUSTED_PROXIES: {net!r} is not a network ({exc})") from exc
+        return v
 
     @field_validator("jwt_secret", "object_url_key")
     @classmethod

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from gateway import auth
@@ -50,30 +51,30 @@ class UserStore:
     async def migrate(self) -> None:
         await self.db.migrate(Base.metadata, version=SCHEMA_VERSION, upgrades=UPGRADES)
 
-    def _is_admin(self, user: Any) -> bool:
-        return bool(user.is_admin or user.email in self.settings.admin_emails)
+    @staticmethod
+    def _is_admin(user: Any) -> bool:
+        return bool(user.is_admin)
 
     # ---- users ---------------------------------------------------------------------------------------------
 
     async def register(
         self, email: str, password: str, *, name: str = "", client_ip: str = "", request_id: str = ""
     ) -> Principal:
-        """A new user (the first one is an admin). Duplicate email -> 409."""
+        """A new user, never an administrator (operators make those: `create_admin`). Duplicate email -> 409."""
         if not self.settings.allow_registration:
             raise ApiError(403, "permission_denied", "registration is closed on this gateway")
         email = normalize_email(email)
-        auth.check_password_strength(password, self.settings.password_min_length)
+        auth.check_password_strength(password, self.settings.password_min_length, email)
         password_hash = auth.hash_password(password)
         user_id = "usr_" + uuid.uuid4().hex
         try:
             async with self.db.session() as s:
-                first = (await s.execute(select(func.count()).select_from(User))).scalar_one() == 0
                 user = User(
                     id=user_id,
                     email=email,
                     name=strip_control(name).strip(),
                     password_hash=password_hash,
-                    is_admin=first or email in self.settings.admin_emails,
+                    is_admin=False,
                 )
                 s.add(user)
                 await s.flush()
@@ -94,21 +95,76 @@ class UserStore:
             email = normalize_email(email)
         except ApiError:
             email = ""
+        refused: ApiError | None = None
         async with self.db.session() as s:
             user = (
                 (await s.execute(select(User).where(User.email == email))).scalar_one_or_none()
                 if email
                 else None
             )
+            now = utcnow()
+            locked = user is not None and user.locked_until is not None and _aware(user.locked_until) > now
+            if locked:  # the same answer whatever the password: a lock is no oracle
+                wait = max(1, math.ceil((_aware(user.locked_until) - now).total_seconds()))
+                s.add(self._audit(user.id, "login_locked", "user", user.id, client_ip, request_id, {}))
+                raise ApiError(
+                    429,
+                    "account_locked",
+                    f"too many failed sign-ins for this account: retry after {wait} s",
+                    headers={"Retry-After": str(wait)},
+                )
             ok = auth.verify_password(user.password_hash if user else None, password)
             if not ok or user is None or user.disabled:
-                raise unauthenticated("invalid email or password")
-            if auth.needs_rehash(user.password_hash):
-                user.password_hash = auth.hash_password(password)
-            s.add(self._audit(user.id, "login", "user", user.id, client_ip, request_id, {}))
+                if user is not None:
+                    user.failed_logins = (user.failed_logins or 0) + 1
+                    over = user.failed_logins - self.settings.login_free_failures
+                    if over >= 0:
+                        lock_s = min(self.settings.login_lock_max_s, 2**over)
+                        user.locked_until = now + dt.timedelta(seconds=lock_s)
+                    s.add(
+                        self._audit(
+                            user.id, "login_failed", "user", user.id, client_ip, request_id,
+                            {"failed_in_a_row": user.failed_logins},
+                        )
+                    )  # fmt: skip
+                refused = unauthenticated("invalid email or password")
+            else:
+                user.failed_logins, user.locked_until = 0, None
+                if auth.needs_rehash(user.password_hash):
+                    user.password_hash = auth.hash_password(password)
+                s.add(self._audit(user.id, "login", "user", user.id, client_ip, request_id, {}))
+        if refused is not None:  # raised after the session committed the failure count
+            raise refused
         return auth.issue_token(
             user.id, secret=self._secret, expiry_s=self.settings.jwt_expiry_s, issuer=self.settings.jwt_issuer
         )
+
+    async def create_admin(self, email: str, password: str, *, name: str = "") -> tuple[Principal, bool]:
+        """An operator's command (`idlock admin create`): a new administrator, or an existing user made one
+        (the password is then left as it is). Returns (principal, created). Never reachable over HTTP."""
+        email = normalize_email(email)
+        async with self.db.session() as s:
+            user = (await s.execute(select(User).where(User.email == email))).scalar_one_or_none()
+            created = user is None
+            if created:
+                auth.check_password_strength(password, self.settings.password_min_length, email)
+                user = User(
+                    id="usr_" + uuid.uuid4().hex,
+                    email=email,
+                    name=strip_control(name).strip(),
+                    password_hash=auth.hash_password(password),
+                    is_admin=True,
+                )
+                s.add(user)
+                await s.flush()
+            else:
+                user.is_admin = True
+            s.add(
+                self._audit(
+                    None, "admin_create", "user", user.id, "", "", {"by": "operator", "created": created}
+                )
+            )
+        return Principal(user.id, email, True, "operator", user.name), created
 
     async def _principal(self, user_id: str, via: str) -> Principal:
         # every request runs this: a Core read, without the ORM's session (about half the cost)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from gateway.deps import CallerDep, GatewayDep, auth_rate_limit, client_ip
+from gateway.deps import CallerDep, GatewayDep, PasswordCallerDep, auth_rate_limit, client_ip
 from gateway.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -30,7 +30,7 @@ router = APIRouter(
     responses={409: {"model": ErrorBody}},
 )
 async def register(body: Registration, request: Request, gw: GatewayDep) -> RegisteredUser:
-    """Create a user. The first user (and any email in IDLOCK_GATEWAY_ADMIN_EMAILS) is an administrator."""
+    """Create a user (never an administrator: operators make those with `idlock admin create`)."""
     p = await gw.users.register(
         body.email,
         body.password,
@@ -81,7 +81,9 @@ async def login(body: Credentials, request: Request, gw: GatewayDep) -> Token:
         401: {"model": ErrorBody},
     },
 )
-async def create_api_key(who: CallerDep, gw: GatewayDep, body: ApiKeyCreate | None = None) -> ApiKeyCreated:
+async def create_api_key(
+    who: PasswordCallerDep, gw: GatewayDep, body: ApiKeyCreate | None = None
+) -> ApiKeyCreated:
     """Create an API key for a service client (send it as `X-API-Key`). The key is shown only once."""
     row, plaintext = await gw.users.create_api_key(
         who.principal, (body.name if body else ""), client_ip=who.client_ip, request_id=who.request_id
@@ -92,7 +94,7 @@ async def create_api_key(who: CallerDep, gw: GatewayDep, body: ApiKeyCreate | No
 
 
 @router.get("/api-keys", response_model=list[ApiKeyInfo])
-async def list_api_keys(who: CallerDep, gw: GatewayDep) -> list[ApiKeyInfo]:
+async def list_api_keys(who: PasswordCallerDep, gw: GatewayDep) -> list[ApiKeyInfo]:
     """Your API keys (never the keys themselves)."""
     return [
         ApiKeyInfo(
@@ -112,7 +114,7 @@ async def list_api_keys(who: CallerDep, gw: GatewayDep) -> list[ApiKeyInfo]:
     operation_id="revoke_api_key",
     responses={404: {"model": ErrorBody}},
 )
-async def revoke_api_key(api_key_id: str, who: CallerDep, gw: GatewayDep) -> None:
+async def revoke_api_key(api_key_id: str, who: PasswordCallerDep, gw: GatewayDep) -> None:
     """Revoke one of your API keys."""
     await gw.users.revoke_api_key(
         who.principal, api_key_id, client_ip=who.client_ip, request_id=who.request_id

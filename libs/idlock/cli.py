@@ -42,6 +42,7 @@ def _mount_optional(module: str, attr: str, name: str, help_text: str) -> None:
 
 
 _mount_optional("services.identity.cli", "eval_app", "eval", "Evaluate the identity encoders.")
+_mount_optional("gateway.cli", "admin_app", "admin", "Gateway administration: create administrators.")
 
 
 def _components_table(components, title: str) -> Table:

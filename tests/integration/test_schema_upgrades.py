@@ -1,5 +1,5 @@
 """The release's schema upgrades run on tables of the previous release (SQLite and Postgres) and keep their rows:
-memory's episodes gain `context` and `provider_label` (2) and `copy_check` (3), the gateway's users gain `name`."""
+memory's episodes gain `context` and `provider_label` (2) and `copy_check` (3), the gateway's users gain `name` (2) and the failed sign-in count and lock (3)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,9 @@ async def test_memory_episodes_gain_their_context(db_url: str, db_schema: str, d
 async def test_gateway_users_gain_a_name(db_url: str, db_schema: str, data_dir: Path) -> None:
     db = Database.open(DatabaseSettings(url=db_url), service="gateway", data_dir=data_dir, schema=db_schema)
     try:
-        await _as_release_1(db, gateway_models.Base.metadata, "users", ["name"])
+        await _as_release_1(
+            db, gateway_models.Base.metadata, "users", ["name", "failed_logins", "locked_until"]
+        )
         async with db.connect() as c:
             await c.execute(
                 text(
@@ -73,11 +75,15 @@ async def test_gateway_users_gain_a_name(db_url: str, db_schema: str, data_dir: 
                     "('usr_1', 'a@example.com', 'x', false, false, CURRENT_TIMESTAMP)"
                 )
             )
+        version = gateway_models.SCHEMA_VERSION
+        assert version == 3
         assert (
-            await db.migrate(gateway_models.Base.metadata, version=2, upgrades=gateway_models.UPGRADES) == 1
+            await db.migrate(gateway_models.Base.metadata, version=version, upgrades=gateway_models.UPGRADES)
+            == 1
         )
         async with db.session() as s:
             user = await s.get(gateway_models.User, "usr_1")
             assert user.email == "a@example.com" and user.name == ""
+            assert user.failed_logins == 0 and user.locked_until is None
     finally:
         await db.close()

@@ -276,7 +276,6 @@ async def running(
         health_timeout_s=1,
         max_upload_file_bytes=overrides.pop("max_upload_file_bytes", 200_000),
         max_upload_total_bytes=overrides.pop("max_upload_total_bytes", 600_000),
-        admin_emails=[],
         **overrides,
     )
     dead = "127.0.0.1:1"
@@ -386,7 +385,9 @@ def assert_error(r: httpx.Response, status: int, code: str, *fragments: str) -> 
 async def test_register_login_jwt_and_api_keys(api: Api) -> None:
     c = api.client
     r = await c.post("/auth/register", json={"email": "Alice@Example.com", "password": PASSWORD})
-    assert r.status_code == 201 and r.json()["email"] == "alice@example.com" and r.json()["is_admin"] is True
+    # the first account is not an administrator (operators make those: `idlock admin create`)
+    assert r.status_code == 201 and r.json()["email"] == "alice@example.com" and r.json()["is_admin"] is False
+    assert r.headers["cache-control"] == "no-store"
     user_id = r.json()["user_id"]
     r = await c.post("/auth/register", json={"email": "bob@example.com", "password": PASSWORD})
     assert r.json()["is_admin"] is False
@@ -400,7 +401,7 @@ async def test_register_login_jwt_and_api_keys(api: Api) -> None:
     assert_error(
         await c.post("/auth/register", json={"email": "carol@example.com", "password": "short"}),
         400,
-        "invalid_argument",
+        "weak_password",
         "at least",
     )
     assert_error(
@@ -419,7 +420,7 @@ async def test_register_login_jwt_and_api_keys(api: Api) -> None:
     assert bad.json() == unknown.json()
 
     r = await c.post("/auth/login", json={"email": "ALICE@example.com", "password": PASSWORD})
-    assert r.status_code == 200
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
     token = r.json()["access_token"]
     assert r.json()["token_type"] == "bearer" and r.json()["expires_in"] == api.gateway.settings.jwt_expiry_s
     bearer = {"Authorization": f"Bearer {token}"}
@@ -451,7 +452,7 @@ async def test_register_login_jwt_and_api_keys(api: Api) -> None:
     assert r.status_code == 201, r.text
     key, key_id = r.json()["api_key"], r.json()["api_key_id"]
     assert (await c.get("/api/v1/characters", headers={"X-API-Key": key})).status_code == 200
-    listed = (await c.get("/auth/api-keys", headers={"X-API-Key": key})).json()
+    listed = (await c.get("/auth/api-keys", headers=bearer)).json()  # keys are managed with a password token
     assert [k["api_key_id"] for k in listed] == [key_id] and "api_key" not in listed[0]
     raw = (api.data_dir / "gateway.sqlite3").read_bytes()
     assert key.encode() not in raw and key.rsplit("_", 1)[-1].encode() not in raw
@@ -979,8 +980,10 @@ async def test_auth_endpoints_are_limited_per_ip(mesh: Mesh, tmp_path: Path) -> 
 
 
 async def test_admin_endpoints(api: Api, nats_server) -> None:
-    admin = await api.user("root@example.com")  # the first user
-    alice = await api.user("alice@example.com")
+    alice = await api.user("alice@example.com")  # the first user, and not an administrator
+    await api.gateway.users.create_admin("root@example.com", PASSWORD)  # what `idlock admin create` runs
+    r = await api.client.post("/auth/login", json={"email": "root@example.com", "password": PASSWORD})
+    admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
     assert_error(
         await api.client.get("/api/v1/admin/health", headers=alice),
         403,
@@ -1005,12 +1008,20 @@ async def test_admin_endpoints(api: Api, nats_server) -> None:
     assert 'route="/api/v1/admin/health"' in r.text
 
 
-async def test_admin_by_email_setting(mesh: Mesh, tmp_path: Path) -> None:
+async def test_registration_never_makes_an_administrator(mesh: Mesh, tmp_path: Path) -> None:
     async with running(mesh, tmp_path) as api:
-        await api.user("first@example.com")
-        api.gateway.settings.admin_emails = ["ops@example.com"]
-        ops = await api.user("ops@example.com")
-        assert (await api.client.get("/api/v1/admin/metrics", headers=ops)).status_code == 200
+        first = await api.user("first@example.com")
+        assert_error(await api.client.get("/api/v1/admin/metrics", headers=first), 403, "permission_denied")
+        me = await api.client.get("/auth/me", headers=first)
+        assert me.json()["is_admin"] is False
+        # an operator promotes an existing user; the audit log says an operator did
+        principal, created = await api.gateway.users.create_admin(
+            "first@example.com", "ignored for a promotion"
+        )
+        assert principal.is_admin and not created
+        assert (await api.client.get("/api/v1/admin/metrics", headers=first)).status_code == 200
+        entry = (await api.audit("admin_create"))[0]
+        assert entry.user_id is None and entry.details == {"by": "operator", "created": False}
 
 
 async def test_unknown_routes_and_methods_answer_json(api: Api) -> None:
