@@ -26,7 +26,7 @@ from gateway.ratelimit import TokenBucketLimiter
 from gateway.settings import GatewaySettings
 from gateway.sse import job_stream
 from gateway.users import Principal, UserStore
-from idlock import grpc_client
+from idlock import grpc_client, mesh_auth
 from idlock.db import Database
 from idlock.settings import DatabaseSettings, MeshSettings, NatsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
@@ -104,6 +104,7 @@ class Gateway:
 
     async def start(self) -> None:
         secret = auth.resolve_secret(self.settings, self.data_dir)
+        mesh_auth.configure("gateway", self.data_dir)  # the gateway's calls into the mesh carry its token
         self.db = Database.open(self.database_settings, service="gateway", data_dir=self.data_dir)
         self.users = UserStore(self.db, self.settings, secret)
         await self.users.migrate()

@@ -13,16 +13,23 @@
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from idlock import mesh_auth
 from idlock.natsd import NatsServer, free_port
 from idlock.settings import NatsSettings
 
 POSTGRES_ENV = "IDLOCK_TEST_POSTGRES_URL"
+
+# one mesh key for the whole run: in-process servers, the services the tests spawn (they inherit the environment)
+# and the tests' own calls all sign and check service tokens with it
+os.environ.setdefault("IDLOCK_MESH_TOKEN_KEY", secrets.token_urlsafe(48))
+mesh_auth.configure("test", Path("."))
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from idlock.launch import SERVICES
+from idlock.mesh_auth import MeshAuthSettings
 from idlock.settings import (
     DatabaseSettings,
     IdlockSettings,
@@ -31,6 +32,7 @@ def settings_classes() -> list[type[IdlockSettings]]:
         StorageSettings,
         TelemetrySettings,
         MeshSettings,
+        MeshAuthSettings,
     ]
     for name in SERVICES:
         classes.append(

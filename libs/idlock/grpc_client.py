@@ -1,5 +1,5 @@
 """Client channels between services: a deadline on every call, retries for UNAVAILABLE on idempotent RPCs,
-and request id + trace context passed along in metadata.
+the process's service token (`mesh_auth`), request id and trace context passed along in metadata.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import grpc
 from opentelemetry import propagate
 
-from idlock import errors
+from idlock import errors, mesh_auth
 from idlock.grpc_server import remaining_s
 from idlock.telemetry import job_id_var, request_id_var
 
@@ -68,8 +68,9 @@ class _CallDetails(grpc.aio.ClientCallDetails):
     pass
 
 
-class _DeadlineAndContext(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
-    """Fills in a deadline (what is left of the caller's, at most the default) and propagates ids."""
+class _DeadlineAndContext:
+    """Fills in a deadline (what is left of the caller's, at most the default), the service token, and propagates
+    ids. grpc.aio files an interceptor under one kind only, so each kind gets its own subclass below."""
 
     def __init__(self, default_timeout_s: float) -> None:
         self.default_timeout_s = default_timeout_s
@@ -85,11 +86,18 @@ class _DeadlineAndContext(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnarySt
             metadata.append(("x-request-id", request_id_var.get()))
         if "x-job-id" not in keys and job_id_var.get():
             metadata.append(("x-job-id", job_id_var.get()))
+        auth = mesh_auth.current()
+        if mesh_auth.METADATA_KEY not in keys and auth is not None:
+            metadata.append((mesh_auth.METADATA_KEY, auth.token()))
         return _CallDetails(details.method, timeout, metadata, details.credentials, details.wait_for_ready)
 
+
+class _UnaryUnary(_DeadlineAndContext, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, client_call_details, request):
         return await continuation(self._details(client_call_details), request)
 
+
+class _UnaryStream(_DeadlineAndContext, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, client_call_details, request):
         return await continuation(self._details(client_call_details), request)
 
@@ -113,7 +121,7 @@ def channel(
             ("grpc.max_receive_message_length", limit),
             *extra_options,
         ],
-        interceptors=[_DeadlineAndContext(default_timeout_s)],
+        interceptors=[_UnaryUnary(default_timeout_s), _UnaryStream(default_timeout_s)],
     )
 
 

@@ -25,9 +25,9 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from idlock import telemetry
+from idlock import mesh_auth, telemetry
 from idlock.errors import IdlockError, Unimplemented
-from idlock.settings import GrpcServerSettings
+from idlock.settings import GrpcServerSettings, PathsSettings
 
 log = logging.getLogger("idlock.grpc")
 _tracer = trace.get_tracer("idlock.grpc")
@@ -56,11 +56,20 @@ class _MetadataGetter:
 _getter = _MetadataGetter()
 
 
-class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Request id, log line, span, metrics and error mapping around every RPC."""
+def _refuse(message: str):
+    async def refuse(request, context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    def __init__(self, component: str) -> None:
+    return refuse
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Service-token check (`mesh_auth`; health and reflection stay open), request id, log line, span, metrics and
+    error mapping around every RPC."""
+
+    def __init__(self, component: str, auth: mesh_auth.MeshAuth | None = None) -> None:
         self.component = component
+        self.auth = auth
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[override]
         handler = await continuation(handler_call_details)
@@ -71,10 +80,34 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             return handler
         service, _, name = method.strip("/").partition("/")
         metadata = tuple(handler_call_details.invocation_metadata or ())
+        caller = ""
+        if self.auth is not None:
+            token = next((v for k, v in metadata if k == mesh_auth.METADATA_KEY), "")
+            try:
+                caller = self.auth.verify(token.decode() if isinstance(token, bytes) else token)
+            except mesh_auth.InvalidToken as err:
+                log.warning("%s/%s refused: %s", service, name, err)
+                telemetry.RPC_TOTAL.labels(self.component, name, "UNAUTHENTICATED").inc()
+                message = f"{self.component} refuses calls without a valid service token ({err})"
+                if handler.unary_stream:
+                    return grpc.unary_stream_rpc_method_handler(
+                        _refuse(message),
+                        request_deserializer=handler.request_deserializer,
+                        response_serializer=handler.response_serializer,
+                    )
+                return grpc.unary_unary_rpc_method_handler(
+                    _refuse(message),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
 
         def wrap_unary(fn):
             async def unary(request, context):
-                return await self._run(service, name, metadata, context, lambda: fn(request, context))
+                token = mesh_auth.set_caller(caller)
+                try:
+                    return await self._run(service, name, metadata, context, lambda: fn(request, context))
+                finally:
+                    mesh_auth.reset_caller(token)
 
             return unary
 
@@ -91,7 +124,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     finally:
                         await queue.put(done)
 
-                task = asyncio.ensure_future(self._run(service, name, metadata, context, pump))
+                caller_token = mesh_auth.set_caller(caller)  # the task copies the context: it sees the caller
+                try:
+                    task = asyncio.ensure_future(self._run(service, name, metadata, context, pump))
+                finally:
+                    mesh_auth.reset_caller(caller_token)
                 while True:
                     item = await queue.get()
                     if item is done:
@@ -221,7 +258,11 @@ class GrpcService:
     async def start(self) -> int:
         limit = self.settings.max_message_mb * 1024 * 1024
         self.server = grpc.aio.server(
-            interceptors=[ServerInterceptor(self.spec.component)],
+            interceptors=[
+                ServerInterceptor(
+                    self.spec.component, mesh_auth.configure(self.spec.component, PathsSettings().data_dir)
+                )
+            ],
             options=[
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_receive_message_length", limit),

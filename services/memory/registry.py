@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from idlock import refs, subjects
+from idlock import mesh_auth, refs, subjects
 from idlock.errors import InvalidInput, PreconditionFailed, required
 from idlock.v1 import common_pb2, events_pb2
 from services.memory import characters
@@ -16,10 +16,26 @@ from services.memory.episodes import Story
 from services.memory.runtime import MemoryRuntime
 from services.memory.views import now, ts
 
+#: internal services that act for the system, not for one user: only they may leave the owner empty
+SYSTEM_CALLERS = frozenset({"orchestrator", "refiner", "trainer", "render", "identity", "memory"})
+
+
+def acting_owner(owner_id: str) -> str:
+    """The owner a call acts for. Empty means every owner only for an internal service acting for the system
+    (the refiner reading a character's references); for the gateway, acting for a user, it is an error."""
+    if owner_id:
+        return owner_id
+    who = mesh_auth.caller()
+    if who not in SYSTEM_CALLERS:
+        raise InvalidInput(
+            f"owner_id is required: an empty owner is never 'any owner' (caller {who or 'unknown'!r} acts for a user)"
+        )
+    return ""
+
 
 def owner_filter(owner_id: str) -> str | None:
-    """The owner a read is limited to; an empty one skips the check (as the trainer's reads do)."""
-    return owner_id or None
+    """The owner a read is limited to; None (no limit) only for a system caller (`acting_owner`)."""
+    return acting_owner(owner_id) or None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from idlock.v1 import identity_service_pb2 as id_pb
 from idlock.v1 import memory_service_pb2 as pb
 from idlock.v1 import memory_service_pb2_grpc as pb_grpc
 from services.memory.episodes import Story
-from services.memory.registry import CharacterRegistry, CharacterView, owner_filter
+from services.memory.registry import CharacterRegistry, CharacterView, acting_owner, owner_filter
 from services.memory.runtime import MemoryRuntime
 from services.memory.settings import MemorySettings
 from services.memory.views import (
@@ -75,12 +75,12 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         )
 
     async def GetCharacter(self, request: pb.GetCharacterRequest, context) -> pb.GetCharacterResponse:
-        view = await self.registry.get(request.character_id, request.owner_id)
+        view = await self.registry.get(request.character_id, acting_owner(request.owner_id))
         return pb.GetCharacterResponse(character=_character(view))
 
     async def ListCharacters(self, request: pb.ListCharactersRequest, context) -> pb.ListCharactersResponse:
         rows, token = await self.registry.list(
-            request.owner_id, request.page.page_size, request.page.page_token
+            acting_owner(request.owner_id), request.page.page_size, request.page.page_token
         )
         # the identity vector is left out of list pages (GetCharacter has it)
         return pb.ListCharactersResponse(characters=[character_pb(c) for c in rows], next_page_token=token)
@@ -90,7 +90,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     ) -> pb.UpdateCharacterSheetResponse:
         view = await self.registry.update_sheet(
             request.character_id,
-            request.owner_id,
+            acting_owner(request.owner_id),
             sheet_from_pb(request.sheet),
             name=request.name,
             description=request.description if request.replace_description else (request.description or None),
@@ -100,7 +100,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     async def DeleteCharacter(
         self, request: pb.DeleteCharacterRequest, context
     ) -> pb.DeleteCharacterResponse:
-        reports = await self.registry.erase(request.character_id, request.owner_id)
+        reports = await self.registry.erase(request.character_id, acting_owner(request.owner_id))
         return pb.DeleteCharacterResponse(
             report=[
                 pb.StoreErasure(store=r.store, removed=r.removed, ok=r.ok, error=r.error) for r in reports

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
+from idlock import mesh_auth
 from idlock.mesh import LocalMesh
 from idlock.v1 import memory_service_pb2 as mpb
 from idlock.v1 import memory_service_pb2_grpc as mpb_grpc
@@ -132,9 +133,11 @@ def test_story_state_ownership_idempotency_and_cancel(mesh: LocalMesh, fake_gemi
     assert any("cheek" in t for t in history[1]["tags"]["injuries"])
 
     # state carried forward: after scene 3 the sword and the cut remain, the armour does not
-    with grpc.insecure_channel(mesh.components["memory"].address) as ch:
+    alice_id = alice.get("/auth/me").json()["user_id"]
+    with grpc.insecure_channel(mesh.components["memory"].address) as ch:  # the test calls as a signed peer
         state = mpb_grpc.MemoryServiceStub(ch).GetCurrentState(
-            mpb.GetCurrentStateRequest(character_id=character_id)
+            mpb.GetCurrentStateRequest(character_id=character_id, owner_id=alice_id),
+            metadata=[(mesh_auth.METADATA_KEY, mesh_auth.current().token())],
         )
     current = {(i.category, i.name) for i in state.items}
     assert ("props", "sword") in current and any(c == "injuries" and "cheek" in n for c, n in current)

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway.cli import admin_app
-from tests.integration.gateway.test_gateway_api import PASSWORD, Mesh, assert_error, mesh, running  # noqa: F401 (mesh: fixture)
+from tests.integration.gateway.test_gateway_api import PASSWORD, Mesh, assert_error, running
 
 
 @pytest.mark.parametrize(
