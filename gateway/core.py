@@ -22,7 +22,8 @@ import httpx
 from gateway import auth, objects, pose, uploads, views
 from gateway.errors import ApiError, bad_request, from_grpc, not_found
 from gateway.health import mesh_health
-from gateway.ratelimit import TokenBucketLimiter
+from gateway.models import RateBucket
+from gateway.ratelimit import SharedLimiter, TokenBucketLimiter, take
 from gateway.settings import GatewaySettings
 from gateway.sse import job_stream
 from gateway.users import Principal, UserStore
@@ -92,6 +93,9 @@ class Gateway:
         self.auth_limiter = TokenBucketLimiter(
             settings.auth_rate_limit_per_minute, settings.auth_rate_limit_burst
         )
+        self.write_ip_limiter = TokenBucketLimiter(
+            settings.write_ip_rate_limit_per_minute, settings.write_ip_rate_limit_burst
+        )
         self.db: Database | None = None
         self.users: UserStore | None = None
         self.store: ObjectStore | None = None
@@ -108,6 +112,8 @@ class Gateway:
         self.db = Database.open(self.database_settings, service="gateway", data_dir=self.data_dir)
         self.users = UserStore(self.db, self.settings, secret)
         await self.users.migrate()
+        if self.settings.rate_limit_store == "database":  # every replica takes from the same buckets
+            self._share_limits()
         self.store = await open_store(self.storage_settings, self.data_dir)
         url_key = self.settings.object_url_key
         signer = objects.ObjectSigner(
@@ -124,6 +130,16 @@ class Gateway:
             )
         self.memory = memory_service_pb2_grpc.MemoryServiceStub(self.channels["memory"])
         self.orchestrator = orch_grpc.OrchestratorServiceStub(self.channels["orchestrator"])
+
+    def _share_limits(self) -> None:
+        s, table = self.settings, RateBucket.__table__
+        for name, per_minute, burst in (
+            ("api", s.rate_limit_per_minute, s.rate_limit_burst),
+            ("generate", s.generate_rate_limit_per_minute, s.generate_rate_limit_burst),
+            ("auth", s.auth_rate_limit_per_minute, s.auth_rate_limit_burst),
+            ("write_ip", s.write_ip_rate_limit_per_minute, s.write_ip_rate_limit_burst),
+        ):
+            setattr(self, f"{name}_limiter", SharedLimiter(self.db, table, per_minute, burst, name=name))
 
     async def close(self) -> None:
         for ch in self.channels.values():
@@ -387,7 +403,7 @@ class Gateway:
     async def submit(
         self, caller: Caller, body: GenerateInput, idempotency_key: str | None
     ) -> dict[str, Any]:
-        self.generate_limiter.check(caller.user_id, "generation requests")
+        await take(self.generate_limiter, caller.user_id, "generation requests")
         await self._character(caller, body.character_id)
         pose_uri, temp_key = ("", None)
         if body.pose_image_url:

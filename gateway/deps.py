@@ -12,6 +12,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from gateway.core import Caller, Gateway
 from gateway.errors import ApiError, bad_request, unauthenticated
 from gateway.metrics import RATE_LIMITED
+from gateway.ratelimit import take
 from idlock.telemetry import request_id_var
 
 bearer_scheme = HTTPBearer(auto_error=False, description="JWT from POST /auth/login")
@@ -77,12 +78,18 @@ async def caller(
     )
 
 
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 async def limited_caller(
-    who: Annotated[Caller, Depends(caller)], gw: Annotated[Gateway, Depends(gateway)]
+    request: Request, who: Annotated[Caller, Depends(caller)], gw: Annotated[Gateway, Depends(gateway)]
 ) -> Caller:
-    """The caller, after taking a token from their per-user bucket (429 with Retry-After when empty)."""
+    """The caller, after taking a token from their per-user bucket and, for a write, from their address's (429
+    with Retry-After when empty): a second account from the same address shares the address's limit."""
     try:
-        gw.api_limiter.check(who.user_id)
+        await take(gw.api_limiter, who.user_id)
+        if request.method in WRITES:
+            await take(gw.write_ip_limiter, f"ip:{who.client_ip}", "write requests from this address")
     except ApiError:
         RATE_LIMITED.labels("api").inc()
         raise
@@ -109,7 +116,7 @@ async def admin_caller(who: Annotated[Caller, Depends(limited_caller)]) -> Calle
 async def auth_rate_limit(request: Request, gw: Annotated[Gateway, Depends(gateway)]) -> None:
     """Per client IP limit on /auth endpoints (password guessing, mass sign-ups)."""
     try:
-        gw.auth_limiter.check(f"ip:{client_ip(request)}", "authentication requests from this address")
+        await take(gw.auth_limiter, f"ip:{client_ip(request)}", "authentication requests from this address")
     except ApiError:
         RATE_LIMITED.labels("auth").inc()
         raise

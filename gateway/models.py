@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idlock.db import add_columns, make_base
 
 Base = make_base("gateway")
-#: 2: users.name; 3: users.failed_logins, users.locked_until
-SCHEMA_VERSION = 3
+#: 2: users.name; 3: users.failed_logins, users.locked_until; 4: rate_buckets
+SCHEMA_VERSION = 4
 
 
 def utcnow() -> dt.datetime:
@@ -32,6 +32,21 @@ class User(Base):
     #: failed sign-ins in a row, and until when the account refuses sign-ins after them
     failed_logins: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class RateBucket(Base):
+    """A rate limit's token bucket, shared by every gateway replica (`ratelimit.SharedLimiter`)."""
+
+    __tablename__ = "rate_buckets"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float, nullable=False)
+    #: unix time of the last take
+    updated_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+async def _tables_only(conn) -> None:
+    """An upgrade whose new tables `create_all` adds after the steps."""
 
 
 class ApiKey(Base):
@@ -71,4 +86,5 @@ UPGRADES = {
     3: add_columns(
         "users", "failed_logins INTEGER NOT NULL DEFAULT 0", "locked_until TIMESTAMP WITH TIME ZONE"
     ),
+    4: _tables_only,
 }

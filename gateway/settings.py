@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -101,7 +101,22 @@ class GatewaySettings(IdlockSettings):
         3, ge=0, le=10, description="Redirects followed (each re-checked) for a pose URL."
     )
 
-    # rate limits (token buckets per user; per client IP on /auth)
+    # rate limits (token buckets per user, per client IP on /auth and on every write)
+    rate_limit_store: Literal["database", "process"] = Field(
+        "database",
+        description=(
+            "Where the buckets live: database (shared by every gateway replica, one UPDATE per request) or "
+            "process (each replica counts alone)."
+        ),
+    )
+    write_ip_rate_limit_per_minute: float = Field(
+        300.0,
+        gt=0,
+        description="Sustained write requests (POST, PUT, PATCH, DELETE) per client IP per minute.",
+    )
+    write_ip_rate_limit_burst: int = Field(
+        100, ge=1, description="Write requests a client IP may make at once before being limited."
+    )
     rate_limit_per_minute: float = Field(
         120.0, gt=0, description="Sustained API requests per user per minute."
     )

@@ -1,5 +1,5 @@
 """The release's schema upgrades run on tables of the previous release (SQLite and Postgres) and keep their rows:
-memory's episodes gain `context` and `provider_label` (2) and `copy_check` (3), the gateway's users gain `name` (2) and the failed sign-in count and lock (3)."""
+memory's episodes gain `context` and `provider_label` (2) and `copy_check` (3), the gateway's users gain `name` (2) and the failed sign-in count and lock (3), and the shared rate buckets (4)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,13 @@ async def _as_release_1(db: Database, metadata, table: str, columns: list[str]) 
     async with db.connect() as c:
         for column in columns:
             await c.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+
+
+async def _tables(db: Database) -> set[str]:
+    from sqlalchemy import inspect
+
+    async with db.connect() as c:
+        return await c.run_sync(lambda sc: set(inspect(sc).get_table_names(schema=db.schema)))
 
 
 async def _columns(db: Database, table: str) -> set[str]:
@@ -68,6 +75,8 @@ async def test_gateway_users_gain_a_name(db_url: str, db_schema: str, data_dir: 
         await _as_release_1(
             db, gateway_models.Base.metadata, "users", ["name", "failed_logins", "locked_until"]
         )
+        async with db.connect() as c:  # release 1 had no shared rate buckets
+            await c.execute(text("DROP TABLE rate_buckets"))
         async with db.connect() as c:
             await c.execute(
                 text(
@@ -76,7 +85,7 @@ async def test_gateway_users_gain_a_name(db_url: str, db_schema: str, data_dir: 
                 )
             )
         version = gateway_models.SCHEMA_VERSION
-        assert version == 3
+        assert version == 4
         assert (
             await db.migrate(gateway_models.Base.metadata, version=version, upgrades=gateway_models.UPGRADES)
             == 1
@@ -85,5 +94,6 @@ async def test_gateway_users_gain_a_name(db_url: str, db_schema: str, data_dir: 
             user = await s.get(gateway_models.User, "usr_1")
             assert user.email == "a@example.com" and user.name == ""
             assert user.failed_logins == 0 and user.locked_until is None
+        assert "rate_buckets" in await _tables(db)
     finally:
         await db.close()
