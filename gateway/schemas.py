@@ -129,6 +129,9 @@ class CharacterCreated(BaseModel):
 
 
 class GenerateOptionsIn(Strict):
+    # strict types: `false` is not a duration, nor `1` a flag (JSON integers still fill float fields)
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     video: bool = Field(False, description="Generate a video instead of an image.")
     refine_face: bool = Field(
         False,

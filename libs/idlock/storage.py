@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import uuid
 from abc import ABC, abstractmethod
@@ -19,6 +20,7 @@ from urllib.parse import unquote, urlparse
 from idlock.errors import InvalidInput, NotFound, Unavailable
 from idlock.settings import StorageSettings
 
+log = logging.getLogger("idlock.storage")
 _TMP_DIR = ".idlock-tmp"  # in the root so the final rename stays on one filesystem
 _MAX_KEY = 1024
 
@@ -144,12 +146,15 @@ class LocalObjectStore(ObjectStore):
     def key_from_uri(self, uri: str) -> str:
         parsed = urlparse(uri)
         if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
-            raise InvalidInput(f"URI {uri!r} is not a file:// URI of this store (root {self.root})")
+            # the store's root is a server path: logged here, never told to the caller
+            log.info("refused URI %r: not a file:// URI under %s", uri, self.root)
+            raise InvalidInput("the URI is not a file:// URI of this object store")
         path = Path(unquote(parsed.path))
         try:
             rel = path.relative_to(self.root)
         except ValueError:
-            raise InvalidInput(f"URI {uri!r} points outside this store's root {self.root}") from None
+            log.info("refused URI %r: outside %s", uri, self.root)
+            raise InvalidInput("the URI points outside this object store") from None
         return validate_key(rel.as_posix())
 
     def _put_sync(self, key: str, data: bytes) -> None:

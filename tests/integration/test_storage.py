@@ -103,7 +103,9 @@ async def test_foreign_and_malformed_uris_are_refused(store: ObjectStore, tmp_pa
     for uri in foreign:
         with pytest.raises(InvalidInput) as err:
             store.key_from_uri(uri)
-        assert uri in str(err.value)
+        assert "URI" in str(err.value)
+        root = getattr(store, "root", None)  # the local store's root is a server path: never in an answer
+        assert root is None or str(root) not in str(err.value)
         with pytest.raises(InvalidInput):
             await store.get(uri)
 
