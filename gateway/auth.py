@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from gateway.errors import ApiError, unauthenticated
 from gateway.settings import GatewaySettings
+from idlock.settings import dev_secret
 
 log = logging.getLogger("idlock.gateway.auth")
 
@@ -93,29 +93,7 @@ def resolve_secret(settings: GatewaySettings, data_dir: Path) -> str:
     """The configured secret, or a development secret generated once per data dir and kept there (0600)."""
     if settings.jwt_secret is not None:
         return settings.jwt_secret.get_secret_value()
-    path = Path(data_dir) / DEV_SECRET_FILE
-    if path.exists():
-        secret = path.read_text().strip()
-        if len(secret) >= 32:
-            log.warning(
-                "IDLOCK_GATEWAY_JWT_SECRET is not set: using the development secret in %s; "
-                "set a real secret in production",
-                path,
-            )
-            return secret
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret)
-    os.replace(tmp, path)
-    log.warning(
-        "IDLOCK_GATEWAY_JWT_SECRET is not set: generated a development secret in %s; "
-        "set a real secret in production",
-        path,
-    )
-    return secret
+    return dev_secret(Path(data_dir) / DEV_SECRET_FILE, "IDLOCK_GATEWAY_JWT_SECRET")
 
 
 # ---- JWT ---------------------------------------------------------------------------------------------------

@@ -118,13 +118,15 @@ class SharedLimiter:
         )
         for _ in range(3):
             async with self.db.connect() as c:
-                taken = await c.execute(
-                    sa.update(t)
-                    .where(t.c.key == key, refilled >= cost)
-                    .values(tokens=refilled - cost, updated_at=now)
-                )
-                if taken.rowcount == 1:
-                    left = (await c.execute(sa.select(t.c.tokens).where(t.c.key == key))).scalar_one()
+                left = (
+                    await c.execute(
+                        sa.update(t)
+                        .where(t.c.key == key, refilled >= cost)
+                        .values(tokens=refilled - cost, updated_at=now)
+                        .returning(t.c.tokens)
+                    )
+                ).scalar_one_or_none()
+                if left is not None:
                     return Decision(True, int(left), 0.0)
                 row = (await c.execute(sa.select(t.c.tokens, t.c.updated_at).where(t.c.key == key))).first()
                 if row is not None:

@@ -104,17 +104,17 @@ class UserStore:
             )
             now = utcnow()
             locked = user is not None and user.locked_until is not None and _aware(user.locked_until) > now
+            ok = not locked and auth.verify_password(user.password_hash if user else None, password)
             if locked:  # the same answer whatever the password: a lock is no oracle
                 wait = max(1, math.ceil((_aware(user.locked_until) - now).total_seconds()))
                 s.add(self._audit(user.id, "login_locked", "user", user.id, client_ip, request_id, {}))
-                raise ApiError(
+                refused = ApiError(
                     429,
                     "account_locked",
                     f"too many failed sign-ins for this account: retry after {wait} s",
                     headers={"Retry-After": str(wait)},
                 )
-            ok = auth.verify_password(user.password_hash if user else None, password)
-            if not ok or user is None or user.disabled:
+            elif not ok or user is None or user.disabled:
                 if user is not None:
                     user.failed_logins = (user.failed_logins or 0) + 1
                     over = user.failed_logins - self.settings.login_free_failures
@@ -133,7 +133,7 @@ class UserStore:
                 if auth.needs_rehash(user.password_hash):
                     user.password_hash = auth.hash_password(password)
                 s.add(self._audit(user.id, "login", "user", user.id, client_ip, request_id, {}))
-        if refused is not None:  # raised after the session committed the failure count
+        if refused is not None:  # raised after the session committed the count and the audit rows
             raise refused
         return auth.issue_token(
             user.id, secret=self._secret, expiry_s=self.settings.jwt_expiry_s, issuer=self.settings.jwt_issuer

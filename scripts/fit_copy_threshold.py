@@ -36,11 +36,7 @@ from services.identity.settings import IdentitySettings
 
 
 def similarities(engine: IdentityEngine, pairs_csv: Path, seed: int, work: Path):
-    def box_of(rgb):
-        face = engine.embed_largest(rgb)
-        return None if face is None else face.box
-
-    csv_path, pairs = build_copy_pairs(pairs_csv, work / f"seed{seed}", box_of, seed=seed)
+    csv_path, pairs = build_copy_pairs(pairs_csv, work / f"seed{seed}", engine, seed=seed)
     return score_pairs(csv_path, engine), [p for p in pairs if p.kind == "same-picture"]
 
 

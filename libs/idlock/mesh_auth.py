@@ -15,9 +15,7 @@ import contextvars
 import hashlib
 import hmac
 import logging
-import os
 import re
-import secrets
 import threading
 import time
 from pathlib import Path
@@ -26,7 +24,7 @@ from typing import ClassVar
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from idlock.settings import IdlockSettings
+from idlock.settings import IdlockSettings, dev_secret
 
 log = logging.getLogger("idlock.mesh_auth")
 
@@ -66,25 +64,10 @@ class InvalidToken(Exception):
 
 
 def resolve_key(settings: MeshAuthSettings, data_dir: str | Path) -> bytes:
-    """The configured key, or the data dir's development key (made once, 0600)."""
+    """The configured key, or the data dir's development key (made once, 0600, shared by the mesh's processes)."""
     if settings.token_key is not None:
         return settings.token_key.get_secret_value().encode()
-    path = Path(data_dir) / DEV_KEY_FILE
-    if path.exists() and len(path.read_text().strip()) >= 32:
-        return path.read_text().strip().encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(48))
-    try:
-        os.link(tmp, path)  # the first process of a mesh wins; the others read its key
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
-    log.warning("IDLOCK_MESH_TOKEN_KEY is not set: using the development key in %s", path)
-    return path.read_text().strip().encode()
+    return dev_secret(Path(data_dir) / DEV_KEY_FILE, "IDLOCK_MESH_TOKEN_KEY").encode()
 
 
 def _sign(key: bytes, component: str, expiry: int) -> str:

@@ -6,6 +6,9 @@ variable's name. Every field carries a description: the README's configuration t
 
 from __future__ import annotations
 
+import logging
+import os
+import secrets
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -176,3 +179,30 @@ class MeshSettings(IdlockSettings):
         f"127.0.0.1:{DEFAULT_PORTS['orchestrator']}", description="Orchestrator service address."
     )
     rpc_timeout_s: float = Field(30.0, gt=0, description="Default deadline of a call to a peer (seconds).")
+
+
+def dev_secret(path: Path, setting: str) -> str:
+    """A development secret for an unset `setting`: made once at `path` (0600) and reused, so every process on one
+    data dir shares it (the first writer wins when several start together)."""
+    path = Path(path)
+    if path.exists() and len(path.read_text().strip()) >= 32:
+        logging.getLogger("idlock.settings").warning(
+            "%s is not set: using the development secret in %s; set a real one in production", setting, path
+        )
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(48))
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        if len(path.read_text().strip()) < 32:  # a short or empty file from elsewhere: replace it
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    logging.getLogger("idlock.settings").warning(
+        "%s is not set: generated a development secret in %s; set a real one in production", setting, path
+    )
+    return path.read_text().strip()

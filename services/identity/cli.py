@@ -115,12 +115,7 @@ def copy_pairs(
     try:
         read_pairs(pairs_csv)  # the same checks and messages as eval pairs
         engine = IdentityEngine(IdentitySettings())
-
-        def box_of(rgb):
-            face = engine.embed_largest(rgb)
-            return None if face is None else face.box
-
-        csv_path, pairs = build_copy_pairs(pairs_csv, out_dir, box_of, seed=seed)
+        csv_path, pairs = build_copy_pairs(pairs_csv, out_dir, engine, seed=seed)
     except (IdlockError, ValueError, OSError) as exc:
         typer.echo(f"error: {getattr(exc, 'message', exc)}", err=True)
         raise typer.Exit(2) from exc

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from idlock.faces.engine import IdentityEngine
 from idlock.images import load_image
 
 #: what each copy did to the photo
@@ -104,11 +105,11 @@ def load_photo(path: Path) -> np.ndarray:
 
 
 def build_copy_pairs(
-    pairs_csv: str | Path, out_dir: str | Path, face_box_of, *, seed: int = 1
+    pairs_csv: str | Path, out_dir: str | Path, engine: IdentityEngine, *, seed: int = 1
 ) -> tuple[Path, list[CopyPair]]:
     """Write copies of every photo in a pairs file (columns a,b,same) under `out_dir` with `pairs.csv` holding
     a,b,same,copy: the file's pairs (copy=0, or 1 when both are one picture) and each photo against
-    its copies (copy=1). `face_box_of(rgb)` gives the largest face's box, or None (such photos are skipped)."""
+    its copies (copy=1). Photos where `engine` detects no face are skipped."""
     src = Path(pairs_csv)
     base, out = src.parent.resolve(), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -125,9 +126,10 @@ def build_copy_pairs(
             CopyPair(str(base / r["a"]), str(base / r["b"]), same, copy, "same-picture" if copy else "")
         )
     for i, p in enumerate(photos):
-        box = face_box_of(pixels[p])
-        if box is None:
+        faces = engine.detect_faces(pixels[p])  # largest first; detection only, no embedding
+        if not faces:
             continue
+        box = faces[0].box
         background = pixels[photos[(i + 1 + int(rng.integers(len(photos) - 1))) % len(photos)]]
         for kind, img in copy_variants(pixels[p], box, background, rng):
             name = out / f"{Path(p).parent.name}_{Path(p).stem}_{kind}.jpg"

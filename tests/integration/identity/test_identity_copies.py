@@ -28,11 +28,7 @@ def test_the_shipped_threshold_says_where_it_came_from() -> None:
 
 @pytest.mark.slow
 def test_copy_detection_on_real_photos(engine, faces_root, tmp_path) -> None:
-    def box_of(rgb):
-        face = engine.embed_largest(rgb)
-        return None if face is None else face.box
-
-    csv_path, pairs = build_copy_pairs(faces_root / "pairs.csv", tmp_path, box_of, seed=2)
+    csv_path, pairs = build_copy_pairs(faces_root / "pairs.csv", tmp_path, engine, seed=2)
     kinds = {p.kind for p in pairs if p.copy}
     assert set(COPY_KINDS) <= kinds
     res = runner.invoke(eval_app, ["pairs", str(csv_path), "--json", "--encoder", "dlib"])
