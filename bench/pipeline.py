@@ -78,7 +78,7 @@ def run(jobs: int, in_flight: int, warmup: int) -> dict:
     with LocalMesh(Path(tmp), free_ports=True, nats_port=0, extra_env=env) as mesh:
         base = mesh.components["gateway"].address
         with httpx.Client(base_url=base, timeout=120) as client:
-            creds = {"email": "bench@idlock.local", "password": "pipeline bench run 42"}
+            creds = {"email": "bench@idlock.local", "password": "pipeline run 42 of many"}
             client.post("/auth/register", json=creds).raise_for_status()
             token = client.post("/auth/login", json=creds).json()["access_token"]
             client.headers["Authorization"] = f"Bearer {token}"
