@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat
 
 
 class Strict(BaseModel):
@@ -129,11 +129,10 @@ class CharacterCreated(BaseModel):
 
 
 class GenerateOptionsIn(Strict):
-    # strict types: `false` is not a duration, nor `1` a flag (JSON integers still fill float fields)
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    video: bool = Field(False, description="Generate a video instead of an image.")
-    refine_face: bool = Field(
+    # flags and the duration take strict types: `false` is not a duration, nor `1` a flag (a JSON integer still
+    # fills the float, and an integral float the seed, as JSON Schema allows)
+    video: StrictBool = Field(False, description="Generate a video instead of an image.")
+    refine_face: StrictBool = Field(
         False,
         description="Run the face refiner even when identity retention already passes (below the refine "
         "threshold it runs anyway).",
@@ -145,9 +144,9 @@ class GenerateOptionsIn(Strict):
         0, ge=0, le=2**53 - 1, description="Seed for reproducible renders (0: random; at most 2^53 - 1)."
     )
     aspect_ratio: str = Field("", max_length=10, pattern=r"^(\d{1,2}:\d{1,2})?$", description="e.g. 16:9.")
-    video_duration_s: float = Field(0.0, ge=0, le=60, description="Video length (0: provider default).")
+    video_duration_s: StrictFloat = Field(0.0, ge=0, le=60, description="Video length (0: provider default).")
     dialogue: str = Field("", max_length=1000, description="Spoken line for video providers that support it.")
-    watermark: bool = Field(False, description="Watermark the result.")
+    watermark: StrictBool = Field(False, description="Watermark the result.")
 
 
 class GenerateIn(Strict):
