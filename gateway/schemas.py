@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, model_validator
 
 
 class Strict(BaseModel):
@@ -129,6 +129,15 @@ class CharacterCreated(BaseModel):
 
 
 class GenerateOptionsIn(Strict):
+    # the schema says what the orchestrator enforces, so a client (and a contract test) can see that a duration
+    # or a spoken line belongs to a video only
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"video": {"const": True}}, "required": ["video"]},
+            "else": {"properties": {"video_duration_s": {"maximum": 0}, "dialogue": {"maxLength": 0}}},
+        }
+    )
+
     # flags and the duration take strict types: `false` is not a duration, nor `1` a flag (a JSON integer still
     # fills the float, and an integral float the seed, as JSON Schema allows)
     video: StrictBool = Field(False, description="Generate a video instead of an image.")
@@ -147,6 +156,12 @@ class GenerateOptionsIn(Strict):
     video_duration_s: StrictFloat = Field(0.0, ge=0, le=60, description="Video length (0: provider default).")
     dialogue: str = Field("", max_length=1000, description="Spoken line for video providers that support it.")
     watermark: StrictBool = Field(False, description="Watermark the result.")
+
+    @model_validator(mode="after")
+    def _video_only(self) -> GenerateOptionsIn:
+        if (self.video_duration_s or self.dialogue) and not self.video:
+            raise ValueError("video_duration_s and dialogue apply to videos only (set options.video)")
+        return self
 
 
 class GenerateIn(Strict):
