@@ -21,9 +21,11 @@ import httpx
 
 from gateway import auth, objects, pose, uploads, views
 from gateway.errors import ApiError, bad_request, from_grpc, not_found
+from gateway.events import GatewayEvents
 from gateway.health import mesh_health
 from gateway.models import RateBucket
-from gateway.ratelimit import SharedLimiter, TokenBucketLimiter, take
+from gateway.ratelimit import limiters, take
+from gateway.reports import Reports
 from gateway.settings import GatewaySettings
 from gateway.sse import job_stream
 from gateway.users import Principal, UserStore
@@ -86,16 +88,7 @@ class Gateway:
         self.resolver = resolver
         self.pose_transport = pose_transport
         self.trusted_proxies = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
-        self.api_limiter = TokenBucketLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
-        self.generate_limiter = TokenBucketLimiter(
-            settings.generate_rate_limit_per_minute, settings.generate_rate_limit_burst
-        )
-        self.auth_limiter = TokenBucketLimiter(
-            settings.auth_rate_limit_per_minute, settings.auth_rate_limit_burst
-        )
-        self.write_ip_limiter = TokenBucketLimiter(
-            settings.write_ip_rate_limit_per_minute, settings.write_ip_rate_limit_burst
-        )
+        self._use_limiters(limiters(settings))  # the api_, generate_, auth_ and write_ip_limiter
         self.db: Database | None = None
         self.users: UserStore | None = None
         self.store: ObjectStore | None = None
@@ -103,6 +96,8 @@ class Gateway:
         self.memory: memory_service_pb2_grpc.MemoryServiceStub | None = None
         self.orchestrator: orch_grpc.OrchestratorServiceStub | None = None
         self.downloads: objects.Downloads | None = None
+        self.reports: Reports | None = None
+        self.events = GatewayEvents(self.nats_settings)
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
@@ -112,8 +107,9 @@ class Gateway:
         self.db = Database.open(self.database_settings, service="gateway", data_dir=self.data_dir)
         self.users = UserStore(self.db, self.settings, secret)
         await self.users.migrate()
+        self.reports = Reports(self.db)
         if self.settings.rate_limit_store == "database":  # every replica takes from the same buckets
-            self._share_limits()
+            self._use_limiters(limiters(self.settings, self.db, RateBucket.__table__))
         self.store = await open_store(self.storage_settings, self.data_dir)
         url_key = self.settings.object_url_key
         signer = objects.ObjectSigner(
@@ -121,7 +117,7 @@ class Gateway:
             self.settings.object_url_ttl_s,
         )
         ownership = objects.Ownership(self._owns_character, self._owns_job)
-        self.downloads = objects.Downloads(self.store, signer, ownership)
+        self.downloads = objects.Downloads(self.store, signer, ownership, self.reports.frozen_object)
         for name in ("memory", "orchestrator"):
             self.channels[name] = grpc_client.channel(
                 getattr(self.mesh, f"{name}_addr"),
@@ -131,17 +127,12 @@ class Gateway:
         self.memory = memory_service_pb2_grpc.MemoryServiceStub(self.channels["memory"])
         self.orchestrator = orch_grpc.OrchestratorServiceStub(self.channels["orchestrator"])
 
-    def _share_limits(self) -> None:
-        s, table = self.settings, RateBucket.__table__
-        for name, per_minute, burst in (
-            ("api", s.rate_limit_per_minute, s.rate_limit_burst),
-            ("generate", s.generate_rate_limit_per_minute, s.generate_rate_limit_burst),
-            ("auth", s.auth_rate_limit_per_minute, s.auth_rate_limit_burst),
-            ("write_ip", s.write_ip_rate_limit_per_minute, s.write_ip_rate_limit_burst),
-        ):
-            setattr(self, f"{name}_limiter", SharedLimiter(self.db, table, per_minute, burst, name=name))
+    def _use_limiters(self, by_name: dict[str, Any]) -> None:
+        for name, limiter in by_name.items():
+            setattr(self, f"{name}_limiter", limiter)
 
     async def close(self) -> None:
+        await self.events.close()
         for ch in self.channels.values():
             await ch.close()
         self.channels.clear()
@@ -151,6 +142,20 @@ class Gateway:
             await self.db.close()
 
     # ---- helpers -------------------------------------------------------------------------------------------
+
+    async def audit(
+        self, caller: Caller, action: str, resource_type: str, resource_id: str, **details: Any
+    ) -> None:
+        """An audit row for what `caller` did, from where."""
+        await self.users.audit(
+            caller.user_id,
+            action,
+            resource_type,
+            resource_id,
+            client_ip=caller.client_ip,
+            request_id=caller.request_id,
+            **details,
+        )
 
     async def _rpc(self, service: str, method: Callable[..., Awaitable[Any]], request: Any) -> Any:
         try:
@@ -238,13 +243,11 @@ class Gateway:
         )
         reply = await self._rpc("memory", self.memory.CreateCharacter, request)
         c = reply.character
-        await self.users.audit(
-            caller.user_id,
+        await self.audit(
+            caller,
             "character_create",
             "character",
             c.id,
-            client_ip=caller.client_ip,
-            request_id=caller.request_id,
             images=len(clean),
             name=name,
         )
@@ -294,13 +297,11 @@ class Gateway:
                 replace_description=description is not None,
             ),
         )
-        await self.users.audit(
-            caller.user_id,
+        await self.audit(
+            caller,
             "character_update",
             "character",
             character_id,
-            client_ip=caller.client_ip,
-            request_id=caller.request_id,
             fields=[k for k, v in (("name", name), ("description", description)) if v is not None]
             + [f"sheet.{k}" for k in sheet],
         )
@@ -320,30 +321,31 @@ class Gateway:
 
     async def delete_character(self, caller: Caller, character_id: str) -> dict[str, Any]:
         await self._character(caller, character_id)
+        return await self.erase_character(caller, caller.user_id, character_id)
+
+    async def erase_character(self, actor: Caller, owner_id: str, character_id: str) -> dict[str, Any]:
+        """Erase the owner's character everywhere (memory, then the services told by its event); the audit log
+        keeps who and what, and forgets the character's name."""
         reply = await self._rpc(
             "memory",
             self.memory.DeleteCharacter,
-            memory_service_pb2.DeleteCharacterRequest(character_id=character_id, owner_id=caller.user_id),
+            memory_service_pb2.DeleteCharacterRequest(character_id=character_id, owner_id=owner_id),
         )
         report = [
             {"store": r.store, "removed": r.removed, "ok": r.ok, "error": r.error or None}
             for r in reply.report
         ]
-        await self.users.audit(
-            caller.user_id,
-            "character_delete",
-            "character",
-            character_id,
-            client_ip=caller.client_ip,
-            request_id=caller.request_id,
-            report=report,
+        await self.users.forget_content("character", character_id)
+        await self.audit(
+            actor, "character_delete", "character", character_id, report=report, owner_id=owner_id
         )
-        return {"character_id": character_id, "deleted": True, "report": report}
+        return {"character_id": character_id, "deleted": all(r["ok"] for r in report), "report": report}
 
     async def history(
         self, caller: Caller, character_id: str, page_size: int, page_token: str
     ) -> dict[str, Any]:
         await self._character(caller, character_id)
+        await self.reports.check(character_id)
         reply = await self._rpc(
             "memory",
             self.memory.ListHistory,
@@ -364,28 +366,7 @@ class Gateway:
             "next_page_token": reply.next_page_token or None,
         }
 
-    # ---- uploads -------------------------------------------------------------------------------------------
-
-    async def upload(self, caller: Caller, file: uploads.Upload) -> dict[str, Any]:
-        """Store a cleaned image under the caller's prefix (for pose_image_url)."""
-        s = self.settings
-        name = uploads.label(0, file.filename, "file")
-        uploads.check_sizes(
-            [(name, len(file.data))], per_file=s.max_upload_file_bytes, total=s.max_upload_total_bytes
-        )
-        clean = uploads.clean_image(
-            file.data, name=name, max_pixels=s.max_image_pixels, jpeg_quality=s.jpeg_quality
-        )
-        key = f"{pose.upload_prefix(caller.user_id)}{uuid.uuid4().hex}.{clean.extension}"
-        stored = await self.store.put(key, clean.data, clean.mime)
-        return {
-            "uri": stored.uri,
-            "url": await self.links(caller)(stored.uri),
-            "sha256": stored.sha256,
-            "mime": clean.mime,
-            "width": clean.width,
-            "height": clean.height,
-        }
+    # ---- pose references -----------------------------------------------------------------------------------
 
     async def _pose_uri(self, caller: Caller, url: str) -> tuple[str, str | None]:
         """(uri to pass on, key to delete when the submission does not go through)."""
@@ -405,6 +386,7 @@ class Gateway:
     ) -> dict[str, Any]:
         await take(self.generate_limiter, caller.user_id, "generation requests")
         await self._character(caller, body.character_id)
+        await self.reports.check(body.character_id)
         pose_uri, temp_key = ("", None)
         if body.pose_image_url:
             pose_uri, temp_key = await self._pose_uri(caller, body.pose_image_url)
@@ -421,9 +403,13 @@ class Gateway:
         )
         try:
             reply = await self._rpc("orchestrator", self.orchestrator.SubmitGeneration, request)
-        except BaseException:
+        except BaseException as err:
             if temp_key:
                 await self._forget(temp_key)
+            if isinstance(err, ApiError) and err.code == "prompt_refused":  # who tried, and which category
+                await self.audit(
+                    caller, "prompt_refused", "character", body.character_id, message=err.message
+                )
             raise
         if temp_key and (not reply.created or reply.job.pose_image_uri != pose_uri):
             await self._forget(temp_key)  # an earlier submission with this key already holds its own copy
@@ -431,13 +417,11 @@ class Gateway:
         if job.owner_id and job.owner_id != caller.user_id:  # never hand out another user's job
             raise ApiError(409, "already_exists", "this Idempotency-Key was already used")
         if reply.created:
-            await self.users.audit(
-                caller.user_id,
+            await self.audit(
+                caller,
                 "job_submit",
                 "job",
                 job.id,
-                client_ip=caller.client_ip,
-                request_id=caller.request_id,
                 character_id=body.character_id,
                 idempotency_key=idempotency_key or "",
             )
@@ -465,7 +449,9 @@ class Gateway:
         return reply.job
 
     async def get_job(self, caller: Caller, job_id: str) -> dict[str, Any]:
-        return await views.job(await self._job(caller, job_id), self.links(caller))
+        job = await self._job(caller, job_id)
+        await self.reports.check(job.character_id)  # its result's links are the character's files
+        return await views.job(job, self.links(caller))
 
     async def cancel_job(self, caller: Caller, job_id: str) -> dict[str, Any]:
         await self._job(caller, job_id)
@@ -474,13 +460,11 @@ class Gateway:
             self.orchestrator.CancelJob,
             orch_pb2.CancelJobRequest(job_id=job_id, owner_id=caller.user_id),
         )
-        await self.users.audit(
-            caller.user_id,
+        await self.audit(
+            caller,
             "job_cancel",
             "job",
             job_id,
-            client_ip=caller.client_ip,
-            request_id=caller.request_id,
         )
         return await views.job(reply.job, self.links(caller))
 

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from idlock.errors import IdlockError
+from idlock.errors import IdlockError, reason_of
 
 log = logging.getLogger("idlock.gateway")
 
@@ -108,11 +108,22 @@ def from_grpc(err: grpc.aio.AioRpcError | grpc.RpcError, service: str) -> ApiErr
     else:
         message = details or f"the {service} service answered {code.name}"
     headers = {"Retry-After": "1"} if status == 503 else None
-    return ApiError(status, name, message, headers=headers)
+    # a service's finer reason (prompt_refused, protected_identity) is the code the client sees
+    return ApiError(status, reason_of(err) or name, message, headers=headers)
+
+
+def frozen_error(character_id: str) -> ApiError:
+    """423: a reported character is frozen until an administrator resolves the report."""
+    return ApiError(
+        423,
+        "frozen",
+        f"character {character_id} is frozen while a report about it is reviewed",
+        details={"character_id": character_id},
+    )
 
 
 def from_domain(err: IdlockError) -> ApiError:
-    return ApiError(err.http_status, err.code, err.message)
+    return ApiError(err.http_status, err.reason or err.code, err.message)
 
 
 def _field_name(loc: Sequence[Any]) -> str:

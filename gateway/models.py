@@ -1,17 +1,18 @@
-"""The gateway's own tables (schema `gateway`): users, API keys, audit log."""
+"""The gateway's own tables (schema `gateway`): users, API keys, audit log, rate buckets, reports and frozen
+characters."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from idlock.db import add_columns, make_base
+from idlock.db import add_columns, make_base, new_tables_only
 
 Base = make_base("gateway")
-#: 2: users.name; 3: users.failed_logins, users.locked_until; 4: rate_buckets
-SCHEMA_VERSION = 4
+#: 2: users.name; 3: users.failed_logins, users.locked_until; 4: rate_buckets; 5: reports, frozen_characters
+SCHEMA_VERSION = 5
 
 
 def utcnow() -> dt.datetime:
@@ -45,10 +46,6 @@ class RateBucket(Base):
     updated_at: Mapped[float] = mapped_column(Float, nullable=False)
 
 
-async def _tables_only(conn) -> None:
-    """An upgrade whose new tables `create_all` adds after the steps."""
-
-
 class ApiKey(Base):
     __tablename__ = "api_keys"
 
@@ -79,6 +76,47 @@ class AuditEntry(Base):
     details: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
     note: Mapped[str] = mapped_column(Text, nullable=False, default="")
 
+    #: reports find a character's owner and a job's character here
+    __table_args__ = (Index("ix_audit_log_resource", "resource_type", "resource_id"),)
+
+
+class Report(Base):
+    """A user's report of a character or a job (seed §10). Open until an administrator resolves it."""
+
+    __tablename__ = "reports"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    reporter_id: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
+    target_type: Mapped[str] = mapped_column(String(20), nullable=False)  # character | job
+    target_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    #: the character the target belongs to; "" when the id names nothing (the reporter is not told)
+    character_id: Mapped[str] = mapped_column(String(100), nullable=False, default="", index=True)
+    reason: Mapped[str] = mapped_column(String(40), nullable=False)
+    details: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    status: Mapped[str] = mapped_column(String(20), nullable=False, default="open", index=True)
+    resolution: Mapped[str] = mapped_column(String(20), nullable=False, default="")
+    note: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    resolved_by: Mapped[str] = mapped_column(String(40), nullable=False, default="")
+
+
+class FrozenCharacter(Base):
+    """A reported character: generation, history and its files answer 423 for everyone until resolved."""
+
+    __tablename__ = "frozen_characters"
+
+    character_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    report_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    frozen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+async def _v5_reports(conn) -> None:
+    """reports and frozen_characters are new tables; the audit log gets an index on what it is about."""
+    await conn.execute(
+        text("CREATE INDEX IF NOT EXISTS ix_audit_log_resource ON audit_log (resource_type, resource_id)")
+    )
+
 
 #: upgrade steps of earlier schema versions, by the version they bring the tables to
 UPGRADES = {
@@ -86,5 +124,6 @@ UPGRADES = {
     3: add_columns(
         "users", "failed_logins INTEGER NOT NULL DEFAULT 0", "locked_until TIMESTAMP WITH TIME ZONE"
     ),
-    4: _tables_only,
+    4: new_tables_only,
+    5: _v5_reports,
 }

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlencode
 
-from gateway.errors import ApiError, not_found
+from gateway.errors import ApiError, frozen_error, not_found
 from idlock.errors import IdlockError
 from idlock.storage import ObjectStore
 
@@ -143,10 +143,18 @@ class Ownership:
 class Downloads:
     """Links to the store's objects, and the files behind the local store's links."""
 
-    def __init__(self, store: ObjectStore, signer: ObjectSigner, ownership: Ownership) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        signer: ObjectSigner,
+        ownership: Ownership,
+        frozen: Callable[[str], Awaitable[str]] | None = None,
+    ) -> None:
         self.store = store
         self.signer = signer
         self.ownership = ownership
+        #: the frozen character (reported, under review) a key's file belongs to, "" for none
+        self.frozen = frozen
 
     def links(self, user_id: str, base_url: str) -> UrlFor:
         """Download URLs for one user: presigned on S3, signed links to the gateway's /objects on the local
@@ -171,6 +179,8 @@ class Downloads:
             raise not_found("object", key)  # S3's objects are fetched from S3, at their presigned URLs
         self.signer.verify(key, user_id, expires, signature)
         await self.ownership.check(key, user_id)
+        if self.frozen is not None and (character_id := await self.frozen(key)):
+            raise frozen_error(character_id)
         try:
             path = self.store.path_of(key)  # type: ignore[attr-defined]  (the local store's)
         except IdlockError:

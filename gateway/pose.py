@@ -30,6 +30,7 @@ from gateway import uploads
 from gateway.errors import bad_request
 from gateway.settings import GatewaySettings
 from idlock.errors import InvalidInput
+from idlock.refs import pose_copy_prefix, upload_prefix
 from idlock.storage import ObjectStore
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -40,11 +41,6 @@ MAX_URL_LENGTH = 2048
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 _6TO4 = ipaddress.ip_network("2002::/16")
-
-
-def upload_prefix(user_id: str) -> str:
-    """Object keys a user owns (uploaded pose images and other inputs)."""
-    return f"uploads/{user_id}/"
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -294,6 +290,6 @@ async def resolve(
     clean = uploads.clean_image(
         fetched.data, name=FIELD, max_pixels=settings.max_image_pixels, jpeg_quality=settings.jpeg_quality
     )
-    key = f"{upload_prefix(user_id)}pose/{uuid.uuid4().hex}.{clean.extension}"
+    key = f"{pose_copy_prefix(user_id)}{uuid.uuid4().hex}.{clean.extension}"
     stored = await store.put(key, clean.data, clean.mime)
     return stored.uri, key

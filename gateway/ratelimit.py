@@ -139,3 +139,23 @@ class SharedLimiter:
             except IntegrityError:
                 continue  # another replica made the bucket first: take from it
         return Decision(False, 0, 1.0 / self.rate)
+
+
+def limiters(settings, db=None, table=None) -> dict:
+    """The gateway's limiters by name (api, generate, auth, write_ip): in this process, or, given the database
+    and the `rate_buckets` table, shared by every replica."""
+    s = settings
+    out = {}
+    for name, per_minute, burst in (
+        ("api", s.rate_limit_per_minute, s.rate_limit_burst),
+        ("generate", s.generate_rate_limit_per_minute, s.generate_rate_limit_burst),
+        ("auth", s.auth_rate_limit_per_minute, s.auth_rate_limit_burst),
+        ("write_ip", s.write_ip_rate_limit_per_minute, s.write_ip_rate_limit_burst),
+    ):
+        shared = db is not None and table is not None
+        out[name] = (
+            SharedLimiter(db, table, per_minute, burst, name=name)
+            if shared
+            else TokenBucketLimiter(per_minute, burst)
+        )
+    return out

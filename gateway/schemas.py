@@ -270,7 +270,10 @@ class CharacterPage(BaseModel):
 
 
 class StoreErasureOut(BaseModel):
-    store: str = Field(description="rows, vectors, objects or cache.")
+    store: str = Field(
+        description="database, vectors, objects, prompt_cache, or events (the other services told to erase "
+        "the character's jobs, datasets and LoRAs)."
+    )
     removed: int
     ok: bool
     error: str | None
@@ -278,7 +281,10 @@ class StoreErasureOut(BaseModel):
 
 class CharacterDeleted(BaseModel):
     character_id: str
-    deleted: bool
+    deleted: bool = Field(
+        description="True when every store is clean. False: the erasure is recorded and is finished "
+        "automatically (or by deleting again); the report says what is left."
+    )
     report: list[StoreErasureOut] = Field(description="What was erased from each store.")
 
 

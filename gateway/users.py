@@ -21,6 +21,8 @@ from idlock.db import Database
 from idlock.text import strip_control
 
 _EMAIL = re.compile(EMAIL_PATTERN)
+#: audit details that repeat a resource's content: dropped when the resource is erased
+AUDIT_CONTENT = frozenset({"name", "description", "prompt", "comment"})
 
 
 @dataclass(frozen=True)
@@ -278,6 +280,26 @@ class UserStore:
         # a Core insert: the requests that write the log skip the ORM's session
         async with self.db.connect() as c:
             await c.execute(AuditEntry.__table__.insert().values(**values))
+
+    async def forget_content(self, resource_type: str, resource_id: str) -> int:
+        """An erased resource's audit rows keep who, what and when, and lose what they said of its content
+        (a character's name, a description); returns how many rows changed."""
+        changed = 0
+        async with self.db.session() as s:
+            rows = (
+                await s.execute(
+                    select(AuditEntry).where(
+                        AuditEntry.resource_type == resource_type, AuditEntry.resource_id == resource_id
+                    )
+                )
+            ).scalars()
+            for row in rows:
+                kept = {k: v for k, v in (row.details or {}).items() if k not in AUDIT_CONTENT}
+                if kept != row.details:
+                    row.details = kept
+                    changed += 1
+        await self.db.scrub()
+        return changed
 
     async def audit_entries(self, *, user_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
         async with self.db.session() as s:

@@ -105,3 +105,33 @@ async def running_services(
             mock.patch.dict(os.environ, {k: v for k, v in env.items() if k.endswith("_ADDR")})
         )
         yield channels
+
+
+async def stream_events(
+    nats_url: str, subject: str, *, want: int = 1, match=None, timeout_s: float = 10.0
+) -> list:
+    """Decoded messages on `subject` in its stream, from the first, until `want` of them pass `match` (or the
+    time is up)."""
+    import asyncio
+
+    import nats
+
+    from idlock.bus import decode
+
+    nc = await nats.connect(nats_url)
+    found: list = []
+    try:
+        sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
+        try:
+            async with asyncio.timeout(timeout_s):
+                while len(found) < want:
+                    event = decode(await sub.next_msg(timeout=timeout_s))
+                    if match is None or match(event):
+                        found.append(event)
+        except TimeoutError:
+            pass
+        finally:
+            await sub.unsubscribe()
+    finally:
+        await nc.close()
+    return found

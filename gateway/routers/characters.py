@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from gateway import user_uploads
 from gateway.deps import CallerDep, GatewayDep, IdempotencyDep
 from gateway.schemas import (
     NAME_PATTERN,
@@ -211,14 +212,21 @@ async def delete_character(character_id: str, who: CallerDep, gw: GatewayDep) ->
     return await gw.delete_character(who, character_id)
 
 
+_FROZEN = {423: {"model": ErrorBody, "description": "The character is frozen while a report is reviewed."}}
+
+
 @router.get(
-    "/characters/{character_id}/history", operation_id="character_history", response_model=HistoryPage
+    "/characters/{character_id}/history",
+    operation_id="character_history",
+    response_model=HistoryPage,
+    responses=_FROZEN,
 )
 @router.get(
     "/character/{character_id}/history",
     operation_id="character_history_seed_path",
     response_model=HistoryPage,
     summary="Character History (the seed's path)",
+    responses=_FROZEN,
 )
 async def character_history(
     character_id: str, who: CallerDep, gw: GatewayDep, page_size: PageSize = 20, page_token: PageToken = ""
@@ -241,4 +249,4 @@ async def upload_image(
 ) -> dict[str, Any]:
     """Store an image under your uploads (re-encoded without metadata); use its `uri` as pose_image_url."""
     (upload,) = await _read([file])
-    return await gw.upload(who, upload)
+    return await user_uploads.upload(gw, who, upload)

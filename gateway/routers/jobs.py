@@ -37,7 +37,12 @@ JOB_LINKS = {
     status_code=202,
     operation_id="generate",
     response_model=JobAccepted,
-    responses={202: {"links": JOB_LINKS}, 409: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    responses={
+        202: {"links": JOB_LINKS},
+        409: {"model": ErrorBody},
+        423: {"model": ErrorBody, "description": "The character is frozen while a report is reviewed."},
+        503: {"model": ErrorBody},
+    },
 )
 async def generate(body: GenerateIn, who: CallerDep, gw: GatewayDep, idem: IdempotencyDep) -> JSONResponse:
     """Queue a scene for a character. With `Idempotency-Key`, a retried submission returns the same job."""
@@ -55,7 +60,14 @@ async def generate(body: GenerateIn, who: CallerDep, gw: GatewayDep, idem: Idemp
     return JSONResponse(accepted, status_code=202, headers={"Location": f"/api/v1/job/{accepted['job_id']}"})
 
 
-@router.get("/job/{job_id}", operation_id="get_job", response_model=JobOut)
+@router.get(
+    "/job/{job_id}",
+    operation_id="get_job",
+    response_model=JobOut,
+    responses={
+        423: {"model": ErrorBody, "description": "The job's character is frozen while a report is reviewed."}
+    },
+)
 async def get_job(job_id: str, who: CallerDep, gw: GatewayDep) -> dict[str, Any]:
     """Status, result references with download URLs, and metrics of one of your jobs."""
     return await gw.get_job(who, job_id)

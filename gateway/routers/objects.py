@@ -29,6 +29,7 @@ MEDIA = {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "video/mp4": {}, "
         200: {"content": MEDIA, "description": "The object (Range requests are answered with 206)."},
         206: {"content": MEDIA, "description": "The requested byte range of the object."},
         416: {"description": "The requested range is outside the object."},
+        423: {"model": ErrorBody, "description": "Its character is frozen while a report is reviewed."},
     },
 )
 async def download_object(

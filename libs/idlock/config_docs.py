@@ -10,6 +10,7 @@ from pydantic_core import PydanticUndefined
 
 from idlock.launch import SERVICES
 from idlock.mesh_auth import MeshAuthSettings
+from idlock.moderation import ModerationSettings
 from idlock.settings import (
     DatabaseSettings,
     IdlockSettings,
@@ -33,6 +34,7 @@ def settings_classes() -> list[type[IdlockSettings]]:
         TelemetrySettings,
         MeshSettings,
         MeshAuthSettings,
+        ModerationSettings,
     ]
     for name in SERVICES:
         classes.append(

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 import re
 import sqlite3
 import time
@@ -38,6 +39,8 @@ from sqlalchemy.orm import DeclarativeBase
 
 from idlock.errors import InvalidInput, PreconditionFailed
 from idlock.settings import DatabaseSettings
+
+log = logging.getLogger("idlock.db")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -64,6 +67,10 @@ def add_columns(table: str, *columns: str) -> UpgradeStep:
             await conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column}"))
 
     return step
+
+
+async def new_tables_only(conn: AsyncConnection) -> None:
+    """An upgrade step for a version that only adds tables: `create_all` adds them after the steps."""
 
 
 class SchemaTooNew(PreconditionFailed):
@@ -257,6 +264,21 @@ class Database:
             )
             return stored or 0
 
+    async def scrub(self) -> None:
+        """After an erasure: SQLite keeps old page images in its WAL file until a checkpoint rewrites and
+        truncates it (deleted rows are zeroed in the database file itself: secure_delete is on). Postgres leaves
+        dead rows to autovacuum; nothing reads them through SQL."""
+        path = self._base_engine.url.database
+        if self.dialect != "sqlite" or not path or path == ":memory:":
+            return
+        for _ in range(50):  # a reader in the middle of a transaction holds the WAL: wait for it, briefly
+            if await asyncio.to_thread(_checkpoint_truncate, path):
+                return
+            await asyncio.sleep(0.1)
+        log.warning(
+            "the SQLite WAL of %s was not emptied after an erasure: readers kept it busy", self.service
+        )
+
     async def close(self) -> None:
         await self._base_engine.dispose()
 
@@ -318,6 +340,17 @@ def _inline_sqlite(url: str) -> Callable[[], Awaitable[InlineSqliteConnection]]:
     return connect
 
 
+def _checkpoint_truncate(path: str) -> bool:
+    """Copy the WAL into the database and empty it, on a connection of its own (outside any transaction);
+    False when a reader kept it busy."""
+    conn = sqlite3.connect(path, timeout=5)
+    try:
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return busy == 0
+    finally:
+        conn.close()
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # the driver's own transaction handling skips DDL; _sqlite_begin makes migrations truly transactional
     dbapi_conn.isolation_level = None
@@ -329,6 +362,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             "PRAGMA busy_timeout=0"
         )  # waiting for a lock happens in InlineSqliteConnection, not the loop
         cur.execute("PRAGMA synchronous=NORMAL")  # safe with WAL, much faster commits
+        cur.execute("PRAGMA secure_delete=ON")  # an erased row's bytes are zeroed, not left in free pages
     finally:
         cur.close()
 

@@ -5,6 +5,18 @@ Core modules never import grpc: they raise one of these with a message that name
 
 from __future__ import annotations
 
+#: the gRPC trailer carrying `IdlockError.reason`
+REASON_TRAILER = "idlock-reason"
+
+
+def reason_of(err: object) -> str:
+    """The `idlock-reason` trailer of a failed gRPC call ("" for none)."""
+    trailing = getattr(err, "trailing_metadata", None)
+    for key, value in (trailing() if callable(trailing) else None) or ():
+        if key == REASON_TRAILER:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return ""
+
 
 class IdlockError(Exception):
     """Base of every error IDLock reports to a caller. `code` is the stable machine-readable name."""
@@ -12,6 +24,9 @@ class IdlockError(Exception):
     code = "internal"
     grpc_status = "INTERNAL"
     http_status = 500
+    #: a finer machine-readable reason than the status (e.g. prompt_refused, protected_identity): it travels
+    #: between services in the `idlock-reason` trailer and becomes the REST error's code
+    reason = ""
 
     def __init__(self, message: str, *, details: dict | None = None) -> None:
         super().__init__(message)

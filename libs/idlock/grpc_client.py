@@ -151,4 +151,6 @@ def peer_error(
     code = err.code()
     message = err.details() or code.name
     cls = _ERROR_BY_CODE.get(code, default)
-    return cls(f"{where}: {message}" if where else message, details={"code": code.name, "peer": where})
+    out = cls(f"{where}: {message}" if where else message, details={"code": code.name, "peer": where})
+    out.reason = errors.reason_of(err)  # passed on as it came (prompt_refused, protected_identity, ...)
+    return out

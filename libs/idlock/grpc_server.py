@@ -26,7 +26,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from idlock import mesh_auth, telemetry
-from idlock.errors import IdlockError, Unimplemented
+from idlock.errors import REASON_TRAILER, IdlockError, Unimplemented
 from idlock.settings import GrpcServerSettings, PathsSettings
 
 log = logging.getLogger("idlock.grpc")
@@ -179,6 +179,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     code = err.grpc_status
                     span.set_status(Status(StatusCode.ERROR, err.message))
                     log.info("%s/%s -> %s: %s", service, name, code, err.message)
+                    if err.reason:
+                        context.set_trailing_metadata(((REASON_TRAILER, err.reason),))
                     await context.abort(grpc.StatusCode[err.grpc_status], err.message)
                 except asyncio.CancelledError:
                     code = "CANCELLED"

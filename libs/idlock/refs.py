@@ -12,6 +12,17 @@ from idlock.storage import ObjectStore
 from idlock.v1 import common_pb2
 
 
+def upload_prefix(user_id: str) -> str:
+    """Object keys a user owns (uploaded pose images and other inputs)."""
+    return f"uploads/{user_id}/"
+
+
+def pose_copy_prefix(user_id: str) -> str:
+    """Where the gateway keeps its copy of a pose image fetched from a URL: one per submission, so erasing the
+    job's character erases it too (an uploaded image stays the user's)."""
+    return f"{upload_prefix(user_id)}pose/"
+
+
 def video_suffix(data: bytes) -> str:
     """A clip's file suffix from its container's first bytes (OpenCV's reader also goes by the file name)."""
     if data[4:8] == b"ftyp":

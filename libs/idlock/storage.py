@@ -369,18 +369,28 @@ class S3ObjectStore(ObjectStore):
     async def list(self, prefix: str = "") -> list[str]:
         return await self._call("list", prefix, self._list_sync, prefix=_validate_prefix(prefix))
 
+    def _versions_sync(self, prefix: str) -> list[dict[str, str]]:
+        out: list[dict[str, str]] = []
+        pages = self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix)
+        for page in pages:
+            for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                out.append({"Key": v["Key"], "VersionId": v["VersionId"]})
+        return out
+
     async def delete_prefix(self, prefix: str) -> int:
+        """Every version of every object under `prefix` (an erasure on a versioned bucket leaves no old copy;
+        an unversioned bucket lists each object once, as version "null"). Returns the number of keys."""
         if not prefix:
             raise InvalidInput("delete_prefix needs a non-empty prefix; refusing to empty the whole bucket")
-        keys = await self.list(prefix)
-        for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
-            batch = keys[i : i + 1000]
+        versions = await self._call("list", prefix, self._versions_sync, prefix=_validate_prefix(prefix))
+        for i in range(0, len(versions), 1000):  # DeleteObjects takes at most 1000 keys
+            batch = versions[i : i + 1000]
             resp = await self._call(
                 "delete",
                 prefix,
                 self.client.delete_objects,
                 Bucket=self.bucket,
-                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+                Delete={"Objects": batch, "Quiet": True},
             )
             if resp.get("Errors"):
                 first = resp["Errors"][0]
@@ -388,7 +398,7 @@ class S3ObjectStore(ObjectStore):
                     f"S3 could not delete {len(resp['Errors'])} objects under {prefix!r}, e.g. "
                     f"{first.get('Key')!r}: {first.get('Code')} {first.get('Message')}"
                 )
-        return len(keys)
+        return len({v["Key"] for v in versions})
 
     async def url(self, key: str) -> str:
         validate_key(key)

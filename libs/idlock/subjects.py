@@ -75,6 +75,8 @@ LORA_TRAINED = event_subject("lora", "trained")
 LORA_ACTIVATED = event_subject("lora", "activated")
 LORA_ARCHIVED = event_subject("lora", "archived")
 FEEDBACK_RECORDED = event_subject("feedback", "recorded")
+REPORT_FILED = event_subject("report", "filed")
+REPORT_RESOLVED = event_subject("report", "resolved")
 
 ALL_EVENTS = (
     CHARACTER_CREATED,
@@ -92,6 +94,8 @@ ALL_EVENTS = (
     LORA_ACTIVATED,
     LORA_ARCHIVED,
     FEEDBACK_RECORDED,
+    REPORT_FILED,
+    REPORT_RESOLVED,
 )
 
 
@@ -115,3 +119,4 @@ TRAINER_TRAIN = "trainer-train"
 TRAINER_GOLDEN = "trainer-golden"
 MEMORY_CHARACTER_DELETED = "memory-character-deleted"
 ORCHESTRATOR_JOB_EVENTS = "orchestrator-job-events"
+ORCHESTRATOR_CHARACTER_DELETED = "orchestrator-character-deleted"

@@ -21,6 +21,7 @@ from idlock.threads import model_executor
 from idlock.v1 import common_pb2
 from idlock.v1 import identity_service_pb2 as pb
 from idlock.v1 import identity_service_pb2_grpc as pb_grpc
+from services.identity.protected import ProtectedGallery
 from services.identity.settings import IdentitySettings
 
 SETTINGS = IdentitySettings
@@ -35,11 +36,15 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         self.store: ObjectStore | None = None
         self._pool = model_executor(settings.workers, "identity", settings.model_thread_priority)
         self._prints: OrderedDict[str, np.ndarray | None] = OrderedDict()
+        self.gallery = ProtectedGallery([])
 
     async def startup(self) -> None:
         loop = asyncio.get_running_loop()
         # models load before the service reports SERVING
         self.engine = await loop.run_in_executor(self._pool, get_engine, self.settings)
+        self.gallery = await loop.run_in_executor(
+            self._pool, ProtectedGallery.load, self.engine, self.settings.protected_gallery_dir
+        )
         self.store = await open_store(StorageSettings(), PathsSettings().data_dir)
 
     async def shutdown(self) -> None:
@@ -86,6 +91,8 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             )
         images = [await self._image(img, f"reference image {i}") for i, img in enumerate(request.images)]
         identity = await self._run(self.engine.encode_references, images)
+        if len(self.gallery):
+            await self._run(self.gallery.check, self.engine, list(identity.views))
         name = identity.encoder
         quality = []
         for q in identity.qualities:

@@ -3,6 +3,7 @@ service's own."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field
@@ -21,4 +22,9 @@ class IdentitySettings(ModelServiceSettings, FaceSettings):
         ge=1,
         le=64,
         description="Threads running model work (decode, detect, embed) for the gRPC servicer.",
+    )
+    protected_gallery_dir: Path | None = Field(
+        None,
+        description="A folder of photos (one face each; a sub-folder per person) of identities that may not "
+        "become characters: a reference matching one at the pass level is refused (protected_identity).",
     )

@@ -8,6 +8,7 @@ Two implementations of the `PromptCache` protocol: in memory (tests, dev) and ov
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
@@ -108,28 +109,54 @@ class InMemoryPromptCache:
 class NatsKvPromptCache:
     """Over a JetStream KV bucket. Build with `await NatsKvPromptCache.open(js, bucket)`."""
 
-    def __init__(self, kv: Any) -> None:
+    def __init__(self, kv: Any, js: Any, stream: str) -> None:
         self._kv = kv
+        self._js = js
+        self._stream = stream  # the bucket's stream, where erasure deletes messages
 
     @classmethod
     async def open(
         cls, js: Any, bucket: str = "idlock_prompt_cache", *, ttl_s: int = 0, replicas: int = 1
     ) -> NatsKvPromptCache:
-        from nats.js.errors import BucketNotFoundError
+        """Open the bucket, creating its stream as a KV bucket's, except that messages may be deleted: erasure
+        deletes them (the server overwrites their bytes). A bucket made by an earlier release denies that, and
+        a stream cannot be changed to allow it: being a cache, it is made again (its prompts are composed again)."""
+        from nats.js import api
+        from nats.js.errors import NotFoundError
 
+        stream = f"KV_{bucket}"
         try:
-            kv = await js.key_value(bucket)
-        except BucketNotFoundError:
-            kw: dict[str, Any] = {
-                "bucket": bucket,
-                "history": 1,
-                "replicas": replicas,
-                "description": "IDLock composed-prompt cache",
-            }
-            if ttl_s:
-                kw["ttl"] = float(ttl_s)
-            kv = await js.create_key_value(**kw)
-        return cls(kv)
+            info = await js.stream_info(stream)
+        except NotFoundError:
+            info = None
+        if info is not None and info.config.deny_delete:
+            log.warning(
+                "prompt cache bucket %s was made without message deletes, so erasure could not reach its "
+                "files: making it again (cached prompts are composed again)",
+                bucket,
+            )
+            await js.delete_stream(stream)
+            info = None
+        if info is None:
+            await js.add_stream(
+                api.StreamConfig(
+                    name=stream,
+                    description="IDLock composed-prompt cache",
+                    subjects=[f"$KV.{bucket}.>"],
+                    allow_direct=True,
+                    allow_rollup_hdrs=True,
+                    deny_delete=False,
+                    discard=api.DiscardPolicy.NEW,
+                    duplicate_window=min(float(ttl_s), 120.0) if ttl_s else 120.0,
+                    max_age=float(ttl_s) if ttl_s else None,
+                    max_consumers=-1,
+                    max_msgs=-1,
+                    max_msgs_per_subject=1,
+                    num_replicas=replicas,
+                    storage=api.StorageType.FILE,
+                )
+            )
+        return cls(await js.key_value(bucket), js, stream)
 
     async def get(self, key: CacheKey) -> ComposedPrompt | None:
         from nats.js.errors import NotFoundError
@@ -147,26 +174,40 @@ class NatsKvPromptCache:
             return None
 
     async def put(self, key: CacheKey, value: ComposedPrompt) -> None:
-        await self._kv.put(key.storage_key(), replace(value, cache_hit=False).to_json().encode())
+        """Create only: an overwritten revision would be dropped from the stream's files without being erased,
+        where a later erasure could not reach it (a key's value is the same prompt anyway)."""
+        from nats.js.errors import KeyWrongLastSequenceError
 
-    async def _keys_of(self, token: str) -> list[str]:
+        try:
+            await self._kv.create(key.storage_key(), replace(value, cache_hit=False).to_json().encode())
+        except KeyWrongLastSequenceError:
+            pass  # already cached
+
+    async def _entries_of(self, token: str) -> list[tuple[str, int]]:
+        """(key, stream sequence) of each live entry of the character."""
         watcher = await self._kv.watch(f"{token}.>", ignore_deletes=True, meta_only=True)
-        keys: list[str] = []
+        entries: list[tuple[str, int]] = []
         try:
             async with asyncio.timeout(30):
                 async for entry in watcher:
                     if entry is None:  # the initial values have all been delivered
                         break
-                    keys.append(entry.key)
+                    entries.append((entry.key, entry.revision))
         finally:
             await watcher.stop()
-        return keys
+        return entries
 
     async def delete_for_character(self, character_id: str) -> int:
-        keys = await self._keys_of(character_token(character_id))
-        for k in keys:
-            await self._kv.purge(k)
-        return len(keys)
+        """Erase each entry's message (the server overwrites its bytes in the stream's files; a purge alone
+        leaves them there until the block is compacted), then purge the key."""
+        from nats.js.errors import NotFoundError
+
+        entries = await self._entries_of(character_token(character_id))
+        for key, seq in entries:
+            with contextlib.suppress(NotFoundError):  # expired or erased meanwhile
+                await self._js.delete_msg(self._stream, seq)
+            await self._kv.purge(key)
+        return len(entries)
 
 
 async def cache_from_settings(settings: Any, js: Any | None = None) -> PromptCache | None:

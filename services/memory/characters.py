@@ -268,14 +268,17 @@ async def erase_character(
     character_id: str,
     *,
     owner_id: str | None = None,
+    resume: bool = False,
 ) -> list[StoreReport]:
     """Remove the character from every store; one report per store (database, vectors, objects, prompt_cache).
 
-    NotFound when the character does not exist (or belongs to another owner). When a store other than the
-    database fails, the rows are kept (reported not ok) so that DeleteCharacter can be retried.
+    NotFound when the character does not exist (or belongs to another owner), unless `resume` (an erasure taken
+    up again, whose rows may be gone). When a store other than the database fails, the rows are kept (reported
+    not ok) so that DeleteCharacter can be retried.
     """
-    async with sessions() as s:
-        await repo.get_character(s, character_id, owner_id=owner_id)
+    if not resume:
+        async with sessions() as s:
+            await repo.get_character(s, character_id, owner_id=owner_id)
     reports = {name: StoreReport(name) for name in STORES}
 
     async def step(name: str, fn: Callable[[], Awaitable[int]]) -> None:
@@ -305,7 +308,7 @@ async def erase_character(
 
     async def rows() -> int:
         async with sessions() as s:
-            counts = await repo.delete_character(s, character_id)
+            counts = await repo.delete_character(s, character_id, must_exist=not resume)
         reports["database"].details = counts
         return sum(counts.values())
 

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from idlock.db import add_columns, make_base
+from idlock.db import add_columns, make_base, new_tables_only
 
 STATUS_READY = "ready"
 STATUS_NEEDS_MORE_REFS = "needs_more_refs"
@@ -37,8 +37,8 @@ def utcnow() -> datetime:
 
 
 #: version of these models that `Database.migrate` records (2: episodes.context, episodes.provider_label;
-#: 3: episodes.copy_check)
-SCHEMA_VERSION = 3
+#: 3: episodes.copy_check; 4: erasures)
+SCHEMA_VERSION = 4
 
 Base = make_base("memory", type_annotation_map={dict[str, Any]: JSON, list[Any]: JSON})
 
@@ -140,8 +140,24 @@ class Summary(Base):
     __table_args__ = (UniqueConstraint("character_id", "up_to_scene", name="uq_summaries_character_scene"),)
 
 
+class Erasure(Base):
+    """A character's erasure, written before its first store is touched: one left unfinished by a crash is
+    taken up again when the service starts. Once finished it keeps who owned the character, when, and how much
+    went (no content)."""
+
+    __tablename__ = "erasures"
+
+    character_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(String(128))
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: store -> items removed
+    removed: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
 #: upgrade steps of earlier schema versions, by the version they bring the tables to
 UPGRADES = {
     2: add_columns("episodes", "context JSON", "provider_label VARCHAR(128) NOT NULL DEFAULT ''"),
     3: add_columns("episodes", "copy_check JSON"),
+    4: new_tables_only,
 }

@@ -13,8 +13,9 @@ from idlock.v1 import common_pb2, events_pb2
 from services.memory import characters
 from services.memory import repository as repo
 from services.memory.episodes import Story
+from services.memory.erasure import Erasures
 from services.memory.runtime import MemoryRuntime
-from services.memory.views import now, ts
+from services.memory.views import ts
 
 #: internal services that act for the system, not for one user: only they may leave the owner empty
 SYSTEM_CALLERS = frozenset({"orchestrator", "refiner", "trainer", "render", "identity", "memory"})
@@ -50,6 +51,7 @@ class CharacterRegistry:
     def __init__(self, rt: MemoryRuntime, story: Story) -> None:
         self.rt = rt
         self.story = story
+        self.erasures = Erasures(rt)
 
     async def _semantic(self, ch: Any) -> list[float] | None:
         if not (ch.encoder and ch.identity_dim):
@@ -134,7 +136,7 @@ class CharacterRegistry:
         return CharacterView(ch, await self._semantic(ch))
 
     async def erase(self, character_id: str, owner_id: str) -> list[characters.StoreReport]:
-        """Erase the character from every store; character.deleted goes out once every store is clean."""
+        """Erase the character from every store and tell the other services (`erasure.py`)."""
         rt = self.rt
         cid = required(character_id, "character_id")
         await self.story.settled(cid)
@@ -142,17 +144,8 @@ class CharacterRegistry:
         async with rt.db.session() as s:
             ch = await repo.get_character(s, cid, owner_id=owner_filter(owner_id))
             owner = ch.owner_id
-        rt.states.forget(cid)
-        reports = await characters.erase_character(
-            rt.db.session, rt.store, rt.vectors, rt.cache, cid, owner_id=owner_filter(owner_id)
-        )
-        if all(r.ok for r in reports):
-            await rt.publish(
-                subjects.CHARACTER_DELETED,
-                events_pb2.CharacterDeleted(character_id=cid, owner_id=owner, at=now()),
-                msg_id=f"character.deleted.{cid}",
-            )
-        return reports
+        await self.erasures.begin(cid, owner)
+        return await self.erasures.run(cid, owner)
 
 
 __all__ = ["CharacterRegistry", "CharacterView", "owner_filter"]

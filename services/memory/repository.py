@@ -223,9 +223,13 @@ async def set_identity(
     return await _loaded(session, ch)
 
 
-async def delete_character(session: AsyncSession, character_id: str) -> dict[str, int]:
-    """Delete the character's rows (summaries, episodes, the character); `NotFound` when missing."""
-    await get_character(session, character_id)
+async def delete_character(
+    session: AsyncSession, character_id: str, *, must_exist: bool = True
+) -> dict[str, int]:
+    """Delete the character's rows (summaries, episodes, the character); `NotFound` when missing, unless
+    `must_exist` is False (an erasure taken up again after its rows went)."""
+    if must_exist:
+        await get_character(session, character_id)
     s = await session.execute(delete(Summary).where(Summary.character_id == character_id))
     e = await session.execute(delete(Episode).where(Episode.character_id == character_id))
     c = await session.execute(delete(Character).where(Character.id == character_id))

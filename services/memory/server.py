@@ -48,6 +48,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
 
     async def startup(self) -> None:
         await self.rt.open()
+        self.rt.soon(self.registry.erasures.resume())  # erasures a crash left unfinished
 
     async def shutdown(self) -> None:
         await self.story.close()

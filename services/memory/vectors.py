@@ -97,12 +97,12 @@ class MemoryVectors:
         corrupt the file."""
         if not self.local:
             return
-        collection = getattr(self._c._client, "collections", {}).get(name)
-        connection = getattr(getattr(collection, "storage", None), "storage", None)
-        if connection is None:  # in-memory local mode, or a client whose internals moved
+        connection = self._local_connection(name)
+        if connection is None:
             return
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA secure_delete=ON")  # an erased point's bytes are zeroed
 
     @classmethod
     def remote(cls, url: str, api_key: str | None = None, prefix: str = "idlock") -> MemoryVectors:
@@ -482,4 +482,22 @@ class MemoryVectors:
             if r.count:
                 await self._c.delete(name, points_selector=self._flt(character_id), wait=True)
                 n += r.count
+        if n and self.local:
+            self._scrub_local_files()  # on the loop: the client uses its SQLite connection from this thread
         return n
+
+    def _local_connection(self, name: str) -> Any:
+        collection = getattr(self._c._client, "collections", {}).get(
+            name
+        )  # None: in memory, or internals moved
+        return getattr(getattr(collection, "storage", None), "storage", None)
+
+    def _scrub_local_files(self) -> None:
+        """Rebuild each local collection's SQLite file without the free pages deletes left (an erased episode's
+        text would stay readable there), and empty its WAL."""
+        for name in list(getattr(self._c._client, "collections", {})):
+            connection = self._local_connection(name)
+            if connection is not None:
+                connection.commit()
+                connection.execute("VACUUM")
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from idlock.errors import InvalidInput, NotFound, PermissionDenied, PreconditionFailed, Unimplemented
 from idlock.v1 import (
     common_pb2,
-    events_pb2,
     identity_service_pb2,
     memory_service_pb2,
     refiner_service_pb2,
@@ -161,7 +160,7 @@ class FlowDeps:
 
 
 class Prefetch(Protocol):
-    """Work a flow starts from the queue's message while the job is being claimed (it only reads)."""
+    """Work a flow starts from the queued job's row while the job is being claimed (it only reads)."""
 
     def matches(self, job: Job) -> bool: ...
 
@@ -171,8 +170,8 @@ class Prefetch(Protocol):
 class Flow(Protocol):
     """One kind of job, from its first step to its end."""
 
-    def prefetch(self, work: events_pb2.GenerateJobWork) -> Prefetch | None:
-        """Start reads that need only the message (None: nothing to start)."""
+    def prefetch(self, queued: Job) -> Prefetch | None:
+        """Start reads that need only the queued row (None: nothing to start)."""
         ...
 
     async def run(

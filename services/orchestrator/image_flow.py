@@ -15,12 +15,12 @@ import logging
 from dataclasses import dataclass
 
 from idlock.errors import IdlockError
-from idlock.v1 import common_pb2, events_pb2, memory_service_pb2, refiner_service_pb2, render_service_pb2
+from idlock.v1 import common_pb2, memory_service_pb2, refiner_service_pb2, render_service_pb2
 from idlock.v1 import job_checkpoint_pb2 as ck
 from idlock.v1 import orchestrator_service_pb2 as pb
 from services.orchestrator import steps
 from services.orchestrator.flow import FlowDeps, JobFailed, Outcome, Prefetch, job_seed
-from services.orchestrator.models import Job
+from services.orchestrator.models import QUEUED, Job
 from services.orchestrator.runner import StepRunner
 
 log = logging.getLogger("idlock.orchestrator.image")
@@ -36,15 +36,16 @@ REPOSE = (
 
 @dataclass
 class EarlyContext:
-    """BuildContext asked for from the queue's message, while the job is claimed."""
+    """BuildContext asked for from the queued job's row, while the job is claimed."""
 
-    work: events_pb2.GenerateJobWork
+    queued: Job
     task: asyncio.Future[memory_service_pb2.BuildContextResponse]
 
     def matches(self, job: Job) -> bool:
-        """Whether it was asked with what the job's row holds (the row is the truth)."""
-        w = self.work
-        return (w.character_id, w.owner_id, w.prompt, list(w.style_overrides)) == (
+        """Whether it was asked with what the claimed row holds (the row may have changed in between)."""
+        q = self.queued
+        return (q.id, q.character_id, q.owner_id, q.prompt, list(q.style_overrides or [])) == (
+            job.id,
             job.character_id,
             job.owner_id,
             job.prompt,
@@ -62,22 +63,22 @@ class ImageFlow:
         self.config = deps.config
         self.objects = deps.objects
 
-    def prefetch(self, work: events_pb2.GenerateJobWork) -> Prefetch | None:
-        """Memory's context only reads: it is asked for from the message while the job is claimed."""
-        if not work.prompt:  # a job that ran before may have its context saved: the row decides
+    def prefetch(self, queued: Job) -> Prefetch | None:
+        """Memory's context only reads: it is asked for from the queued row while the job is claimed."""
+        if queued.status != QUEUED:  # a job that ran before may have its context saved: the claim decides
             return None
         task = asyncio.ensure_future(
             self.peers.build_context(
-                work.character_id,
-                work.owner_id,
-                work.prompt,
-                list(work.style_overrides),
+                queued.character_id,
+                queued.owner_id,
+                queued.prompt,
+                list(queued.style_overrides or []),
                 timeout_s=self.config.step_timeout_s,
             )
         )
         # a dropped one's error is retrieved here, not reported as never retrieved
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        return EarlyContext(work, task)
+        return EarlyContext(queued, task)
 
     async def run(
         self, job: Job, options: pb.GenerationOptions, run: StepRunner, prefetched: Prefetch | None

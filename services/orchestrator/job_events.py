@@ -1,6 +1,10 @@
 """Job events (`idlock.events.job.<verb>`): built from the job row, published in order per job. Progress events go
 out in the background so that they never hold the next step up; the row stays the truth, so an event lost to an
-outage is logged, not retried."""
+outage is logged, not retried.
+
+An event carries ids, references and numbers, never content: no prompt, and no image digest (a stream keeps its
+messages for days, and erasing a character cannot reach into it). A reader that needs the prompt asks its owner.
+"""
 
 from __future__ import annotations
 
@@ -32,16 +36,18 @@ def job_event(job: Job, status: int, **fields: Any) -> events_pb2.JobEvent:
         owner_id=job.owner_id,
         character_id=job.character_id,
         status=status,
-        prompt=job.prompt,
         at=_now_ts(),
     )
     for k, v in fields.items():
         if v is None:
             continue
-        if k in ("result_image", "metrics"):
+        if k in ("result_image", "result_video", "metrics"):
             getattr(ev, k).CopyFrom(v)
         else:
             setattr(ev, k, v)
+    for ref in ("result_image", "result_video"):
+        if ev.HasField(ref):
+            getattr(ev, ref).ClearField("sha256")
     return ev
 
 

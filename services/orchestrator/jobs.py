@@ -206,7 +206,8 @@ class JobStore:
         if not owner_id:
             raise InvalidInput("owner_id is required")
         job = await self.get(job_id)
-        if job is None or job.owner_id != owner_id:
+        # an erased character's job is a tombstone: as unknown to its owner as to anyone
+        if job is None or job.owner_id != owner_id or job.erased_at is not None:
             raise NotFound(f"job {job_id} not found")
         return job
 
@@ -219,7 +220,7 @@ class JobStore:
         if page_size < 0:
             raise InvalidInput(f"page_size must be >= 0, got {page_size}")
         size = min(page_size or DEFAULT_PAGE, MAX_PAGE)
-        q = select(Job).where(Job.owner_id == owner_id)
+        q = select(Job).where(Job.owner_id == owner_id, Job.erased_at.is_(None))
         if character_id:
             q = q.where(Job.character_id == character_id)
         if page_token:

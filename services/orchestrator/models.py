@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from idlock.db import aware, make_base, utcnow  # noqa: F401 (re-exported to the service)
+from idlock.db import add_columns, aware, make_base, utcnow  # noqa: F401 (re-exported to the service)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 Base = make_base("orchestrator", type_annotation_map={dict[str, Any]: JSON, list[Any]: JSON})
 
@@ -54,12 +54,25 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: set when the job's character was erased: the row is a tombstone (id, owner, status, times; no content)
+    #: and the API answers as if the job never was
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (
         UniqueConstraint("owner_id", "idempotency_key"),
         Index("ix_jobs_owner_created", "owner_id", "created_at", "id"),
         Index("ix_jobs_status_updated", "status", "updated_at"),
+        Index("ix_jobs_character", "character_id"),
     )
+
+
+async def _v2_erasure(conn: Any) -> None:
+    await add_columns("jobs", "erased_at TIMESTAMP WITH TIME ZONE")(conn)
+    await conn.execute(text("CREATE INDEX IF NOT EXISTS ix_jobs_character ON jobs (character_id)"))
+
+
+#: upgrade steps of earlier schema versions, by the version they bring the tables to
+UPGRADES = {2: _v2_erasure}
 
 
 class Usage(Base):

@@ -17,7 +17,7 @@ from idlock.v1 import events_pb2
 from services.orchestrator.clients import GrpcPeers
 from services.orchestrator.flow import FlowConfig, Peers
 from services.orchestrator.jobs import JobStore
-from services.orchestrator.models import QUEUED, SCHEMA_VERSION, Base, Job
+from services.orchestrator.models import SCHEMA_VERSION, UPGRADES, Base, Job
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.state_extraction import StateExtractor, VisionStateReader
 from services.orchestrator.worker import JobWorker
@@ -52,7 +52,7 @@ class OrchestratorRuntime:
         s = self.settings
         data_dir = PathsSettings().data_dir
         self.db = Database.open(DatabaseSettings(), service="orchestrator", data_dir=data_dir)
-        await self.db.migrate(Base.metadata, version=SCHEMA_VERSION)
+        await self.db.migrate(Base.metadata, version=SCHEMA_VERSION, upgrades=UPGRADES)
         self.store = JobStore(self.db)
         self.bus = await EventBus.connect(NatsSettings(), name=f"orchestrator-{self.worker_id}")
         await self.bus.ensure_streams()
@@ -97,9 +97,6 @@ class OrchestratorRuntime:
             character_id=job.character_id,
             video=bool((job.options or {}).get("video")),
         )
-        if job.status == QUEUED:  # a job that ran before may have its context saved: the worker reads the row
-            work.prompt = job.prompt
-            work.style_overrides.extend(job.style_overrides or [])
         await self.bus.publish(subjects.JOB_GENERATE, work, msg_id=msg_id)
 
 

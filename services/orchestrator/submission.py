@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 from idlock import subjects
 from idlock.errors import InvalidInput, NotFound, PreconditionFailed, Unavailable
+from idlock.moderation import PromptPolicy, check_prompt
 from idlock.text import sanitize_prompt, strip_control
 from idlock.v1 import common_pb2, events_pb2, memory_service_pb2
 from idlock.v1 import orchestrator_service_pb2 as pb
@@ -37,8 +38,10 @@ WATCH_EVENTS = {
 
 
 class Submissions:
-    def __init__(self, rt: OrchestratorRuntime) -> None:
+    def __init__(self, rt: OrchestratorRuntime, policy: PromptPolicy | None = None) -> None:
         self.rt = rt
+        #: what a prompt may ask for (`idlock.moderation`: the shipped policy plus the operator's lists)
+        self.policy = policy or PromptPolicy.from_settings()
 
     def validate(self, request: pb.SubmitGenerationRequest) -> tuple[str, list[str]]:
         """The cleaned prompt and style overrides, or InvalidInput naming the problem."""
@@ -81,6 +84,8 @@ class Submissions:
             raise InvalidInput("pose_image_uri must be an object-storage URI (s3://... or file://...)")
         if len(request.idempotency_key) > 200:
             raise InvalidInput("idempotency_key is longer than 200 characters")
+        # before anything is queued: the prompt, its style overrides and a video's spoken line, read together
+        check_prompt(self.policy, prompt, *overrides, strip_control(o.dialogue))
         return prompt, overrides
 
     async def check_character(self, owner_id: str, character_id: str) -> memory_service_pb2.Character:

@@ -20,7 +20,7 @@ import json
 import logging
 
 from idlock.errors import DeadlineExceeded, IdlockError, NotFound
-from idlock.v1 import common_pb2, events_pb2, identity_service_pb2, render_service_pb2
+from idlock.v1 import common_pb2, identity_service_pb2, render_service_pb2
 from idlock.v1 import job_checkpoint_pb2 as ck
 from idlock.v1 import orchestrator_service_pb2 as pb
 from services.orchestrator import steps
@@ -45,7 +45,7 @@ class VideoFlow:
         self.config = deps.config
         self.objects = deps.objects
 
-    def prefetch(self, work: events_pb2.GenerateJobWork) -> Prefetch | None:
+    def prefetch(self, queued: Job) -> Prefetch | None:
         return None  # the context is cheap beside a video
 
     async def run(

@@ -14,7 +14,7 @@ import logging
 from idlock import telemetry
 from idlock.errors import IdlockError
 from idlock.storage import ObjectStore
-from idlock.v1 import common_pb2, events_pb2
+from idlock.v1 import common_pb2
 from idlock.v1 import orchestrator_service_pb2 as pb
 from services.orchestrator.flow import (
     PERMANENT,
@@ -62,15 +62,19 @@ class JobWorker:
     def flow_for(self, video: bool) -> Flow:
         return self.video if video else self.image
 
-    async def run(
-        self, job_id: str, *, final_attempt: bool = False, work: events_pb2.GenerateJobWork | None = None
-    ) -> Outcome:
+    async def run(self, job_id: str, *, final_attempt: bool = False, prefetch: bool = False) -> Outcome:
         """Run (or resume) a job. Raises on a transient failure (redeliver).
 
-        `work`: the queue's message; its flow may start reads from it while the job is being claimed (they are
-        dropped when the job is not run, or its row says otherwise)."""
-        prefetch_flow = self.flow_for(work.video) if work is not None and work.job_id == job_id else None
-        early: Prefetch | None = prefetch_flow.prefetch(work) if prefetch_flow is not None else None
+        `prefetch`: read the queued row first, and let its flow start reads from it while the job is being claimed
+        (they are dropped when the job is not run, or the claimed row says otherwise). The queue's message
+        carries ids only: a prompt never sits in a stream."""
+        prefetch_flow: Flow | None = None
+        early: Prefetch | None = None
+        if prefetch:
+            queued = await self.store.get(job_id)
+            if queued is not None:
+                prefetch_flow = self.flow_for(bool((queued.options or {}).get("video")))
+                early = prefetch_flow.prefetch(queued)
 
         def drop_early() -> None:
             # also used when another worker's lease is waited out: what was asked before may be stale

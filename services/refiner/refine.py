@@ -17,6 +17,7 @@ from idlock.faces.copies import CopyCheck
 from idlock.faces.engine import IdentityEngine, get_engine
 from idlock.faces.settings import FaceSettings
 from idlock.images import decode_image, encode_png
+from idlock.provenance import mark_image
 from idlock.settings import MeshSettings, PathsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
 from idlock.threads import model_executor
@@ -178,7 +179,12 @@ class Refiner:
         for a in outcome.attempts:
             ref = None
             if a.image is not None:
-                png = await self._run(encode_png, a.image)
+                # a refined image is generated too: it says so in its metadata, as the render did
+                png = await self._run(
+                    lambda im=a.image: mark_image(
+                        encode_png(im), job_id=job_id, provider="refiner", label="refined"
+                    )
+                )
                 h, w = a.image.shape[:2]
                 ref = await refs.put_image(
                     self.store, f"{prefix}/attempt_{a.index}.png", png, width=w, height=h

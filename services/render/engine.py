@@ -7,6 +7,7 @@ await renderer.aclose()
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -20,10 +21,12 @@ from idlock.errors import (
     Unavailable,
     Unimplemented,
 )
+from idlock.provenance import mark_video
 from services.render.models import EditRequest, MediaKind, RenderRequest, RenderResult
 from services.render.providers.base import RenderProvider, VideoProgress
 from services.render.settings import KNOWN_PROVIDERS, VIDEO_PROVIDERS, RenderSettings
-from services.render.watermark import apply_watermark
+from services.render.video import VIDEO_MIME, stamp_video
+from services.render.watermark import apply_watermark, draw_mark
 
 log = logging.getLogger("idlock.render")
 
@@ -156,12 +159,7 @@ class Renderer:
             result.fallback_reasons = reasons + result.fallback_reasons
             result.fallback_used = bool(reasons)
             result.latency_s = time.perf_counter() - t0
-            wm = self.settings.watermark if req.watermark is None else req.watermark
-            if wm:  # the first frame (the poster image) carries the mark; the clip itself is left as made
-                result.image = apply_watermark(
-                    result.image, job_id=req.job_id, provider=result.provider, label=result.label
-                )
-                result.watermarked = True
+            await self._mark_video(result, req)
             return result
         summary = "; ".join(reasons) or "no video provider configured"
         if isinstance(last_error, TRANSIENT):
@@ -169,6 +167,24 @@ class Renderer:
                 f"every video provider failed: {summary}", details={"fallback_reasons": reasons}
             ) from last_error
         raise Unavailable(f"no video provider available: {summary}", details={"fallback_reasons": reasons})
+
+    async def _mark_video(self, result: RenderResult, req: RenderRequest) -> None:
+        """The poster image and the clip carry the metadata mark. The poster's visible mark follows `watermark`;
+        the clip's frames are stamped when the request asks for a watermark or `watermark_video_frames` says so
+        (re-encoded as WebM: OpenCV has no H.264 encoder)."""
+        s = self.settings
+        fields = {"job_id": req.job_id, "provider": result.provider, "label": result.label}
+        poster = s.watermark if req.watermark is None else req.watermark
+        frames = s.watermark_video_frames if req.watermark is None else req.watermark
+        if result.image:
+            result.image = apply_watermark(result.image, visible=poster, **fields)
+            result.mime = "image/png"
+        if result.video:
+            if frames:
+                result.video = await asyncio.to_thread(stamp_video, result.video, draw_mark)
+                result.video_mime = VIDEO_MIME
+            result.video = mark_video(result.video, result.video_mime or "video/mp4", **fields)
+        result.watermarked = bool(poster or frames)
 
     async def edit(self, req: EditRequest) -> RenderResult:
         req.validate()
@@ -212,11 +228,12 @@ class Renderer:
             if not result.estimated_cost_usd:
                 result.estimated_cost_usd = float(self.settings.cost_per_image_usd.get(name, 0.0))
             wm = self.settings.watermark if req.watermark is None else req.watermark
-            if wm:
-                result.image = apply_watermark(
-                    result.image, job_id=req.job_id, provider=result.provider, label=result.label
-                )
-                result.watermarked = True
+            # every image says it was made by AI in its metadata; the visible mark is the setting's call
+            result.image = apply_watermark(
+                result.image, job_id=req.job_id, provider=result.provider, label=result.label, visible=wm
+            )
+            result.mime = "image/png"
+            result.watermarked = wm
             return result
         summary = "; ".join(reasons) or "no provider configured"
         if isinstance(last_error, TRANSIENT):

@@ -318,7 +318,7 @@ class Rendering:
             job_id=request.job_id,
             drift=DRIFT.get(request.drift, "none"),
             drift_face=drift_face,
-            watermark=request.watermark,
+            watermark=True if request.watermark else None,  # not asked: the settings decide
             deadline_s=deadline_s,
             state=SceneState.of(request.state) if request.HasField("state") else None,
             media=MediaKind.VIDEO,

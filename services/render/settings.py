@@ -133,6 +133,12 @@ class RenderSettings(ModelServiceSettings):
         True,
         description="Add the visible IDLock mark and the PNG text chunk unless a request says otherwise.",
     )
+    watermark_video_frames: bool = Field(
+        False,
+        description="Stamp the visible mark on every frame of a clip too (re-encodes it as WebM/VP8: OpenCV has no "
+        "H.264 encoder), as a request asking for a watermark does. The poster follows IDLOCK_RENDER_WATERMARK; "
+        "every clip carries the metadata manifest.",
+    )
     cost_per_image_usd: dict[str, float] = Field(
         default_factory=lambda: {"gemini": 0.039, "diffusers": 0.0, "compositor": 0.0},
         description="Estimated cost of one image per provider (USD, JSON object); reported in every result.",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from idlock import refs
 from idlock.errors import InvalidInput, Unavailable
@@ -99,3 +101,28 @@ def probe_video(data: bytes, what: str = "video") -> VideoInfo:
         frames=n,
         duration_s=n / fps if fps > 0 else 0.0,
     )
+
+
+def stamp_video(data: bytes, draw: Callable[[Image.Image], Image.Image]) -> bytes:
+    """The clip with `draw` applied to every frame, re-encoded as WebM at its frame rate."""
+    import cv2
+
+    info = probe_video(data, "video to stamp")
+    fd, path = tempfile.mkstemp(suffix=refs.video_suffix(data))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        cap = cv2.VideoCapture(path)
+        frames = []
+        try:
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                im = Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                frames.append(np.asarray(draw(im)))
+        finally:
+            cap.release()
+    finally:
+        os.unlink(path)
+    return write_video(frames, info.fps or 24.0)

@@ -1,4 +1,5 @@
-"""Visible + metadata watermark: a small "IDLock" mark in a corner and a PNG text chunk naming IDLock and the job."""
+"""The visible mark (a small "IDLock" in a corner, as `IDLOCK_RENDER_WATERMARK` says) and the metadata mark every
+result carries (`idlock.provenance`)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import io
 import json
 
 from PIL import Image, ImageDraw, ImageFont
-from PIL.PngImagePlugin import PngInfo
 
+from idlock.provenance import manifest, png_info
 from services.render.providers.base import decode_image
 
 CHUNK_KEY = "IDLock"
@@ -23,35 +24,32 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+def draw_mark(im: Image.Image) -> Image.Image:
+    """The visible mark, bottom-right, drawn on `im` (RGB) in place."""
+    W, H = im.size
+    size = max(8, min(W, H) // 32)
+    font = _font(size)
+    d = ImageDraw.Draw(im, "RGBA")
+    l, t, r, b = d.textbbox((0, 0), MARK_TEXT, font=font)
+    pad = max(2, size // 4)
+    x = W - (r - l) - 2 * pad - max(1, W // 100)
+    y = H - (b - t) - 2 * pad - max(1, H // 100)
+    d.rectangle((x, y, x + (r - l) + 2 * pad, y + (b - t) + 2 * pad), fill=(0, 0, 0, 110))
+    d.text((x + pad - l, y + pad - t), MARK_TEXT, font=font, fill=(255, 255, 255, 220))
+    return im
+
+
 def apply_watermark(
     png: bytes, *, job_id: str = "", provider: str = "", label: str = "", visible: bool = True
 ) -> bytes:
-    """Return PNG bytes with the visible mark (bottom-right corner) and a tEXt chunk `IDLock` = JSON
-    {"generator": "IDLock", "job_id", "provider", "label"}. Other existing text chunks are kept."""
+    """PNG bytes with the AI-generated mark in the metadata (`idlock.provenance`: the `IDLock` text chunk and
+    IPTC's DigitalSourceType in XMP), always, and the visible mark (bottom-right corner) when `visible`. Other
+    text chunks are kept."""
     im = decode_image(png, "image to watermark")
-    info = PngInfo()
-    for k, v in (im.info or {}).items():  # keep the other text chunks
-        if k not in (CHUNK_KEY, "Software") and isinstance(v, str):
-            info.add_text(k, v)
     if visible:
-        W, H = im.size
-        size = max(8, min(W, H) // 32)
-        font = _font(size)
-        d = ImageDraw.Draw(im, "RGBA")
-        l, t, r, b = d.textbbox((0, 0), MARK_TEXT, font=font)
-        pad = max(2, size // 4)
-        x = W - (r - l) - 2 * pad - max(1, W // 100)
-        y = H - (b - t) - 2 * pad - max(1, H // 100)
-        d.rectangle((x, y, x + (r - l) + 2 * pad, y + (b - t) + 2 * pad), fill=(0, 0, 0, 110))
-        d.text((x + pad - l, y + pad - t), MARK_TEXT, font=font, fill=(255, 255, 255, 220))
-    info.add_text(
-        CHUNK_KEY,
-        json.dumps(
-            {"generator": "IDLock", "job_id": job_id, "provider": provider, "label": label}, sort_keys=True
-        ),
-    )
-    info.add_text("Software", "IDLock")
+        draw_mark(im)
     buf = io.BytesIO()
+    info = png_info(dict(im.info or {}), manifest(job_id=job_id, provider=provider, label=label))
     im.save(buf, "PNG", pnginfo=info, compress_level=3)
     return buf.getvalue()
 

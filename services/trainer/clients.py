@@ -11,7 +11,8 @@ from idlock.v1 import common_pb2, memory_service_pb2, memory_service_pb2_grpc
 
 
 class MemoryClient:
-    """Memory, for the identity a new LoRA's renders are scored against. The channel opens on first use."""
+    """Memory, for the identity a new LoRA's renders are scored against and the prompts of golden images' scenes.
+    The channel opens on first use."""
 
     def __init__(self, mesh: MeshSettings) -> None:
         self.mesh = mesh
@@ -32,6 +33,26 @@ class MemoryClient:
         except grpc.aio.AioRpcError as e:
             raise grpc_client.peer_error(e, "memory.GetCharacter", default=errors.Unavailable) from e
         return resp.character.identity
+
+    async def prompts(self, character_id: str, job_ids: set[str]) -> dict[str, str]:
+        """Each of `job_ids`' scene prompt, from the character's history (events carry no prompts)."""
+        found: dict[str, str] = {}
+        token = ""
+        while job_ids - found.keys():
+            try:
+                resp = await self._stub().ListHistory(
+                    memory_service_pb2.ListHistoryRequest(
+                        character_id=character_id,
+                        page=common_pb2.PageRequest(page_size=100, page_token=token),
+                    )
+                )
+            except grpc.aio.AioRpcError as e:
+                raise grpc_client.peer_error(e, "memory.ListHistory", default=errors.Unavailable) from e
+            found.update({ep.job_id: ep.prompt for ep in resp.episodes if ep.job_id in job_ids})
+            token = resp.next_page_token
+            if not token:
+                break
+        return found
 
     async def close(self) -> None:
         if self._channel is not None:

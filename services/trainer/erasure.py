@@ -24,6 +24,7 @@ async def delete_artifacts(rt: TrainerRuntime, character_id: str) -> tuple[int, 
     for run_id in await rt.repo.run_ids(character_id):
         shutil.rmtree(rt.run_dir(run_id), ignore_errors=True)
     rows = await rt.repo.delete_character(character_id)
+    await rt.repo.db.scrub()
     log.info("character %s: %d objects and %d rows removed", character_id, objects, rows)
     return objects, rows
 

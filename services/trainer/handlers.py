@@ -40,13 +40,14 @@ class TrainerHandlers:
         rt, s = self.rt, self.rt.settings
         workers: list[Worker] = []
         if s.collector_enabled:
-            for subject, durable, handler in (
-                (subjects.JOB_SUCCEEDED, subjects.TRAINER_GOLDEN, self.on_job_succeeded),
-                (subjects.FEEDBACK_RECORDED, TRAINER_FEEDBACK, self.on_feedback),
-                (subjects.CHARACTER_DELETED, TRAINER_CHARACTER_DELETED, self.on_character_deleted),
+            # an erasure is retried until it is done; the others give up after 5 tries
+            for subject, durable, handler, tries in (
+                (subjects.JOB_SUCCEEDED, subjects.TRAINER_GOLDEN, self.on_job_succeeded, 5),
+                (subjects.FEEDBACK_RECORDED, TRAINER_FEEDBACK, self.on_feedback, 5),
+                (subjects.CHARACTER_DELETED, TRAINER_CHARACTER_DELETED, self.on_character_deleted, -1),
             ):
                 workers.append(
-                    await rt.bus.consume(subjects.EVENTS_STREAM, subject, durable, handler, max_deliver=5)
+                    await rt.bus.consume(subjects.EVENTS_STREAM, subject, durable, handler, max_deliver=tries)
                 )
         workers.append(
             await rt.bus.consume(

@@ -18,6 +18,7 @@ from skimage import data as skdata
 
 from idlock import subjects
 from idlock.mesh import LocalMesh
+from idlock.provenance import DIGITAL_SOURCE_TYPE, read_image_mark, read_video_mark
 from idlock.v1 import events_pb2
 from tests.fakes.gemini_server import FakeGeminiServer
 
@@ -138,8 +139,14 @@ def test_story_of_images_and_videos(mesh: LocalMesh, fake_veo: FakeGeminiServer)
             assert 0 < m["frame_idr_min"] <= m["frame_idr_mean"] <= 1
             assert m["video_duration_s"] > 1.5
             assert set(m["step_seconds"]) >= {"context", "render", "score", "regenerate", "state", "record"}
+            # the clip says it was made by AI, inside the file (a manifest box players skip)
+            clip = client.get(job["result"]["video"]["url"]).content
+            mark = read_video_mark(clip)
+            assert mark is not None and mark["ai_generated"] and mark["job_id"] == job["job_id"]
         else:
             assert m["provider"] == "gemini" and not job["result"]["video"]
+            mark = read_image_mark(client.get(job["result"]["image"]["url"]).content)
+            assert mark is not None and mark["xmp_digital_source_type"] == DIGITAL_SOURCE_TYPE
         jobs.append(job)
     # one paid operation per video (plus one per regeneration, when a video scored low)
     regenerated = sum(1 for j in jobs if j["metrics"].get("regenerated"))

@@ -1,5 +1,7 @@
 """The release's schema upgrades run on tables of the previous release (SQLite and Postgres) and keep their rows:
-memory's episodes gain `context` and `provider_label` (2) and `copy_check` (3), the gateway's users gain `name` (2) and the failed sign-in count and lock (3), and the shared rate buckets (4)."""
+memory's episodes gain `context` and `provider_label` (2) and `copy_check` (3), and erasure records (4); the
+gateway's users gain `name` (2) and the failed sign-in count and lock (3), the shared rate buckets (4), and
+reports with frozen characters (5); the orchestrator's jobs gain `erased_at` and an index by character (2)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from gateway import models as gateway_models
 from idlock.db import Database
 from idlock.settings import DatabaseSettings
 from services.memory import models as memory_models
+from services.orchestrator import models as orchestrator_models
 
 
 async def _as_release_1(db: Database, metadata, table: str, columns: list[str]) -> None:
@@ -53,9 +56,11 @@ async def test_memory_episodes_gain_their_context(db_url: str, db_schema: str, d
                     "('e1', 'c1', 'j1', 1, 'image', 'old scene', '[]', '{}', '{}', '', '', '[]', '', CURRENT_TIMESTAMP)"
                 )
             )
+        async with db.connect() as c:  # release 1 kept no erasure records
+            await c.execute(text("DROP TABLE erasures"))
         assert "context" not in await _columns(db, "episodes")
         version = memory_models.SCHEMA_VERSION
-        assert version == 3
+        assert version == 4
         assert (
             await db.migrate(memory_models.Base.metadata, version=version, upgrades=memory_models.UPGRADES)
             == 1
@@ -65,6 +70,7 @@ async def test_memory_episodes_gain_their_context(db_url: str, db_schema: str, d
             old = await s.get(memory_models.Episode, "e1")
             assert old.prompt == "old scene" and old.context is None and old.provider_label == ""
             assert old.copy_check is None
+        assert "erasures" in await _tables(db)
     finally:
         await db.close()
 
@@ -75,8 +81,12 @@ async def test_gateway_users_gain_a_name(db_url: str, db_schema: str, data_dir: 
         await _as_release_1(
             db, gateway_models.Base.metadata, "users", ["name", "failed_logins", "locked_until"]
         )
-        async with db.connect() as c:  # release 1 had no shared rate buckets
-            await c.execute(text("DROP TABLE rate_buckets"))
+        async with db.connect() as c:  # release 1 had no shared rate buckets, reports or freezes
+            for table in ("rate_buckets", "reports", "frozen_characters"):
+                await c.execute(text(f"DROP TABLE {table}"))
+            await c.execute(
+                text("DROP INDEX " + ("" if db.schema is None else f"{db.schema}.") + "ix_audit_log_resource")
+            )
         async with db.connect() as c:
             await c.execute(
                 text(
@@ -85,7 +95,7 @@ async def test_gateway_users_gain_a_name(db_url: str, db_schema: str, data_dir: 
                 )
             )
         version = gateway_models.SCHEMA_VERSION
-        assert version == 4
+        assert version == 5
         assert (
             await db.migrate(gateway_models.Base.metadata, version=version, upgrades=gateway_models.UPGRADES)
             == 1
@@ -94,6 +104,51 @@ async def test_gateway_users_gain_a_name(db_url: str, db_schema: str, data_dir: 
             user = await s.get(gateway_models.User, "usr_1")
             assert user.email == "a@example.com" and user.name == ""
             assert user.failed_logins == 0 and user.locked_until is None
-        assert "rate_buckets" in await _tables(db)
+        assert {"rate_buckets", "reports", "frozen_characters"} <= await _tables(db)
+        assert "ix_audit_log_resource" in await _indexes(db, "audit_log")
     finally:
         await db.close()
+
+
+async def test_orchestrator_jobs_gain_their_tombstone(db_url: str, db_schema: str, data_dir: Path) -> None:
+    db = Database.open(
+        DatabaseSettings(url=db_url), service="orchestrator", data_dir=data_dir, schema=db_schema
+    )
+    try:
+        await _as_release_1(db, orchestrator_models.Base.metadata, "jobs", [])
+        async with db.connect() as c:
+            await c.execute(
+                text("DROP INDEX " + ("" if db.schema is None else f"{db.schema}.") + "ix_jobs_character")
+            )
+            await c.execute(text("ALTER TABLE jobs DROP COLUMN erased_at"))
+            await c.execute(
+                text(
+                    "INSERT INTO jobs (id, owner_id, character_id, prompt, pose_image_uri, style_overrides, options, "
+                    "status, step, attempts, requeues, checkpoint, result_image, metrics, error_code, error_message, "
+                    "lease_owner, created_at, updated_at) VALUES ('j1', 'u1', 'c1', 'a walk', '', '[]', '{}', "
+                    "'succeeded', '', 1, 0, '{}', '{}', '{}', '', '', '', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+        version = orchestrator_models.SCHEMA_VERSION
+        assert version == 2
+        assert (
+            await db.migrate(
+                orchestrator_models.Base.metadata, version=version, upgrades=orchestrator_models.UPGRADES
+            )
+            == 1
+        )
+        async with db.session() as s:
+            job = await s.get(orchestrator_models.Job, "j1")
+            assert job.prompt == "a walk" and job.erased_at is None
+        assert "ix_jobs_character" in await _indexes(db, "jobs")
+    finally:
+        await db.close()
+
+
+async def _indexes(db: Database, table: str) -> set[str]:
+    from sqlalchemy import inspect
+
+    async with db.connect() as c:
+        return await c.run_sync(
+            lambda sc: {i["name"] for i in inspect(sc).get_indexes(table, schema=db.schema)}
+        )

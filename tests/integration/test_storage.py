@@ -142,3 +142,31 @@ async def test_s3_bucket_missing_without_create(s3_endpoint: str, data_dir: Path
     )
     with pytest.raises(NotFound, match="IDLOCK_STORAGE_S3_CREATE_BUCKET"):
         await open_store(settings, data_dir)
+
+
+async def test_s3_delete_prefix_removes_every_version(s3_endpoint: str, data_dir: Path) -> None:
+    settings = StorageSettings(
+        backend="s3",
+        s3_endpoint_url=s3_endpoint,
+        s3_bucket=f"v-{uuid.uuid4().hex[:12]}",
+        s3_create_bucket=True,
+    )
+    store = await open_store(settings, data_dir)
+    assert isinstance(store, S3ObjectStore)
+    try:
+        await asyncio.to_thread(
+            store.client.put_bucket_versioning,
+            Bucket=store.bucket,
+            VersioningConfiguration={"Status": "Enabled"},
+        )
+        for body in (b"first", b"second", b"third"):
+            await store.put("characters/c1/ref.png", body)
+        await store.put("characters/c1/old.png", b"gone")
+        await store.delete("characters/c1/old.png")  # leaves a delete marker over its version
+        await store.put("characters/c2/ref.png", b"other")
+        assert await store.delete_prefix("characters/c1/") == 2
+        left = await asyncio.to_thread(store.client.list_object_versions, Bucket=store.bucket)
+        keys = [v["Key"] for v in left.get("Versions", []) + left.get("DeleteMarkers", [])]
+        assert keys == ["characters/c2/ref.png"]
+    finally:
+        await store.close()

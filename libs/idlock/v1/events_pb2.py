@@ -28,31 +28,41 @@ from idlock.v1 import orchestrator_service_pb2 as idlock_dot_v1_dot_orchestrator
 from idlock.v1 import trainer_service_pb2 as idlock_dot_v1_dot_trainer__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16idlock/v1/events.proto\x12\tidlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16idlock/v1/common.proto\x1a$idlock/v1/orchestrator_service.proto\x1a\x1fidlock/v1/trainer_service.proto\"\x81\x01\n\x0fGenerateJobWork\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x03 \x01(\t\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x17\n\x0fstyle_overrides\x18\x05 \x03(\t\x12\r\n\x05video\x18\x06 \x01(\x08\"4\n\x0cTrainJobWork\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x02 \x01(\t\"r\n\x10\x43haracterCreated\x12\x14\n\x0c\x63haracter_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"b\n\x10\x43haracterDeleted\x12\x14\n\x0c\x63haracter_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe6\x02\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x03 \x01(\t\x12$\n\x06status\x18\x04 \x01(\x0e\x32\x14.idlock.v1.JobStatus\x12\x0c\n\x04step\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12)\n\x0cresult_image\x18\x07 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12)\n\x0cresult_video\x18\x08 \x01(\x0b\x32\x13.idlock.v1.VideoRef\x12&\n\x07metrics\x18\t \x01(\x0b\x32\x15.idlock.v1.JobMetrics\x12\x12\n\nerror_code\x18\n \x01(\t\x12&\n\x02\x61t\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06prompt\x18\x0c \x01(\t\x12\x13\n\x0bscene_index\x18\r \x01(\x05\"\xac\x01\n\x0f\x45pisodeRecorded\x12\x14\n\x0c\x63haracter_id\x18\x01 \x01(\t\x12\x12\n\nepisode_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x13\n\x0bscene_index\x18\x04 \x01(\x05\x12\"\n\x04kind\x18\x05 \x01(\x0e\x32\x14.idlock.v1.MediaKind\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"w\n\x12MemoryConsolidated\x12\x14\n\x0c\x63haracter_id\x18\x01 \x01(\t\x12\x13\n\x0bup_to_scene\x18\x02 \x01(\x05\x12\x0e\n\x06\x65ngine\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x01\n\x0fGoldenCollected\x12\x14\n\x0c\x63haracter_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x11\n\tgolden_id\x18\x03 \x01(\t\x12 \n\x03idr\x18\x04 \x01(\x0b\x32\x13.idlock.v1.IdrScore\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd1\x01\n\tLoraEvent\x12\x0f\n\x07lora_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x02 \x01(\t\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.idlock.v1.LoraStatus\x12\x0c\n\x04step\x18\x04 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x05 \x01(\x05\x12\x0c\n\x04loss\x18\x06 \x01(\x02\x12\r\n\x05\x65ta_s\x18\x07 \x01(\x01\x12&\n\x02\x61t\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06run_id\x18\t \x01(\t\"\x9d\x01\n\x10\x46\x65\x65\x64\x62\x61\x63kRecorded\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x03 \x01(\t\x12)\n\x06rating\x18\x04 \x01(\x0e\x32\x19.idlock.v1.FeedbackRating\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16idlock/v1/events.proto\x12\tidlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16idlock/v1/common.proto\x1a$idlock/v1/orchestrator_service.proto\x1a\x1fidlock/v1/trainer_service.proto\"\x89\x01\n\x0fGenerateJobWork\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x03 \x01(\t\x12\x12\n\x06prompt\x18\x04 \x01(\tB\x02\x18\x01\x12\x1b\n\x0fstyle_overrides\x18\x05 \x03(\tB\x02\x18\x01\x12\r\n\x05video\x18\x06 \x01(\x08\"4\n\x0cTrainJobWork\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x02 \x01(\t\"r\n\x10\x43haracterCreated\x12\x14\n\x0c\x63haracter_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"b\n\x10\x43haracterDeleted\x12\x14\n\x0c\x63haracter_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xea\x02\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x03 \x01(\t\x12$\n\x06status\x18\x04 \x01(\x0e\x32\x14.idlock.v1.JobStatus\x12\x0c\n\x04step\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12)\n\x0cresult_image\x18\x07 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12)\n\x0cresult_video\x18\x08 \x01(\x0b\x32\x13.idlock.v1.VideoRef\x12&\n\x07metrics\x18\t \x01(\x0b\x32\x15.idlock.v1.JobMetrics\x12\x12\n\nerror_code\x18\n \x01(\t\x12&\n\x02\x61t\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\x06prompt\x18\x0c \x01(\tB\x02\x18\x01\x12\x13\n\x0bscene_index\x18\r \x01(\x05\"\xac\x01\n\x0f\x45pisodeRecorded\x12\x14\n\x0c\x63haracter_id\x18\x01 \x01(\t\x12\x12\n\nepisode_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x13\n\x0bscene_index\x18\x04 \x01(\x05\x12\"\n\x04kind\x18\x05 \x01(\x0e\x32\x14.idlock.v1.MediaKind\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"w\n\x12MemoryConsolidated\x12\x14\n\x0c\x63haracter_id\x18\x01 \x01(\t\x12\x13\n\x0bup_to_scene\x18\x02 \x01(\x05\x12\x0e\n\x06\x65ngine\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x01\n\x0fGoldenCollected\x12\x14\n\x0c\x63haracter_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x11\n\tgolden_id\x18\x03 \x01(\t\x12 \n\x03idr\x18\x04 \x01(\x0b\x32\x13.idlock.v1.IdrScore\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd1\x01\n\tLoraEvent\x12\x0f\n\x07lora_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x02 \x01(\t\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.idlock.v1.LoraStatus\x12\x0c\n\x04step\x18\x04 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x05 \x01(\x05\x12\x0c\n\x04loss\x18\x06 \x01(\x02\x12\r\n\x05\x65ta_s\x18\x07 \x01(\x01\x12&\n\x02\x61t\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06run_id\x18\t \x01(\t\"\x9d\x01\n\x10\x46\x65\x65\x64\x62\x61\x63kRecorded\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x03 \x01(\t\x12)\n\x06rating\x18\x04 \x01(\x0e\x32\x19.idlock.v1.FeedbackRating\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"n\n\x0bReportFiled\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x83\x01\n\x0eReportResolved\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x10\n\x08\x61\x64min_id\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'idlock.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_GENERATEJOBWORK'].fields_by_name['prompt']._loaded_options = None
+  _globals['_GENERATEJOBWORK'].fields_by_name['prompt']._serialized_options = b'\030\001'
+  _globals['_GENERATEJOBWORK'].fields_by_name['style_overrides']._loaded_options = None
+  _globals['_GENERATEJOBWORK'].fields_by_name['style_overrides']._serialized_options = b'\030\001'
+  _globals['_JOBEVENT'].fields_by_name['prompt']._loaded_options = None
+  _globals['_JOBEVENT'].fields_by_name['prompt']._serialized_options = b'\030\001'
   _globals['_GENERATEJOBWORK']._serialized_start=166
-  _globals['_GENERATEJOBWORK']._serialized_end=295
-  _globals['_TRAINJOBWORK']._serialized_start=297
-  _globals['_TRAINJOBWORK']._serialized_end=349
-  _globals['_CHARACTERCREATED']._serialized_start=351
-  _globals['_CHARACTERCREATED']._serialized_end=465
-  _globals['_CHARACTERDELETED']._serialized_start=467
-  _globals['_CHARACTERDELETED']._serialized_end=565
-  _globals['_JOBEVENT']._serialized_start=568
-  _globals['_JOBEVENT']._serialized_end=926
-  _globals['_EPISODERECORDED']._serialized_start=929
-  _globals['_EPISODERECORDED']._serialized_end=1101
-  _globals['_MEMORYCONSOLIDATED']._serialized_start=1103
-  _globals['_MEMORYCONSOLIDATED']._serialized_end=1222
-  _globals['_GOLDENCOLLECTED']._serialized_start=1225
-  _globals['_GOLDENCOLLECTED']._serialized_end=1373
-  _globals['_LORAEVENT']._serialized_start=1376
-  _globals['_LORAEVENT']._serialized_end=1585
-  _globals['_FEEDBACKRECORDED']._serialized_start=1588
-  _globals['_FEEDBACKRECORDED']._serialized_end=1745
+  _globals['_GENERATEJOBWORK']._serialized_end=303
+  _globals['_TRAINJOBWORK']._serialized_start=305
+  _globals['_TRAINJOBWORK']._serialized_end=357
+  _globals['_CHARACTERCREATED']._serialized_start=359
+  _globals['_CHARACTERCREATED']._serialized_end=473
+  _globals['_CHARACTERDELETED']._serialized_start=475
+  _globals['_CHARACTERDELETED']._serialized_end=573
+  _globals['_JOBEVENT']._serialized_start=576
+  _globals['_JOBEVENT']._serialized_end=938
+  _globals['_EPISODERECORDED']._serialized_start=941
+  _globals['_EPISODERECORDED']._serialized_end=1113
+  _globals['_MEMORYCONSOLIDATED']._serialized_start=1115
+  _globals['_MEMORYCONSOLIDATED']._serialized_end=1234
+  _globals['_GOLDENCOLLECTED']._serialized_start=1237
+  _globals['_GOLDENCOLLECTED']._serialized_end=1385
+  _globals['_LORAEVENT']._serialized_start=1388
+  _globals['_LORAEVENT']._serialized_end=1597
+  _globals['_FEEDBACKRECORDED']._serialized_start=1600
+  _globals['_FEEDBACKRECORDED']._serialized_end=1757
+  _globals['_REPORTFILED']._serialized_start=1759
+  _globals['_REPORTFILED']._serialized_end=1869
+  _globals['_REPORTRESOLVED']._serialized_start=1872
+  _globals['_REPORTRESOLVED']._serialized_end=2003
 # @@protoc_insertion_point(module_scope)

@@ -165,3 +165,29 @@ class FeedbackRecorded(_message.Message):
     rating: _orchestrator_service_pb2.FeedbackRating
     at: _timestamp_pb2.Timestamp
     def __init__(self, job_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., character_id: _Optional[str] = ..., rating: _Optional[_Union[_orchestrator_service_pb2.FeedbackRating, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ReportFiled(_message.Message):
+    __slots__ = ("report_id", "character_id", "reason", "at")
+    REPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    report_id: str
+    character_id: str
+    reason: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, report_id: _Optional[str] = ..., character_id: _Optional[str] = ..., reason: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ReportResolved(_message.Message):
+    __slots__ = ("report_id", "character_id", "action", "admin_id", "at")
+    REPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    report_id: str
+    character_id: str
+    action: str
+    admin_id: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, report_id: _Optional[str] = ..., character_id: _Optional[str] = ..., action: _Optional[str] = ..., admin_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -70,3 +70,51 @@ async def test_nats_kv_cache(nats_url):
         assert await cache.get(key()) is not None
     finally:
         await asyncio.wait_for(nc.close(), 5)
+
+
+def _files_holding(root, needle: bytes) -> list[str]:
+    return sorted(str(p) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes())
+
+
+async def test_erased_entries_leave_no_bytes_in_the_stream_files(nats_server):
+    """A purge alone drops a KV entry from the stream's index and leaves its bytes in the block files; the
+    erasure overwrites them."""
+    import nats
+
+    secret = "Arya hides the silver dagger under the mill"
+    value = ComposedPrompt(
+        prompt=secret, negative_prompt="N", engine="llm", sections={"USER_SCENE": secret}, template_hash="t"
+    )
+    nc = await nats.connect(nats_server.url)
+    try:
+        cache = await NatsKvPromptCache.open(nc.jetstream(), "test_prompt_cache_erase")
+        await cache.put(key(cid="erased-1"), value)
+        await cache.put(key(cid="erased-1"), value)  # a second write of the key leaves no second copy
+        await cache.put(key(cid="erased-1", v=2), value)
+        await cache.put(key(cid="kept-1"), VALUE)
+        await nc.flush()
+        assert _files_holding(nats_server.store_dir, secret.encode())  # the scan sees stored entries
+        assert await cache.delete_for_character("erased-1") == 2
+        await nc.flush()
+        assert _files_holding(nats_server.store_dir, secret.encode()) == []
+        assert await cache.get(key(cid="kept-1")) is not None
+    finally:
+        await asyncio.wait_for(nc.close(), 5)
+
+
+async def test_a_bucket_that_denies_deletes_is_made_again(nats_server):
+    import nats
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        old = await js.create_key_value(
+            bucket="test_prompt_cache_old", history=1
+        )  # as an earlier release did
+        await old.put("char-1.x", b"{}")
+        cache = await NatsKvPromptCache.open(js, "test_prompt_cache_old")
+        assert not (await js.stream_info("KV_test_prompt_cache_old")).config.deny_delete
+        await cache.put(key(), VALUE)
+        assert await cache.delete_for_character("char-1") == 1
+    finally:
+        await asyncio.wait_for(nc.close(), 5)

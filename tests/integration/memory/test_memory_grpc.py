@@ -34,7 +34,8 @@ from idlock.v1 import common_pb2, events_pb2
 from idlock.v1 import memory_service_pb2 as pb
 from idlock.v1 import memory_service_pb2_grpc as pb_grpc
 from services.memory.cache import character_token
-from services.memory.models import Character, Episode, Summary
+from services.memory.erasure import record_erasure
+from services.memory.models import Character, Episode, Erasure, Summary
 from tests.harness import serving
 
 POSTGRES_ENV = "IDLOCK_TEST_POSTGRES_URL"
@@ -115,6 +116,7 @@ class Mesh:
     db_schema: str | None
     nats_url: str
     kv_bucket: str
+    address: str
 
     # direct views of each store
     async def rows(self, character_id: str) -> dict[str, int]:
@@ -221,7 +223,15 @@ async def mesh(request, identity_addr, nats_server, tmp_path_factory) -> AsyncIt
         "IDLOCK_STORAGE_BACKEND": "local",
     }
     async with serving("memory", data_dir, **env) as svc:
-        yield Mesh(pb_grpc.MemoryServiceStub(svc.channel), data_dir, url, schema, nats_server.url, bucket)
+        yield Mesh(
+            pb_grpc.MemoryServiceStub(svc.channel),
+            data_dir,
+            url,
+            schema,
+            nats_server.url,
+            bucket,
+            svc.address,
+        )
     if schema:
         import asyncpg
 
@@ -571,8 +581,9 @@ async def test_erasure_reaches_every_store_and_events_go_out(mesh: Mesh, astrona
 
     res = await mesh.stub.DeleteCharacter(pb.DeleteCharacterRequest(character_id=ch.id, owner_id=OWNER))
     report = {r.store: r for r in res.report}
-    assert set(report) == {"database", "vectors", "objects", "prompt_cache"}
+    assert set(report) == {"database", "vectors", "objects", "prompt_cache", "events"}
     assert all(r.ok and not r.error for r in report.values()), res
+    assert report["events"].removed == 1  # character.deleted is out: the other services erase their part
     assert report["database"].removed == 1 + 2 + 1
     assert report["vectors"].removed == 6
     assert report["objects"].removed == 1
@@ -654,7 +665,10 @@ async def test_without_nats_the_service_still_serves(identity_addr, tmp_path, as
         assert not (await stub.BuildContext(req)).cache_hit
         assert (await stub.BuildContext(req)).cache_hit
         res = await stub.DeleteCharacter(pb.DeleteCharacterRequest(character_id=ch.id))
-        assert all(r.ok for r in res.report)
+        # memory's own stores are clean; the other services could not be told, and the report says so
+        report = {r.store: r for r in res.report}
+        assert all(r.ok for name, r in report.items() if name != "events")
+        assert not report["events"].ok and "not told" in report["events"].error
 
 
 async def test_recording_does_not_wait_for_the_summariser(
@@ -699,3 +713,75 @@ async def test_recording_does_not_wait_for_the_summariser(
             hist = await stub.ListHistory(pb.ListHistoryRequest(character_id=ch.id, owner_id=OWNER))
             assert time.perf_counter() - t0 >= 1.4  # the read waited for the summary being written
             assert hist.story_summary == summary and groq.calls == 1
+
+
+async def test_an_erasure_left_unfinished_by_a_crash_completes_at_start(
+    identity_addr, nats_server, tmp_path, astronaut_png
+) -> None:
+    """What a crash between the erasure's record and its end leaves (the record, every store still full) is
+    erased when the service starts again, and character.deleted goes out."""
+    env = {
+        "IDLOCK_DATABASE_URL": "",
+        "IDLOCK_IDENTITY_ADDR": identity_addr,
+        "IDLOCK_NATS_URL": nats_server.url,
+        "IDLOCK_MEMORY_TEXT_EMBEDDER": "hashing",
+        "IDLOCK_MEMORY_KV_BUCKET": f"prompts_{uuid.uuid4().hex[:8]}",
+        "IDLOCK_MEMORY_GROQ_API_KEY": "",
+        "IDLOCK_STORAGE_BACKEND": "local",
+    }
+    async with serving("memory", tmp_path, **env) as svc:
+        stub = pb_grpc.MemoryServiceStub(svc.channel)
+        ch = await _consenting(stub, "Crashed", astronaut_png)
+        await stub.RecordEpisode(
+            pb.RecordEpisodeRequest(episode=pb.Episode(character_id=ch.id, job_id="j-1", prompt="a storm"))
+        )
+        # the erasure's first write, and then the process died
+        db = Database.open(DatabaseSettings(url=""), service="memory", data_dir=tmp_path)
+        try:
+            async with db.session() as s:
+                await record_erasure(s, ch.id, OWNER)
+        finally:
+            await db.close()
+    assert (tmp_path / "objects" / "characters" / ch.id).exists()
+
+    async with serving("memory", tmp_path, **env) as svc:
+        stub = pb_grpc.MemoryServiceStub(svc.channel)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await stub.GetCharacter(pb.GetCharacterRequest(character_id=ch.id, owner_id=OWNER))
+            except grpc.aio.AioRpcError as e:
+                assert e.code() == grpc.StatusCode.NOT_FOUND
+                break
+            assert time.monotonic() < deadline, "the unfinished erasure was not taken up"
+            await asyncio.sleep(0.1)
+        deleted = await _events(nats_server.url, subjects.CHARACTER_DELETED, ch.id)
+        assert len(deleted) == 1 and deleted[0][1].owner_id == OWNER
+    assert not (tmp_path / "objects" / "characters" / ch.id).exists()
+    db = Database.open(DatabaseSettings(url=""), service="memory", data_dir=tmp_path)
+    try:
+        async with db.session() as s:
+            (row,) = (await s.execute(select(Erasure))).scalars()
+            assert row.finished_at is not None and row.removed["database"] == 2 and row.removed["events"] == 1
+    finally:
+        await db.close()
+
+
+async def test_the_trainer_finds_scene_prompts_in_the_history(mesh: Mesh, astronaut_png: bytes) -> None:
+    """Events carry no prompts: the trainer asks memory for a golden image's scene prompt."""
+    from idlock.settings import MeshSettings
+    from services.trainer.clients import MemoryClient
+
+    ch = (await _create(mesh, astronaut_png, name="Prompted")).character
+    for j in range(1, 4):
+        await mesh.stub.RecordEpisode(
+            pb.RecordEpisodeRequest(
+                episode=pb.Episode(character_id=ch.id, job_id=f"p-{j}", prompt=f"scene {j} at the harbour")
+            )
+        )
+    client = MemoryClient(MeshSettings(memory_addr=mesh.address))
+    try:
+        found = await client.prompts(ch.id, {"p-1", "p-3", "p-9"})
+    finally:
+        await client.close()
+    assert found == {"p-1": "scene 1 at the harbour", "p-3": "scene 3 at the harbour"}

@@ -178,6 +178,8 @@ async def orchestrator(peers: Peers, db_dir: Path, **overrides) -> AsyncIterator
         bus = await EventBus.connect(NatsSettings(url=peers.env["IDLOCK_NATS_URL"]))
         try:
             await bus.delete_consumer(subjects.JOBS_STREAM, subjects.ORCHESTRATOR_GENERATE)
+            with contextlib.suppress(Exception):  # made only when a test started the worker
+                await bus.delete_consumer(subjects.EVENTS_STREAM, subjects.ORCHESTRATOR_CHARACTER_DELETED)
         finally:
             await bus.close()
 

@@ -264,17 +264,28 @@ async def test_the_context_is_asked_for_while_the_job_is_claimed(peers, tmp_path
 async def test_an_early_context_that_does_not_match_the_row_is_dropped(peers, tmp_path) -> None:
     peers.memory.context_prompts.clear()
     async with orchestrator(peers, tmp_path) as orch:
-        publish = orch.servicer.bus.publish
+        publish, get = orch.servicer.bus.publish, orch.servicer.store.get
+        sent: list[events_pb2.GenerateJobWork] = []
 
-        async def tampered(subject, message, **kwargs):
+        async def recorded(subject, message, **kwargs):
             if isinstance(message, events_pb2.GenerateJobWork):
-                message.prompt = "Arya sails a ship"  # the row is the truth, not the message
+                sent.append(message)
             return await publish(subject, message, **kwargs)
 
-        orch.servicer.bus.publish = tampered
+        async def stale(job_id):
+            row = await get(job_id)
+            if row is not None and row.status == "queued":
+                row.prompt = "Arya sails a ship"  # read before the claim; the claimed row is the truth
+            return row
+
+        orch.servicer.bus.publish = recorded
+        orch.servicer.store.get = stale
         cid = peers.add_character()
         job = (await orch.submit(cid)).job
         await orch.wait_status(job.id, common_pb2.JOB_STATUS_SUCCEEDED)
+        orch.servicer.store.get = get
+        # the queue's message names the job and carries no prompt
+        assert sent and all(w.job_id == job.id and not w.prompt and not w.style_overrides for w in sent)
         assert sorted(peers.memory.context_prompts) == sorted(["Arya sails a ship", job.prompt])
         row = await orch.servicer.store.get(job.id)
         assert (

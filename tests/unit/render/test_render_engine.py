@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from idlock.errors import DeadlineExceeded, InvalidInput, PermissionDenied, Unavailable
+from idlock.provenance import DIGITAL_SOURCE_TYPE, read_image_mark
 from services.render.engine import Renderer
 from services.render.models import EditRequest, MediaKind, RenderRequest, RenderResult
 from services.render.providers.base import RenderProvider
@@ -63,6 +64,8 @@ async def test_default_settings_without_keys_fall_back_to_compositor(monkeypatch
     ]
     assert res.watermarked and read_watermark(res.image) == {
         "generator": "IDLock",
+        "ai_generated": True,
+        "digital_source_type": DIGITAL_SOURCE_TYPE,
         "job_id": "j-9",
         "provider": "compositor",
         "label": "offline/compositor",
@@ -129,10 +132,14 @@ async def test_request_preference_overrides_settings_order():
         await r.render(RenderRequest(prompt="x", providers=["midjourney"]))
 
 
-async def test_watermark_per_request_override():
+async def test_watermark_per_request_override_leaves_the_metadata_mark():
     r = Renderer(_settings(watermark=True), {"compositor": Stub("compositor")})
-    res = await r.render(RenderRequest(prompt="x", providers=["compositor"], watermark=False))
-    assert not res.watermarked and read_watermark(res.image) is None
+    res = await r.render(RenderRequest(prompt="x", providers=["compositor"], watermark=False, job_id="j-1"))
+    # no visible mark, but the file still says it was made by AI
+    assert not res.watermarked
+    mark = read_image_mark(res.image)
+    assert mark["ai_generated"] and mark["job_id"] == "j-1"
+    assert mark["xmp_digital_source_type"] == DIGITAL_SOURCE_TYPE
 
 
 async def test_video_needs_a_provider_that_renders_video():
@@ -161,3 +168,28 @@ async def test_edit_skips_providers_without_edit_support(astronaut_png):
     res = await r.edit(EditRequest(image=scene.image, prompt="fix", references=[astronaut_png], seed=2))
     assert res.provider == "compositor"
     assert res.fallback_reasons == ["gemini: provider gemini does not support edits"]
+
+
+async def test_every_clip_carries_the_manifest_and_frames_are_stamped_as_set(astronaut_png):
+    import numpy as np
+
+    from idlock.provenance import read_video_mark
+    from services.render.video import probe_video
+
+    clips = {}
+    for frames in (False, True):
+        settings = _settings(video_providers=["compositor"], watermark_video_frames=frames)
+        r = Renderer(settings, {"compositor": CompositorProvider()})
+        req = RenderRequest(
+            prompt="a ride at dusk", references=[astronaut_png], seed=3, duration_s=1, job_id="v-9"
+        )
+        res = await r.render_video(req)
+        mark = read_video_mark(res.video)
+        assert mark is not None and mark["job_id"] == "v-9" and mark["ai_generated"]
+        assert read_image_mark(res.image)["job_id"] == "v-9"  # the poster too
+        clips[frames] = probe_video(res.video).last.astype(int)
+    # the same scene, stamped only in the bottom-right corner
+    changed = np.abs(clips[True] - clips[False]).sum(axis=2) > 60
+    ys, xs = np.nonzero(changed)
+    h, w = changed.shape
+    assert len(ys) > 0 and ys.min() > h * 0.6 and xs.min() > w * 0.4

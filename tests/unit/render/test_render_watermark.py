@@ -3,7 +3,9 @@ import io
 import numpy as np
 from PIL import Image
 
-from services.render.watermark import apply_watermark, read_watermark
+from idlock.provenance import DIGITAL_SOURCE_TYPE, mark_video, read_video_mark
+from services.render.video import probe_video, stamp_video, write_video
+from services.render.watermark import apply_watermark, draw_mark, read_watermark
 
 
 def _png(size=(256, 256), colour=(0, 120, 0)) -> bytes:
@@ -18,6 +20,8 @@ def test_visible_mark_and_chunk():
     meta = read_watermark(out)
     assert meta == {
         "generator": "IDLock",
+        "ai_generated": True,
+        "digital_source_type": DIGITAL_SOURCE_TYPE,
         "job_id": "job-42",
         "provider": "compositor",
         "label": "offline/compositor",
@@ -48,3 +52,37 @@ def test_other_text_chunks_are_kept():
     out = apply_watermark(buf.getvalue(), job_id="j")
     with Image.open(io.BytesIO(out)) as im:
         assert im.text["parameters"] == "seed=1" and im.text["Software"] == "IDLock"
+
+
+def _clip() -> bytes:
+    frames = [np.full((96, 128, 3), (20 * i, 90, 160), np.uint8) for i in range(8)]
+    return write_video(frames, 8.0)
+
+
+def test_a_clip_carries_the_manifest_and_still_plays():
+    clip = _clip()
+    assert read_video_mark(clip) is None
+    marked = mark_video(clip, "video/webm", job_id="v-1", provider="compositor", label="offline/compositor")
+    mark = read_video_mark(marked)
+    assert (
+        mark["ai_generated"]
+        and mark["job_id"] == "v-1"
+        and mark["digital_source_type"] == DIGITAL_SOURCE_TYPE
+    )
+    info = probe_video(marked)  # the Void element at the end is skipped by the reader
+    assert info.frames == 8 and (info.width, info.height) == (128, 96)
+    mp4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + b"\x00\x00\x00\x08free"
+    boxed = mark_video(mp4, "video/mp4", job_id="v-2")
+    assert boxed.startswith(mp4) and boxed[len(mp4) + 4 : len(mp4) + 8] == b"uuid"
+    assert int.from_bytes(boxed[len(mp4) : len(mp4) + 4], "big") == len(boxed) - len(mp4)
+    assert read_video_mark(boxed)["job_id"] == "v-2"
+
+
+def test_stamped_frames_show_the_visible_mark():
+    clip = _clip()
+    stamped = stamp_video(clip, draw_mark)
+    before, after = probe_video(clip), probe_video(stamped)
+    assert after.frames == before.frames
+    diff = np.abs(after.last.astype(int) - before.last.astype(int)).sum(axis=2) > 60
+    ys, xs = np.nonzero(diff)
+    assert len(ys) > 0 and ys.min() > 96 * 0.6 and xs.min() > 128 * 0.4  # the corner, not the picture
