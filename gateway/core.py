@@ -7,6 +7,7 @@ against it again: another user's resource is answered exactly like a missing one
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -19,7 +20,7 @@ from typing import Any
 import grpc
 import httpx
 
-from gateway import auth, objects, pose, uploads, views
+from gateway import auth, objects, pose, uploads, user_uploads, views
 from gateway.errors import ApiError, bad_request, from_grpc, not_found
 from gateway.events import GatewayEvents
 from gateway.health import mesh_health
@@ -98,6 +99,7 @@ class Gateway:
         self.downloads: objects.Downloads | None = None
         self.reports: Reports | None = None
         self.events = GatewayEvents(self.nats_settings)
+        self._sweeping: asyncio.Task | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
@@ -126,12 +128,21 @@ class Gateway:
             )
         self.memory = memory_service_pb2_grpc.MemoryServiceStub(self.channels["memory"])
         self.orchestrator = orch_grpc.OrchestratorServiceStub(self.channels["orchestrator"])
+        s = self.settings
+        self._sweeping = asyncio.create_task(
+            user_uploads.sweep_forever(self.store, s.upload_ttl_s, s.upload_sweep_interval_s),
+            name="upload-sweep",
+        )
 
     def _use_limiters(self, by_name: dict[str, Any]) -> None:
         for name, limiter in by_name.items():
             setattr(self, f"{name}_limiter", limiter)
 
     async def close(self) -> None:
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeping
         await self.events.close()
         for ch in self.channels.values():
             await ch.close()
@@ -249,7 +260,7 @@ class Gateway:
             "character",
             c.id,
             images=len(clean),
-            name=name,
+            name=c.name,
         )
         return {
             "character_id": c.id,

@@ -89,6 +89,19 @@ class GatewaySettings(IdlockSettings):
     jpeg_quality: int = Field(
         92, ge=50, le=100, description="Quality of JPEG uploads re-encoded without EXIF."
     )
+    max_uploads_per_user: int = Field(
+        200,
+        ge=1,
+        description="Most stored uploads (pose images) per user; more are refused with 409 quota_exceeded.",
+    )
+    upload_ttl_s: int = Field(
+        7 * 24 * 3600,
+        ge=3600,
+        description="Uploads older than this are deleted (seconds): a pose image serves the scenes made soon after.",
+    )
+    upload_sweep_interval_s: float = Field(
+        3600.0, gt=0, description="How often each gateway deletes expired uploads (seconds)."
+    )
 
     # pose images
     pose_fetch_timeout_s: float = Field(

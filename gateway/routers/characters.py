@@ -240,13 +240,15 @@ async def character_history(
     status_code=201,
     tags=["uploads"],
     response_model=StoredImage,
-    responses={413: {"model": ErrorBody}},
+    responses={409: {"model": ErrorBody}, 413: {"model": ErrorBody}},
 )
 async def upload_image(
     who: CallerDep,
     gw: GatewayDep,
     file: Annotated[UploadFile, File(description="An image (e.g. a pose reference).")],
 ) -> dict[str, Any]:
-    """Store an image under your uploads (re-encoded without metadata); use its `uri` as pose_image_url."""
+    """Store an image under your uploads (re-encoded without metadata); use its `uri` as pose_image_url. Uploads
+    are deleted after IDLOCK_GATEWAY_UPLOAD_TTL_S (7 days), and a user holds at most
+    IDLOCK_GATEWAY_MAX_UPLOADS_PER_USER of them (409 `quota_exceeded`)."""
     (upload,) = await _read([file])
     return await user_uploads.upload(gw, who, upload)

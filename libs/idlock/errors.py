@@ -60,6 +60,12 @@ class PreconditionFailed(IdlockError):
     http_status = 409
 
 
+class ContentBlocked(PreconditionFailed):
+    """A provider's safety filter refused the prompt or its output: a job ends `moderated`, nothing is kept."""
+
+    reason = "moderated"
+
+
 class PermissionDenied(IdlockError):
     code = "permission_denied"
     grpc_status = "PERMISSION_DENIED"

@@ -7,6 +7,7 @@ Objects are named by keys (`characters/c1/refs/0.png`) and referred to across se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -80,6 +81,10 @@ class ObjectStore(ABC):
     @abstractmethod
     async def list(self, prefix: str = "") -> list[str]:
         """Keys starting with `prefix` (a plain string prefix, as in S3), sorted."""
+
+    @abstractmethod
+    async def listing(self, prefix: str = "") -> list[tuple[str, float]]:
+        """(key, last-modified Unix time) of the keys starting with `prefix`, sorted by key."""
 
     @abstractmethod
     async def url(self, key: str) -> str:
@@ -230,6 +235,16 @@ class LocalObjectStore(ObjectStore):
     async def list(self, prefix: str = "") -> list[str]:
         return await asyncio.to_thread(self._list_sync, _validate_prefix(prefix))
 
+    async def listing(self, prefix: str = "") -> list[tuple[str, float]]:
+        def stat() -> list[tuple[str, float]]:
+            out = []
+            for key in self._list_sync(_validate_prefix(prefix)):
+                with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                    out.append((key, self.root.joinpath(*key.split("/")).stat().st_mtime))
+            return out
+
+        return await asyncio.to_thread(stat)
+
     async def url(self, key: str) -> str:
         return str(self._path(key))
 
@@ -368,6 +383,15 @@ class S3ObjectStore(ObjectStore):
 
     async def list(self, prefix: str = "") -> list[str]:
         return await self._call("list", prefix, self._list_sync, prefix=_validate_prefix(prefix))
+
+    def _listing_sync(self, prefix: str) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            out.extend((o["Key"], o["LastModified"].timestamp()) for o in page.get("Contents", []))
+        return sorted(out)
+
+    async def listing(self, prefix: str = "") -> list[tuple[str, float]]:
+        return await self._call("list", prefix, self._listing_sync, prefix=_validate_prefix(prefix))
 
     def _versions_sync(self, prefix: str) -> list[dict[str, str]]:
         out: list[dict[str, str]] = []

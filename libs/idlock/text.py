@@ -36,6 +36,14 @@ def strip_control(text: str) -> str:
     return _WS_RE.sub(" ", "".join(out)).strip()
 
 
+def strip_format(text: str) -> str:
+    """NFC-normalise and drop control and format characters (bidi overrides, zero-width joiners and spaces) but
+    keep line breaks and tabs: for descriptions, which may have paragraphs."""
+    t = unicodedata.normalize("NFC", text)
+    kept = (ch for ch in t if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn"))
+    return "".join(kept).strip()
+
+
 def find_denied(text: str, deny_list: Sequence[str]) -> str | None:
     """The first deny-list term (in list order) that occurs in `text` as whole words, case-insensitively."""
     low = text.casefold()

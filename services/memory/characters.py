@@ -25,6 +25,7 @@ from typing import Any
 from idlock.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
 from idlock.images import decode_image
 from idlock.storage import ObjectStore
+from idlock.text import strip_control, strip_format
 
 from . import repository as repo
 from .models import STATUS_NEEDS_MORE_REFS, STATUS_READY, TAG_CATEGORIES, Character
@@ -138,7 +139,10 @@ async def create_character(
         )
     if not owner_id:
         raise InvalidInput("owner_id is required")
-    if not name or not name.strip():
+    # a name or description that reads one way and is stored another (bidi overrides, zero-width characters)
+    # is cleaned before it is kept
+    name, description = strip_control(name or ""), strip_format(description or "")
+    if not name:
         raise InvalidInput("name is required")
     n = len(images)
     if not 1 <= n <= max_references:

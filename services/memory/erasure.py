@@ -58,6 +58,14 @@ class Erasures:
         async with self.rt.db.session() as s:
             await record_erasure(s, character_id, owner_id)
 
+    async def unfinished_owner(self, character_id: str, owner_id: str | None) -> str | None:
+        """The owner of the character's unfinished erasure (None: there is none, or it is another owner's)."""
+        async with self.rt.db.session(read_only=True) as s:
+            row = await s.get(Erasure, character_id)
+        if row is None or row.finished_at is not None or (owner_id and row.owner_id != owner_id):
+            return None
+        return row.owner_id
+
     async def run(self, character_id: str, owner_id: str, *, resume: bool = False) -> list[StoreReport]:
         """Every store's step, then the event; the record is finished only when all of them went through."""
         rt = self.rt

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from idlock import mesh_auth, refs, subjects
-from idlock.errors import InvalidInput, PreconditionFailed, required
+from idlock.errors import InvalidInput, NotFound, PreconditionFailed, required
 from idlock.v1 import common_pb2, events_pb2
 from services.memory import characters
 from services.memory import repository as repo
@@ -141,9 +141,15 @@ class CharacterRegistry:
         cid = required(character_id, "character_id")
         await self.story.settled(cid)
         await rt.drain()  # a cache write still on its way must not land after the erasure
-        async with rt.db.session() as s:
-            ch = await repo.get_character(s, cid, owner_id=owner_filter(owner_id))
-            owner = ch.owner_id
+        try:
+            async with rt.db.session() as s:
+                owner = (await repo.get_character(s, cid, owner_id=owner_filter(owner_id))).owner_id
+        except NotFound:
+            # its rows may be gone while its erasure is unfinished (the event could not go out): finish it
+            owner = await self.erasures.unfinished_owner(cid, owner_filter(owner_id))
+            if owner is None:
+                raise
+            return await self.erasures.run(cid, owner, resume=True)
         await self.erasures.begin(cid, owner)
         return await self.erasures.run(cid, owner)
 

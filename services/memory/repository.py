@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idlock.errors import InvalidInput, NotFound, PreconditionFailed
+from idlock.text import strip_control, strip_format
 
 from .models import (
     KINDS,
@@ -184,11 +185,11 @@ async def update_sheet(
     ch = await get_character(session, character_id, owner_id=owner_id)
     ch.sheet = dict(sheet)
     if name is not None:
-        if not name.strip():
+        if not strip_control(name):
             raise InvalidInput("name must not be empty")
-        ch.name = name.strip()
+        ch.name = strip_control(name)
     if description is not None:
-        ch.description = description
+        ch.description = strip_format(description)
     ch.memory_version = ch.memory_version + 1
     ch.updated_at = utcnow()
     await session.commit()

@@ -128,8 +128,8 @@ class JobWorker:
             return Outcome.CANCELLED
         except JobFailed as f:
             return await run.fail(f.outcome, f.code, f.message)
-        except PERMANENT as e:
-            return await run.fail(Outcome.FAILED, e.code, e.message)
+        except PERMANENT as e:  # a finer reason when there is one (moderated: a provider's safety block)
+            return await run.fail(Outcome.FAILED, e.reason or e.code, e.message)
         except Exception as e:
             message = e.message if isinstance(e, IdlockError) else f"{type(e).__name__}: {e}"
             if final_attempt:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from idlock.mesh import LocalMesh
+from tests.fakes.gemini_server import FakeGeminiServer, Reply
 
 pytestmark = pytest.mark.slow
 
@@ -24,14 +26,25 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory, faces_dir: Path) -> Iterator[LocalMesh]:
+def fake_gemini(faces_dir: Path) -> Iterator[FakeGeminiServer]:
+    with FakeGeminiServer() as fake:
+        fake.image = min((faces_dir / "deepface_id01").glob("*.jpg")).read_bytes()
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def mesh(
+    tmp_path_factory: pytest.TempPathFactory, faces_dir: Path, fake_gemini: FakeGeminiServer
+) -> Iterator[LocalMesh]:
     gallery = tmp_path_factory.mktemp("gallery")
     (gallery / "head_of_state").mkdir()
     shutil.copy(
         faces_dir / "face_recognition_obama" / "obama.jpg", gallery / "head_of_state" / "portrait.jpg"
     )
     env = {
-        "IDLOCK_RENDER_PROVIDERS": '["compositor"]',
+        "IDLOCK_RENDER_PROVIDERS": '["gemini","compositor"]',
+        "IDLOCK_RENDER_GEMINI_API_KEY": "e2e",
+        "IDLOCK_RENDER_GEMINI_BASE_URL": fake_gemini.base_url,
         "IDLOCK_IDENTITY_PROTECTED_GALLERY_DIR": str(gallery),
         "IDLOCK_ORCHESTRATOR_NEAR_COPY": "flag",
     }
@@ -94,3 +107,21 @@ def test_a_refused_prompt_never_becomes_a_job(mesh: LocalMesh, client: httpx.Cli
     )
     assert ok.status_code == 202, ok.text
     assert _jobs_of(mesh, cid) == 1
+
+
+def test_a_provider_safety_block_ends_the_job_moderated(
+    client: httpx.Client, faces_dir: Path, fake_gemini: FakeGeminiServer
+) -> None:
+    cid = _character(client, min((faces_dir / "deepface_id01").glob("*.jpg"))).json()["character_id"]
+    fake_gemini.script(Reply.finish_blocked("IMAGE_SAFETY"))
+    sent = client.post("/api/v1/generate", json={"character_id": cid, "prompt": "Someone walks in the rain"})
+    assert sent.status_code == 202, sent.text
+    deadline = time.monotonic() + 60
+    while (job := client.get(f"/api/v1/job/{sent.json()['job_id']}").json())["status"] in (
+        "queued",
+        "running",
+    ):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.3)
+    assert job["status"] == "failed" and job["error"]["code"] == "moderated", job
+    assert job["result"] is None or not (job["result"].get("image") or job["result"].get("video"))

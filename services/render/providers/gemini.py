@@ -25,12 +25,12 @@ except ImportError:  # pragma: no cover
     httpx2 = None
 
 from idlock.errors import (
+    ContentBlocked,
     DeadlineExceeded,
     IdlockError,
     InvalidInput,
     NotFound,
     PermissionDenied,
-    PreconditionFailed,
     QuotaExceeded,
     Unavailable,
 )
@@ -331,7 +331,7 @@ class GeminiProvider(RenderProvider):
         if block:
             reason = getattr(block, "value", str(block))
             extra = getattr(feedback, "block_reason_message", None)
-            raise PreconditionFailed(
+            raise ContentBlocked(
                 f"gemini blocked the prompt: {reason}" + (f" ({extra})" if extra else ""),
                 details={"block_reason": reason},
             )
@@ -361,7 +361,7 @@ class GeminiProvider(RenderProvider):
                 if getattr(part, "text", None):
                     texts.append(part.text)
         if finish in SAFETY_FINISH:
-            raise PreconditionFailed(
+            raise ContentBlocked(
                 f"gemini refused to draw the image: finishReason {finish}", details={"finish_reason": finish}
             )
         said = (" Model said: " + " ".join(texts)[:300]) if texts else ""

@@ -22,6 +22,7 @@ from typing import Any
 from PIL import Image
 
 from idlock.errors import (
+    ContentBlocked,
     DeadlineExceeded,
     IdlockError,
     InvalidInput,
@@ -231,7 +232,7 @@ class VeoProvider(GeminiProvider):
             filtered = getattr(result, "rai_media_filtered_count", None)
             if filtered:
                 reasons = "; ".join(getattr(result, "rai_media_filtered_reasons", None) or [])
-                raise PreconditionFailed(
+                raise ContentBlocked(
                     f"veo refused the video: {filtered} filtered by safety rules"
                     + (f" ({reasons})" if reasons else ""),
                     details={"operation_name": name},

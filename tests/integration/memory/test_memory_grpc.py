@@ -669,6 +669,13 @@ async def test_without_nats_the_service_still_serves(identity_addr, tmp_path, as
         report = {r.store: r for r in res.report}
         assert all(r.ok for name, r in report.items() if name != "events")
         assert not report["events"].ok and "not told" in report["events"].error
+        # the rows are gone but the erasure is not finished: deleting again takes it up (and says so again)
+        again = {
+            r.store: r
+            for r in (await stub.DeleteCharacter(pb.DeleteCharacterRequest(character_id=ch.id))).report
+        }
+        assert again["database"].ok and again["database"].removed == 0 and not again["events"].ok
+        await _fails(stub.GetCharacter(pb.GetCharacterRequest(character_id=ch.id)), grpc.StatusCode.NOT_FOUND)
 
 
 async def test_recording_does_not_wait_for_the_summariser(
@@ -785,3 +792,32 @@ async def test_the_trainer_finds_scene_prompts_in_the_history(mesh: Mesh, astron
     finally:
         await client.close()
     assert found == {"p-1": "scene 1 at the harbour", "p-3": "scene 3 at the harbour"}
+
+
+async def test_names_and_descriptions_lose_bidi_and_zero_width_characters(
+    mesh: Mesh, astronaut_png: bytes
+) -> None:
+    """A name that reads one way and is stored another ('Ar' + RIGHT-TO-LEFT OVERRIDE + 'ya') is cleaned."""
+    made = await mesh.stub.CreateCharacter(
+        pb.CreateCharacterRequest(
+            owner_id=OWNER,
+            name="Ar\u202eya\u200b",
+            description="a knight\n\u200bof the \u2066north\u2069",
+            consent_given=True,
+            reference_images=[_img(astronaut_png)],
+        )
+    )
+    assert made.character.name == "Arya" and made.character.description == "a knight\nof the north"
+    await _fails(
+        mesh.stub.UpdateCharacterSheet(
+            pb.UpdateCharacterSheetRequest(
+                character_id=made.character.id, owner_id=OWNER, name="\u200b\u202e"
+            )
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "name",
+    )
+    renamed = await mesh.stub.UpdateCharacterSheet(
+        pb.UpdateCharacterSheetRequest(character_id=made.character.id, owner_id=OWNER, name="Ary\u200ba")
+    )
+    assert renamed.character.name == "Arya"

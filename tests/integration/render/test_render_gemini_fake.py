@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from idlock.errors import (
+    ContentBlocked,
     DeadlineExceeded,
     InvalidInput,
     NotFound,
@@ -176,10 +177,13 @@ async def test_provider_message_is_passed_on(gemini, fake_gemini):
         (Reply.finish_blocked("SAFETY"), "finishReason SAFETY"),
     ],
 )
-async def test_safety_block_is_precondition_failed(gemini, fake_gemini, reply, words):
+async def test_safety_block_is_content_blocked(gemini, fake_gemini, reply, words):
     fake_gemini.script(reply)
-    with pytest.raises(PreconditionFailed, match=words):
+    with pytest.raises(ContentBlocked, match=words) as err:
         await gemini.render(RenderRequest(prompt="x"))
+    assert (
+        isinstance(err.value, PreconditionFailed) and err.value.reason == "moderated"
+    )  # a job ends moderated
     assert fake_gemini.calls == 1
 
 
