@@ -11,8 +11,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from idlock.db import add_columns, make_base, new_tables_only
 
 Base = make_base("gateway")
-#: 2: users.name; 3: users.failed_logins, users.locked_until; 4: rate_buckets; 5: reports, frozen_characters
-SCHEMA_VERSION = 5
+#: 2: users.name; 3: users.failed_logins, users.locked_until; 4: rate_buckets; 5: reports, frozen_characters;
+#: 6: login_strikes
+SCHEMA_VERSION = 6
 
 
 def utcnow() -> dt.datetime:
@@ -44,6 +45,21 @@ class RateBucket(Base):
     tokens: Mapped[float] = mapped_column(Float, nullable=False)
     #: unix time of the last take
     updated_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class LoginStrike(Base):
+    """Failed sign-ins for an email no account has, counted and locked as an account's are, so that a lock-out
+    answer (429) tells nothing about whether the account exists. Keyed by the email's sha256; rows idle for a day
+    are pruned."""
+
+    __tablename__ = "login_strikes"
+
+    email_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, default=utcnow, index=True
+    )
 
 
 class ApiKey(Base):
@@ -126,4 +142,5 @@ UPGRADES = {
     ),
     4: new_tables_only,
     5: _v5_reports,
+    6: new_tables_only,
 }

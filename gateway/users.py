@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from gateway import auth
 from gateway.errors import ApiError, unauthenticated
-from gateway.models import SCHEMA_VERSION, UPGRADES, ApiKey, AuditEntry, Base, User, utcnow
+from gateway.models import SCHEMA_VERSION, UPGRADES, ApiKey, AuditEntry, Base, LoginStrike, User, utcnow
 from gateway.schemas import EMAIL_PATTERN
 from gateway.settings import GatewaySettings
 from idlock.db import Database
@@ -97,6 +98,24 @@ class UserStore:
             email = normalize_email(email)
         except ApiError:
             email = ""
+        for attempt in range(2):  # two first failures for one unknown email race to make its row: once more
+            try:
+                user, refused = await self._sign_in(email, password, client_ip, request_id)
+                break
+            except IntegrityError:
+                if attempt:
+                    raise
+        if refused is not None:  # raised after the session committed the count and the audit rows
+            raise refused
+        return auth.issue_token(
+            user.id, secret=self._secret, expiry_s=self.settings.jwt_expiry_s, issuer=self.settings.jwt_issuer
+        )
+
+    async def _sign_in(
+        self, email: str, password: str, client_ip: str, request_id: str
+    ) -> tuple[User | None, ApiError | None]:
+        """One attempt: (the user, None) for valid credentials, else (the user or None, the refusal); the counts,
+        locks and audit rows are committed either way."""
         refused: ApiError | None = None
         async with self.db.session() as s:
             user = (
@@ -105,11 +124,15 @@ class UserStore:
                 else None
             )
             now = utcnow()
-            locked = user is not None and user.locked_until is not None and _aware(user.locked_until) > now
+            # an email no account has is counted and locked the same way: a 429 is no sign that it exists
+            counter = user if user is not None or not email else await self._strikes(s, email, now)
+            until = _aware(counter.locked_until) if counter is not None and counter.locked_until else None
+            locked = until is not None and until > now
             ok = not locked and auth.verify_password(user.password_hash if user else None, password)
             if locked:  # the same answer whatever the password: a lock is no oracle
-                wait = max(1, math.ceil((_aware(user.locked_until) - now).total_seconds()))
-                s.add(self._audit(user.id, "login_locked", "user", user.id, client_ip, request_id, {}))
+                wait = max(1, math.ceil((until - now).total_seconds()))
+                if user is not None:
+                    s.add(self._audit(user.id, "login_locked", "user", user.id, client_ip, request_id, {}))
                 refused = ApiError(
                     429,
                     "account_locked",
@@ -117,12 +140,13 @@ class UserStore:
                     headers={"Retry-After": str(wait)},
                 )
             elif not ok or user is None or user.disabled:
-                if user is not None:
-                    user.failed_logins = (user.failed_logins or 0) + 1
-                    over = user.failed_logins - self.settings.login_free_failures
+                if counter is not None:
+                    counter.failed_logins = (counter.failed_logins or 0) + 1
+                    over = counter.failed_logins - self.settings.login_free_failures
                     if over >= 0:
                         lock_s = min(self.settings.login_lock_max_s, 2**over)
-                        user.locked_until = now + dt.timedelta(seconds=lock_s)
+                        counter.locked_until = now + dt.timedelta(seconds=lock_s)
+                if user is not None:
                     s.add(
                         self._audit(
                             user.id, "login_failed", "user", user.id, client_ip, request_id,
@@ -135,11 +159,18 @@ class UserStore:
                 if auth.needs_rehash(user.password_hash):
                     user.password_hash = auth.hash_password(password)
                 s.add(self._audit(user.id, "login", "user", user.id, client_ip, request_id, {}))
-        if refused is not None:  # raised after the session committed the count and the audit rows
-            raise refused
-        return auth.issue_token(
-            user.id, secret=self._secret, expiry_s=self.settings.jwt_expiry_s, issuer=self.settings.jwt_issuer
-        )
+        return user, refused
+
+    @staticmethod
+    async def _strikes(s: Any, email: str, now: dt.datetime) -> LoginStrike:
+        key = hashlib.sha256(email.encode()).hexdigest()
+        row = await s.get(LoginStrike, key)
+        if row is None:
+            await s.execute(delete(LoginStrike).where(LoginStrike.updated_at < now - dt.timedelta(days=1)))
+            row = LoginStrike(email_sha256=key, failed_logins=0, updated_at=now)
+            s.add(row)
+        row.updated_at = now
+        return row
 
     async def create_admin(self, email: str, password: str, *, name: str = "") -> tuple[Principal, bool]:
         """An operator's command (`idlock admin create`): a new administrator, or an existing user made one

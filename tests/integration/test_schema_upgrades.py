@@ -1,7 +1,7 @@
 """The release's schema upgrades run on tables of the previous release (SQLite and Postgres) and keep their rows:
 memory's episodes gain `context` and `provider_label` (2) and `copy_check` (3), and erasure records (4); the
 gateway's users gain `name` (2) and the failed sign-in count and lock (3), the shared rate buckets (4), and
-reports with frozen characters (5); the orchestrator's jobs gain `erased_at` and an index by character (2)."""
+reports with frozen characters (5), sign-in strikes of unknown emails (6); the orchestrator's jobs gain `erased_at` and an index by character (2)."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ async def test_gateway_users_gain_a_name(db_url: str, db_schema: str, data_dir: 
             db, gateway_models.Base.metadata, "users", ["name", "failed_logins", "locked_until"]
         )
         async with db.connect() as c:  # release 1 had no shared rate buckets, reports or freezes
-            for table in ("rate_buckets", "reports", "frozen_characters"):
+            for table in ("rate_buckets", "reports", "frozen_characters", "login_strikes"):
                 await c.execute(text(f"DROP TABLE {table}"))
             await c.execute(
                 text("DROP INDEX " + ("" if db.schema is None else f"{db.schema}.") + "ix_audit_log_resource")
@@ -95,7 +95,7 @@ async def test_gateway_users_gain_a_name(db_url: str, db_schema: str, data_dir: 
                 )
             )
         version = gateway_models.SCHEMA_VERSION
-        assert version == 5
+        assert version == 6
         assert (
             await db.migrate(gateway_models.Base.metadata, version=version, upgrades=gateway_models.UPGRADES)
             == 1
@@ -104,7 +104,7 @@ async def test_gateway_users_gain_a_name(db_url: str, db_schema: str, data_dir: 
             user = await s.get(gateway_models.User, "usr_1")
             assert user.email == "a@example.com" and user.name == ""
             assert user.failed_logins == 0 and user.locked_until is None
-        assert {"rate_buckets", "reports", "frozen_characters"} <= await _tables(db)
+        assert {"rate_buckets", "reports", "frozen_characters", "login_strikes"} <= await _tables(db)
         assert "ix_audit_log_resource" in await _indexes(db, "audit_log")
     finally:
         await db.close()

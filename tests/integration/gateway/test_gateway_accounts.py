@@ -61,6 +61,25 @@ async def test_failed_sign_ins_lock_the_account_with_backoff(mesh: Mesh, tmp_pat
         assert (await api.client.post("/auth/login", json=wrong)).status_code == 401
 
 
+async def test_a_lock_out_tells_nothing_about_whether_an_account_exists(mesh: Mesh, tmp_path: Path) -> None:
+    async with running(mesh, tmp_path, login_free_failures=2, auth_rate_limit_burst=100) as api:
+        await api.user("real@example.com")
+        answers = {}
+        for email in ("real@example.com", "nobody@example.com"):
+            wrong = {"email": email, "password": "not the password at all"}
+            replies = [await api.client.post("/auth/login", json=wrong) for _ in range(3)]
+            answers[email] = [
+                (r.status_code, r.json()["error"]["code"], r.json()["error"]["message"]) for r in replies
+            ]
+        # the same codes and messages for an account and for no account: 401, 401, then the lock
+        assert answers["real@example.com"] == answers["nobody@example.com"]
+        assert [a[:2] for a in answers["nobody@example.com"]] == [
+            (401, "unauthenticated"),
+            (401, "unauthenticated"),
+            (429, "account_locked"),
+        ]
+
+
 async def test_api_keys_cannot_manage_api_keys(mesh: Mesh, tmp_path: Path) -> None:
     async with running(mesh, tmp_path) as api:
         jwt = await api.user("svc@example.com")
