@@ -90,6 +90,10 @@ GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str]] = {
 UPSTREAM_FAILURE = (502, "upstream_error")
 
 
+#: reasons whose HTTP status is finer than their gRPC status's
+REASON_STATUS = {"idempotency_key_reused": 422}
+
+
 def http_for_grpc(code: grpc.StatusCode) -> tuple[int, str]:
     return GRPC_TO_HTTP.get(code, UPSTREAM_FAILURE)
 
@@ -109,7 +113,8 @@ def from_grpc(err: grpc.aio.AioRpcError | grpc.RpcError, service: str) -> ApiErr
         message = details or f"the {service} service answered {code.name}"
     headers = {"Retry-After": "1"} if status == 503 else None
     # a service's finer reason (prompt_refused, protected_identity) is the code the client sees
-    return ApiError(status, reason_of(err) or name, message, headers=headers)
+    reason = reason_of(err)
+    return ApiError(REASON_STATUS.get(reason, status), reason or name, message, headers=headers)
 
 
 def frozen_error(character_id: str) -> ApiError:

@@ -40,12 +40,14 @@ JOB_LINKS = {
     responses={
         202: {"links": JOB_LINKS},
         409: {"model": ErrorBody},
+        422: {"model": ErrorBody, "description": "The Idempotency-Key was used for another request."},
         423: {"model": ErrorBody, "description": "The character is frozen while a report is reviewed."},
         503: {"model": ErrorBody},
     },
 )
 async def generate(body: GenerateIn, who: CallerDep, gw: GatewayDep, idem: IdempotencyDep) -> JSONResponse:
-    """Queue a scene for a character. With `Idempotency-Key`, a retried submission returns the same job."""
+    """Queue a scene for a character. With `Idempotency-Key`, a retried submission returns the same job; the same
+    key with another body is refused with 422 `idempotency_key_reused`."""
     accepted = await gw.submit(
         who,
         GenerateInput(

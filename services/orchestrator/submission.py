@@ -11,8 +11,9 @@ import re
 from collections.abc import AsyncIterator
 
 from idlock import subjects
-from idlock.errors import InvalidInput, NotFound, PreconditionFailed, Unavailable
+from idlock.errors import IdlockError, InvalidInput, NotFound, PreconditionFailed, Unavailable
 from idlock.moderation import PromptPolicy, check_prompt
+from idlock.refs import pose_copy_prefix
 from idlock.text import sanitize_prompt, strip_control
 from idlock.v1 import common_pb2, events_pb2, memory_service_pb2
 from idlock.v1 import orchestrator_service_pb2 as pb
@@ -35,6 +36,12 @@ WATCH_EVENTS = {
     "needs_more_refs": "failed",
     "cancelled": "cancelled",
 }
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """A key already used for a different request: the client's bug, never silently the first job (422)."""
+
+    reason = "idempotency_key_reused"
 
 
 class Submissions:
@@ -88,6 +95,33 @@ class Submissions:
         check_prompt(self.policy, prompt, *overrides, strip_control(o.dialogue))
         return prompt, overrides
 
+    def _differs(
+        self, job: Job, request: pb.SubmitGenerationRequest, prompt: str, overrides: list[str]
+    ) -> str:
+        """What of a resubmission differs from the job its key made ("" when nothing). A pose fetched from a URL is
+        copied anew for each submission, so two such copies count as the same pose."""
+        fields = []
+        if job.character_id != request.character_id:
+            fields.append("character_id")
+        if job.prompt != prompt:
+            fields.append("prompt")
+        if list(job.style_overrides or []) != overrides:
+            fields.append("style_overrides")
+        if (job.options or {}) != msg_to_dict(request.options):
+            fields.append("options")
+        if job.pose_image_uri != request.pose_image_uri and not (
+            self._pose_copy(job.pose_image_uri, job.owner_id)
+            and self._pose_copy(request.pose_image_uri, job.owner_id)
+        ):
+            fields.append("pose_image_uri")
+        return ", ".join(fields)
+
+    def _pose_copy(self, uri: str, owner_id: str) -> bool:
+        try:
+            return bool(uri) and self.rt.objects.key_from_uri(uri).startswith(pose_copy_prefix(owner_id))
+        except IdlockError:
+            return False
+
     async def check_character(self, owner_id: str, character_id: str) -> memory_service_pb2.Character:
         character = await self.rt.peers.get_character(
             character_id, owner_id, timeout_s=self.rt.settings.step_timeout_s
@@ -113,6 +147,12 @@ class Submissions:
         prompt, overrides = self.validate(request)
         existing = await self.rt.store.find_by_key(request.owner_id, request.idempotency_key)
         if existing is not None:
+            differs = self._differs(existing, request, prompt, overrides)
+            if differs:
+                raise IdempotencyKeyReused(
+                    f"Idempotency-Key {request.idempotency_key!r} was used for another request (its {differs} "
+                    f"differ): job {existing.id} has it; send this one with a new key"
+                )
             if existing.status == QUEUED and existing.attempts == 0:
                 # the first submission may have failed to enqueue: the same msg id is de-duplicated if it did not
                 with contextlib.suppress(Exception):

@@ -164,6 +164,17 @@ def test_story_state_ownership_idempotency_and_cancel(mesh: LocalMesh, fake_gemi
     first = alice.post("/api/v1/generate", json=body, headers={"Idempotency-Key": "scene-4"})
     again = alice.post("/api/v1/generate", json=body, headers={"Idempotency-Key": "scene-4"})
     assert first.json()["job_id"] == again.json()["job_id"] and again.json()["created"] is False
+    # the same key with another body is the client's bug: 422, never silently the first job
+    other = alice.post(
+        "/api/v1/generate",
+        json={**body, "prompt": "Arya leaves the tavern"},
+        headers={"Idempotency-Key": "scene-4"},
+    )
+    assert other.status_code == 422, other.text
+    assert (
+        other.json()["error"]["code"] == "idempotency_key_reused"
+        and "prompt" in other.json()["error"]["message"]
+    )
     assert _wait(alice, first.json()["job_id"])["status"] == "succeeded"
 
     # cancel: a slow render (the fake Gemini answers after 3 s) is cancelled before it is recorded

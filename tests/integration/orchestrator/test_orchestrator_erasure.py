@@ -86,3 +86,21 @@ async def test_a_deleted_characters_jobs_become_tombstones(orch, peers) -> None:
             pb.RecordFeedbackRequest(job_id=done.id, owner_id=OWNER, rating=pb.FEEDBACK_RATING_UP)
         )
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_an_idempotency_key_reused_for_another_request_is_refused(orch, peers) -> None:
+    """(Issue #20, 5.) The same key and body give the same job; a pose image fetched from a URL is copied anew
+    for each submission, so two copies count as the same pose; anything else that differs is refused."""
+    cid = peers.add_character()
+    store = orch.servicer.rt.objects
+    pose = [store.uri_for(f"uploads/{OWNER}/pose/{n}.png") for n in ("a", "b")]
+    first = await orch.submit(cid, idempotency_key="k-1", pose_image_uri=pose[0])
+    again = await orch.submit(cid, idempotency_key="k-1", pose_image_uri=pose[1])
+    assert first.created and not again.created and again.job.id == first.job.id
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await orch.submit(cid, prompt="Arya sails at night", idempotency_key="k-1", pose_image_uri=pose[0])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "prompt" in err.value.details()
+    assert dict(err.value.trailing_metadata())["idlock-reason"] == "idempotency_key_reused"
+    upload = store.uri_for(f"uploads/{OWNER}/mine.png")  # the user's own upload is not a per-submission copy
+    with pytest.raises(grpc.aio.AioRpcError, match="pose_image_uri"):
+        await orch.submit(cid, idempotency_key="k-1", pose_image_uri=upload)
