@@ -86,8 +86,10 @@ def up(
     ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every component to be SERVING.")] = 60.0,
 ) -> None:
-    """Start NATS, every service and the gateway; stop them all on Ctrl-C."""
+    """Start NATS, every service and the gateway, and keep them up (a service that dies is started again; one
+    that keeps dying stops the mesh, exit code 1); stop them all on Ctrl-C."""
     from idlock.mesh import LocalMesh, MeshError
+    from idlock.supervise import GaveUp, Supervisor
 
     data_dir = data_dir or PathsSettings().data_dir
     ports = {"gateway": gateway_port} if gateway_port is not None else {}
@@ -115,18 +117,27 @@ def up(
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    supervisor = Supervisor(mesh)
+    gave_up = ""
     try:
         while not stop["now"]:
-            for name, proc in list(mesh._procs.items()):
-                if proc.poll() is not None:
-                    console.print(f"[red]{name} exited with code {proc.returncode}; stopping the mesh[/red]")
-                    stop["now"] = True
+            try:
+                for name in supervisor.check():  # a service that died is started again, after a backoff
+                    console.print(
+                        f"[yellow]{name} had exited; started again (see {mesh.components[name].log})[/yellow]"
+                    )
+            except GaveUp as err:
+                gave_up = str(err)
+                console.print(f"[red]{gave_up}; stopping the mesh[/red]")
+                break
             time.sleep(0.5)
     finally:
         console.print("stopping ...")
         codes = mesh.stop()
         bad = {k: v for k, v in codes.items() if v not in (0, -signal.SIGTERM)}
         console.print("stopped" + (f" (non-zero exits: {bad})" if bad else " cleanly"))
+    if gave_up:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -152,7 +163,10 @@ def status(
     if as_json:
         print(
             json.dumps(
-                {c.name: {"address": c.address, "metrics": c.metrics, "status": c.status} for c in components}
+                {
+                    c.name: {"address": c.address, "metrics": c.metrics, "status": c.status, "pid": c.pid}
+                    for c in components
+                }
             )
         )
     else:

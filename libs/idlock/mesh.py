@@ -213,6 +213,17 @@ class LocalMesh:
         self._spawn(name, port, env)
         self._wait_serving(timeout_s, only={name})
 
+    # -- supervision (idlock.supervise) ---------------------------------------------------------------------
+    def exited(self) -> dict[str, int]:
+        """Services whose process has ended, with their exit codes."""
+        return {name: p.returncode for name, p in self._procs.items() if p.poll() is not None}
+
+    def restart(self, name: str) -> None:
+        """Start a dead service again on its address, without waiting for it to serve."""
+        port, env = self._spawned[name]
+        self._spawn(name, port, env)
+        self.write_state()
+
     def _wait_serving(self, timeout_s: float, only: set[str] | None = None) -> None:
         deadline = time.monotonic() + timeout_s
         pending = set(only or self._procs)

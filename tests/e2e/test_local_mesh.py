@@ -73,6 +73,19 @@ def test_up_brings_every_component_to_serving_and_stops_cleanly(tmp_path: Path) 
             metrics = httpx.get(components[name]["metrics"], timeout=5)
             assert metrics.status_code == 200 and "# TYPE idlock_rpc_total counter" in metrics.text
 
+        # a service that dies is started again on its address; the mesh stays up (issue #20, 5.)
+        os.kill(components["orchestrator"]["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 40
+        while True:
+            assert up.poll() is None, up.stdout.read()
+            code, now = _status(data_dir)
+            again = now.get("orchestrator", {})
+            if code == 0 and again.get("pid") != components["orchestrator"]["pid"]:
+                break
+            assert time.monotonic() < deadline, f"the orchestrator was not started again: {now}"
+            time.sleep(0.3)
+        assert again["status"] == "SERVING" and again["address"] == components["orchestrator"]["address"]
+
         with grpc.insecure_channel(components["identity"]["address"]) as ch:
             watch = health_pb2_grpc.HealthStub(ch).Watch(
                 health_pb2.HealthCheckRequest(service=""), timeout=30
@@ -82,7 +95,8 @@ def test_up_brings_every_component_to_serving_and_stops_cleanly(tmp_path: Path) 
             assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
         out, _ = up.communicate(timeout=30)
         assert up.returncode == 0, out
-        assert "stopped cleanly" in out
+        assert "orchestrator had exited; started again" in out
+        assert "stopped" in out
         assert f"studio: {components['gateway']['address']}/" in out  # where a person opens the web page
         code, _ = _status(data_dir)
         assert code == 1  # nothing left running
