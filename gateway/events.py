@@ -3,7 +3,6 @@ start (it serves without NATS); while NATS is down an event is logged as lost, a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -25,13 +24,15 @@ class GatewayEvents:
         self._retry_at = 0.0
 
     async def publish(self, subject: str, message: Message, msg_id: str) -> None:
+        if self.bus is None and time.monotonic() >= self._retry_at:
+            self._retry_at = time.monotonic() + RETRY_S
+            self.bus = await EventBus.connect_optional(
+                self.settings, "gateway", wait_s=10.0, without="events are logged as lost"
+            )
+        if self.bus is None:
+            log.warning("event %s (%s) not published: no NATS connection", subject, msg_id)
+            return
         try:
-            if self.bus is None:
-                if time.monotonic() < self._retry_at:
-                    raise ConnectionError("NATS was unreachable a moment ago")
-                self._retry_at = time.monotonic() + RETRY_S
-                self.bus = await asyncio.wait_for(EventBus.connect(self.settings, name="gateway"), 10)
-                await self.bus.ensure_streams()
             await self.bus.publish(subject, message, msg_id=msg_id)
         except Exception as e:  # noqa: BLE001 - an event is not worth failing the request that made it
             log.warning("event %s (%s) not published: %s", subject, msg_id, e)

@@ -18,6 +18,8 @@ from gateway.models import AuditEntry, FrozenCharacter, Report, utcnow
 from idlock.db import Database
 
 OPEN, RESOLVED = "open", "resolved"
+#: jobs whose character is remembered
+JOB_CACHE = 10_000
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Target:
 class Reports:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._job_characters: dict[str, str] = {}
 
     # ---- what a report is about ----------------------------------------------------------------------------
 
@@ -49,8 +52,15 @@ class Reports:
             return (await s.execute(q)).scalar_one_or_none()
 
     async def character_of_job(self, job_id: str) -> str:
-        submitted = await self._made("job", job_id, "job_submit")
-        return str((submitted.details or {}).get("character_id", "")) if submitted is not None else ""
+        """A job's character never changes: remembered, as every file of a page of results asks again."""
+        known = self._job_characters.get(job_id)
+        if known is None:
+            submitted = await self._made("job", job_id, "job_submit")
+            known = str((submitted.details or {}).get("character_id", "")) if submitted is not None else ""
+            if len(self._job_characters) >= JOB_CACHE:
+                self._job_characters.pop(next(iter(self._job_characters)))
+            self._job_characters[job_id] = known
+        return known
 
     async def target(self, target_type: str, target_id: str) -> Target:
         character_id = target_id if target_type == "character" else await self.character_of_job(target_id)
@@ -105,9 +115,6 @@ class Reports:
         if await self.is_frozen(character_id):
             raise frozen_error(character_id)
 
-    async def check_job(self, job_id: str) -> None:
-        await self.check(await self.character_of_job(job_id))
-
     async def frozen_object(self, key: str) -> str:
         """The frozen character a stored file belongs to ("" for none): `characters/<id>/…`, `jobs/<id>/…`."""
         kind, _, rest = key.partition("/")
@@ -149,14 +156,15 @@ class Reports:
     async def resolve(self, report: Report, action: str, admin_id: str, note: str) -> Report:
         """Close the report; `erase` closes every open report of the character (it is gone). The freeze ends
         when no open report of the character is left."""
-        now = utcnow()
         same = Report.character_id == report.character_id
-        which = (same & (Report.status == OPEN)) if action == "erase" and report.character_id else None
+        scope = same if action == "erase" and report.character_id else Report.id == report.id
         async with self.db.session() as s:
             await s.execute(
                 update(Report)
-                .where(which if which is not None else Report.id == report.id, Report.status == OPEN)
-                .values(status=RESOLVED, resolution=action, resolved_at=now, resolved_by=admin_id, note=note)
+                .where(scope, Report.status == OPEN)
+                .values(
+                    status=RESOLVED, resolution=action, resolved_at=utcnow(), resolved_by=admin_id, note=note
+                )
             )
             if report.character_id:
                 left = await s.scalar(

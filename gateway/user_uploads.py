@@ -65,6 +65,8 @@ async def sweep(store: ObjectStore, ttl_s: float, *, now: float | None = None) -
 
 
 async def sweep_forever(store: ObjectStore, ttl_s: float, interval_s: float) -> None:
+    """Sweep every `interval_s`, the first a minute after start-up (not during it)."""
+    await asyncio.sleep(min(interval_s, 60.0))
     while True:
         try:
             await sweep(store, ttl_s)

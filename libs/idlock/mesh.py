@@ -208,9 +208,8 @@ class LocalMesh:
         self.components[name].status = "KILLED"
 
     def respawn(self, name: str, timeout_s: float = 60.0) -> None:
-        """Start a component again on its address, with the same configuration."""
-        port, env = self._spawned[name]
-        self._spawn(name, port, env)
+        """Start a component again on its address, with the same configuration, and wait until it serves."""
+        self.restart(name)
         self._wait_serving(timeout_s, only={name})
 
     # -- supervision (idlock.supervise) ---------------------------------------------------------------------

@@ -14,10 +14,10 @@ from __future__ import annotations
 import io
 import json
 import struct
+import zlib
 from typing import Any
 
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 CHUNK_KEY = "IDLock"
 XMP_KEY = "XML:com.adobe.xmp"
@@ -25,6 +25,9 @@ DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlg
 #: our own box type for the video manifest (not C2PA's)
 MANIFEST_UUID = bytes.fromhex("8f3a3c5e9d0b4c1a9e2f6a7b1c0d4e21")
 _MAGIC = b"IDLock-manifest\n"
+_PNG = b"\x89PNG\r\n\x1a\n"
+_TEXT_CHUNKS = (b"tEXt", b"iTXt", b"zTXt")
+_OUR_KEYS = (CHUNK_KEY.encode(), XMP_KEY.encode(), b"Software")
 _EBML_VOID = 0xEC
 
 _XMP = """<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\
@@ -44,25 +47,44 @@ def manifest(*, job_id: str = "", provider: str = "", label: str = "") -> dict[s
     }
 
 
-def png_info(existing: dict[str, Any], mark: dict[str, Any]) -> PngInfo:
-    """Text chunks for a PNG: the other text chunks kept, ours (IDLock JSON, XMP, Software) replaced."""
-    info = PngInfo()
-    for k, v in (existing or {}).items():
-        if k not in (CHUNK_KEY, XMP_KEY, "Software") and isinstance(v, str):
-            info.add_text(k, v)
-    info.add_text(CHUNK_KEY, json.dumps(mark, sort_keys=True))
-    info.add_itxt(XMP_KEY, _XMP.format(dst=DIGITAL_SOURCE_TYPE))
-    info.add_text("Software", "IDLock")
-    return info
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
+
+
+def mark_png(png: bytes, **fields: str) -> bytes:
+    """The PNG with our text chunks (the `IDLock` JSON, XMP, Software) put in before IEND, replacing earlier ones;
+    the image data is copied as it is, not decoded."""
+    if not png.startswith(_PNG):
+        raise ValueError("not a PNG")
+    ours = (
+        _chunk(b"tEXt", CHUNK_KEY.encode() + b"\0" + json.dumps(manifest(**fields), sort_keys=True).encode())
+        + _chunk(b"iTXt", XMP_KEY.encode() + b"\0\0\0\0\0" + _XMP.format(dst=DIGITAL_SOURCE_TYPE).encode())
+        + _chunk(b"tEXt", b"Software\0IDLock")
+    )
+    out, pos = [_PNG], len(_PNG)
+    while pos + 8 <= len(png):
+        (size,) = struct.unpack(">I", png[pos : pos + 4])
+        kind, end = png[pos + 4 : pos + 8], pos + 12 + size
+        keyword = png[pos + 8 : pos + 8 + size].split(b"\0", 1)[0]
+        if kind == b"IEND":
+            out.append(ours)
+        if not (kind in _TEXT_CHUNKS and keyword in _OUR_KEYS):
+            out.append(png[pos:end])
+        pos = end
+    return b"".join(out)
 
 
 def mark_image(data: bytes, **fields: str) -> bytes:
-    """PNG bytes of the image with the mark in its metadata (pixels unchanged; a JPEG becomes a PNG)."""
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        out = io.BytesIO()
-        im.save(out, "PNG", pnginfo=png_info(dict(im.info or {}), manifest(**fields)), compress_level=3)
-    return out.getvalue()
+    """PNG bytes of the image with the mark in its metadata: a PNG keeps its pixel data as it is, another format
+    (a provider's JPEG) is converted."""
+    if not data.startswith(_PNG):
+        with Image.open(io.BytesIO(data)) as im:
+            out = io.BytesIO()
+            im.convert("RGB").save(out, "PNG", compress_level=3)
+        data = out.getvalue()
+    return mark_png(data, **fields)
 
 
 def read_image_mark(data: bytes) -> dict[str, Any] | None:
@@ -114,8 +136,8 @@ __all__ = [
     "DIGITAL_SOURCE_TYPE",
     "manifest",
     "mark_image",
+    "mark_png",
     "mark_video",
-    "png_info",
     "read_image_mark",
     "read_video_mark",
 ]

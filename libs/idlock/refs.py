@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 
-from idlock.errors import InvalidInput
+from idlock.errors import IdlockError, InvalidInput
 from idlock.storage import ObjectStore
 from idlock.v1 import common_pb2
 
@@ -21,6 +21,17 @@ def pose_copy_prefix(user_id: str) -> str:
     """Where the gateway keeps its copy of a pose image fetched from a URL: one per submission, so erasing the
     job's character erases it too (an uploaded image stays the user's)."""
     return f"{upload_prefix(user_id)}pose/"
+
+
+def pose_copy_key(store: ObjectStore, uri: str, owner_id: str) -> str:
+    """The key behind `uri` when it is the owner's per-submission pose copy, "" for anything else."""
+    if not uri:
+        return ""
+    try:
+        key = store.key_from_uri(uri)
+    except IdlockError:
+        return ""
+    return key if key.startswith(pose_copy_prefix(owner_id)) else ""
 
 
 def video_suffix(data: bytes) -> str:

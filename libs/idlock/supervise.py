@@ -40,7 +40,6 @@ class Supervisor:
     deaths: dict[str, list[float]] = field(default_factory=dict)
     #: name -> when it may be started again
     due: dict[str, float] = field(default_factory=dict)
-    restarts: int = 0
 
     def check(self) -> list[str]:
         """Restart what died and is due; the names restarted. Raises GaveUp for one that cannot be kept up."""
@@ -61,7 +60,6 @@ class Supervisor:
             if now >= self.due[name]:
                 self.mesh.restart(name)
                 del self.due[name]
-                self.restarts += 1
                 started.append(name)
                 log.warning("%s started again (restart %d)", name, len(self.deaths[name]))
         return started

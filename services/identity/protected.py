@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from idlock.errors import PermissionDenied
-from idlock.faces.engine import IdentityEngine, cosine
+from idlock.faces.encoders import l2_normalize
+from idlock.faces.engine import IdentityEngine
 
 log = logging.getLogger("idlock.identity")
 
@@ -67,15 +68,13 @@ class ProtectedGallery:
 
     def match(self, engine: IdentityEngine, views: list[np.ndarray]) -> Match | None:
         """The closest protected face at or above the pass level, over every reference's face."""
-        best: Match | None = None
-        for i, view in enumerate(views):
-            for face in self.faces:
-                calibrated = float(engine.calibration(cosine(view, face.embedding)))
-                if calibrated >= engine.settings.pass_threshold and (
-                    best is None or calibrated > best.calibrated
-                ):
-                    best = Match(face.label, i, calibrated)
-        return best
+        if not self.faces or not views:
+            return None
+        gallery = l2_normalize(np.stack([f.embedding for f in self.faces]))
+        calibrated = np.asarray(engine.calibration(l2_normalize(np.stack(views)) @ gallery.T))
+        i, j = np.unravel_index(int(np.argmax(calibrated)), calibrated.shape)
+        best = float(calibrated[i, j])
+        return Match(self.faces[j].label, int(i), best) if best >= engine.settings.pass_threshold else None
 
     def check(self, engine: IdentityEngine, views: list[np.ndarray]) -> None:
         found = self.match(engine, views)

@@ -477,25 +477,26 @@ class MemoryVectors:
         """Delete every point of the character in every memory collection; returns how many there were."""
         self._forget_texts(character_id)
         n = 0
+        emptied = []
         for name in await self._collections():
             r = await self._c.count(name, count_filter=self._flt(character_id), exact=True)
             if r.count:
                 await self._c.delete(name, points_selector=self._flt(character_id), wait=True)
                 n += r.count
-        if n and self.local:
-            self._scrub_local_files()  # on the loop: the client uses its SQLite connection from this thread
+                emptied.append(name)
+        if self.local:  # on the loop: the client uses its SQLite connection from this thread
+            self._scrub_local_files(emptied)
         return n
 
     def _local_connection(self, name: str) -> Any:
-        collection = getattr(self._c._client, "collections", {}).get(
-            name
-        )  # None: in memory, or internals moved
+        """None in in-memory local mode, or with a client whose internals moved."""
+        collection = getattr(self._c._client, "collections", {}).get(name)
         return getattr(getattr(collection, "storage", None), "storage", None)
 
-    def _scrub_local_files(self) -> None:
-        """Rebuild each local collection's SQLite file without the free pages deletes left (an erased episode's
-        text would stay readable there), and empty its WAL."""
-        for name in list(getattr(self._c._client, "collections", {})):
+    def _scrub_local_files(self, names: list[str]) -> None:
+        """Rebuild the named collections' SQLite files without the free pages the delete left (an erased
+        episode's text would stay readable there), and empty their WAL."""
+        for name in names:
             connection = self._local_connection(name)
             if connection is not None:
                 connection.commit()

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
 
 from idlock.db import Database
-from idlock.errors import IdlockError
-from idlock.refs import pose_copy_prefix
+from idlock.refs import pose_copy_key
 from idlock.storage import ObjectStore
 from services.orchestrator.jobs import JOBS, JobChanges
 from services.orchestrator.models import ACTIVE, CANCELLED, Feedback, utcnow
@@ -53,12 +51,10 @@ class JobErasure:
         self.changes = changes
         self.lease_s = lease_s
 
-    async def erase_character(
-        self, character_id: str, *, heartbeat: Callable[[], Awaitable[None]] | None = None
-    ) -> JobsErased:
+    async def erase_character(self, character_id: str) -> JobsErased:
         cancelled = await self._cancel_active(character_id)
         if cancelled:
-            await self._wait_for_workers(character_id, heartbeat)
+            await self._wait_for_workers(character_id)
         async with self.db.connect(read_only=True) as c:
             rows = (
                 await c.execute(
@@ -71,7 +67,7 @@ class JobErasure:
         objects = 0
         for r in rows:
             objects += await self.store.delete_prefix(job_prefix(r.id))
-            pose = self._pose_copy(r.pose_image_uri, r.owner_id)
+            pose = pose_copy_key(self.store, r.pose_image_uri, r.owner_id)
             if pose:
                 objects += await self.store.delete_prefix(pose)
         now = utcnow()
@@ -111,16 +107,6 @@ class JobErasure:
         )
         return done
 
-    def _pose_copy(self, uri: str, owner_id: str) -> str:
-        """The key of the job's own copy of a fetched pose image ("" for none, or for the user's upload)."""
-        if not uri:
-            return ""
-        try:
-            key = self.store.key_from_uri(uri)
-        except IdlockError:
-            return ""
-        return key if key.startswith(pose_copy_prefix(owner_id)) else ""
-
     async def _cancel_active(self, character_id: str) -> int:
         now = utcnow()
         async with self.db.connect() as c:
@@ -137,9 +123,7 @@ class JobErasure:
             )
             return res.rowcount or 0
 
-    async def _wait_for_workers(
-        self, character_id: str, heartbeat: Callable[[], Awaitable[None]] | None
-    ) -> None:
+    async def _wait_for_workers(self, character_id: str) -> None:
         """A worker in the middle of a step may still write its output; it lets go of the job's lease when its
         next write is refused (the job is cancelled). Wait for that, at most one lease, before deleting."""
         deadline = asyncio.get_running_loop().time() + self.lease_s
@@ -156,8 +140,6 @@ class JobErasure:
                 ).first()
             if held is None:
                 return
-            if heartbeat is not None:
-                await heartbeat()
             await asyncio.sleep(POLL_S)
         log.warning(
             "character %s: a worker still holds a job after %.0f s; erasing anyway",

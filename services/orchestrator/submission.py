@@ -11,9 +11,9 @@ import re
 from collections.abc import AsyncIterator
 
 from idlock import subjects
-from idlock.errors import IdlockError, InvalidInput, NotFound, PreconditionFailed, Unavailable
+from idlock.errors import InvalidInput, NotFound, PreconditionFailed, Unavailable
 from idlock.moderation import PromptPolicy, check_prompt
-from idlock.refs import pose_copy_prefix
+from idlock.refs import pose_copy_key
 from idlock.text import sanitize_prompt, strip_control
 from idlock.v1 import common_pb2, events_pb2, memory_service_pb2
 from idlock.v1 import orchestrator_service_pb2 as pb
@@ -109,18 +109,13 @@ class Submissions:
             fields.append("style_overrides")
         if (job.options or {}) != msg_to_dict(request.options):
             fields.append("options")
+        store = self.rt.objects
         if job.pose_image_uri != request.pose_image_uri and not (
-            self._pose_copy(job.pose_image_uri, job.owner_id)
-            and self._pose_copy(request.pose_image_uri, job.owner_id)
+            pose_copy_key(store, job.pose_image_uri, job.owner_id)
+            and pose_copy_key(store, request.pose_image_uri, job.owner_id)
         ):
             fields.append("pose_image_uri")
         return ", ".join(fields)
-
-    def _pose_copy(self, uri: str, owner_id: str) -> bool:
-        try:
-            return bool(uri) and self.rt.objects.key_from_uri(uri).startswith(pose_copy_prefix(owner_id))
-        except IdlockError:
-            return False
 
     async def check_character(self, owner_id: str, character_id: str) -> memory_service_pb2.Character:
         character = await self.rt.peers.get_character(

@@ -107,7 +107,6 @@ def stamp_video(data: bytes, draw: Callable[[Image.Image], Image.Image]) -> byte
     """The clip with `draw` applied to every frame, re-encoded as WebM at its frame rate."""
     import cv2
 
-    info = probe_video(data, "video to stamp")
     fd, path = tempfile.mkstemp(suffix=refs.video_suffix(data))
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -115,6 +114,9 @@ def stamp_video(data: bytes, draw: Callable[[Image.Image], Image.Image]) -> byte
         cap = cv2.VideoCapture(path)
         frames = []
         try:
+            if not cap.isOpened():
+                raise InvalidInput("video to stamp cannot be opened as a video")
+            fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) or 24.0
             while True:
                 ok, frame = cap.read()
                 if not ok:
@@ -125,4 +127,6 @@ def stamp_video(data: bytes, draw: Callable[[Image.Image], Image.Image]) -> byte
             cap.release()
     finally:
         os.unlink(path)
-    return write_video(frames, info.fps or 24.0)
+    if not frames:
+        raise InvalidInput("video to stamp has no decodable frames")
+    return write_video(frames, fps)

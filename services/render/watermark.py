@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 
 from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 
-from idlock.provenance import manifest, png_info
+from idlock.provenance import mark_image, mark_png
 from services.render.providers.base import decode_image
 
-CHUNK_KEY = "IDLock"
 MARK_TEXT = "IDLock"
 
 
@@ -42,28 +41,17 @@ def draw_mark(im: Image.Image) -> Image.Image:
 def apply_watermark(
     png: bytes, *, job_id: str = "", provider: str = "", label: str = "", visible: bool = True
 ) -> bytes:
-    """PNG bytes with the AI-generated mark in the metadata (`idlock.provenance`: the `IDLock` text chunk and
-    IPTC's DigitalSourceType in XMP), always, and the visible mark (bottom-right corner) when `visible`. Other
-    text chunks are kept."""
-    im = decode_image(png, "image to watermark")
-    if visible:
-        draw_mark(im)
+    """PNG bytes with the AI-generated mark in the metadata (`idlock.provenance`), always, and the visible mark
+    (bottom-right corner) when `visible`. Other text chunks are kept; without the visible mark the pixels are not
+    decoded at all."""
+    fields = {"job_id": job_id, "provider": provider, "label": label}
+    if not visible:
+        return mark_image(png, **fields)
+    im = draw_mark(decode_image(png, "image to watermark"))
+    kept = PngInfo()
+    for k, v in (im.info or {}).items():
+        if isinstance(v, str):
+            kept.add_text(k, v)
     buf = io.BytesIO()
-    info = png_info(dict(im.info or {}), manifest(job_id=job_id, provider=provider, label=label))
-    im.save(buf, "PNG", pnginfo=info, compress_level=3)
-    return buf.getvalue()
-
-
-def read_watermark(png: bytes) -> dict | None:
-    """The IDLock chunk of a PNG as a dict, or None when absent."""
-    try:
-        with Image.open(io.BytesIO(png)) as im:
-            raw = (getattr(im, "text", None) or {}).get(CHUNK_KEY)
-    except Exception:  # noqa: BLE001
-        return None
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return {"raw": raw}
+    im.save(buf, "PNG", pnginfo=kept, compress_level=3)
+    return mark_png(buf.getvalue(), **fields)

@@ -3,11 +3,15 @@ step), at most the mesh default; a peer's status comes back as a domain error.""
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 
 from idlock import errors, grpc_client
 from idlock.settings import MeshSettings
 from idlock.v1 import common_pb2, memory_service_pb2, memory_service_pb2_grpc
+
+log = logging.getLogger("idlock.trainer")
 
 
 class MemoryClient:
@@ -35,7 +39,8 @@ class MemoryClient:
         return resp.character.identity
 
     async def prompts(self, character_id: str, job_ids: set[str]) -> dict[str, str]:
-        """Each of `job_ids`' scene prompt, from the character's history (events carry no prompts)."""
+        """Each of `job_ids`' scene prompt, from the character's history (events carry no prompts), newest page
+        first. The prompts are metadata: without memory, what was found so far, and a warning."""
         found: dict[str, str] = {}
         token = ""
         while job_ids - found.keys():
@@ -47,7 +52,9 @@ class MemoryClient:
                     )
                 )
             except grpc.aio.AioRpcError as e:
-                raise grpc_client.peer_error(e, "memory.ListHistory", default=errors.Unavailable) from e
+                err = grpc_client.peer_error(e, "memory.ListHistory", default=errors.Unavailable)
+                log.warning("scene prompts of %s left out: %s", character_id, err.message)
+                break
             found.update({ep.job_id: ep.prompt for ep in resp.episodes if ep.job_id in job_ids})
             token = resp.next_page_token
             if not token:

@@ -4,16 +4,13 @@ a versioned dataset (`lora_datasets/<character>/v<n>/`). The builder itself is `
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from typing import Any
 
-from idlock.errors import IdlockError, InvalidInput, NotFound, PreconditionFailed
+from idlock.errors import InvalidInput, NotFound, PreconditionFailed
 from services.trainer.dataset import BuildConfig, Candidate, FaceFinder, build_dataset, identity_face_finder
 from services.trainer.runtime import TrainerRuntime
 from services.trainer.views import tag_list
-
-log = logging.getLogger("idlock.trainer")
 
 
 @dataclass(frozen=True)
@@ -40,16 +37,6 @@ class Datasets:
                 self._face_finder = identity_face_finder(engine)
         return self._face_finder  # type: ignore[return-value]
 
-    async def _prompts(self, character_id: str, job_ids: set[str]) -> dict[str, str]:
-        """The scenes' prompts, for the dataset's metadata; without memory, the images go in without them."""
-        if not job_ids:
-            return {}
-        try:
-            return await self.rt.memory.prompts(character_id, job_ids)
-        except IdlockError as e:
-            log.warning("dataset of %s: scene prompts left out: %s", character_id, e.message)
-            return {}
-
     async def build(self, character_id: str, resolution: int) -> BuiltDataset:
         rt, s = self.rt, self.rt.settings
         resolution = resolution or s.dataset_resolution
@@ -61,7 +48,7 @@ class Datasets:
                 f"character {character_id} has no golden images yet",
                 details={"character_id": character_id, "reason": "no_golden_images"},
             )
-        prompts = await self._prompts(character_id, {g.job_id for g in goldens if not g.prompt})
+        prompts = await rt.memory.prompts(character_id, {g.job_id for g in goldens if not g.prompt})
         candidates = []
         for g in goldens:
             try:

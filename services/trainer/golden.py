@@ -57,7 +57,8 @@ class GoldenCollector:
             owner_id=ev.owner_id,
             job_id=ev.job_id,
             image=json_format.MessageToDict(ev.result_image),
-            prompt=await self._prompt(ev),
+            # events carry no prompt; the job's episode is memory's newest, so one page finds it
+            prompt=(await self.rt.memory.prompts(ev.character_id, {ev.job_id})).get(ev.job_id, ""),
             scene_index=int(ev.scene_index or metrics.scene_index),
             idr_raw=float(idr.raw),
             idr_calibrated=float(idr.calibrated),
@@ -76,16 +77,6 @@ class GoldenCollector:
             character_id = row.character_id
             self.rt.background(lambda: self._maybe_auto_train(character_id), name=f"auto-train-{row.id}")
         return row
-
-    async def _prompt(self, ev: events_pb2.JobEvent) -> str:
-        """The scene's prompt, from memory's history (events carry none; the job's episode is the newest, so
-        one page finds it). Without memory the image is kept without it, and a dataset build asks again."""
-        try:
-            found = await self.rt.memory.prompts(ev.character_id, {ev.job_id})
-        except IdlockError as e:
-            log.info("job %s: collected without its prompt: %s", ev.job_id, e.message)
-            return ""
-        return found.get(ev.job_id, "")
 
     async def _maybe_auto_train(self, character_id: str) -> None:
         """Every `auto_train_min_images` golden images of a character, build a dataset and train."""

@@ -256,13 +256,13 @@ def test_parse_retry_after():
 
 # --- through the provider chain -------------------------------------------------------------------------------
 async def test_chain_uses_gemini_and_watermarks(fake_gemini):
-    from services.render.watermark import read_watermark
+    from idlock.provenance import read_image_mark
 
     r = Renderer(_settings(fake_gemini, watermark=True, providers=["gemini", "compositor"]))
     res = await r.render(RenderRequest(prompt="x", job_id="job-1"))
     await r.aclose()
     assert res.provider == "gemini" and not res.fallback_used and res.watermarked
-    assert read_watermark(res.image)["job_id"] == "job-1"
+    assert read_image_mark(res.image)["job_id"] == "job-1"
 
 
 async def test_chain_falls_back_to_compositor_on_transient_failure(fake_gemini):

@@ -9,12 +9,12 @@ from skimage import data as skdata
 
 from idlock import refs
 from idlock.images import decode_image, encode_png
+from idlock.provenance import read_image_mark
 from idlock.settings import StorageSettings
 from idlock.storage import open_store
 from idlock.v1 import common_pb2
 from idlock.v1 import render_service_pb2 as pb
 from idlock.v1 import render_service_pb2_grpc as pb_grpc
-from services.render.watermark import read_watermark
 from tests.harness import running_service
 
 OFFLINE = {"IDLOCK_RENDER_PROVIDERS": '["gemini","compositor"]', "IDLOCK_RENDER_GEMINI_API_KEY": ""}
@@ -45,7 +45,7 @@ async def test_compositor_render_through_the_service(tmp_path) -> None:
         img = decode_image(stored)
         assert (img.width, img.height) == (first.image.width, first.image.height) == (768, 768)
         assert first.image.sha256 == again.image.sha256  # same seed, same scene
-        mark = read_watermark(stored)
+        mark = read_image_mark(stored)
         assert mark is not None and mark["job_id"] == "job_1" and mark["generator"] == "IDLock"
 
         providers = await stub.ListProviders(pb.ListProvidersRequest())

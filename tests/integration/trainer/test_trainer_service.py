@@ -8,11 +8,10 @@ import os
 import uuid
 from unittest import mock
 
-import nats
 import pytest
 
 from idlock import subjects
-from idlock.bus import EventBus, decode
+from idlock.bus import EventBus
 from idlock.images import encode_png
 from idlock.settings import NatsSettings, StorageSettings
 from idlock.storage import open_store
@@ -22,7 +21,7 @@ from idlock.v1 import trainer_service_pb2_grpc as pb_grpc
 from services.trainer.server import TrainerServicer, spec_for
 from services.trainer.settings import TrainerSettings
 from tests.fakes.trainer_data import near_duplicate, textured
-from tests.harness import started_service
+from tests.harness import started_service, stream_events
 
 
 def _env(nats_url: str, model) -> dict[str, str]:
@@ -55,25 +54,8 @@ def _alternating_scorer():
     return factory
 
 
-async def _events(nats_url: str, subject: str, character_id: str, want: int, timeout_s: float = 10.0) -> list:
-    nc = await nats.connect(nats_url)
-    found = []
-    try:
-        sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
-        try:
-            async with asyncio.timeout(timeout_s):
-                while len(found) < want:
-                    msg = await sub.next_msg(timeout=timeout_s)
-                    event = decode(msg)
-                    if event.character_id == character_id:
-                        found.append(event)
-        except TimeoutError:
-            pass
-        finally:
-            await sub.unsubscribe()
-    finally:
-        await nc.close()
-    return found
+async def _events(nats_url: str, subject: str, character_id: str, want: int) -> list:
+    return await stream_events(nats_url, subject, want=want, match=lambda e: e.character_id == character_id)
 
 
 async def _until(fn, timeout_s: float = 60.0, every: float = 0.2):

@@ -11,7 +11,6 @@ from services.render.models import EditRequest, MediaKind, RenderRequest, Render
 from services.render.providers.base import RenderProvider
 from services.render.providers.compositor import CompositorProvider
 from services.render.settings import RenderSettings
-from services.render.watermark import read_watermark
 
 
 class Stub(RenderProvider):
@@ -62,13 +61,14 @@ async def test_default_settings_without_keys_fall_back_to_compositor(monkeypatch
         "gemini: no API key (IDLOCK_RENDER_GEMINI_API_KEY is empty)",
         "diffusers: no model path (IDLOCK_RENDER_DIFFUSERS_MODEL_PATH is empty)",
     ]
-    assert res.watermarked and read_watermark(res.image) == {
+    assert res.watermarked and read_image_mark(res.image) == {
         "generator": "IDLock",
         "ai_generated": True,
         "digital_source_type": DIGITAL_SOURCE_TYPE,
         "job_id": "j-9",
         "provider": "compositor",
         "label": "offline/compositor",
+        "xmp_digital_source_type": DIGITAL_SOURCE_TYPE,
     }
     assert res.estimated_cost_usd == 0.0 and res.latency_s > 0
     await r.aclose()

@@ -3,9 +3,9 @@ import io
 import numpy as np
 from PIL import Image
 
-from idlock.provenance import DIGITAL_SOURCE_TYPE, mark_video, read_video_mark
+from idlock.provenance import DIGITAL_SOURCE_TYPE, mark_video, read_image_mark, read_video_mark
 from services.render.video import probe_video, stamp_video, write_video
-from services.render.watermark import apply_watermark, draw_mark, read_watermark
+from services.render.watermark import apply_watermark, draw_mark
 
 
 def _png(size=(256, 256), colour=(0, 120, 0)) -> bytes:
@@ -17,7 +17,7 @@ def _png(size=(256, 256), colour=(0, 120, 0)) -> bytes:
 def test_visible_mark_and_chunk():
     src = _png()
     out = apply_watermark(src, job_id="job-42", provider="compositor", label="offline/compositor")
-    meta = read_watermark(out)
+    meta = read_image_mark(out)
     assert meta == {
         "generator": "IDLock",
         "ai_generated": True,
@@ -25,6 +25,7 @@ def test_visible_mark_and_chunk():
         "job_id": "job-42",
         "provider": "compositor",
         "label": "offline/compositor",
+        "xmp_digital_source_type": DIGITAL_SOURCE_TYPE,
     }
     a = np.asarray(Image.open(io.BytesIO(src)).convert("RGB")).astype(int)
     b = np.asarray(Image.open(io.BytesIO(out)).convert("RGB")).astype(int)
@@ -36,10 +37,14 @@ def test_visible_mark_and_chunk():
 
 def test_metadata_only_and_absent():
     src = _png((48, 48))
-    assert read_watermark(src) is None
+    assert read_image_mark(src) is None
     out = apply_watermark(src, job_id="j", visible=False)
-    assert read_watermark(out)["job_id"] == "j"
+    assert read_image_mark(out)["job_id"] == "j"
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(src))), np.asarray(Image.open(io.BytesIO(out))))
+    # marking again replaces the mark (one IDLock chunk, the newest), and the pixel data is carried over as it was
+    again = apply_watermark(out, job_id="k", visible=False)
+    assert read_image_mark(again)["job_id"] == "k" and again.count(b"IDLock\0{") == 1
+    assert src[src.index(b"IDAT") - 4 : src.index(b"IEND") - 4] in again
 
 
 def test_other_text_chunks_are_kept():
