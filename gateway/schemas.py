@@ -411,6 +411,14 @@ class JobOut(BaseModel):
     error: JobErrorOut | None
     attempts: int
     provider_operation: str | None = Field(description="A video provider's long-running operation.")
+    waiting_for: str | None = Field(
+        None,
+        description=(
+            "What a running job is waiting for: a service it retries (render, memory, identity, ...) or storage "
+            "(object storage full, not writable or unreachable). Null when it is not waiting."
+        ),
+    )
+    waiting_since: str | None = Field(None, description="Since when it has been waiting (RFC 3339).")
     context: SceneContextOut | None = Field(
         description="What the scene is made from, once memory's context step has run."
     )

@@ -219,6 +219,8 @@ async def job(j: orchestrator_service_pb2.Job, url_for: UrlFor) -> dict[str, Any
         else None,
         "attempts": j.attempts,
         "provider_operation": j.provider_operation or None,
+        "waiting_for": j.waiting_for or None,
+        "waiting_since": _ts(j, "waiting_since") if j.waiting_for else None,
         "context": scene_context(j.context) if j.HasField("context") else None,
         "created_at": _ts(j, "created_at"),
         "updated_at": _ts(j, "updated_at"),

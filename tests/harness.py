@@ -135,3 +135,55 @@ async def stream_events(
     finally:
         await nc.close()
     return found
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size_mb: int = 16):
+    """A real filesystem of `size_mb` at `path` (tmpfs) that a test can fill up or make read-only; skips the test
+    where this machine does not let it mount one (mounting needs root)."""
+    import subprocess
+
+    import pytest
+
+    path.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if made.returncode != 0:
+        pytest.skip(
+            f"cannot mount a small tmpfs for a full-disk fault here: {made.stderr.strip() or 'no mount'}"
+        )
+    try:
+        yield Disk(path)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+
+
+@dataclass
+class Disk:
+    """A mounted small filesystem: fill it to the last byte, free it, make it read-only and writable again."""
+
+    path: Path
+
+    def fill(self) -> None:
+        fd = os.open(self.path / "ballast", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            for size in (1 << 20, 4096, 1):  # to the last byte
+                try:
+                    while True:
+                        os.write(fd, b"\0" * size)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+
+    def free(self) -> None:
+        (self.path / "ballast").unlink(missing_ok=True)
+
+    def read_only(self, on: bool) -> None:
+        import subprocess
+
+        subprocess.run(["mount", "-o", f"remount,{'ro' if on else 'rw'}", str(self.path)], check=True)

@@ -352,3 +352,11 @@ class EventBus:
             return await self.js.delete_consumer(stream, durable)
         except nats.js.errors.NotFoundError:
             return False
+
+    async def backlog(self, stream: str, durable: str) -> int:
+        """Messages a durable consumer has not been given yet (0 when it does not exist)."""
+        try:
+            info = await self.js.consumer_info(stream, durable)
+        except nats.js.errors.NotFoundError:
+            return 0
+        return int(info.num_pending or 0)

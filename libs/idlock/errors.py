@@ -86,6 +86,25 @@ class Unavailable(IdlockError):
     http_status = 503
 
 
+class StorageUnavailable(Unavailable):
+    """Object storage cannot take or give objects now (full, not writable, unreachable): retried like a peer
+    outage, and named in a job's error when it outlasts the retry window."""
+
+    reason = "storage_unavailable"
+
+
+class StorageFull(StorageUnavailable):
+    reason = "storage_full"
+
+
+class StorageNotWritable(StorageUnavailable):
+    reason = "storage_not_writable"
+
+
+class StorageUnreachable(StorageUnavailable):
+    reason = "storage_unreachable"
+
+
 class DeadlineExceeded(IdlockError):
     code = "deadline_exceeded"
     grpc_status = "DEADLINE_EXCEEDED"
@@ -102,6 +121,13 @@ class Unimplemented(IdlockError):
     code = "unimplemented"
     grpc_status = "UNIMPLEMENTED"
     http_status = 501
+
+
+#: finer errors known by their reason, so a peer's `idlock-reason` trailer brings back the same type
+BY_REASON: dict[str, type[IdlockError]] = {
+    cls.reason: cls
+    for cls in (ContentBlocked, StorageUnavailable, StorageFull, StorageNotWritable, StorageUnreachable)
+}
 
 
 def required(value: str, name: str) -> str:

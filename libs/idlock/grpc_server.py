@@ -269,6 +269,10 @@ class GrpcService:
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.so_reuseport", 0),
+                # clients ping every 20 s (grpc_client.KEEPALIVE): allow it, also between calls
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+                ("grpc.http2.max_ping_strikes", 0),
             ],
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
         )

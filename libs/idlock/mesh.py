@@ -212,6 +212,11 @@ class LocalMesh:
         self.restart(name)
         self._wait_serving(timeout_s, only={name})
 
+    @property
+    def nats_server(self) -> NatsServer | None:
+        """The nats-server this mesh started (None with an external one)."""
+        return self._nats
+
     # -- supervision (idlock.supervise) ---------------------------------------------------------------------
     def exited(self) -> dict[str, int]:
         """Services whose process has ended, with their exit codes."""

@@ -101,7 +101,8 @@ def _port_taken(host: str, port: int) -> bool:
 class NatsServer:
     """A nats-server child process with JetStream enabled, storing under `store_dir`.
 
-    `port=0` picks a free port. `start()` returns once the server answers with JetStream enabled.
+    `port=0` picks a free port (kept when the server is started again after `stop()`). `start()` returns once the
+    server answers with JetStream enabled.
     """
 
     def __init__(
@@ -152,8 +153,10 @@ class NatsServer:
             return self
         binary = self._binary or find_nats_server_binary()
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        if self.requested_port == 0:
+        if self.requested_port == 0 and self.port == 0:
             self.port = free_port(self.host)
+        elif self.requested_port == 0:  # started before: again on the same address, so its clients find it
+            pass
         elif _port_taken(self.host, self.requested_port):
             raise self._port_in_use_error(self.requested_port)
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -18,7 +19,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from idlock.errors import InvalidInput, NotFound, Unavailable
+from idlock.errors import (
+    InvalidInput,
+    NotFound,
+    StorageFull,
+    StorageNotWritable,
+    StorageUnavailable,
+    StorageUnreachable,
+    Unavailable,
+)
 from idlock.settings import StorageSettings
 
 log = logging.getLogger("idlock.storage")
@@ -184,7 +193,10 @@ class LocalObjectStore(ObjectStore):
         self, key: str, data: bytes, content_type: str = "application/octet-stream"
     ) -> StoredObject:
         validate_key(key)
-        await asyncio.to_thread(self._put_sync, key, bytes(data))
+        try:
+            await asyncio.to_thread(self._put_sync, key, bytes(data))
+        except OSError as e:
+            raise local_write_error(self.root, key, e) from e
         return _stored(self.uri_for(key), key, data, content_type)
 
     async def _get(self, key: str) -> bytes:
@@ -249,6 +261,29 @@ class LocalObjectStore(ObjectStore):
         return str(self._path(key))
 
 
+def local_write_error(root: Path, key: str, e: OSError) -> Exception:
+    """A failed write to the local store as the storage error it is (full, not writable), or `e` itself. The
+    message names the key, never the server's path (that is logged)."""
+    log.warning("writing %s under %s failed: %s", key, root, e)
+    where = f"object {key!r} could not be written"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return StorageFull(f"object storage is full: {where} ({e.strerror})", details={"key": key})
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StorageNotWritable(
+            f"object storage is not writable: {where} ({e.strerror})", details={"key": key}
+        )
+    if e.errno in (errno.EIO, errno.ENOTCONN, errno.ESTALE):
+        return StorageUnreachable(
+            f"object storage is unreachable: {where} ({e.strerror})", details={"key": key}
+        )
+    return e
+
+
+#: S3 error codes that say what is wrong with the store itself (not with one key)
+_S3_FULL = {"InsufficientStorage", "QuotaExceeded", "XMinioStorageFull"}
+_S3_NOT_WRITABLE = {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+
+
 class S3ObjectStore(ObjectStore):
     """Objects in one S3 bucket (AWS, MinIO or moto); boto3 calls run in worker threads."""
 
@@ -286,9 +321,22 @@ class S3ObjectStore(ObjectStore):
                     f"S3 bucket {self.bucket!r} does not exist "
                     "(create it, or set IDLOCK_STORAGE_S3_CREATE_BUCKET=true)"
                 )
-            return Unavailable(f"S3 {action} of {key!r} in bucket {self.bucket!r} failed: {code}: {e}")
-        if isinstance(e, BotoCoreError):
-            return Unavailable(f"S3 {action} of {key!r} in bucket {self.bucket!r} failed: {e}")
+            what = f"S3 {action} of {key!r} in bucket {self.bucket!r} failed: {code}: {e}"
+            if code in _S3_FULL:
+                return StorageFull(f"object storage is full: {what}", details={"key": key})
+            if code in _S3_NOT_WRITABLE and action in ("put", "delete"):
+                return StorageNotWritable(f"object storage is not writable: {what}", details={"key": key})
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if status == 507:
+                return StorageFull(f"object storage is full: {what}", details={"key": key})
+            if status >= 500 or code in ("SlowDown", "ServiceUnavailable", "RequestTimeout"):
+                return StorageUnreachable(f"object storage is unreachable: {what}", details={"key": key})
+            return StorageUnavailable(what, details={"key": key})
+        if isinstance(e, BotoCoreError):  # connection refused, timeouts, DNS: the endpoint cannot be reached
+            return StorageUnreachable(
+                f"object storage is unreachable: S3 {action} of {key!r} in bucket {self.bucket!r} failed: {e}",
+                details={"key": key},
+            )
         return e
 
     async def _call(self, action: str, key: str, fn: Any, **kwargs: Any) -> Any:

@@ -18,7 +18,8 @@ from sqlalchemy import delete, select, update
 from idlock.db import Database
 from idlock.refs import pose_copy_key
 from idlock.storage import ObjectStore
-from services.orchestrator.jobs import JOBS, JobChanges
+from services.orchestrator.feedback import JobChanges
+from services.orchestrator.jobs import JOBS
 from services.orchestrator.models import ACTIVE, CANCELLED, Feedback, utcnow
 
 log = logging.getLogger("idlock.orchestrator")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from idlock.errors import InvalidInput, NotFound, PermissionDenied, PreconditionFailed, Unimplemented
+from idlock.retry import RetryPolicy
 from idlock.v1 import (
     common_pb2,
     identity_service_pb2,
@@ -131,6 +132,9 @@ class FlowConfig:
     operation_watch_s: float = 0.25
     #: regenerate | flag | fail (settings.near_copy)
     near_copy: str = "regenerate"
+    #: how a step waits out a peer or storage outage; bounded by the job's own deadline
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    job_timeout_s: float = 3600.0
 
     @classmethod
     def from_settings(cls, s: Any) -> FlowConfig:
@@ -146,6 +150,12 @@ class FlowConfig:
             video_frame_every_s=s.video_frame_every_s,
             video_regenerations=s.video_regenerations,
             near_copy=s.near_copy,
+            retry=RetryPolicy(
+                initial_s=s.retry_initial_s,
+                max_interval_s=s.retry_max_interval_s,
+                window_s=s.retry_window_s,
+            ),
+            job_timeout_s=s.job_timeout_s,
         )
 
 

@@ -88,7 +88,13 @@ class ImageFlow:
         # context was saved asks memory for the character again
         character = await steps.check_character(peers, cfg, job) if run.ckpt.done("context") else None
         asked = prefetched.task if isinstance(prefetched, EarlyContext) and prefetched.matches(job) else None
-        ctx = await run.step("context", lambda: steps.context(peers, cfg, job, character, asked), carry=True)
+
+        def context():
+            nonlocal asked  # the early answer serves the first try only: a retry asks memory again
+            early, asked = asked, None
+            return steps.context(peers, cfg, job, character, early)
+
+        ctx = await run.step("context", context, carry=True)
         render = await run.step("render", lambda: self.render(job, options, ctx))
         score = await run.step("score", lambda: self.score(job, ctx, render), carry=True, reads_only=True)
         regen, copy_note = ck.RegenerateStep(), ""

@@ -1,6 +1,7 @@
 """Job events (`idlock.events.job.<verb>`): built from the job row, published in order per job. Progress events go
-out in the background so that they never hold the next step up; the row stays the truth, so an event lost to an
-outage is logged, not retried.
+out in the background so that they never hold the next step up; the row stays the truth, so a progress event lost
+to an outage is logged, not retried. The events that change what a job is (queued, succeeded, failed, cancelled)
+go through the outbox instead (`outbox.py`), written with the change.
 
 An event carries ids, references and numbers, never content: no prompt, and no image digest (a stream keeps its
 messages for days, and erasing a character cannot reach into it). A reader that needs the prompt asks its owner.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from typing import Any, Protocol
 
 from google.protobuf import timestamp_pb2
@@ -51,11 +53,22 @@ def job_event(job: Job, status: int, **fields: Any) -> events_pb2.JobEvent:
     return ev
 
 
+#: jobs remembered as ended, so that a late progress event of theirs is dropped
+ENDED_REMEMBERED = 10_000
+
+
 class JobEvents:
     def __init__(self, sink: EventSink) -> None:
         self.sink = sink
         #: per job, the last event still being published in the background
         self._tails: dict[str, asyncio.Future] = {}
+        #: jobs whose ending was published by this process: no progress event of theirs follows it
+        self._ended: OrderedDict[str, None] = OrderedDict()
+
+    def ended(self, job_id: str) -> None:
+        self._ended[job_id] = None
+        while len(self._ended) > ENDED_REMEMBERED:
+            self._ended.popitem(last=False)
 
     async def emit(self, verb: str, ev: events_pb2.JobEvent, msg_id: str) -> None:
         """Publish now, after the job's events still on their way (events of a job stay in order)."""
@@ -64,8 +77,19 @@ class JobEvents:
             await pending
         await self._publish(verb, ev, msg_id)
 
+    async def flush(self, job_id: str) -> None:
+        """Wait for the job's events still on their way (before its ending is written to the outbox)."""
+        pending = self._tails.pop(job_id, None)
+        if pending is not None:
+            await pending
+
     def emit_soon(self, verb: str, ev: events_pb2.JobEvent, msg_id: str) -> asyncio.Future:
-        """Publish in the background, in order (the message is on the wire once the caller yields once)."""
+        """Publish in the background, in order (the message is on the wire once the caller yields once). Nothing
+        goes out for a job whose ending this process already published (a step that finished after a cancel)."""
+        if ev.job_id in self._ended:
+            done: asyncio.Future = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
         previous = self._tails.get(ev.job_id)
 
         async def publish() -> None:

@@ -7,39 +7,46 @@ queued ──claim──► running ──finish──► succeeded | failed | n
 A worker *claims* a job before running it: the claim takes a lease (owner + expiry) that the worker renews while
 it runs, so a duplicate delivery of the same job (a reconciler re-enqueue, a redelivery racing a slow worker) waits
 for the lease instead of rendering twice. Every write a worker makes is conditional on the job still running,
-so a cancellation between two steps is never overwritten.
+so a cancellation between two steps is never overwritten. Before its first effect outside the job (recording the
+scene in memory) the worker *commits* the job (`committed_at`): a cancel after that comes too late, and the job
+ends succeeded with `error_code` cancel_too_late, so a cancelled job never leaves an episode.
+
+The messages a change announces (work, job events) go into the outbox in the change's transaction (`outbox.py`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import json
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from idlock.db import Database
 from idlock.errors import InvalidInput, NotFound, PreconditionFailed, QuotaExceeded
+from services.orchestrator import outbox
+from services.orchestrator.feedback import FeedbackRecords, JobChanges
 from services.orchestrator.models import (
     ACTIVE,
     CANCELLED,
     QUEUED,
     RUNNING,
+    SUCCEEDED,
     TERMINAL,
-    Feedback,
     Job,
     Usage,
     aware,
     utcnow,
 )
+
+#: the outbox messages a change announces, built from the job's row
+Announce = Callable[[Job], Sequence[outbox.Outgoing]]
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
@@ -87,31 +94,7 @@ def _decode_token(token: str) -> tuple[datetime, str]:
         raise InvalidInput("page_token is not a token this service issued") from e
 
 
-class JobChanges:
-    """Wakes this process's watchers of a job when this process changes it. Changes made by another replica are
-    not signalled: watchers also look at the row every so often."""
-
-    def __init__(self) -> None:
-        self._watchers: dict[str, set[asyncio.Event]] = {}
-
-    @contextlib.contextmanager
-    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
-        changed = asyncio.Event()
-        self._watchers.setdefault(job_id, set()).add(changed)
-        try:
-            yield changed
-        finally:
-            watchers = self._watchers.get(job_id, set())
-            watchers.discard(changed)
-            if not watchers:
-                self._watchers.pop(job_id, None)
-
-    def changed(self, job_id: str) -> None:
-        for event in self._watchers.get(job_id, ()):
-            event.set()
-
-
-class JobStore:
+class JobStore(FeedbackRecords):
     def __init__(self, db: Database) -> None:
         self.db = db
         self.changes = JobChanges()
@@ -137,8 +120,10 @@ class JobStore:
         idempotency_key: str = "",
         max_active: int | None = None,
         job_id: str | None = None,
+        announce: Announce | None = None,
     ) -> tuple[Job, bool]:
-        """A new queued job, or (with an idempotency key already used by this owner) the existing one."""
+        """A new queued job, or (with an idempotency key already used by this owner) the existing one. What
+        `announce` returns for the new job is written to the outbox in the same transaction."""
         existing = await self.find_by_key(owner_id, idempotency_key)
         if existing is not None:
             return existing, False
@@ -167,6 +152,7 @@ class JobStore:
             "updated_at": now,
             "started_at": None,
             "finished_at": None,
+            "waiting_for": "",
         }
         try:
             async with self.db.connect() as c:
@@ -185,6 +171,8 @@ class JobStore:
                             details={"active": active, "limit": max_active},
                         )
                 await c.execute(JOBS.insert().values(**values))
+                if announce is not None:
+                    await outbox.insert(c, announce(Job(**values)))
         except IntegrityError:
             # a concurrent submission with the same idempotency key won
             existing = await self.find_by_key(owner_id, idempotency_key)
@@ -234,8 +222,9 @@ class JobStore:
 
     # --- cancellation -----------------------------------------------------------------------------------------
 
-    async def cancel(self, job_id: str, owner_id: str) -> tuple[Job, bool]:
-        """Cancel a queued or running job. Returns (job, changed); a terminal job is FAILED_PRECONDITION."""
+    async def cancel(self, job_id: str, owner_id: str, announce: Announce | None = None) -> tuple[Job, bool]:
+        """Cancel a queued or running job. Returns (job, changed); a terminal job is FAILED_PRECONDITION, and so
+        is a job past its effect boundary (reason cancel_too_late: it goes on and says the cancel came late)."""
         job = await self.get_owned(job_id, owner_id)
         if job.status == CANCELLED:
             return job, False
@@ -244,23 +233,42 @@ class JobStore:
                 f"job already {job.status}", details={"job_id": job_id, "status": job.status}
             )
         now = utcnow()
+        too_late = False
         async with self.db.connect() as c:
             res = await c.execute(
                 update(JOBS)
-                .where(JOBS.c.id == job_id, JOBS.c.status.in_(ACTIVE))
+                .where(JOBS.c.id == job_id, JOBS.c.status.in_(ACTIVE), JOBS.c.committed_at.is_(None))
                 .values(
                     status=CANCELLED,
                     updated_at=now,
                     finished_at=now,
                     error_code="cancelled",
                     error_message="cancelled by the owner",
+                    waiting_for="",
                 )
             )
             changed = res.rowcount == 1
+            if changed and announce is not None:
+                await outbox.insert(c, announce(job))
+            elif not changed:
+                late = await c.execute(
+                    update(JOBS)
+                    .where(JOBS.c.id == job_id, JOBS.c.status == RUNNING, JOBS.c.committed_at.is_not(None))
+                    .values(cancel_requested_at=now)
+                )
+                too_late = late.rowcount == 1
         if changed:
             self.changes.changed(job_id)
         job = await self.get(job_id)
         assert job is not None
+        if too_late:
+            err = PreconditionFailed(
+                f"too late to cancel job {job_id}: it is recording its scene and will end succeeded "
+                "(with error_code cancel_too_late)",
+                details={"job_id": job_id, "status": job.status},
+            )
+            err.reason = "cancel_too_late"
+            raise err
         if not changed and job.status != CANCELLED:
             raise PreconditionFailed(
                 f"job already {job.status}", details={"job_id": job_id, "status": job.status}
@@ -331,18 +339,46 @@ class JobStore:
             )
 
     async def save_steps(
-        self, job_id: str, worker_id: str, checkpoint: Mapping[str, Mapping[str, Any]], *, step: str
+        self,
+        job_id: str,
+        worker_id: str,
+        checkpoint: Mapping[str, Mapping[str, Any]],
+        *,
+        step: str,
+        commit: bool = False,
     ) -> bool:
         """Store the worker's step results (all of them: it holds the lease, so no one else writes them) and the
         step now current, in one conditional UPDATE; False when the job is no longer running for this worker
-        (cancelled, or its lease went to another)."""
+        (cancelled, or its lease went to another). `commit`: the job passes its effect boundary (see above)."""
+        now = utcnow()
+        values: dict[str, Any] = {
+            "checkpoint": {k: dict(v) for k, v in checkpoint.items()},
+            "step": step,
+            "updated_at": now,
+        }
+        if commit:
+            values["committed_at"] = func.coalesce(JOBS.c.committed_at, now)
         async with self.db.connect() as c:
             res = await c.execute(
                 update(JOBS)
                 .where(JOBS.c.id == job_id, JOBS.c.status == RUNNING, JOBS.c.lease_owner == worker_id)
-                .values(
-                    checkpoint={k: dict(v) for k, v in checkpoint.items()}, step=step, updated_at=utcnow()
-                )
+                .values(**values)
+            )
+        if res.rowcount != 1:
+            return False
+        self.changes.changed(job_id)
+        return True
+
+    async def set_waiting(
+        self, job_id: str, worker_id: str, waiting_for: str, since: datetime | None
+    ) -> bool:
+        """Say what the running job waits for (a peer, "storage") and since when; "" when it no longer waits.
+        False when the job is no longer running for this worker."""
+        async with self.db.connect() as c:
+            res = await c.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job_id, JOBS.c.status == RUNNING, JOBS.c.lease_owner == worker_id)
+                .values(waiting_for=waiting_for, waiting_since=since, updated_at=utcnow())
             )
         if res.rowcount != 1:
             return False
@@ -361,10 +397,12 @@ class JobStore:
         error_message: str = "",
         usage: Mapping[str, Any] | None = None,
         checkpoint: Mapping[str, Any] | None = None,
-    ) -> bool:
-        """Move a queued/running job to a terminal state (with the usage record, in one transaction); `checkpoint`
-        replaces the stored step results (the worker's full set, written with the end instead of step by step).
-        False when it was already terminal (e.g. cancelled meanwhile) or leased by another worker."""
+        announce: Announce | None = None,
+    ) -> Job | None:
+        """Move a queued/running job to a terminal state (with the usage record and the `announce` messages, in
+        one transaction); `checkpoint` replaces the stored step results (the worker's full set, written with the
+        end instead of step by step). Returns the ended row; None when it was already terminal (e.g. cancelled
+        meanwhile) or leased by another worker. A succeeded job that a cancel reached too late says so."""
         if status not in TERMINAL:
             raise InvalidInput(f"{status!r} is not a terminal job state")
         now = utcnow()
@@ -379,7 +417,20 @@ class JobStore:
             "error_message": error_message,
             "lease_owner": "",
             "lease_until": None,
+            "waiting_for": "",
+            "waiting_since": None,
         }
+        if status == SUCCEEDED:
+            values["error_code"] = case(
+                (JOBS.c.cancel_requested_at.is_not(None), "cancel_too_late"), else_=error_code
+            )
+            values["error_message"] = case(
+                (
+                    JOBS.c.cancel_requested_at.is_not(None),
+                    "the cancel came after the scene was being recorded: the job finished",
+                ),
+                else_=error_message,
+            )
         if result_image is not None:
             values["result_image"] = dict(result_image)
         if metrics is not None:
@@ -387,9 +438,13 @@ class JobStore:
         if checkpoint is not None:
             values["checkpoint"] = dict(checkpoint)
         async with self.db.connect() as c:
-            res = await c.execute(update(JOBS).where(*cond).values(**values))
-            if res.rowcount != 1:
-                return False
+            ended = _job(
+                (await c.execute(update(JOBS).where(*cond).values(**values).returning(*JOBS.c))).first()
+            )
+            if ended is None:
+                return None
+            if announce is not None:
+                await outbox.insert(c, announce(ended))
             if usage is not None:  # one usage record per job, also when a finish is replayed
                 insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
                 await c.execute(
@@ -398,7 +453,7 @@ class JobStore:
                     .on_conflict_do_nothing(index_elements=[Usage.__table__.c.job_id])
                 )
         self.changes.changed(job_id)
-        return True
+        return ended
 
     # --- the reconciler ---------------------------------------------------------------------------------------
 
@@ -421,52 +476,19 @@ class JobStore:
             ).scalars()
             return list(rows)
 
-    async def bump_requeue(self, job_id: str, seen_updated_at: datetime) -> int | None:
-        """Count one re-enqueue (and touch the row); None when the job moved on since it was read."""
-        async with self.db.session() as s:
-            job = await s.get(Job, job_id, with_for_update=self.db.dialect == "postgresql")
-            if job is None or job.status not in ACTIVE or aware(job.updated_at) != aware(seen_updated_at):
-                return None
-            job.requeues = (job.requeues or 0) + 1
-            job.updated_at = utcnow()
-            requeues = job.requeues
-        self.changes.changed(job_id)
-        return requeues
-
-    # --- usage and feedback -----------------------------------------------------------------------------------
-
-    async def usage(self, job_id: str) -> Usage | None:
-        async with self.db.session() as s:
-            return await s.get(Usage, job_id)
-
-    async def record_feedback(self, job_id: str, owner_id: str, rating: str, comment: str) -> Job:
-        job = await self.get_owned(job_id, owner_id)
-        if job.status != "succeeded":
-            raise PreconditionFailed(
-                f"feedback needs a succeeded job; job {job_id} is {job.status}",
-                details={"job_id": job_id, "status": job.status},
+    async def requeue(self, job: Job) -> int | None:
+        """Count one re-enqueue, touch the row and put the job's work in the outbox (one transaction); None when
+        the job moved on since it was read."""
+        async with self.db.connect() as c:
+            res = await c.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job.id, JOBS.c.status.in_(ACTIVE), JOBS.c.updated_at == job.updated_at)
+                .values(requeues=func.coalesce(JOBS.c.requeues, 0) + 1, updated_at=utcnow())
+                .returning(JOBS.c.requeues)
             )
-        now = utcnow()
-        async with self.db.session() as s:
-            row = await s.get(Feedback, (job_id, owner_id))
-            if row is None:
-                s.add(
-                    Feedback(
-                        job_id=job_id,
-                        owner_id=owner_id,
-                        character_id=job.character_id,
-                        rating=rating,
-                        comment=comment,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-            else:
-                row.rating = rating
-                row.comment = comment
-                row.updated_at = now
-        return job
-
-    async def feedback(self, job_id: str) -> list[Feedback]:
-        async with self.db.session() as s:
-            return list((await s.execute(select(Feedback).where(Feedback.job_id == job_id))).scalars())
+            requeues = res.scalar_one_or_none()
+            if requeues is None:
+                return None
+            await outbox.insert(c, [outbox.work(job, f"{job.id}:r{requeues}")])
+        self.changes.changed(job.id)
+        return requeues

@@ -1,16 +1,29 @@
-"""Tables of the orchestrator: jobs (the source of truth for job state), usage records, feedback."""
+"""Tables of the orchestrator: jobs (the source of truth for job state), usage records, feedback, and the outbox of
+messages that leave with a job's change (published by `outbox.Relay`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idlock.db import add_columns, aware, make_base, utcnow  # noqa: F401 (re-exported to the service)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 Base = make_base("orchestrator", type_annotation_map={dict[str, Any]: JSON, list[Any]: JSON})
 
@@ -57,6 +70,13 @@ class Job(Base):
     #: set when the job's character was erased: the row is a tombstone (id, owner, status, times; no content)
     #: and the API answers as if the job never was
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: the peer (or "storage") a step is waiting for, and since when: the retry window survives a restart
+    waiting_for: Mapped[str] = mapped_column(String(32), default="")
+    waiting_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: set when the job passed its effect boundary (recording its scene): a cancel after it comes too late
+    committed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: a cancel that came too late (the job goes on to succeed, and says so)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (
         UniqueConstraint("owner_id", "idempotency_key"),
@@ -71,8 +91,42 @@ async def _v2_erasure(conn: Any) -> None:
     await conn.execute(text("CREATE INDEX IF NOT EXISTS ix_jobs_character ON jobs (character_id)"))
 
 
+async def _v3_outages(conn: Any) -> None:
+    await add_columns(
+        "jobs",
+        "waiting_for VARCHAR(32) DEFAULT ''",
+        "waiting_since TIMESTAMP WITH TIME ZONE",
+        "committed_at TIMESTAMP WITH TIME ZONE",
+        "cancel_requested_at TIMESTAMP WITH TIME ZONE",
+    )(conn)  # the outbox table is new: create_all adds it
+
+
 #: upgrade steps of earlier schema versions, by the version they bring the tables to
-UPGRADES = {2: _v2_erasure}
+UPGRADES = {2: _v2_erasure, 3: _v3_outages}
+
+
+class OutboxMessage(Base):
+    """A message to publish, written in the transaction of the change it announces (a job created, ended,
+    cancelled), and deleted once NATS acknowledged it. `msg_id` is the Nats-Msg-Id: a message published twice
+    (two relays, a crash between publish and delete) is stored once by the stream."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    job_id: Mapped[str] = mapped_column(String(64), index=True)
+    #: "work" (a GenerateJobWork on idlock.jobs.generate) or "event:<verb>" (a JobEvent)
+    kind: Mapped[str] = mapped_column(String(40))
+    msg_id: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    #: trace context of the change, carried into the NATS headers
+    headers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    #: not before this time (a failed publish backs off)
+    next_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Usage(Base):

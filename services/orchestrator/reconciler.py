@@ -1,14 +1,18 @@
 """The reconciler: Postgres (or SQLite) is the source of truth for job state, so jobs stuck in queued or running
-(a lost message, a dead worker whose lease ran out) are re-enqueued; one that keeps getting stuck ends `failed`."""
+(a lost message, a dead worker whose lease ran out) are re-enqueued; one that keeps getting stuck ends `failed`.
+It is the backstop: a job's work is in the outbox from its submission (`outbox.py`), and the relay publishes it
+within seconds of NATS answering; a job whose work is still in the outbox is the relay's, not stuck."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from idlock import subjects
 from idlock.v1 import common_pb2
+from services.orchestrator import outbox
 from services.orchestrator.job_events import job_event
-from services.orchestrator.models import FAILED
+from services.orchestrator.models import FAILED, QUEUED
 from services.orchestrator.runtime import OrchestratorRuntime
 
 log = logging.getLogger("idlock.orchestrator")
@@ -32,20 +36,30 @@ class Reconciler:
         """Re-enqueue jobs stuck in queued/running; give up after max_requeues. Returns the ids re-enqueued."""
         rt, s = self.rt, self.rt.settings
         out: list[str] = []
+        waiting = {row.job_id for row in await rt.relay.pending()}
+        # work the queue still holds is not lost: queued jobs then wait for a worker (busy ones, or waiting out an
+        # outage), and re-enqueueing them would only count them towards giving up
+        queue_busy = await rt.bus.backlog(subjects.JOBS_STREAM, subjects.ORCHESTRATOR_GENERATE) > 0
         for job in await rt.store.stuck(s.stuck_after_s):
+            if job.id in waiting or (queue_busy and job.status == QUEUED):
+                continue
             if job.requeues >= s.max_requeues:
                 msg = f"stuck in {job.status} after {job.requeues} re-enqueues; gave up"
-                if await rt.store.finish(job.id, FAILED, error_code="stuck", error_message=msg):
-                    await rt.jobs.events.emit(
-                        "failed",
-                        job_event(job, common_pb2.JOB_STATUS_FAILED, error_code="stuck", message=msg),
-                        f"{job.id}:failed",
-                    )
+                ev = job_event(job, common_pb2.JOB_STATUS_FAILED, error_code="stuck", message=msg)
+                ended = await rt.store.finish(
+                    job.id,
+                    FAILED,
+                    error_code="stuck",
+                    error_message=msg,
+                    announce=lambda _, ev=ev, job=job: [outbox.event("failed", ev, f"{job.id}:failed")],
+                )
+                if ended is not None:
+                    rt.relay.wake()
                 continue
-            n = await rt.store.bump_requeue(job.id, job.updated_at)
+            n = await rt.store.requeue(job)
             if n is None:
                 continue
-            await rt.publish_work(job, msg_id=f"{job.id}:r{n}")
+            rt.relay.wake()
             log.info("re-enqueued job %s (stuck in %s), requeue %d", job.id, job.status, n)
             out.append(job.id)
         return out

@@ -6,6 +6,12 @@ never renders twice. Steps that are cheap and safe to redo (context, score, the 
 RecordEpisode) ride along with the next write instead of costing one each. Before a paid step the runner makes
 a conditional write, so a job cancelled meanwhile stops there. Every write is conditional on the job still
 running for this worker: a cancellation or a takeover stops the job (`StopJob`).
+
+A step whose peer (or object storage) is unavailable waits it out inside its retry window (`idlock.retry`),
+saying what it waits for in the row and in events; the window is counted from the row's `waiting_since`, so it
+outlasts a worker's restart. Before the first effect outside the job (recording the scene) the job is committed:
+a cancel after that comes too late, a cancel before it stops the job with no episode. The job's end and its
+event are one transaction (the outbox).
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from idlock.errors import Unavailable
+from idlock import retry
+from idlock.errors import IdlockError, Unavailable
 from idlock.v1 import common_pb2
 from idlock.v1 import orchestrator_service_pb2 as pb
+from services.orchestrator import outbox
 from services.orchestrator.checkpoint import Checkpoint
-from services.orchestrator.flow import FlowConfig, Outcome, StopJob
+from services.orchestrator.flow import FlowConfig, JobFailed, Outcome, StopJob
 from services.orchestrator.job_events import JobEvents, job_event
 from services.orchestrator.jobs import Claim, JobStore
 from services.orchestrator.models import Job, aware, utcnow
@@ -31,6 +39,8 @@ log = logging.getLogger("idlock.orchestrator.runner")
 
 #: steps that call a paid provider: a cancelled job must not start them (the refiner is confirmed where called)
 PAID_STEPS = frozenset({"render", "regenerate"})
+#: steps with an effect outside the job: the job is committed before them (a later cancel comes too late)
+EFFECT_STEPS = frozenset({"record"})
 
 Step = TypeVar("Step")
 
@@ -83,6 +93,8 @@ class StepRunner:
         self.worker_id = worker_id
         self.job = job
         self.ckpt = Checkpoint(job.checkpoint)
+        #: called once the relay should publish what an ending wrote to the outbox
+        self.on_outbox = lambda: None
 
     # --- steps ------------------------------------------------------------------------------------------------
 
@@ -102,10 +114,12 @@ class StepRunner:
         ckpt = self.ckpt
         if ckpt.done(name):
             return ckpt.get(name)
-        if name in PAID_STEPS or (ckpt.unwritten and not reads_only):
+        if name in EFFECT_STEPS:
+            await self.write(name, commit=True)  # the effect boundary: a cancel after this comes too late
+        elif name in PAID_STEPS or (ckpt.unwritten and not reads_only):
             await self.confirm(name)
         t0 = time.perf_counter()
-        call = asyncio.ensure_future(fn())
+        call = asyncio.ensure_future(self._attempts(name, fn))
         if ckpt.unwritten:
             # the call is on its way before the write holds the loop (SQLite runs inline)
             await asyncio.sleep(0)
@@ -125,9 +139,65 @@ class StepRunner:
         self.progress(name, f"{name} done", key=name)
         return ckpt.get(name)
 
-    async def write(self, step: str) -> None:
-        """Write the finished steps and the step now running if the job still runs here; else stop."""
-        if not await self.store.save_steps(self.job.id, self.worker_id, self.ckpt.to_stored(), step=step):
+    async def _attempts(self, name: str, fn: Callable[[], Awaitable[Step]]) -> Step:
+        """Run a step's call; a transient failure (a peer or storage unavailable, a timeout) is tried again with
+        backoff until the retry window, counted from when the job began waiting, or the job's deadline ends."""
+        job = self.job
+        since = aware(job.waiting_since) if job.waiting_for and job.step == name else None
+        tries = 0
+        while True:
+            try:
+                result = await fn()
+            except retry.TRANSIENT as e:
+                since = since or utcnow()
+                tries += 1
+                await self._wait_out(name, e, since, tries)
+                continue
+            if since is not None or self.job.waiting_for:
+                await self._waiting(name, "", None)
+            return result
+
+    async def _wait_out(self, name: str, e: BaseException, since: Any, tries: int) -> None:
+        """Wait before the next try, or end the job when the window (or the job's deadline) is over."""
+        policy, job = self.config.retry, self.job
+        peer = retry.waiting_for(e)
+        message = e.message if isinstance(e, IdlockError) else (str(e) or type(e).__name__)
+        waited = (utcnow() - since).total_seconds()
+        deadline = aware(job.created_at).timestamp() + self.config.job_timeout_s - utcnow().timestamp()
+        left = min(policy.window_s - waited, deadline)
+        if left <= 0:
+            why = "the job's deadline passed" if deadline <= 0 else f"gave up after {waited:.0f} s"
+            raise JobFailed(
+                Outcome.FAILED,
+                retry.failure_code(e),
+                f"{name}: {peer} unavailable ({why}, {tries} tries): {message}",
+            )
+        delay = min(policy.delay(tries), left)
+        log.info(
+            "job %s: %s waits for %s (%s); try %d in %.1f s", job.id, name, peer, message, tries + 1, delay
+        )
+        await self._waiting(name, peer, since)  # also finds a cancel that came while it waited
+        ev = job_event(
+            job,
+            common_pb2.JOB_STATUS_RUNNING,
+            step=name,
+            waiting_for=peer,
+            message=f"waiting for {peer}: {message}; next try in {delay:.1f} s",
+        )
+        self.events.emit_soon("progress", ev, f"{job.id}:waiting:{job.attempts}:{name}:{tries}")
+        await asyncio.sleep(delay)
+
+    async def _waiting(self, step: str, peer: str, since: Any) -> None:
+        if not await self.store.set_waiting(self.job.id, self.worker_id, peer, since):
+            raise StopJob()  # cancelled (or taken over) while waiting
+        self.job.waiting_for, self.job.waiting_since, self.job.step = peer, since, step
+
+    async def write(self, step: str, *, commit: bool = False) -> None:
+        """Write the finished steps and the step now running if the job still runs here; else stop. `commit`:
+        the job passes its effect boundary."""
+        if not await self.store.save_steps(
+            self.job.id, self.worker_id, self.ckpt.to_stored(), step=step, commit=commit
+        ):
             raise StopJob()
         self.ckpt.confirmed = True
         self.ckpt.unwritten = ""
@@ -168,10 +238,25 @@ class StepRunner:
         return (utcnow() - started).total_seconds() if started else 0.0
 
     async def succeed(self, image: common_pb2.ImageRef, metrics: pb.JobMetrics, message: str) -> Outcome:
-        """Mark the job succeeded with its usage record and its steps, then announce it; CANCELLED when it was
-        cancelled meanwhile."""
+        """Mark the job succeeded with its usage record, its steps and its event (one transaction); CANCELLED when
+        it was cancelled meanwhile. A cancel that came after the effect boundary is said in the message."""
         job = self.job
-        ok = await self.store.finish(
+        event = job_event(
+            job,
+            common_pb2.JOB_STATUS_SUCCEEDED,
+            result_image=image,
+            metrics=metrics,
+            scene_index=metrics.scene_index,
+            message=message,
+        )
+
+        def announce(ended: Job) -> list[outbox.Outgoing]:
+            if ended.error_code == "cancel_too_late":  # a cancel came after the effect boundary
+                event.error_code, event.message = ended.error_code, f"{message}; {ended.error_message}"
+            return [outbox.event("succeeded", event, f"{job.id}:succeeded")]
+
+        await self.events.flush(job.id)  # progress events go out before the ending
+        ended = await self.store.finish(
             job.id,
             Outcome.SUCCEEDED.value,
             worker_id=self.worker_id,
@@ -181,18 +266,11 @@ class StepRunner:
             usage=self._usage(
                 metrics.provider, metrics.model, metrics.estimated_cost_usd, metrics.total_seconds
             ),
+            announce=announce,
         )
-        if not ok:
+        if ended is None:
             return Outcome.CANCELLED
-        event = job_event(
-            job,
-            common_pb2.JOB_STATUS_SUCCEEDED,
-            result_image=image,
-            metrics=metrics,
-            scene_index=metrics.scene_index,
-            message=message,
-        )
-        await self.events.emit("succeeded", event, f"{job.id}:succeeded")
+        self.on_outbox()
         return Outcome.SUCCEEDED
 
     async def fail(self, outcome: Outcome, code: str, message: str) -> Outcome:
@@ -204,7 +282,14 @@ class StepRunner:
             cost = prov.estimated_cost_usd + self.config.cost_per_job_usd
             usage = self._usage(prov.provider, prov.model, cost, self.elapsed_s())
         stored = self.ckpt.to_stored()
-        ok = await self.store.finish(
+        status = (
+            common_pb2.JOB_STATUS_NEEDS_MORE_REFS
+            if outcome == Outcome.NEEDS_MORE_REFS
+            else common_pb2.JOB_STATUS_FAILED
+        )
+        event = job_event(job, status, error_code=code, message=message[:2000])
+        await self.events.flush(job.id)
+        ended = await self.store.finish(
             job.id,
             outcome.value,
             worker_id=self.worker_id,
@@ -212,16 +297,11 @@ class StepRunner:
             error_message=message[:2000],
             usage=usage,
             checkpoint=stored or None,
+            announce=lambda _: [outbox.event("failed", event, f"{job.id}:failed")],
         )
-        if not ok:
+        if ended is None:
             return Outcome.CANCELLED
-        status = (
-            common_pb2.JOB_STATUS_NEEDS_MORE_REFS
-            if outcome == Outcome.NEEDS_MORE_REFS
-            else common_pb2.JOB_STATUS_FAILED
-        )
-        event = job_event(job, status, error_code=code, message=message[:2000])
-        await self.events.emit("failed", event, f"{job.id}:failed")
+        self.on_outbox()
         log.info("job %s ended %s (%s): %s", job.id, outcome.value, code, message)
         return outcome
 

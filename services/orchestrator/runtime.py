@@ -1,5 +1,5 @@
 """What one orchestrator process opens and closes, in one place: the job database, the bus (events and the job
-queue), object storage, the peers (memory, render, identity, refiner), the state extractor (a vision model when a
+queue), the outbox relay that publishes on it, object storage, the peers (memory, render, identity, refiner), the state extractor (a vision model when a
 key is set, else the labelled heuristic) and the job worker built from them. Built once from the settings at
 start-up; nothing below it reads the environment."""
 
@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import socket
 import uuid
+
+from google.protobuf.message import Message
 
 from idlock import subjects
 from idlock.bus import EventBus
@@ -17,10 +19,14 @@ from idlock.v1 import events_pb2
 from services.orchestrator.clients import GrpcPeers
 from services.orchestrator.flow import FlowConfig, Peers
 from services.orchestrator.jobs import JobStore
-from services.orchestrator.models import SCHEMA_VERSION, UPGRADES, Base, Job
+from services.orchestrator.models import SCHEMA_VERSION, UPGRADES, Base
+from services.orchestrator.outbox import Relay
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.state_extraction import StateExtractor, VisionStateReader
 from services.orchestrator.worker import JobWorker
+
+#: a publish NATS does not acknowledge in this time is tried again by the relay
+PUBLISH_TIMEOUT_S = 2.0
 
 
 class BusEvents:
@@ -45,6 +51,7 @@ class OrchestratorRuntime:
         self.objects: ObjectStore | None = None
         self.extractor: StateExtractor | None = None
         self.jobs: JobWorker | None = None
+        self.relay: Relay | None = None
 
     # --- lifecycle: opened in this order, closed in reverse ----------------------------------------------------
 
@@ -56,6 +63,7 @@ class OrchestratorRuntime:
         self.store = JobStore(self.db)
         self.bus = await EventBus.connect(NatsSettings(), name=f"orchestrator-{self.worker_id}")
         await self.bus.ensure_streams()
+        self.relay = Relay(self.db, self._publish, poll_s=s.outbox_poll_s)
         self.objects = await open_store(StorageSettings(), data_dir)
         if self.peers is None:
             self.peers = GrpcPeers(MeshSettings())
@@ -74,7 +82,9 @@ class OrchestratorRuntime:
             FlowConfig.from_settings(s),
             worker_id=self.worker_id,
             objects=self.objects,
+            on_outbox=self.relay.wake,
         )
+        self.relay.job_events = self.jobs.events
 
     async def close(self) -> None:
         if self.bus is not None:
@@ -88,16 +98,10 @@ class OrchestratorRuntime:
         if self.db is not None:
             await self.db.close()
 
-    # --- the job queue ----------------------------------------------------------------------------------------
+    # --- the outbox's messages go out here ----------------------------------------------------------------------
 
-    async def publish_work(self, job: Job, *, msg_id: str) -> None:
-        work = events_pb2.GenerateJobWork(
-            job_id=job.id,
-            owner_id=job.owner_id,
-            character_id=job.character_id,
-            video=bool((job.options or {}).get("video")),
-        )
-        await self.bus.publish(subjects.JOB_GENERATE, work, msg_id=msg_id)
+    async def _publish(self, subject: str, message: Message, msg_id: str, headers: dict[str, str]) -> None:
+        await self.bus.publish(subject, message, msg_id=msg_id, headers=headers, timeout_s=PUBLISH_TIMEOUT_S)
 
 
 __all__ = ["BusEvents", "OrchestratorRuntime"]

@@ -38,6 +38,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         self.reconciler = Reconciler(self.rt)
         self.consumer = GenerateConsumer(self.rt)
         self._reconciling: asyncio.Task | None = None
+        self._relaying: asyncio.Task | None = None
 
     # the runtime's parts, as tests and tools reach them
     @property
@@ -64,6 +65,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
 
     async def startup(self) -> None:
         await self.rt.open()
+        # every replica relays the outbox (an API-only one too: its submissions are in it)
+        self._relaying = asyncio.create_task(self.rt.relay.loop(), name="orchestrator-outbox-relay")
         if self.settings.worker_enabled:
             await self.start_worker()
             self._reconciling = asyncio.create_task(self.reconciler.loop(), name="orchestrator-reconciler")
@@ -74,6 +77,12 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reconciling
         await self.stop_worker()
+        if self._relaying is not None:  # after the worker: the endings it wrote go out first
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.rt.relay.once(), 2.0)
+            self._relaying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._relaying
         await self.rt.close()
 
     # --- the job queue's consumer (handlers.py) -----------------------------------------------------------------

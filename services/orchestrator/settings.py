@@ -37,6 +37,38 @@ class OrchestratorSettings(GrpcServerSettings):
         description="Delay before each redelivery after a transient failure (JSON list, seconds; last repeats).",
     )
 
+    # --- outages: how a step waits for a peer or object storage that is unavailable ---
+    retry_window_s: float = Field(
+        600.0,
+        gt=0,
+        le=86400,
+        description=(
+            "How long one step waits out an unavailable peer or object storage (connection refused, restarting, "
+            "full, not writable) before the job fails naming it (seconds; bounded by job_timeout_s). Bad input, "
+            "not found, no consent and moderation fail at once."
+        ),
+    )
+    retry_initial_s: float = Field(
+        1.0, gt=0, le=60, description="First wait before trying an unavailable peer again (seconds; doubles)."
+    )
+    retry_max_interval_s: float = Field(
+        15.0, gt=0, le=600, description="Longest wait between two tries of an unavailable peer (seconds)."
+    )
+    job_timeout_s: float = Field(
+        3600.0,
+        gt=0,
+        description="A job's own deadline from its submission: waiting for a peer never goes past it (seconds).",
+    )
+    outbox_poll_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description=(
+            "How often the outbox relay looks for messages other processes left unpublished (seconds); this "
+            "process's own are published at once."
+        ),
+    )
+
     # --- per-step deadlines (seed §6: generation 120 s, refine 90 s) ---
     generation_timeout_s: float = Field(
         120.0, gt=0, le=900, description="Deadline of the render step (seconds)."

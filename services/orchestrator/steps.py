@@ -249,6 +249,12 @@ def job_metrics(
     m.copy.CopyFrom(copy_verdict(score, refine))
     m.copy_note = copy_note
     m.total_seconds = elapsed_s or sum(m.step_seconds.values())
+    # paid calls as the render service counted them before making them (a repeated one shows as 2)
+    renders = [ckpt.get("render").provenance] if ckpt.done("render") else [prov]
+    if ckpt.done("regenerate") and ckpt.get("regenerate").HasField("render"):
+        renders.append(ckpt.get("regenerate").render.provenance)
+    m.paid_calls = sum(r.paid_calls for r in renders)
+    m.paid_call_repeated = any(r.paid_calls > 1 for r in renders)
     return m
 
 

@@ -11,12 +11,13 @@ import re
 from collections.abc import AsyncIterator
 
 from idlock import subjects
-from idlock.errors import InvalidInput, NotFound, PreconditionFailed, Unavailable
+from idlock.errors import InvalidInput, NotFound, PreconditionFailed
 from idlock.moderation import PromptPolicy, check_prompt
 from idlock.refs import pose_copy_key
 from idlock.text import sanitize_prompt, strip_control
 from idlock.v1 import common_pb2, events_pb2, memory_service_pb2
 from idlock.v1 import orchestrator_service_pb2 as pb
+from services.orchestrator import outbox
 from services.orchestrator.job_events import job_event
 from services.orchestrator.models import FAILED, QUEUED, RUNNING, TERMINAL, Job
 from services.orchestrator.runtime import OrchestratorRuntime
@@ -148,10 +149,6 @@ class Submissions:
                     f"Idempotency-Key {request.idempotency_key!r} was used for another request (its {differs} "
                     f"differ): job {existing.id} has it; send this one with a new key"
                 )
-            if existing.status == QUEUED and existing.attempts == 0:
-                # the first submission may have failed to enqueue: the same msg id is de-duplicated if it did not
-                with contextlib.suppress(Exception):
-                    await self.rt.publish_work(existing, msg_id=existing.id)
             return existing, False
         await self.check_character(request.owner_id, request.character_id)
         job, created = await self.rt.store.create(
@@ -163,41 +160,30 @@ class Submissions:
             options=msg_to_dict(request.options),
             idempotency_key=request.idempotency_key,
             max_active=self.rt.settings.max_active_jobs_per_owner,
+            # job.queued, then the work: in the job's transaction, so neither is lost to a NATS outage or a crash
+            announce=lambda job: [
+                outbox.event(
+                    "queued",
+                    job_event(job, common_pb2.JOB_STATUS_QUEUED, message="queued"),
+                    f"{job.id}:queued",
+                ),
+                outbox.work(job, job.id),
+            ],
         )
         if created:
-            # job.queued goes on the wire first (a fast worker's job.started must never precede it); the work is
-            # published without waiting for the event's acknowledgement, which the worker's events wait for
-            queued = self.rt.jobs.events.emit_soon(
-                "queued",
-                job_event(job, common_pb2.JOB_STATUS_QUEUED, message="queued"),
-                f"{job.id}:queued",
-            )
-            await asyncio.sleep(0)
-            try:
-                await self.rt.publish_work(job, msg_id=job.id)
-            except Exception as e:
-                raise Unavailable(
-                    f"job {job.id} was created but could not be enqueued ({e}); retry with the same "
-                    "idempotency_key, or the reconciler enqueues it later",
-                    details={"job_id": job.id},
-                ) from e
-            finally:
-                await queued
+            self.rt.relay.wake()
         return job, created
 
     async def cancel(self, job_id: str, owner_id: str) -> Job:
-        job, changed = await self.rt.store.cancel(job_id, owner_id)
-        if changed:
-            await self.rt.jobs.events.emit(
-                "cancelled",
-                job_event(
-                    job,
-                    common_pb2.JOB_STATUS_CANCELLED,
-                    error_code="cancelled",
-                    message="cancelled by the owner",
-                ),
-                f"{job.id}:cancelled",
+        def cancelled(job: Job) -> list[outbox.Outgoing]:
+            ev = job_event(
+                job, common_pb2.JOB_STATUS_CANCELLED, error_code="cancelled", message="cancelled by the owner"
             )
+            return [outbox.event("cancelled", ev, f"{job.id}:cancelled")]
+
+        job, changed = await self.rt.store.cancel(job_id, owner_id, announce=cancelled)
+        if changed:
+            self.rt.relay.wake()
         return job
 
     async def watch(self, job_id: str, owner_id: str) -> AsyncIterator[tuple[Job, str, str]]:
@@ -207,10 +193,12 @@ class Submissions:
         # a change made here wakes the watch at once; one made by another replica is seen at the next look
         with self.rt.store.changes.watch(job.id) as changed:
             while True:
-                key = (job.status, job.step, job.attempts)
+                key = (job.status, job.step, job.attempts, job.waiting_for)
                 if key != last:
                     last = key
-                    if job.status == RUNNING:
+                    if job.status == RUNNING and job.waiting_for:
+                        event, message = "waiting", f"waiting for {job.waiting_for} ({job.step} tries again)"
+                    elif job.status == RUNNING:
                         event, message = (
                             ("progress", job.step) if job.step else ("started", f"attempt {job.attempts}")
                         )

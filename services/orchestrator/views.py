@@ -64,6 +64,10 @@ def to_proto(job: Job) -> pb.Job:
     context = ckpt.get("context")
     if isinstance(context, Mapping):  # the scene context's fields, without the step's identity and references
         dict_to_msg({k: v for k, v in context.items() if k in SCENE_CONTEXT_FIELDS}, out.context)
+    if job.waiting_for:
+        out.waiting_for = job.waiting_for
+        if job.waiting_since is not None:
+            out.waiting_since.FromDatetime(aware(job.waiting_since))
     out.created_at.FromDatetime(aware(job.created_at))
     out.updated_at.FromDatetime(aware(job.updated_at))
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from idlock import telemetry
 from idlock.errors import IdlockError
@@ -50,8 +51,11 @@ class JobWorker:
         *,
         worker_id: str,
         objects: ObjectStore | None = None,
+        on_outbox: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
+        #: a job's ending was written with its event: the relay publishes it now
+        self.on_outbox = on_outbox
         self.events = JobEvents(events)
         self.config = config
         self.worker_id = worker_id
@@ -116,6 +120,7 @@ class JobWorker:
         self, job: Job, options: pb.GenerationOptions, flow: Flow, early: Prefetch | None, final_attempt: bool
     ) -> Outcome:
         run = StepRunner(self.store, self.events, self.config, worker_id=self.worker_id, job=job)
+        run.on_outbox = self.on_outbox
         self.events.emit_soon(
             "started",
             job_event(job, common_pb2.JOB_STATUS_RUNNING, message=f"attempt {job.attempts}"),

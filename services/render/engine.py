@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from idlock.errors import (
     DeadlineExceeded,
@@ -87,11 +87,18 @@ class Renderer:
                 order.append(n)
         return order
 
-    async def render(self, req: RenderRequest) -> RenderResult:
+    async def render(
+        self, req: RenderRequest, before_paid: Callable[[str], Awaitable[None]] | None = None
+    ) -> RenderResult:
+        """Render with fallback; `before_paid(provider)` is awaited before each call to a paid provider (one
+        with a cost per image), and an error from it stops the render before that call."""
         req.validate()
         if req.media != MediaKind.IMAGE:
             return await self.render_video(req)
-        return await self._run(req, "render")
+        return await self._run(req, "render", before_paid)
+
+    def paid(self, name: str) -> bool:
+        return float(self.settings.cost_per_image_usd.get(name, 0.0)) > 0
 
     def _video_order(self, requested: list[str]) -> list[str]:
         """Video providers to try: the requested ones that render video ("gemini" means veo), else the
@@ -190,7 +197,12 @@ class Renderer:
         req.validate()
         return await self._run(req, "edit")
 
-    async def _run(self, req: RenderRequest | EditRequest, op: str) -> RenderResult:
+    async def _run(
+        self,
+        req: RenderRequest | EditRequest,
+        op: str,
+        before_paid: Callable[[str], Awaitable[None]] | None = None,
+    ) -> RenderResult:
         t0 = time.perf_counter()
         end = t0 + req.deadline_s if req.deadline_s else None
         reasons: list[str] = []
@@ -209,6 +221,8 @@ class Renderer:
                         f"render deadline passed before provider {name}; " + "; ".join(reasons)
                     )
                 req = dataclasses.replace(req, deadline_s=left)
+            if before_paid is not None and self.paid(name):
+                await before_paid(name)
             try:
                 result = await (provider.render(req) if op == "render" else provider.edit(req))  # type: ignore[arg-type]
             except Unimplemented as e:

@@ -22,6 +22,7 @@ from idlock.settings import MeshSettings, PathsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
 from idlock.v1 import common_pb2
 from idlock.v1 import render_service_pb2 as pb
+from services.render import paid
 from services.render.clients import TrainerClient
 from services.render.engine import Renderer
 from services.render.models import EditRequest, RenderRequest, RenderResult, SceneState
@@ -69,6 +70,8 @@ class Rendering:
         self.trainer = TrainerClient(MeshSettings().trainer_addr)
         #: renders under way, by (output prefix, request fingerprint): a repeated request joins the running one
         self._inflight: dict[tuple[str, str], asyncio.Future] = {}
+        #: rendered images whose saving failed, by the same key: the retry saves them (`paid.py`)
+        self._held: paid.Held[tuple[str, str], tuple[RenderResult, pb.RenderProvenance]] = paid.Held()
 
     async def open(self) -> None:
         self.store = await open_store(StorageSettings(), self.data_dir)
@@ -161,14 +164,44 @@ class Rendering:
     async def _render_and_record(
         self, request: pb.RenderImageRequest, deadline_s: float | None, prefix: str, fingerprint: str
     ) -> pb.RenderImageResponse:
-        response = await self._render_image(request, deadline_s, prefix)
+        """Render once, then save (image, then the replay record); a save that fails keeps the rendered image
+        here, and the retry saves it instead of paying for another render."""
+        key = (prefix, fingerprint)
+        held = self._held.get(key)
+        if held is None:
+            held = await self._render_only(request, deadline_s, prefix, count_paid=True)
+            self._held.hold(key, held)
+        else:
+            log.info(
+                "job %s: saving the image rendered before storage failed; not rendering again", request.job_id
+            )
+        result, provenance = held
+        image = await paid.saving(lambda: self._store_result(result, prefix, request.job_id))
+        response = pb.RenderImageResponse(image=image, provenance=provenance)
         record = {"fingerprint": fingerprint, "response": json_format.MessageToDict(response)}
-        await self.store.put(f"{prefix}/render.json", json.dumps(record).encode(), "application/json")
+        await paid.saving(
+            lambda: self.store.put(f"{prefix}/render.json", json.dumps(record).encode(), "application/json")
+        )
+        self._held.release(key)
         return response
 
     async def _render_image(
         self, request: pb.RenderImageRequest, deadline_s: float | None, prefix: str
     ) -> pb.RenderImageResponse:
+        result, provenance = await self._render_only(request, deadline_s, prefix)
+        image = await self._store_result(result, prefix, request.job_id)
+        return pb.RenderImageResponse(image=image, provenance=provenance)
+
+    async def _render_only(
+        self,
+        request: pb.RenderImageRequest,
+        deadline_s: float | None,
+        prefix: str,
+        *,
+        count_paid: bool = False,
+    ) -> tuple[RenderResult, pb.RenderProvenance]:
+        """The render itself (the part that may cost money); `count_paid`: each paid call is recorded under
+        `prefix` before it is made."""
         drift_face = (
             await refs.fetch_ref(self.store, request.drift_face, "drift_face")
             if request.drift_face.uri
@@ -196,12 +229,25 @@ class Rendering:
             deadline_s=deadline_s,
             state=SceneState.of(request.state) if request.HasField("state") else None,
         )
-        result = await self.renderer.render(req)
-        image = await self._store_result(result, prefix, request.job_id)
+        calls = 0
+
+        async def before_paid(provider: str) -> None:
+            nonlocal calls
+            calls = await paid.count_paid_call(self.store, prefix)
+
+        result = await self.renderer.render(req, before_paid if count_paid else None)
         provenance = provenance_pb(result, lora, req.lora_scale)
         if lora_note:
             provenance.fallback_reasons.append(lora_note)
-        return pb.RenderImageResponse(image=image, provenance=provenance)
+        if calls:
+            provenance.paid_calls = calls
+            if calls > 1:  # an earlier call's outcome was lost (the service died mid-call): both are paid
+                provenance.estimated_cost_usd *= calls
+                provenance.fallback_reasons.append(
+                    f"paid call repeated: {calls} calls to {result.provider} for this image (an earlier call's "
+                    "result was lost)"
+                )
+        return result, provenance
 
     async def edit_image(
         self, request: pb.EditImageRequest, deadline_s: float | None

@@ -110,27 +110,31 @@ async def test_gateway_users_gain_a_name(db_url: str, db_schema: str, data_dir: 
         await db.close()
 
 
-async def test_orchestrator_jobs_gain_their_tombstone(db_url: str, db_schema: str, data_dir: Path) -> None:
+async def test_orchestrator_jobs_gain_their_tombstone_waits_and_outbox(
+    db_url: str, db_schema: str, data_dir: Path
+) -> None:
     db = Database.open(
         DatabaseSettings(url=db_url), service="orchestrator", data_dir=data_dir, schema=db_schema
     )
     try:
-        await _as_release_1(db, orchestrator_models.Base.metadata, "jobs", [])
+        v3 = ["waiting_for", "waiting_since", "committed_at", "cancel_requested_at"]
+        await _as_release_1(db, orchestrator_models.Base.metadata, "jobs", v3)
         async with db.connect() as c:
             await c.execute(
                 text("DROP INDEX " + ("" if db.schema is None else f"{db.schema}.") + "ix_jobs_character")
             )
             await c.execute(text("ALTER TABLE jobs DROP COLUMN erased_at"))
+            await c.execute(text("DROP TABLE outbox"))
             await c.execute(
                 text(
                     "INSERT INTO jobs (id, owner_id, character_id, prompt, pose_image_uri, style_overrides, options, "
                     "status, step, attempts, requeues, checkpoint, result_image, metrics, error_code, error_message, "
                     "lease_owner, created_at, updated_at) VALUES ('j1', 'u1', 'c1', 'a walk', '', '[]', '{}', "
-                    "'succeeded', '', 1, 0, '{}', '{}', '{}', '', '', '', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                    "'running', '', 1, 0, '{}', '{}', '{}', '', '', '', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
                 )
             )
         version = orchestrator_models.SCHEMA_VERSION
-        assert version == 2
+        assert version == 3
         assert (
             await db.migrate(
                 orchestrator_models.Base.metadata, version=version, upgrades=orchestrator_models.UPGRADES
@@ -140,7 +144,9 @@ async def test_orchestrator_jobs_gain_their_tombstone(db_url: str, db_schema: st
         async with db.session() as s:
             job = await s.get(orchestrator_models.Job, "j1")
             assert job.prompt == "a walk" and job.erased_at is None
+            assert job.waiting_for == "" and job.committed_at is None and job.cancel_requested_at is None
         assert "ix_jobs_character" in await _indexes(db, "jobs")
+        assert "outbox" in await _tables(db) and set(v3) <= await _columns(db, "jobs")
     finally:
         await db.close()
 

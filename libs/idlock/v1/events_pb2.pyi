@@ -59,7 +59,7 @@ class CharacterDeleted(_message.Message):
     def __init__(self, character_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("job_id", "owner_id", "character_id", "status", "step", "message", "result_image", "result_video", "metrics", "error_code", "at", "prompt", "scene_index")
+    __slots__ = ("job_id", "owner_id", "character_id", "status", "step", "message", "result_image", "result_video", "metrics", "error_code", "at", "prompt", "scene_index", "waiting_for")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,7 @@ class JobEvent(_message.Message):
     AT_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SCENE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FOR_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     owner_id: str
     character_id: str
@@ -86,7 +87,8 @@ class JobEvent(_message.Message):
     at: _timestamp_pb2.Timestamp
     prompt: str
     scene_index: int
-    def __init__(self, job_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., character_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., step: _Optional[str] = ..., message: _Optional[str] = ..., result_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., result_video: _Optional[_Union[_common_pb2.VideoRef, _Mapping]] = ..., metrics: _Optional[_Union[_orchestrator_service_pb2.JobMetrics, _Mapping]] = ..., error_code: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., prompt: _Optional[str] = ..., scene_index: _Optional[int] = ...) -> None: ...
+    waiting_for: str
+    def __init__(self, job_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., character_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., step: _Optional[str] = ..., message: _Optional[str] = ..., result_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., result_video: _Optional[_Union[_common_pb2.VideoRef, _Mapping]] = ..., metrics: _Optional[_Union[_orchestrator_service_pb2.JobMetrics, _Mapping]] = ..., error_code: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., prompt: _Optional[str] = ..., scene_index: _Optional[int] = ..., waiting_for: _Optional[str] = ...) -> None: ...
 
 class EpisodeRecorded(_message.Message):
     __slots__ = ("character_id", "episode_id", "job_id", "scene_index", "kind", "at")

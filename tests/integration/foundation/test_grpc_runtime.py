@@ -176,3 +176,54 @@ async def test_a_peer_error_becomes_our_domain_error_with_its_status_and_message
     assert type(grpc_client.peer_error(Fake(grpc.StatusCode.CANCELLED))).__name__ == "Unavailable"
     assert type(grpc_client.peer_error(Fake(grpc.StatusCode.DATA_LOSS))).__name__ == "Unavailable"
     assert type(grpc_client.peer_error(Fake(grpc.StatusCode.DATA_LOSS), default=IdlockError)) is IdlockError
+
+
+async def test_a_restarted_peer_is_found_again_on_the_same_channel_within_a_second_or_two() -> None:
+    servicer = ProbeServicer()
+    service, started = await _start(servicer)
+    await started
+    port = service.port
+    async with grpc_client.channel(service.address, default_timeout_s=2) as ch:
+        stub = pb_grpc.IdentityServiceStub(ch)
+        assert (await stub.ScoreIdentity(pb.ScoreIdentityRequest())).faces_detected > 0
+        await service.stop(drain_s=0)
+        with pytest.raises(grpc.aio.AioRpcError) as err:  # down: refused at once, no wait
+            await stub.ScoreIdentity(pb.ScoreIdentityRequest(), timeout=1)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        await asyncio.sleep(3.0)  # long enough for gRPC's default reconnect backoff to have grown past 2 s
+        again = GrpcService(service.spec, GrpcServerSettings(port=port, grace_s=1.0))
+        await again.start()
+        try:
+            t0 = asyncio.get_running_loop().time()
+            while True:
+                try:
+                    await stub.ScoreIdentity(pb.ScoreIdentityRequest(), timeout=1)
+                    break
+                except grpc.aio.AioRpcError:
+                    await asyncio.sleep(0.05)
+            found_after = asyncio.get_running_loop().time() - t0
+        finally:
+            await again.stop(drain_s=0)
+    assert found_after < 1.5, f"the restarted peer was found after {found_after:.2f} s"
+
+
+async def test_a_storage_error_keeps_its_type_across_the_mesh() -> None:
+    from idlock.errors import StorageFull
+
+    class Full(ProbeServicer):
+        async def DetectFaces(self, request, context):
+            raise StorageFull(
+                "object storage is full: object 'x' could not be written under /data (No space)"
+            )
+
+    service, started = await _start(Full())
+    await started
+    try:
+        async with grpc_client.channel(service.address, default_timeout_s=5) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await pb_grpc.IdentityServiceStub(ch).DetectFaces(pb.DetectFacesRequest())
+        mapped = grpc_client.peer_error(err.value, "render.RenderImage")
+        assert type(mapped) is StorageFull and mapped.reason == "storage_full"
+        assert isinstance(mapped, Unavailable) and "storage is full" in mapped.message
+    finally:
+        await service.stop(drain_s=0)

@@ -22,9 +22,9 @@ async def test_submit_runs_to_succeeded_with_metrics_and_a_stored_image(orch) ->
     writes: list[tuple[str, list[str]]] = []
     save_steps = orch.servicer.jobs.store.save_steps
 
-    async def counted(job_id, worker_id, checkpoint, *, step):
-        writes.append((step, sorted(checkpoint)))
-        return await save_steps(job_id, worker_id, checkpoint, step=step)
+    async def counted(job_id, worker_id, checkpoint, *, step, commit=False):
+        writes.append((step, sorted(checkpoint)) + (("commit",) if commit else ()))
+        return await save_steps(job_id, worker_id, checkpoint, step=step, commit=commit)
 
     orch.servicer.jobs.store.save_steps = counted
     cid = orch.peers.add_character()
@@ -56,11 +56,12 @@ async def test_submit_runs_to_succeeded_with_metrics_and_a_stored_image(orch) ->
     assert m.step_model_seconds["score"] == m.step_seconds["score"] > 0
     assert m.step_model_seconds["refine"] == m.step_model_seconds["state"] == 0.0
 
-    # the row is written before the render (the context, and a cancel would stop it there), after it, and
-    # before a refiner call; the cheap steps ride along, and every step is in the row at the end
+    # the row is written before the render (the context, and a cancel would stop it there), after it, before a
+    # refiner call and before the episode is recorded (the effect boundary: the job commits); the cheap steps
+    # ride along, and every step is in the row at the end
     assert writes == [("render", ["context"]), ("render", ["context", "render"])] + (
         [("refine", ["context", "render", "score"])] if m.refine_needed else []
-    )
+    ) + [("record", ["context", "refine", "render", "score", "state"], "commit")]
     row = await orch.servicer.store.get(job.id)
     assert set(row.checkpoint) == {"context", "render", "score", "refine", "state", "record"}
     # at the start consent was checked on the character BuildContext returned: GetCharacter ran once, at submission

@@ -9,8 +9,10 @@ import pytest
 from idlock.db import Database
 from idlock.errors import NotFound, PreconditionFailed, QuotaExceeded
 from idlock.settings import DatabaseSettings
+from services.orchestrator import outbox
 from services.orchestrator.jobs import JobStore
-from services.orchestrator.models import SCHEMA_VERSION, Base
+from services.orchestrator.models import SCHEMA_VERSION, Base, utcnow
+from services.orchestrator.outbox import Relay
 
 
 @pytest.fixture
@@ -102,6 +104,60 @@ async def test_stuck_jobs_are_found_and_counted(store: JobStore) -> None:
     await asyncio.sleep(0.3)
     stuck = await store.stuck(0.2)
     assert [j.id for j in stuck] == [job.id]
-    assert await store.bump_requeue(job.id, stuck[0].updated_at) == 1
-    assert await store.bump_requeue(job.id, stuck[0].updated_at) is None  # moved on since it was read
+    assert await store.requeue(stuck[0]) == 1
+    assert await store.requeue(stuck[0]) is None  # moved on since it was read
     assert await store.stuck(0.2) == []
+    # the re-enqueue's work is in the outbox, written with the count
+    pending = await Relay(store.db, publish=None).pending(job.id)
+    assert [(m.kind, m.msg_id) for m in pending] == [("work", f"{job.id}:r1")]
+
+
+async def test_changes_and_their_messages_are_one_transaction(store: JobStore) -> None:
+    def queued(job):
+        return [outbox.work(job, job.id)]
+
+    # a create that fails (the quota) leaves neither a job nor its message
+    await store.create(owner_id="o", character_id="c", prompt="p", max_active=1, announce=queued)
+    with pytest.raises(QuotaExceeded):
+        await store.create(owner_id="o", character_id="c", prompt="q", max_active=1, announce=queued)
+    relay = Relay(store.db, publish=None)
+    assert len(await relay.pending()) == 1
+
+    published: list[tuple[str, str]] = []
+    fail = {"n": 2}
+
+    async def publish(subject, message, msg_id, headers) -> None:
+        if fail["n"]:
+            fail["n"] -= 1
+            raise ConnectionError("nats: no servers available")
+        published.append((subject, msg_id))
+
+    relay = Relay(store.db, publish, max_backoff_s=0.05)
+    job, _ = await store.create(owner_id="o2", character_id="c", prompt="p", announce=queued)
+    assert await relay.once() == 0  # NATS away: the first message backs off, the second waits behind it
+    await asyncio.sleep(0.3)
+    assert await relay.once() == 0
+    await asyncio.sleep(0.3)
+    assert await relay.once() == 2
+    assert [m for _, m in published] == [published[0][1], job.id] and await relay.pending() == []
+
+
+async def test_a_cancel_after_the_effect_boundary_comes_too_late(store: JobStore) -> None:
+    job, _ = await store.create(owner_id="o", character_id="c", prompt="p")
+    await store.claim(job.id, "w1", lease_s=30)
+    assert await store.set_waiting(job.id, "w1", "render", utcnow())
+    assert (await store.get(job.id)).waiting_for == "render"
+    assert await store.save_steps(job.id, "w1", {"state": {}}, step="record", commit=True)
+    with pytest.raises(PreconditionFailed, match="too late to cancel") as err:
+        await store.cancel(job.id, "o")
+    assert err.value.reason == "cancel_too_late"
+    ended = await store.finish(job.id, "succeeded", worker_id="w1")
+    assert ended.status == "succeeded" and ended.error_code == "cancel_too_late" and ended.waiting_for == ""
+
+    # before the boundary, a cancel wins, and the worker's next write finds it
+    other, _ = await store.create(owner_id="o", character_id="c", prompt="p")
+    await store.claim(other.id, "w1", lease_s=30)
+    _, changed = await store.cancel(other.id, "o")
+    assert changed
+    assert not await store.save_steps(other.id, "w1", {}, step="record", commit=True)
+    assert (await store.get(other.id)).committed_at is None

@@ -1,0 +1,199 @@
+"""The transactional outbox: a message that announces a job's change (its work on `idlock.jobs.generate`, and
+`job.queued` / `succeeded` / `failed` / `cancelled`) is written in the same transaction as the change, and the
+relay publishes it as soon as NATS answers. So a job accepted while NATS is down starts within seconds of NATS
+coming back, whichever process crashed meanwhile: any replica's relay publishes what is due.
+
+A message is deleted once JetStream acknowledged it; its `msg_id` (Nats-Msg-Id) makes a second publish (two
+relays, a crash between publish and delete) a duplicate the stream drops. No gRPC here; NATS only through the
+`publish` callable the runtime gives the relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from google.protobuf.message import Message
+from opentelemetry import propagate
+from sqlalchemy import delete, select, update
+
+from idlock import subjects
+from idlock.db import Database
+from idlock.v1 import events_pb2
+from services.orchestrator.job_events import JobEvents
+from services.orchestrator.models import Job, OutboxMessage, utcnow
+
+log = logging.getLogger("idlock.orchestrator.outbox")
+
+OUTBOX = OutboxMessage.__table__
+WORK = "work"
+#: the events that end a job
+ENDINGS = frozenset({"event:succeeded", "event:failed", "event:cancelled"})
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to write to the outbox with a change."""
+
+    job_id: str
+    kind: str  # WORK, or "event:<verb>"
+    msg_id: str
+    payload: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def values(self) -> dict[str, Any]:
+        now = utcnow()
+        return {
+            "job_id": self.job_id,
+            "kind": self.kind,
+            "msg_id": self.msg_id,
+            "payload": self.payload,
+            "headers": dict(self.headers),
+            "created_at": now,
+            "attempts": 0,
+            "last_error": "",
+            "next_at": now,
+        }
+
+
+def _trace() -> dict[str, str]:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)  # the trace of the request that made the change goes along
+    return carrier
+
+
+def work(job: Job, msg_id: str) -> Outgoing:
+    """The job's work message (ids only: a prompt never sits in a stream)."""
+    message = events_pb2.GenerateJobWork(
+        job_id=job.id,
+        owner_id=job.owner_id,
+        character_id=job.character_id,
+        video=bool((job.options or {}).get("video")),
+    )
+    return Outgoing(job.id, WORK, msg_id, message.SerializeToString(), _trace())
+
+
+def event(verb: str, ev: events_pb2.JobEvent, msg_id: str) -> Outgoing:
+    return Outgoing(ev.job_id, f"event:{verb}", msg_id, ev.SerializeToString(), _trace())
+
+
+async def insert(conn: Any, messages: Sequence[Outgoing]) -> None:
+    """Write `messages` in the caller's transaction."""
+    if messages:
+        await conn.execute(OUTBOX.insert(), [m.values() for m in messages])
+
+
+def decode(row: Any) -> tuple[str, Message]:
+    """The subject and message of an outbox row."""
+    if row.kind == WORK:
+        return subjects.JOB_GENERATE, events_pb2.GenerateJobWork.FromString(row.payload)
+    verb = row.kind.removeprefix("event:")
+    return subjects.event_subject("job", verb), events_pb2.JobEvent.FromString(row.payload)
+
+
+Publish = Callable[[str, Message, str, dict[str, str]], Awaitable[None]]
+
+
+class Relay:
+    """Publishes the outbox in order, oldest first; a failed publish waits a doubling delay (at most
+    `max_backoff_s`) and holds back the messages after it, so a job's events never overtake each other."""
+
+    def __init__(
+        self,
+        db: Database,
+        publish: Publish,
+        *,
+        poll_s: float = 1.0,
+        max_backoff_s: float = 2.0,
+        batch: int = 200,
+    ) -> None:
+        self.db = db
+        self.publish = publish
+        self.poll_s = poll_s
+        self.max_backoff_s = max_backoff_s
+        self.batch = batch
+        self._wake = asyncio.Event()
+        self.published = 0
+        #: this process's job events: a job's progress still on its way goes out before its ending, none after
+        self.job_events: JobEvents | None = None
+
+    def wake(self) -> None:
+        """A change was committed here: publish now rather than at the next poll."""
+        self._wake.set()
+
+    async def loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            self._wake.clear()
+            try:
+                while await self.once() >= self.batch:  # a backlog: go on at once
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay round failed")
+
+    async def once(self) -> int:
+        """Publish what is due; returns how many were published."""
+        async with self.db.connect(read_only=True) as c:
+            rows = (
+                await c.execute(
+                    select(OUTBOX).where(OUTBOX.c.next_at <= utcnow()).order_by(OUTBOX.c.id).limit(self.batch)
+                )
+            ).all()
+        done: list[int] = []
+        try:
+            for row in rows:
+                subject, message = decode(row)
+                event = row.kind != WORK
+                if event and self.job_events is not None:
+                    await self.job_events.flush(row.job_id)
+                try:
+                    await self.publish(subject, message, row.msg_id, dict(row.headers or {}))
+                except Exception as e:  # noqa: BLE001 - NATS away: this row backs off, the rest waits behind it
+                    await self._failed(row, e)
+                    break
+                done.append(row.id)
+                if event and row.kind in ENDINGS and self.job_events is not None:
+                    self.job_events.ended(row.job_id)
+        finally:
+            if done:
+                async with self.db.connect() as c:
+                    await c.execute(delete(OUTBOX).where(OUTBOX.c.id.in_(done)))
+                self.published += len(done)
+        return len(done)
+
+    async def _failed(self, row: Any, e: Exception) -> None:
+        attempts = (row.attempts or 0) + 1
+        delay = min(0.25 * 2 ** (attempts - 1), self.max_backoff_s)
+        if attempts == 1 or attempts % 20 == 0:
+            log.warning(
+                "outbox: publishing %s (%s) failed, attempt %d: %s", row.kind, row.job_id, attempts, e
+            )
+        async with self.db.connect() as c:
+            await c.execute(
+                update(OUTBOX)
+                .where(OUTBOX.c.id == row.id)
+                .values(
+                    attempts=attempts,
+                    last_error=str(e)[:500],
+                    next_at=utcnow() + timedelta(seconds=delay),
+                )
+            )
+
+    async def pending(self, job_id: str = "") -> list[Any]:
+        """What is still to publish (of one job, when given), oldest first."""
+        q = select(OUTBOX).order_by(OUTBOX.c.id)
+        if job_id:
+            q = q.where(OUTBOX.c.job_id == job_id)
+        async with self.db.connect(read_only=True) as c:
+            return list((await c.execute(q)).all())
+
+
+__all__ = ["WORK", "Outgoing", "Relay", "decode", "event", "insert", "work"]

@@ -1,0 +1,85 @@
+"""Paid renders happen at most once per output: a call to a paid provider is counted in object storage *before* it
+is made (`{prefix}/paid_calls.json`), so a render service that died mid-call is seen to repeat it (the job's
+metrics say so, and its cost counts both); and a rendered image whose saving failed is held here and saved by the
+retry, never rendered again. No gRPC here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+from idlock.errors import NotFound, StorageUnavailable
+from idlock.storage import ObjectStore
+
+log = logging.getLogger("idlock.render.paid")
+
+T = TypeVar("T")
+K = TypeVar("K")
+
+PAID_CALLS = "paid_calls.json"
+
+
+async def count_paid_call(store: ObjectStore, prefix: str) -> int:
+    """Record one more paid call for the output under `prefix` and return how many there were. Raises the
+    storage error when it cannot be recorded: then the call is not made either."""
+    key = f"{prefix}/{PAID_CALLS}"
+    try:
+        calls = int(json.loads(await store.get(key)).get("calls", 0))
+    except NotFound:
+        calls = 0
+    calls += 1
+    await store.put(key, json.dumps({"calls": calls}).encode(), "application/json")
+    return calls
+
+
+async def paid_calls(store: ObjectStore, prefix: str) -> int:
+    try:
+        return int(json.loads(await store.get(f"{prefix}/{PAID_CALLS}")).get("calls", 0))
+    except NotFound:
+        return 0
+
+
+class Held(Generic[K, T]):
+    """Rendered results not yet saved (object storage failed), by output; the oldest go past `limit`."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self._items: OrderedDict[K, T] = OrderedDict()
+
+    def get(self, key: K) -> T | None:
+        return self._items.get(key)
+
+    def hold(self, key: K, value: T) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.limit:
+            dropped, _ = self._items.popitem(last=False)
+            log.warning(
+                "dropped an unsaved render of %s: more than %d are waiting for storage", dropped, self.limit
+            )
+
+    def release(self, key: K) -> None:
+        self._items.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+async def saving(fn: Callable[[], Awaitable[T]], *, tries: int = 3, first_s: float = 0.5) -> T:
+    """`fn` (a save), tried again after a storage error a few times before the error is raised."""
+    for i in range(tries):
+        try:
+            return await fn()
+        except StorageUnavailable as e:
+            if i == tries - 1:
+                raise
+            log.warning("saving failed (%s); trying again in %.1f s", e.message, first_s * 2**i)
+            await asyncio.sleep(first_s * 2**i)
+    raise AssertionError("unreachable")
+
+
+__all__ = ["PAID_CALLS", "Held", "count_paid_call", "paid_calls", "saving"]
