@@ -119,7 +119,13 @@ class Gateway:
             self.settings.object_url_ttl_s,
         )
         ownership = objects.Ownership(self._owns_character, self._owns_job)
-        self.downloads = objects.Downloads(self.store, signer, ownership, self.reports.frozen_object)
+        self.downloads = objects.Downloads(
+            self.store,
+            signer,
+            ownership,
+            self.reports.frozen_object,
+            presigned=self.settings.s3_presigned_links,
+        )
         for name in ("memory", "orchestrator"):
             self.channels[name] = grpc_client.channel(
                 getattr(self.mesh, f"{name}_addr"),

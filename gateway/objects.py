@@ -1,9 +1,11 @@
 """Download URLs for stored objects (images, videos) that a client on another host can fetch.
 
-On S3 a URL is the store's own presigned URL. On the local store the gateway serves the object itself, at a URL
-signed for one user with an expiry: `/objects/<key>?user=<id>&expires=<unix>&signature=<hmac>`, where the
-signature is HMAC-SHA256 of (key, user, expiry). A valid signature is not enough: the object must still belong to
-that user (their upload, or a character or job they own), checked against the mesh when the URL is used.
+The gateway serves an object itself, at a URL signed for one user with an expiry:
+`/objects/<key>?user=<id>&expires=<unix>&signature=<hmac>`, where the signature is HMAC-SHA256 of (key, user,
+expiry). A valid signature is not enough: the object must still belong to that user (their upload, or a character
+or job they own) and its character must not be frozen, checked when the URL is used; so a freeze or an erasure
+takes effect on links already handed out. On S3 the gateway reads the object from the bucket; with
+`IDLOCK_GATEWAY_S3_PRESIGNED_LINKS` it hands out S3's own presigned URLs instead (no checks once handed out).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlencode
 
 from gateway.errors import ApiError, frozen_error, not_found
-from idlock.errors import IdlockError
+from idlock.errors import IdlockError, NotFound
 from idlock.storage import ObjectStore
 
 UrlFor = Callable[[str], Awaitable[str | None]]
@@ -149,22 +151,26 @@ class Downloads:
         signer: ObjectSigner,
         ownership: Ownership,
         frozen: Callable[[str], Awaitable[str]] | None = None,
+        *,
+        presigned: bool = False,
     ) -> None:
         self.store = store
         self.signer = signer
         self.ownership = ownership
         #: the frozen character (reported, under review) a key's file belongs to, "" for none
         self.frozen = frozen
+        #: S3's own presigned URLs instead of the gateway's links (S3 only)
+        self.presigned = presigned and store.scheme != "file"
 
     def links(self, user_id: str, base_url: str) -> UrlFor:
-        """Download URLs for one user: presigned on S3, signed links to the gateway's /objects on the local
-        store. None for a URI that is not of our store."""
+        """Download URLs for one user: signed links to the gateway's /objects (or, when set, S3's presigned
+        URLs). None for a URI that is not of our store."""
         store, signer = self.store, self.signer
 
         async def url_for(uri: str) -> str | None:
             try:
                 key = store.key_from_uri(uri)
-                if store.scheme != "file":
+                if self.presigned:
                     return await store.url(key)
             except IdlockError:
                 return None
@@ -172,15 +178,20 @@ class Downloads:
 
         return url_for
 
-    async def open(self, key: str, user_id: str, expires: int, signature: str) -> Path:
-        """The file behind a signed link: 403 for a bad or expired signature, 404 when the object is missing or
-        not the user's."""
-        if self.store.scheme != "file":
-            raise not_found("object", key)  # S3's objects are fetched from S3, at their presigned URLs
+    async def open(self, key: str, user_id: str, expires: int, signature: str) -> Path | bytes:
+        """What is behind a signed link (the local store's file, or an S3 object's bytes): 403 for a bad or
+        expired signature, 404 when the object is missing or not the user's, 423 while its character is frozen."""
+        if self.presigned:
+            raise not_found("object", key)  # fetched from S3, at its presigned URLs
         self.signer.verify(key, user_id, expires, signature)
         await self.ownership.check(key, user_id)
         if self.frozen is not None and (character_id := await self.frozen(key)):
             raise frozen_error(character_id)
+        if self.store.scheme != "file":
+            try:
+                return await self.store.get(key)
+            except NotFound:
+                raise not_found("object", key) from None
         try:
             path = self.store.path_of(key)  # type: ignore[attr-defined]  (the local store's)
         except IdlockError:

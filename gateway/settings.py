@@ -182,7 +182,15 @@ class GatewaySettings(IdlockSettings):
         3600,
         ge=60,
         le=7 * 24 * 3600,
-        description="Lifetime of a download link of the local object store (seconds).",
+        description="Lifetime of a download link the gateway signs (seconds).",
+    )
+    s3_presigned_links: bool = Field(
+        False,
+        description=(
+            "On S3, hand out S3's own presigned URLs: no download load on the gateway, but a link works until it "
+            "expires (IDLOCK_STORAGE_PRESIGN_TTL_S) even after its character is frozen or erased. False: the "
+            "gateway serves S3 objects at its own signed links, checking owner and freeze on every download."
+        ),
     )
 
     # HTTP

@@ -11,6 +11,7 @@ from pydantic_core import PydanticUndefined
 from idlock.launch import SERVICES
 from idlock.mesh_auth import MeshAuthSettings
 from idlock.moderation import ModerationSettings
+from idlock.nsfw import OutputModerationSettings
 from idlock.settings import (
     DatabaseSettings,
     IdlockSettings,
@@ -35,6 +36,7 @@ def settings_classes() -> list[type[IdlockSettings]]:
         MeshSettings,
         MeshAuthSettings,
         ModerationSettings,
+        OutputModerationSettings,
     ]
     for name in SERVICES:
         classes.append(

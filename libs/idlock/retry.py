@@ -33,6 +33,11 @@ class RetryPolicy:
     window_s: float = 600.0
     #: each delay is drawn from [delay * (1 - jitter), delay]: callers that failed together spread out
     jitter: float = 0.2
+    #: a window of its own for some peers (e.g. a slow provider behind render), by what `waiting_for` names
+    window_by_peer_s: tuple[tuple[str, float], ...] = ()
+
+    def window_for(self, peer: str) -> float:
+        return dict(self.window_by_peer_s).get(peer, self.window_s)
 
     def delay(self, retry: int, rng: random.Random | None = None) -> float:
         """The wait before retry number `retry` (1 for the first)."""

@@ -154,6 +154,7 @@ class FlowConfig:
                 initial_s=s.retry_initial_s,
                 max_interval_s=s.retry_max_interval_s,
                 window_s=s.retry_window_s,
+                window_by_peer_s=tuple(sorted(s.retry_window_by_peer_s.items())),
             ),
             job_timeout_s=s.job_timeout_s,
         )

@@ -164,7 +164,7 @@ class StepRunner:
         message = e.message if isinstance(e, IdlockError) else (str(e) or type(e).__name__)
         waited = (utcnow() - since).total_seconds()
         deadline = aware(job.created_at).timestamp() + self.config.job_timeout_s - utcnow().timestamp()
-        left = min(policy.window_s - waited, deadline)
+        left = min(policy.window_for(peer) - waited, deadline)
         if left <= 0:
             why = "the job's deadline passed" if deadline <= 0 else f"gave up after {waited:.0f} s"
             raise JobFailed(

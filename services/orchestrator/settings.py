@@ -48,6 +48,13 @@ class OrchestratorSettings(GrpcServerSettings):
             "not found, no consent and moderation fail at once."
         ),
     )
+    retry_window_by_peer_s: dict[str, float] = Field(
+        default_factory=dict,
+        description=(
+            'A retry window of its own per peer, by name (JSON object, e.g. {"render": 1800, "storage": 300}; '
+            "seconds); the others use retry_window_s."
+        ),
+    )
     retry_initial_s: float = Field(
         1.0, gt=0, le=60, description="First wait before trying an unavailable peer again (seconds; doubles)."
     )

@@ -255,6 +255,7 @@ def job_metrics(
         renders.append(ckpt.get("regenerate").render.provenance)
     m.paid_calls = sum(r.paid_calls for r in renders)
     m.paid_call_repeated = any(r.paid_calls > 1 for r in renders)
+    m.moderation = prov.moderation
     return m
 
 

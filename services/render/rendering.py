@@ -18,6 +18,7 @@ from google.protobuf import json_format
 
 from idlock import refs
 from idlock.errors import DeadlineExceeded, IdlockError, InvalidInput, NotFound
+from idlock.nsfw import OutputClassifier, OutputModerationSettings
 from idlock.settings import MeshSettings, PathsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
 from idlock.v1 import common_pb2
@@ -68,6 +69,8 @@ class Rendering:
         self.store: ObjectStore | None = None
         self.data_dir = PathsSettings().data_dir
         self.trainer = TrainerClient(MeshSettings().trainer_addr)
+        #: the NSFW classifier every output passes before it is kept (`idlock.nsfw`; an optional extra)
+        self.classifier = OutputClassifier(OutputModerationSettings())
         #: renders under way, by (output prefix, request fingerprint): a repeated request joins the running one
         self._inflight: dict[tuple[str, str], asyncio.Future] = {}
         #: rendered images whose saving failed, by the same key: the retry saves them (`paid.py`)
@@ -236,7 +239,10 @@ class Rendering:
             calls = await paid.count_paid_call(self.store, prefix)
 
         result = await self.renderer.render(req, before_paid if count_paid else None)
+        # a flagged image ends here (ContentBlocked, reason moderated): it is neither held nor stored
+        moderation = await asyncio.to_thread(self.classifier.enforce, result.image)
         provenance = provenance_pb(result, lora, req.lora_scale)
+        provenance.moderation = moderation
         if lora_note:
             provenance.fallback_reasons.append(lora_note)
         if calls:
@@ -267,10 +273,13 @@ class Rendering:
             deadline_s=deadline_s,
         )
         result = await self.renderer.edit(req)
+        moderation = await asyncio.to_thread(self.classifier.enforce, result.image)
         image = await self._store_result(
             result, request.output_prefix, request.job_id or f"edit-{uuid.uuid4().hex}"
         )
-        return pb.EditImageResponse(image=image, provenance=provenance_pb(result, None, 0.0))
+        provenance = provenance_pb(result, None, 0.0)
+        provenance.moderation = moderation
+        return pb.EditImageResponse(image=image, provenance=provenance)
 
     async def render_video(
         self, request: pb.RenderVideoRequest, deadline_s: float | None
@@ -384,6 +393,12 @@ class Rendering:
             log.info("job %s: video operation %s, %d polls", request.job_id, op, polls)
 
         result = await self.renderer.render_video(req, progress)
+        # the poster frame is what the classifier sees of a clip
+        moderation = (
+            await asyncio.to_thread(self.classifier.enforce, result.image)
+            if result.image
+            else "not classified (no poster)"
+        )
         mime = result.video_mime or "video/mp4"
         video = await refs.put_video(
             self.store,
@@ -396,6 +411,7 @@ class Rendering:
             mime=mime,
         )
         provenance = provenance_pb(result, None, 0.0)
+        provenance.moderation = moderation
         if not provenance.estimated_cost_usd:
             per_s = float(self.settings.cost_per_video_second_usd.get(result.provider, 0.0))
             provenance.estimated_cost_usd = per_s * result.duration_s

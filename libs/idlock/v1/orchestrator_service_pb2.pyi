@@ -44,7 +44,7 @@ class GenerationOptions(_message.Message):
     def __init__(self, video: _Optional[bool] = ..., refine_face: _Optional[bool] = ..., providers: _Optional[_Iterable[str]] = ..., bypass_lora: _Optional[bool] = ..., watermark: _Optional[bool] = ..., seed: _Optional[int] = ..., video_duration_s: _Optional[float] = ..., dialogue: _Optional[str] = ..., aspect_ratio: _Optional[str] = ...) -> None: ...
 
 class JobMetrics(_message.Message):
-    __slots__ = ("step_seconds", "idr_before", "idr_after", "refined", "refine_needed", "provider", "model", "provider_label", "fallback_used", "lora_id", "prompt_engine", "state_source", "tags", "scene_index", "total_seconds", "estimated_cost_usd", "video_duration_s", "frames_scored", "frame_idr_min", "frame_idr_mean", "regenerated", "frame_idrs", "attempts", "refine_note", "step_model_seconds", "copy", "copy_note", "paid_calls", "paid_call_repeated")
+    __slots__ = ("step_seconds", "idr_before", "idr_after", "refined", "refine_needed", "provider", "model", "provider_label", "fallback_used", "lora_id", "prompt_engine", "state_source", "tags", "scene_index", "total_seconds", "estimated_cost_usd", "video_duration_s", "frames_scored", "frame_idr_min", "frame_idr_mean", "regenerated", "frame_idrs", "attempts", "refine_note", "step_model_seconds", "copy", "copy_note", "paid_calls", "paid_call_repeated", "moderation")
     class StepSecondsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,7 @@ class JobMetrics(_message.Message):
     COPY_NOTE_FIELD_NUMBER: _ClassVar[int]
     PAID_CALLS_FIELD_NUMBER: _ClassVar[int]
     PAID_CALL_REPEATED_FIELD_NUMBER: _ClassVar[int]
+    MODERATION_FIELD_NUMBER: _ClassVar[int]
     step_seconds: _containers.ScalarMap[str, float]
     idr_before: _common_pb2.IdrScore
     idr_after: _common_pb2.IdrScore
@@ -117,7 +118,8 @@ class JobMetrics(_message.Message):
     copy_note: str
     paid_calls: int
     paid_call_repeated: bool
-    def __init__(self, step_seconds: _Optional[_Mapping[str, float]] = ..., idr_before: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., idr_after: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., refined: _Optional[bool] = ..., refine_needed: _Optional[bool] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., provider_label: _Optional[str] = ..., fallback_used: _Optional[bool] = ..., lora_id: _Optional[str] = ..., prompt_engine: _Optional[str] = ..., state_source: _Optional[str] = ..., tags: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., scene_index: _Optional[int] = ..., total_seconds: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., video_duration_s: _Optional[float] = ..., frames_scored: _Optional[int] = ..., frame_idr_min: _Optional[float] = ..., frame_idr_mean: _Optional[float] = ..., regenerated: _Optional[bool] = ..., frame_idrs: _Optional[_Iterable[_Union[_common_pb2.FrameIdr, _Mapping]]] = ..., attempts: _Optional[int] = ..., refine_note: _Optional[str] = ..., step_model_seconds: _Optional[_Mapping[str, float]] = ..., copy: _Optional[_Union[_common_pb2.CopyCheck, _Mapping]] = ..., copy_note: _Optional[str] = ..., paid_calls: _Optional[int] = ..., paid_call_repeated: _Optional[bool] = ...) -> None: ...
+    moderation: str
+    def __init__(self, step_seconds: _Optional[_Mapping[str, float]] = ..., idr_before: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., idr_after: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., refined: _Optional[bool] = ..., refine_needed: _Optional[bool] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., provider_label: _Optional[str] = ..., fallback_used: _Optional[bool] = ..., lora_id: _Optional[str] = ..., prompt_engine: _Optional[str] = ..., state_source: _Optional[str] = ..., tags: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., scene_index: _Optional[int] = ..., total_seconds: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., video_duration_s: _Optional[float] = ..., frames_scored: _Optional[int] = ..., frame_idr_min: _Optional[float] = ..., frame_idr_mean: _Optional[float] = ..., regenerated: _Optional[bool] = ..., frame_idrs: _Optional[_Iterable[_Union[_common_pb2.FrameIdr, _Mapping]]] = ..., attempts: _Optional[int] = ..., refine_note: _Optional[str] = ..., step_model_seconds: _Optional[_Mapping[str, float]] = ..., copy: _Optional[_Union[_common_pb2.CopyCheck, _Mapping]] = ..., copy_note: _Optional[str] = ..., paid_calls: _Optional[int] = ..., paid_call_repeated: _Optional[bool] = ..., moderation: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "owner_id", "character_id", "prompt", "pose_image_uri", "style_overrides", "options", "status", "result_image", "result_video", "metrics", "error_code", "error_message", "attempts", "created_at", "updated_at", "provider_operation", "context", "waiting_for", "waiting_since")

@@ -25,35 +25,35 @@ _sym_db = _symbol_database.Default()
 from idlock.v1 import common_pb2 as idlock_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eidlock/v1/render_service.proto\x12\tidlock.v1\x1a\x16idlock/v1/common.proto\"\x8c\x02\n\x10RenderProvenance\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12\x11\n\tlatency_s\x18\x04 \x01(\x01\x12\x1a\n\x12\x65stimated_cost_usd\x18\x05 \x01(\x01\x12\x15\n\rfallback_used\x18\x06 \x01(\x08\x12\x18\n\x10\x66\x61llback_reasons\x18\x07 \x03(\t\x12\r\n\x05label\x18\x08 \x01(\t\x12 \n\x04lora\x18\t \x01(\x0b\x32\x12.idlock.v1.LoraRef\x12\x12\n\nlora_scale\x18\n \x01(\x02\x12\x10\n\x08\x61ttempts\x18\x0b \x01(\x05\x12\x12\n\npaid_calls\x18\x0c \x01(\x05\"\x80\x04\n\x12RenderImageRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\'\n\nreferences\x18\x03 \x03(\x0b\x32\x13.idlock.v1.ImageRef\x12!\n\x04pose\x18\x04 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x14\n\x0c\x61spect_ratio\x18\x07 \x01(\t\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12 \n\x04lora\x18\t \x01(\x0b\x32\x12.idlock.v1.LoraRef\x12\x12\n\nlora_scale\x18\n \x01(\x02\x12\x13\n\x0b\x62ypass_lora\x18\x0b \x01(\x08\x12\x11\n\tproviders\x18\x0c \x03(\t\x12\x0e\n\x06job_id\x18\r \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x0e \x01(\t\x12\x16\n\twatermark\x18\x0f \x01(\x08H\x00\x88\x01\x01\x12#\n\x05\x64rift\x18\x10 \x01(\x0e\x32\x14.idlock.v1.DriftMode\x12\'\n\ndrift_face\x18\x11 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12\x15\n\routput_prefix\x18\x12 \x01(\t\x12#\n\x05state\x18\x13 \x01(\x0b\x32\x14.idlock.v1.StateTagsB\x0c\n\n_watermark\"j\n\x13RenderImageResponse\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12/\n\nprovenance\x18\x02 \x01(\x0b\x32\x1b.idlock.v1.RenderProvenance\"\xf3\x01\n\x10\x45\x64itImageRequest\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12!\n\x04mask\x18\x02 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12\'\n\nreferences\x18\x03 \x03(\x0b\x32\x13.idlock.v1.ImageRef\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x05 \x01(\t\x12\x0c\n\x04seed\x18\x06 \x01(\x03\x12\x11\n\tproviders\x18\x07 \x03(\t\x12\x0e\n\x06job_id\x18\x08 \x01(\t\x12\x15\n\routput_prefix\x18\t \x01(\t\"h\n\x11\x45\x64itImageResponse\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12/\n\nprovenance\x18\x02 \x01(\x0b\x32\x1b.idlock.v1.RenderProvenance\"\x9e\x03\n\x12RenderVideoRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\'\n\nreferences\x18\x03 \x03(\x0b\x32\x13.idlock.v1.ImageRef\x12\x10\n\x08\x64ialogue\x18\x04 \x01(\t\x12\x12\n\nduration_s\x18\x05 \x01(\x01\x12\x14\n\x0c\x61spect_ratio\x18\x06 \x01(\t\x12\x0c\n\x04seed\x18\x07 \x01(\x03\x12\x11\n\tproviders\x18\x08 \x03(\t\x12\x0e\n\x06job_id\x18\t \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\n \x01(\t\x12\x16\n\x0eoperation_name\x18\x0b \x01(\t\x12#\n\x05\x64rift\x18\x0c \x01(\x0e\x32\x14.idlock.v1.DriftMode\x12\'\n\ndrift_face\x18\r \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12\x15\n\routput_prefix\x18\x0e \x01(\t\x12\x11\n\twatermark\x18\x0f \x01(\x08\x12#\n\x05state\x18\x10 \x01(\x0b\x32\x14.idlock.v1.StateTags\"\x91\x01\n\x13RenderVideoResponse\x12\"\n\x05video\x18\x01 \x01(\x0b\x32\x13.idlock.v1.VideoRef\x12/\n\nprovenance\x18\x02 \x01(\x0b\x32\x1b.idlock.v1.RenderProvenance\x12\x16\n\x0eoperation_name\x18\x03 \x01(\t\x12\r\n\x05polls\x18\x04 \x01(\x05\"\x16\n\x14ListProvidersRequest\"s\n\x0cProviderInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12#\n\x05media\x18\x04 \x03(\x0e\x32\x14.idlock.v1.MediaKind\x12\r\n\x05model\x18\x05 \x01(\t\"C\n\x15ListProvidersResponse\x12*\n\tproviders\x18\x01 \x03(\x0b\x32\x17.idlock.v1.ProviderInfo*q\n\tDriftMode\x12\x1a\n\x16\x44RIFT_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44RIFT_MODE_NONE\x10\x01\x12\x19\n\x15\x44RIFT_MODE_OTHER_FACE\x10\x02\x12\x18\n\x14\x44RIFT_MODE_DISTORTED\x10\x03\x32\xc7\x02\n\rRenderService\x12L\n\x0bRenderImage\x12\x1d.idlock.v1.RenderImageRequest\x1a\x1e.idlock.v1.RenderImageResponse\x12\x46\n\tEditImage\x12\x1b.idlock.v1.EditImageRequest\x1a\x1c.idlock.v1.EditImageResponse\x12L\n\x0bRenderVideo\x12\x1d.idlock.v1.RenderVideoRequest\x1a\x1e.idlock.v1.RenderVideoResponse\x12R\n\rListProviders\x12\x1f.idlock.v1.ListProvidersRequest\x1a .idlock.v1.ListProvidersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eidlock/v1/render_service.proto\x12\tidlock.v1\x1a\x16idlock/v1/common.proto\"\xa0\x02\n\x10RenderProvenance\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12\x11\n\tlatency_s\x18\x04 \x01(\x01\x12\x1a\n\x12\x65stimated_cost_usd\x18\x05 \x01(\x01\x12\x15\n\rfallback_used\x18\x06 \x01(\x08\x12\x18\n\x10\x66\x61llback_reasons\x18\x07 \x03(\t\x12\r\n\x05label\x18\x08 \x01(\t\x12 \n\x04lora\x18\t \x01(\x0b\x32\x12.idlock.v1.LoraRef\x12\x12\n\nlora_scale\x18\n \x01(\x02\x12\x10\n\x08\x61ttempts\x18\x0b \x01(\x05\x12\x12\n\npaid_calls\x18\x0c \x01(\x05\x12\x12\n\nmoderation\x18\r \x01(\t\"\x80\x04\n\x12RenderImageRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\'\n\nreferences\x18\x03 \x03(\x0b\x32\x13.idlock.v1.ImageRef\x12!\n\x04pose\x18\x04 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x14\n\x0c\x61spect_ratio\x18\x07 \x01(\t\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12 \n\x04lora\x18\t \x01(\x0b\x32\x12.idlock.v1.LoraRef\x12\x12\n\nlora_scale\x18\n \x01(\x02\x12\x13\n\x0b\x62ypass_lora\x18\x0b \x01(\x08\x12\x11\n\tproviders\x18\x0c \x03(\t\x12\x0e\n\x06job_id\x18\r \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x0e \x01(\t\x12\x16\n\twatermark\x18\x0f \x01(\x08H\x00\x88\x01\x01\x12#\n\x05\x64rift\x18\x10 \x01(\x0e\x32\x14.idlock.v1.DriftMode\x12\'\n\ndrift_face\x18\x11 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12\x15\n\routput_prefix\x18\x12 \x01(\t\x12#\n\x05state\x18\x13 \x01(\x0b\x32\x14.idlock.v1.StateTagsB\x0c\n\n_watermark\"j\n\x13RenderImageResponse\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12/\n\nprovenance\x18\x02 \x01(\x0b\x32\x1b.idlock.v1.RenderProvenance\"\xf3\x01\n\x10\x45\x64itImageRequest\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12!\n\x04mask\x18\x02 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12\'\n\nreferences\x18\x03 \x03(\x0b\x32\x13.idlock.v1.ImageRef\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x05 \x01(\t\x12\x0c\n\x04seed\x18\x06 \x01(\x03\x12\x11\n\tproviders\x18\x07 \x03(\t\x12\x0e\n\x06job_id\x18\x08 \x01(\t\x12\x15\n\routput_prefix\x18\t \x01(\t\"h\n\x11\x45\x64itImageResponse\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12/\n\nprovenance\x18\x02 \x01(\x0b\x32\x1b.idlock.v1.RenderProvenance\"\x9e\x03\n\x12RenderVideoRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\'\n\nreferences\x18\x03 \x03(\x0b\x32\x13.idlock.v1.ImageRef\x12\x10\n\x08\x64ialogue\x18\x04 \x01(\t\x12\x12\n\nduration_s\x18\x05 \x01(\x01\x12\x14\n\x0c\x61spect_ratio\x18\x06 \x01(\t\x12\x0c\n\x04seed\x18\x07 \x01(\x03\x12\x11\n\tproviders\x18\x08 \x03(\t\x12\x0e\n\x06job_id\x18\t \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\n \x01(\t\x12\x16\n\x0eoperation_name\x18\x0b \x01(\t\x12#\n\x05\x64rift\x18\x0c \x01(\x0e\x32\x14.idlock.v1.DriftMode\x12\'\n\ndrift_face\x18\r \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12\x15\n\routput_prefix\x18\x0e \x01(\t\x12\x11\n\twatermark\x18\x0f \x01(\x08\x12#\n\x05state\x18\x10 \x01(\x0b\x32\x14.idlock.v1.StateTags\"\x91\x01\n\x13RenderVideoResponse\x12\"\n\x05video\x18\x01 \x01(\x0b\x32\x13.idlock.v1.VideoRef\x12/\n\nprovenance\x18\x02 \x01(\x0b\x32\x1b.idlock.v1.RenderProvenance\x12\x16\n\x0eoperation_name\x18\x03 \x01(\t\x12\r\n\x05polls\x18\x04 \x01(\x05\"\x16\n\x14ListProvidersRequest\"s\n\x0cProviderInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12#\n\x05media\x18\x04 \x03(\x0e\x32\x14.idlock.v1.MediaKind\x12\r\n\x05model\x18\x05 \x01(\t\"C\n\x15ListProvidersResponse\x12*\n\tproviders\x18\x01 \x03(\x0b\x32\x17.idlock.v1.ProviderInfo*q\n\tDriftMode\x12\x1a\n\x16\x44RIFT_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44RIFT_MODE_NONE\x10\x01\x12\x19\n\x15\x44RIFT_MODE_OTHER_FACE\x10\x02\x12\x18\n\x14\x44RIFT_MODE_DISTORTED\x10\x03\x32\xc7\x02\n\rRenderService\x12L\n\x0bRenderImage\x12\x1d.idlock.v1.RenderImageRequest\x1a\x1e.idlock.v1.RenderImageResponse\x12\x46\n\tEditImage\x12\x1b.idlock.v1.EditImageRequest\x1a\x1c.idlock.v1.EditImageResponse\x12L\n\x0bRenderVideo\x12\x1d.idlock.v1.RenderVideoRequest\x1a\x1e.idlock.v1.RenderVideoResponse\x12R\n\rListProviders\x12\x1f.idlock.v1.ListProvidersRequest\x1a .idlock.v1.ListProvidersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'idlock.v1.render_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DRIFTMODE']._serialized_start=2090
-  _globals['_DRIFTMODE']._serialized_end=2203
+  _globals['_DRIFTMODE']._serialized_start=2110
+  _globals['_DRIFTMODE']._serialized_end=2223
   _globals['_RENDERPROVENANCE']._serialized_start=70
-  _globals['_RENDERPROVENANCE']._serialized_end=338
-  _globals['_RENDERIMAGEREQUEST']._serialized_start=341
-  _globals['_RENDERIMAGEREQUEST']._serialized_end=853
-  _globals['_RENDERIMAGERESPONSE']._serialized_start=855
-  _globals['_RENDERIMAGERESPONSE']._serialized_end=961
-  _globals['_EDITIMAGEREQUEST']._serialized_start=964
-  _globals['_EDITIMAGEREQUEST']._serialized_end=1207
-  _globals['_EDITIMAGERESPONSE']._serialized_start=1209
-  _globals['_EDITIMAGERESPONSE']._serialized_end=1313
-  _globals['_RENDERVIDEOREQUEST']._serialized_start=1316
-  _globals['_RENDERVIDEOREQUEST']._serialized_end=1730
-  _globals['_RENDERVIDEORESPONSE']._serialized_start=1733
-  _globals['_RENDERVIDEORESPONSE']._serialized_end=1878
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1880
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1902
-  _globals['_PROVIDERINFO']._serialized_start=1904
-  _globals['_PROVIDERINFO']._serialized_end=2019
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=2021
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=2088
-  _globals['_RENDERSERVICE']._serialized_start=2206
-  _globals['_RENDERSERVICE']._serialized_end=2533
+  _globals['_RENDERPROVENANCE']._serialized_end=358
+  _globals['_RENDERIMAGEREQUEST']._serialized_start=361
+  _globals['_RENDERIMAGEREQUEST']._serialized_end=873
+  _globals['_RENDERIMAGERESPONSE']._serialized_start=875
+  _globals['_RENDERIMAGERESPONSE']._serialized_end=981
+  _globals['_EDITIMAGEREQUEST']._serialized_start=984
+  _globals['_EDITIMAGEREQUEST']._serialized_end=1227
+  _globals['_EDITIMAGERESPONSE']._serialized_start=1229
+  _globals['_EDITIMAGERESPONSE']._serialized_end=1333
+  _globals['_RENDERVIDEOREQUEST']._serialized_start=1336
+  _globals['_RENDERVIDEOREQUEST']._serialized_end=1750
+  _globals['_RENDERVIDEORESPONSE']._serialized_start=1753
+  _globals['_RENDERVIDEORESPONSE']._serialized_end=1898
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1900
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1922
+  _globals['_PROVIDERINFO']._serialized_start=1924
+  _globals['_PROVIDERINFO']._serialized_end=2039
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=2041
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=2108
+  _globals['_RENDERSERVICE']._serialized_start=2226
+  _globals['_RENDERSERVICE']._serialized_end=2553
 # @@protoc_insertion_point(module_scope)

@@ -20,7 +20,7 @@ DRIFT_MODE_OTHER_FACE: DriftMode
 DRIFT_MODE_DISTORTED: DriftMode
 
 class RenderProvenance(_message.Message):
-    __slots__ = ("provider", "model", "seed", "latency_s", "estimated_cost_usd", "fallback_used", "fallback_reasons", "label", "lora", "lora_scale", "attempts", "paid_calls")
+    __slots__ = ("provider", "model", "seed", "latency_s", "estimated_cost_usd", "fallback_used", "fallback_reasons", "label", "lora", "lora_scale", "attempts", "paid_calls", "moderation")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class RenderProvenance(_message.Message):
     LORA_SCALE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     PAID_CALLS_FIELD_NUMBER: _ClassVar[int]
+    MODERATION_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model: str
     seed: int
@@ -45,7 +46,8 @@ class RenderProvenance(_message.Message):
     lora_scale: float
     attempts: int
     paid_calls: int
-    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., latency_s: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., fallback_used: _Optional[bool] = ..., fallback_reasons: _Optional[_Iterable[str]] = ..., label: _Optional[str] = ..., lora: _Optional[_Union[_common_pb2.LoraRef, _Mapping]] = ..., lora_scale: _Optional[float] = ..., attempts: _Optional[int] = ..., paid_calls: _Optional[int] = ...) -> None: ...
+    moderation: str
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., latency_s: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., fallback_used: _Optional[bool] = ..., fallback_reasons: _Optional[_Iterable[str]] = ..., label: _Optional[str] = ..., lora: _Optional[_Union[_common_pb2.LoraRef, _Mapping]] = ..., lora_scale: _Optional[float] = ..., attempts: _Optional[int] = ..., paid_calls: _Optional[int] = ..., moderation: _Optional[str] = ...) -> None: ...
 
 class RenderImageRequest(_message.Message):
     __slots__ = ("prompt", "negative_prompt", "references", "pose", "width", "height", "aspect_ratio", "seed", "lora", "lora_scale", "bypass_lora", "providers", "job_id", "character_id", "watermark", "drift", "drift_face", "output_prefix", "state")

@@ -9,6 +9,7 @@ import time
 import grpc
 import pytest
 
+from idlock import nsfw
 from idlock.settings import StorageSettings
 from idlock.storage import open_store
 from idlock.v1 import common_pb2, events_pb2
@@ -42,6 +43,8 @@ async def test_submit_runs_to_succeeded_with_metrics_and_a_stored_image(orch) ->
     assert m.copy.checked and m.copy.near_copy and m.copy_note.startswith("flagged") and not m.regenerated
     assert all(v >= 0 for v in m.step_seconds.values()) and m.total_seconds > 0
     assert m.provider == "compositor" and m.provider_label == "offline/compositor"
+    # the output classifier's word on the image (the optional extra; without it the result says so)
+    assert m.moderation == ("nudenet: passed" if nsfw.installed() else nsfw.NOT_CLASSIFIED)
     assert m.prompt_engine == "template" and m.state_source == "heuristic"
     assert m.idr_before.encoder == "dlib" and m.idr_before.raw > 0.5
     assert m.refine_needed == (m.idr_before.calibrated < 0.70)

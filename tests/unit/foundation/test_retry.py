@@ -69,3 +69,8 @@ def test_a_failed_local_write_names_the_cause(code: int, kind: type, words: str)
     assert err.reason.startswith("storage_")
     other = OSError(errno.ENOENT, "missing")
     assert local_write_error(Path("/x"), "k", other) is other
+
+
+def test_a_peer_can_have_a_window_of_its_own() -> None:
+    policy = retry.RetryPolicy(window_s=600, window_by_peer_s=(("render", 1800.0),))
+    assert policy.window_for("render") == 1800 and policy.window_for("memory") == 600
