@@ -153,6 +153,10 @@ class Relay:
                 subject, message = decode(row)
                 event = row.kind != WORK
                 if event and self.job_events is not None:
+                    if (
+                        row.kind in ENDINGS
+                    ):  # the ending is committed: no progress of the job goes out from now
+                        self.job_events.ended(row.job_id)
                     await self.job_events.flush(row.job_id)
                 try:
                     await self.publish(subject, message, row.msg_id, dict(row.headers or {}))
@@ -160,8 +164,6 @@ class Relay:
                     await self._failed(row, e)
                     break
                 done.append(row.id)
-                if event and row.kind in ENDINGS and self.job_events is not None:
-                    self.job_events.ended(row.job_id)
         finally:
             if done:
                 async with self.db.connect() as c:
