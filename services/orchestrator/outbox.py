@@ -20,7 +20,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 from opentelemetry import propagate
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 
 from idlock import subjects
 from idlock.db import Database
@@ -32,6 +32,8 @@ log = logging.getLogger("idlock.orchestrator.outbox")
 
 OUTBOX = OutboxMessage.__table__
 WORK = "work"
+#: a message never tried is left this long to the process that wrote it (it publishes at once)
+OTHERS_AFTER_S = 2.0
 #: the events that end a job
 ENDINGS = frozenset({"event:succeeded", "event:failed", "event:cancelled"})
 
@@ -128,50 +130,66 @@ class Relay:
 
     async def loop(self) -> None:
         while True:
+            woken = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                woken = True
             self._wake.clear()
             try:
-                while await self.once() >= self.batch:  # a backlog: go on at once
+                while await self.once(local=woken) >= self.batch:  # a backlog: go on at once
                     pass
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("outbox relay round failed")
 
-    async def once(self) -> int:
-        """Publish what is due; returns how many were published."""
+    async def once(self, *, local: bool = True) -> int:
+        """Publish what is due; returns how many were published. A poll (`local=False`) leaves a message that
+        was never tried to its own process for `OTHERS_AFTER_S`: that process publishes it at once, after the
+        job's progress events it still has on their way."""
+        now = utcnow()
+        due = OUTBOX.c.next_at <= now
+        if not local:
+            fresh = OUTBOX.c.next_at > now - timedelta(seconds=OTHERS_AFTER_S)
+            due = and_(due, or_(OUTBOX.c.attempts > 0, ~fresh))
         async with self.db.connect(read_only=True) as c:
-            rows = (
-                await c.execute(
-                    select(OUTBOX).where(OUTBOX.c.next_at <= utcnow()).order_by(OUTBOX.c.id).limit(self.batch)
+            rows = (await c.execute(select(OUTBOX).where(due).order_by(OUTBOX.c.id).limit(self.batch))).all()
+        # every message goes on the wire in order at once; the acknowledgements are awaited together
+        sent: list[tuple[Any, asyncio.Future]] = []
+        for row in rows:
+            subject, message = decode(row)
+            if row.kind != WORK and self.job_events is not None:
+                if row.kind in ENDINGS:  # the ending is committed: no progress of the job goes out from now
+                    self.job_events.ended(row.job_id)
+                await self.job_events.flush(row.job_id)
+            sent.append(
+                (
+                    row,
+                    asyncio.ensure_future(
+                        self.publish(subject, message, row.msg_id, dict(row.headers or {}))
+                    ),
                 )
-            ).all()
+            )
+            await asyncio.sleep(0)  # this one is written before the next
         done: list[int] = []
-        try:
-            for row in rows:
-                subject, message = decode(row)
-                event = row.kind != WORK
-                if event and self.job_events is not None:
-                    if (
-                        row.kind in ENDINGS
-                    ):  # the ending is committed: no progress of the job goes out from now
-                        self.job_events.ended(row.job_id)
-                    await self.job_events.flush(row.job_id)
-                try:
-                    await self.publish(subject, message, row.msg_id, dict(row.headers or {}))
-                except Exception as e:  # noqa: BLE001 - NATS away: this row backs off, the rest waits behind it
-                    await self._failed(row, e)
-                    break
+        failed: tuple[Any, BaseException] | None = None
+        for row, publish in sent:
+            try:
+                await publish
+            except Exception as e:  # noqa: BLE001 - NATS away: this row backs off; what follows is tried again
+                failed = failed or (row, e)
+                continue
+            if failed is None:
                 done.append(row.id)
-        finally:
-            if done:
-                async with self.db.connect() as c:
-                    await c.execute(delete(OUTBOX).where(OUTBOX.c.id.in_(done)))
-                self.published += len(done)
+        if done:
+            async with self.db.connect() as c:
+                await c.execute(delete(OUTBOX).where(OUTBOX.c.id.in_(done)))
+            self.published += len(done)
+        if failed is not None:
+            await self._failed(*failed)
         return len(done)
 
-    async def _failed(self, row: Any, e: Exception) -> None:
+    async def _failed(self, row: Any, e: BaseException) -> None:
         attempts = (row.attempts or 0) + 1
         delay = min(0.25 * 2 ** (attempts - 1), self.max_backoff_s)
         if attempts == 1 or attempts % 20 == 0:

@@ -255,7 +255,7 @@ class StepRunner:
                 event.error_code, event.message = ended.error_code, f"{message}; {ended.error_message}"
             return [outbox.event("succeeded", event, f"{job.id}:succeeded")]
 
-        await self.events.flush(job.id)  # progress events go out before the ending
+        # the relay publishes the ending after the progress events still on their way (and none after it)
         ended = await self.store.finish(
             job.id,
             Outcome.SUCCEEDED.value,
@@ -288,7 +288,6 @@ class StepRunner:
             else common_pb2.JOB_STATUS_FAILED
         )
         event = job_event(job, status, error_code=code, message=message[:2000])
-        await self.events.flush(job.id)
         ended = await self.store.finish(
             job.id,
             outcome.value,
