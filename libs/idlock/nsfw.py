@@ -11,6 +11,7 @@ the default), or the render service refuses to start (`=nudenet`).
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import threading
 from dataclasses import dataclass
@@ -81,10 +82,6 @@ class OutputClassifier:
         self._detector = None
         self._lock = threading.Lock()
 
-    @property
-    def name(self) -> str:
-        return "nudenet" if self.enabled else ""
-
     def _load(self):
         with self._lock:
             if self._detector is None:
@@ -114,9 +111,10 @@ class OutputClassifier:
             return Verdict(True, f"nudenet: blocked ({what})")
         return Verdict(False, "nudenet: passed")
 
-    def enforce(self, image: bytes) -> str:
-        """The provenance note, or ContentBlocked (reason `moderated`) for an image the classifier flags."""
-        verdict = self.check(image)
+    async def screen(self, image: bytes) -> str:
+        """The provenance note, or ContentBlocked (reason `moderated`) for an image the classifier flags. The
+        model runs in a worker thread; without a classifier nothing leaves the event loop."""
+        verdict = await asyncio.to_thread(self.check, image) if self.enabled else self.check(image)
         if verdict.blocked:
             raise ContentBlocked(
                 f"the rendered image was refused by the output classifier ({verdict.note}); it was not kept"

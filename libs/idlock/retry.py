@@ -46,10 +46,6 @@ class RetryPolicy:
         return base * (1.0 - self.jitter * r)
 
 
-def is_transient(e: BaseException) -> bool:
-    return isinstance(e, TRANSIENT)
-
-
 def waiting_for(e: BaseException) -> str:
     """What a transient error waits for, in one word: "storage", or the peer named in the error ("render" from
     "render.RenderImage"), or "provider" for a timeout or quota with no peer."""
@@ -69,4 +65,4 @@ def failure_code(e: BaseException) -> str:
     return "deadline_exceeded" if isinstance(e, TimeoutError) else "unavailable"
 
 
-__all__ = ["TRANSIENT", "RetryPolicy", "failure_code", "is_transient", "waiting_for"]
+__all__ = ["TRANSIENT", "RetryPolicy", "failure_code", "waiting_for"]

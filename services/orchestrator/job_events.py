@@ -70,13 +70,6 @@ class JobEvents:
         while len(self._ended) > ENDED_REMEMBERED:
             self._ended.popitem(last=False)
 
-    async def emit(self, verb: str, ev: events_pb2.JobEvent, msg_id: str) -> None:
-        """Publish now, after the job's events still on their way (events of a job stay in order)."""
-        pending = self._tails.pop(ev.job_id, None)
-        if pending is not None:
-            await pending
-        await self._publish(verb, ev, msg_id)
-
     async def flush(self, job_id: str) -> None:
         """Wait for the job's events still on their way (before its ending is written to the outbox)."""
         pending = self._tails.pop(job_id, None)

@@ -120,7 +120,6 @@ class Relay:
         self.max_backoff_s = max_backoff_s
         self.batch = batch
         self._wake = asyncio.Event()
-        self.published = 0
         #: this process's job events: a job's progress still on its way goes out before its ending, none after
         self.job_events: JobEvents | None = None
 
@@ -184,7 +183,6 @@ class Relay:
         if done:
             async with self.db.connect() as c:
                 await c.execute(delete(OUTBOX).where(OUTBOX.c.id.in_(done)))
-            self.published += len(done)
         if failed is not None:
             await self._failed(*failed)
         return len(done)
@@ -208,8 +206,8 @@ class Relay:
             )
 
     async def pending(self, job_id: str = "") -> list[Any]:
-        """What is still to publish (of one job, when given), oldest first."""
-        q = select(OUTBOX).order_by(OUTBOX.c.id)
+        """What is still to publish (of one job, when given), oldest first: the rows without their payloads."""
+        q = select(*(col for col in OUTBOX.c if col.name != "payload")).order_by(OUTBOX.c.id)
         if job_id:
             q = q.where(OUTBOX.c.job_id == job_id)
         async with self.db.connect(read_only=True) as c:

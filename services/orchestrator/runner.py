@@ -153,7 +153,7 @@ class StepRunner:
                 tries += 1
                 await self._wait_out(name, e, since, tries)
                 continue
-            if since is not None or self.job.waiting_for:
+            if self.job.waiting_for:  # it waited (here, or before a restart): say it no longer does
                 await self._waiting(name, "", None)
             return result
 

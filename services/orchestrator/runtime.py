@@ -1,7 +1,7 @@
 """What one orchestrator process opens and closes, in one place: the job database, the bus (events and the job
-queue), the outbox relay that publishes on it, object storage, the peers (memory, render, identity, refiner), the state extractor (a vision model when a
-key is set, else the labelled heuristic) and the job worker built from them. Built once from the settings at
-start-up; nothing below it reads the environment."""
+queue), the outbox relay that publishes on it, object storage, the peers (memory, render, identity, refiner), the
+state extractor (a vision model when a key is set, else the labelled heuristic) and the job worker built from them.
+Built once from the settings at start-up; nothing below it reads the environment."""
 
 from __future__ import annotations
 

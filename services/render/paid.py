@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from idlock.errors import NotFound, StorageUnavailable
+from idlock.retry import RetryPolicy
 from idlock.storage import ObjectStore
 
 log = logging.getLogger("idlock.render.paid")
@@ -34,13 +35,6 @@ async def count_paid_call(store: ObjectStore, prefix: str) -> int:
     calls += 1
     await store.put(key, json.dumps({"calls": calls}).encode(), "application/json")
     return calls
-
-
-async def paid_calls(store: ObjectStore, prefix: str) -> int:
-    try:
-        return int(json.loads(await store.get(f"{prefix}/{PAID_CALLS}")).get("calls", 0))
-    except NotFound:
-        return 0
 
 
 class Held(Generic[K, T]):
@@ -65,21 +59,21 @@ class Held(Generic[K, T]):
     def release(self, key: K) -> None:
         self._items.pop(key, None)
 
-    def __len__(self) -> int:
-        return len(self._items)
+
+#: how a save is tried again inside one call (0.5 s, then 1 s) before the storage error goes to the caller
+SAVE_RETRY = RetryPolicy(initial_s=0.5, jitter=0.0)
 
 
-async def saving(fn: Callable[[], Awaitable[T]], *, tries: int = 3, first_s: float = 0.5) -> T:
-    """`fn` (a save), tried again after a storage error a few times before the error is raised."""
-    for i in range(tries):
+async def saving(fn: Callable[[], Awaitable[T]], *, tries: int = 3) -> T:
+    """`fn` (a save), tried again after a storage error before the error is raised."""
+    for retry in range(1, tries):
         try:
             return await fn()
         except StorageUnavailable as e:
-            if i == tries - 1:
-                raise
-            log.warning("saving failed (%s); trying again in %.1f s", e.message, first_s * 2**i)
-            await asyncio.sleep(first_s * 2**i)
-    raise AssertionError("unreachable")
+            delay = SAVE_RETRY.delay(retry)
+            log.warning("saving failed (%s); trying again in %.1f s", e.message, delay)
+            await asyncio.sleep(delay)
+    return await fn()
 
 
-__all__ = ["PAID_CALLS", "Held", "count_paid_call", "paid_calls", "saving"]
+__all__ = ["PAID_CALLS", "SAVE_RETRY", "Held", "count_paid_call", "saving"]

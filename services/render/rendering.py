@@ -240,7 +240,7 @@ class Rendering:
 
         result = await self.renderer.render(req, before_paid if count_paid else None)
         # a flagged image ends here (ContentBlocked, reason moderated): it is neither held nor stored
-        moderation = await asyncio.to_thread(self.classifier.enforce, result.image)
+        moderation = await self.classifier.screen(result.image)
         provenance = provenance_pb(result, lora, req.lora_scale)
         provenance.moderation = moderation
         if lora_note:
@@ -273,7 +273,7 @@ class Rendering:
             deadline_s=deadline_s,
         )
         result = await self.renderer.edit(req)
-        moderation = await asyncio.to_thread(self.classifier.enforce, result.image)
+        moderation = await self.classifier.screen(result.image)
         image = await self._store_result(
             result, request.output_prefix, request.job_id or f"edit-{uuid.uuid4().hex}"
         )
@@ -395,9 +395,7 @@ class Rendering:
         result = await self.renderer.render_video(req, progress)
         # the poster frame is what the classifier sees of a clip
         moderation = (
-            await asyncio.to_thread(self.classifier.enforce, result.image)
-            if result.image
-            else "not classified (no poster)"
+            await self.classifier.screen(result.image) if result.image else "not classified (no poster)"
         )
         mime = result.video_mime or "video/mp4"
         video = await refs.put_video(
