@@ -13,7 +13,7 @@ from gateway.core import Caller, Gateway
 from gateway.errors import ApiError, bad_request, unauthenticated
 from gateway.metrics import RATE_LIMITED
 from gateway.ratelimit import take
-from idlock.telemetry import request_id_var
+from idlock.telemetry import request_id_var, user_id_var
 
 bearer_scheme = HTTPBearer(auto_error=False, description="JWT from POST /auth/login")
 api_key_scheme = APIKeyHeader(
@@ -70,6 +70,7 @@ async def caller(
         raise unauthenticated(
             "authentication required: send Authorization: Bearer <token> or X-API-Key: <key>"
         )
+    user_id_var.set(principal.user_id)  # the request's own task: its log lines and mesh calls carry it
     return Caller(
         principal=principal,
         client_ip=client_ip(request),

@@ -445,3 +445,28 @@ class Liveness(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     components: dict[str, str]
+
+
+class UsageDayOut(BaseModel):
+    user_id: str
+    day: str = Field(description="The day (UTC), YYYY-MM-DD.")
+    jobs_by_status: dict[str, int] = Field(
+        description="Jobs submitted that day by their status now (queued, running, succeeded, failed, ...)."
+    )
+    renders_by_provider: dict[str, int] = Field(
+        description="Jobs billed that day (they rendered), by the provider that rendered them."
+    )
+    credits: int = Field(description="Credits used: one per billed job.")
+    cost_usd: float = Field(
+        description="Estimated cost of the billed jobs (provider prices plus per-job cost)."
+    )
+    job_seconds: float = Field(description="Seconds the billed jobs took, submission to end.")
+
+
+class UsagePage(BaseModel):
+    from_day: str
+    to_day: str
+    items: list[UsageDayOut] = Field(description="Newest day first; within a day, by user id.")
+    next_page_token: str | None = Field(
+        description="Pass it as page_token for the next page; null at the end."
+    )

@@ -6,10 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
+from opentelemetry import trace
 
 from gateway.core import GenerateInput
 from gateway.deps import CallerDep, GatewayDep, IdempotencyDep
 from gateway.schemas import ErrorBody, FeedbackIn, FeedbackRecorded, GenerateIn, JobAccepted, JobOut
+from idlock import telemetry
 
 router = APIRouter(
     prefix="/api/v1",
@@ -48,6 +50,7 @@ JOB_LINKS = {
 async def generate(body: GenerateIn, who: CallerDep, gw: GatewayDep, idem: IdempotencyDep) -> JSONResponse:
     """Queue a scene for a character. With `Idempotency-Key`, a retried submission returns the same job; the same
     key with another body is refused with 422 `idempotency_key_reused`."""
+    telemetry.character_id_var.set(body.character_id)  # this request's task only: its log lines and calls
     accepted = await gw.submit(
         who,
         GenerateInput(
@@ -59,6 +62,7 @@ async def generate(body: GenerateIn, who: CallerDep, gw: GatewayDep, idem: Idemp
         ),
         idem,
     )
+    trace.get_current_span().set_attribute("idlock.job_id", accepted["job_id"])
     return JSONResponse(accepted, status_code=202, headers={"Location": f"/api/v1/job/{accepted['job_id']}"})
 
 

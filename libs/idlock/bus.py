@@ -200,8 +200,11 @@ class EventBus:
             if not msg_id:
                 raise InvalidInput(f"publish to {subject}: msg_id must not be empty")
             hdrs[MSG_ID_HEADER] = msg_id
+        # a message written earlier (the outbox) carries the trace of the change that wrote it: that is its parent
+        parent = propagate.extract(hdrs) if "traceparent" in hdrs else None
         with self.tracer.start_as_current_span(
             f"{subject} publish",
+            context=parent,
             kind=SpanKind.PRODUCER,
             attributes={"messaging.system": "nats", "messaging.destination.name": subject},
         ):
@@ -353,10 +356,15 @@ class EventBus:
         except nats.js.errors.NotFoundError:
             return False
 
-    async def backlog(self, stream: str, durable: str) -> int:
-        """Messages a durable consumer has not been given yet (0 when it does not exist)."""
+    async def consumer_state(self, stream: str, durable: str) -> tuple[int, int]:
+        """(messages not yet given to the consumer, messages given and not yet acknowledged); zeros when it does
+        not exist."""
         try:
             info = await self.js.consumer_info(stream, durable)
         except nats.js.errors.NotFoundError:
-            return 0
-        return int(info.num_pending or 0)
+            return 0, 0
+        return int(info.num_pending or 0), int(info.num_ack_pending or 0)
+
+    async def backlog(self, stream: str, durable: str) -> int:
+        """Messages a durable consumer has not been given yet (0 when it does not exist)."""
+        return (await self.consumer_state(stream, durable))[0]

@@ -25,6 +25,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from idlock.bus_codec import MAX_HEADER_VALUE, MSG_ID_HEADER, TYPE_HEADER, decode, header_value
 from idlock.errors import InvalidInput
+from idlock.metrics import BUS_DEAD_LETTERS, BUS_REDELIVERIES
 
 if TYPE_CHECKING:
     from idlock.bus import EventBus
@@ -227,6 +228,8 @@ class Worker:
         parent = propagate.extract(headers)
         seq = md.sequence.stream
         n = md.num_delivered
+        if n > 1:
+            BUS_REDELIVERIES.labels(self.durable).inc()
         with self.bus.tracer.start_as_current_span(
             f"{msg.subject} process",
             context=parent,
@@ -323,6 +326,7 @@ class Worker:
             )
             return
         self.stats["deadletter"] += 1
+        BUS_DEAD_LETTERS.labels(self.durable).inc()
         await self.bus.nc.publish(msg.reply, b"+TERM " + header_value(error).encode()[:MAX_HEADER_VALUE])
         await self.bus.nc.flush()
         self.stats["term"] += 1
@@ -359,6 +363,7 @@ class Worker:
                 error=error,
             )
             self.stats["advisory_deadletter"] += 1
+            BUS_DEAD_LETTERS.labels(self.durable).inc()
             if self.work_queue:  # on a limits stream other consumers still want the message
                 with contextlib.suppress(nats.js.errors.NotFoundError):
                     await self.bus.js.delete_msg(self.stream, seq)

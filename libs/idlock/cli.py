@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -146,8 +147,15 @@ def status(
         Path | None, typer.Option(help="Data folder of the running mesh.", envvar="IDLOCK_DATA_DIR")
     ] = None,  # type: ignore[assignment]
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    metrics: Annotated[
+        bool,
+        typer.Option(
+            "--metrics",
+            help="Also print the key figures from every process's metrics: jobs, p95 duration, queue, mean IDR.",
+        ),
+    ] = False,
 ) -> None:
-    """Health of each component of the mesh started by `idlock up`."""
+    """Health of each component of the mesh started by `idlock up` (and, with --metrics, its key figures)."""
     from idlock.mesh import grpc_health, http_health, read_state
 
     data_dir = data_dir or PathsSettings().data_dir
@@ -160,19 +168,60 @@ def status(
             c.status = grpc_health(c.address)
         elif c.kind == "http":
             c.status = http_health(c.address)
+    figures = _key_figures(components) if metrics else None
     if as_json:
-        print(
-            json.dumps(
-                {
-                    c.name: {"address": c.address, "metrics": c.metrics, "status": c.status, "pid": c.pid}
-                    for c in components
-                }
-            )
-        )
+        doc: dict[str, object] = {
+            c.name: {"address": c.address, "metrics": c.metrics, "status": c.status, "pid": c.pid}
+            for c in components
+        }
+        if figures is not None:
+            doc = {"components": doc, "figures": dataclasses.asdict(figures)}
+        print(json.dumps(doc))
     else:
         console.print(_components_table(components, "IDLock mesh"))
+        if figures is not None:
+            _print_figures(figures)
     if any(c.status not in ("SERVING", "EXTERNAL") for c in components):
         raise typer.Exit(1)
+
+
+def _key_figures(components):
+    from idlock.mesh_metrics import key_figures, scrape
+
+    samples = []
+    for c in components:
+        if c.metrics:
+            try:
+                samples.extend(scrape(c.metrics))
+            except OSError as err:
+                console.print(f"[yellow]{c.name}: metrics unreadable at {c.metrics} ({err})[/yellow]")
+    return key_figures(samples)
+
+
+def _print_figures(k) -> None:
+    def seconds(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f} s"
+
+    table = Table(title="Key figures (since each process started)")
+    table.add_column("figure")
+    table.add_column("value")
+    ended = ", ".join(f"{status} {n:.0f}" for status, n in sorted(k.jobs.items())) or "none"
+    table.add_row("jobs submitted", f"{k.submitted:.0f}")
+    table.add_row("jobs ended", ended)
+    table.add_row(
+        "image job duration p50 / p95", f"{seconds(k.duration_p50_s)} / {seconds(k.duration_p95_s)}"
+    )
+    table.add_row("image jobs under 7 s (SLO 95%)", "-" if k.under_slo is None else f"{k.under_slo:.1%}")
+    table.add_row("job queue: waiting / not acknowledged", f"{k.queue_depth:.0f} / {k.queue_lag:.0f}")
+    idr = "-" if k.idr_mean is None else f"{k.idr_mean:.3f} over {k.idr_count:.0f} results"
+    table.add_row("mean calibrated IDR (delivered)", idr)
+    for name, p95 in sorted(k.step_p95_s.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"step {name} p95", seconds(p95))
+    for name, p95 in sorted(k.provider_p95_s.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"provider {name} p95", seconds(p95))
+    for name, n in sorted(k.errors.items()):
+        table.add_row(name, f"{n:.0f}")
+    console.print(table)
 
 
 @app.command()

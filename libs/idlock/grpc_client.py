@@ -11,9 +11,8 @@ from collections.abc import Iterable
 import grpc
 from opentelemetry import propagate
 
-from idlock import errors, mesh_auth
+from idlock import errors, mesh_auth, telemetry
 from idlock.grpc_server import remaining_s
-from idlock.telemetry import job_id_var, request_id_var
 
 #: RPCs that are safe to retry after UNAVAILABLE (reads, pure computations, idempotent-by-key writes).
 IDEMPOTENT_RPCS: dict[str, list[str]] = {
@@ -38,7 +37,7 @@ IDEMPOTENT_RPCS: dict[str, list[str]] = {
     "idlock.v1.RenderService": ["ListProviders"],
     "idlock.v1.RefinerService": [],
     "idlock.v1.TrainerService": ["ListGoldenImages", "GetTrainingRun", "GetActiveLora", "ListLoras"],
-    "idlock.v1.OrchestratorService": ["GetJob", "ListJobs", "SubmitGeneration", "CancelJob"],
+    "idlock.v1.OrchestratorService": ["GetJob", "ListJobs", "ListUsage", "SubmitGeneration", "CancelJob"],
 }
 
 
@@ -96,10 +95,10 @@ class _DeadlineAndContext:
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         metadata.extend((k, v) for k, v in carrier.items() if k not in keys)
-        if "x-request-id" not in keys and request_id_var.get():
-            metadata.append(("x-request-id", request_id_var.get()))
-        if "x-job-id" not in keys and job_id_var.get():
-            metadata.append(("x-job-id", job_id_var.get()))
+        for _, var, key in telemetry.BOUND:
+            value = var.get()
+            if value and key not in keys:
+                metadata.append((key, value))
         auth = mesh_auth.current()
         if mesh_auth.METADATA_KEY not in keys and auth is not None:
             metadata.append((mesh_auth.METADATA_KEY, auth.token()))

@@ -153,55 +153,68 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
     async def _run(self, service: str, name: str, metadata, context, call: Callable[[], Awaitable[Any]]):
-        request_id = next((v for k, v in metadata if k == "x-request-id"), "") or uuid.uuid4().hex[:16]
-        if isinstance(request_id, bytes):
-            request_id = request_id.decode()
-        job_id = next((v for k, v in metadata if k == "x-job-id"), None)
+        ids = {
+            field: _text(next((v for k, v in metadata if k == key), None))
+            for field, _, key in telemetry.BOUND
+        }
+        request_id = ids.pop("request_id") or uuid.uuid4().hex[:16]
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
         parent = propagate.extract(metadata, getter=_getter)
         started = time.perf_counter()
         code = "OK"
         token = deadline_var.set(deadline)
-        try:
-            with (
-                telemetry.bound(request_id=request_id, job_id=job_id),
-                _tracer.start_as_current_span(
+        # the ids stay bound for the line that ends the call
+        with telemetry.bound(request_id=request_id, **ids):
+            try:
+                with _tracer.start_as_current_span(
                     f"{service}/{name}", context=parent, kind=SpanKind.SERVER
-                ) as span,
-            ):
-                span.set_attribute("rpc.system", "grpc")
-                span.set_attribute("rpc.service", service)
-                span.set_attribute("rpc.method", name)
-                try:
-                    return await call()
-                except IdlockError as err:
-                    code = err.grpc_status
-                    span.set_status(Status(StatusCode.ERROR, err.message))
-                    log.info("%s/%s -> %s: %s", service, name, code, err.message)
-                    if err.reason:
-                        context.set_trailing_metadata(((REASON_TRAILER, err.reason),))
-                    await context.abort(grpc.StatusCode[err.grpc_status], err.message)
-                except asyncio.CancelledError:
-                    code = "CANCELLED"
-                    raise
-                except Exception as err:
-                    if _is_abort(err):
-                        code = str(context.code() or "ABORTED").rsplit(".", 1)[-1]
+                ) as span:
+                    span.set_attribute("rpc.system", "grpc")
+                    span.set_attribute("rpc.service", service)
+                    span.set_attribute("rpc.method", name)
+                    if ids["job_id"]:
+                        span.set_attribute("idlock.job_id", ids["job_id"])
+                    try:
+                        return await call()
+                    except IdlockError as err:
+                        code = err.grpc_status
+                        span.set_status(Status(StatusCode.ERROR, err.message))
+                        log.info("%s/%s -> %s: %s", service, name, code, err.message)
+                        if err.reason:
+                            context.set_trailing_metadata(((REASON_TRAILER, err.reason),))
+                        await context.abort(grpc.StatusCode[err.grpc_status], err.message)
+                    except asyncio.CancelledError:
+                        code = "CANCELLED"
                         raise
-                    code = "INTERNAL"
-                    span.record_exception(err)
-                    span.set_status(Status(StatusCode.ERROR, str(err)))
-                    log.exception("%s/%s failed", service, name)
-                    await context.abort(
-                        grpc.StatusCode.INTERNAL, f"internal error in {name} (request id {request_id})"
-                    )
-        finally:
-            deadline_var.reset(token)
-            elapsed = time.perf_counter() - started
-            telemetry.RPC_TOTAL.labels(self.component, name, code).inc()
-            telemetry.RPC_SECONDS.labels(self.component, name).observe(elapsed)
-            log.debug("%s/%s %s in %.1f ms", service, name, code, elapsed * 1000)
+                    except Exception as err:
+                        if _is_abort(err):
+                            code = str(context.code() or "ABORTED").rsplit(".", 1)[-1]
+                            raise
+                        code = "INTERNAL"
+                        span.record_exception(err)
+                        span.set_status(Status(StatusCode.ERROR, str(err)))
+                        log.exception("%s/%s failed", service, name)
+                        await context.abort(
+                            grpc.StatusCode.INTERNAL, f"internal error in {name} (request id {request_id})"
+                        )
+            finally:
+                deadline_var.reset(token)
+                elapsed = time.perf_counter() - started
+                telemetry.RPC_TOTAL.labels(self.component, name, code).inc()
+                telemetry.RPC_SECONDS.labels(self.component, name).observe(elapsed)
+                log.debug(
+                    "%s/%s %s in %.1f ms",
+                    service,
+                    name,
+                    code,
+                    elapsed * 1000,
+                    extra=telemetry.log_fields(duration_ms=round(elapsed * 1000, 1)),
+                )
+
+
+def _text(value: str | bytes | None) -> str | None:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _is_abort(err: BaseException) -> bool:

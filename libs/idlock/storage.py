@@ -28,6 +28,7 @@ from idlock.errors import (
     StorageUnreachable,
     Unavailable,
 )
+from idlock.metrics import object_store_call
 from idlock.settings import StorageSettings
 
 log = logging.getLogger("idlock.storage")
@@ -74,9 +75,7 @@ class ObjectStore(ABC):
     scheme: str
 
     @abstractmethod
-    async def put(
-        self, key: str, data: bytes, content_type: str = "application/octet-stream"
-    ) -> StoredObject: ...
+    async def _put(self, key: str, data: bytes, content_type: str) -> StoredObject: ...
 
     @abstractmethod
     async def _get(self, key: str) -> bytes: ...
@@ -113,15 +112,24 @@ class ObjectStore(ABC):
             return self.key_from_uri(key_or_uri)
         return validate_key(key_or_uri)
 
+    async def put(
+        self, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> StoredObject:
+        with object_store_call(self.scheme, "put"):
+            return await self._put(validate_key(key), data, content_type)
+
     async def get(self, key_or_uri: str) -> bytes:
-        return await self._get(self._key(key_or_uri))
+        with object_store_call(self.scheme, "get"):
+            return await self._get(self._key(key_or_uri))
 
     async def exists(self, key_or_uri: str) -> bool:
-        return await self._exists(self._key(key_or_uri))
+        with object_store_call(self.scheme, "exists"):
+            return await self._exists(self._key(key_or_uri))
 
     async def delete(self, key_or_uri: str) -> bool:
         """Delete one object; False when it was not there."""
-        return await self._delete(self._key(key_or_uri))
+        with object_store_call(self.scheme, "delete"):
+            return await self._delete(self._key(key_or_uri))
 
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every object whose key starts with `prefix` (e.g. a character's folder on erasure)."""
@@ -189,10 +197,7 @@ class LocalObjectStore(ObjectStore):
             tmp.unlink(missing_ok=True)
             raise
 
-    async def put(
-        self, key: str, data: bytes, content_type: str = "application/octet-stream"
-    ) -> StoredObject:
-        validate_key(key)
+    async def _put(self, key: str, data: bytes, content_type: str) -> StoredObject:
         try:
             await asyncio.to_thread(self._put_sync, key, bytes(data))
         except OSError as e:
@@ -389,10 +394,7 @@ class S3ObjectStore(ObjectStore):
             )
         return validate_key(parsed.path.removeprefix("/"))
 
-    async def put(
-        self, key: str, data: bytes, content_type: str = "application/octet-stream"
-    ) -> StoredObject:
-        validate_key(key)
+    async def _put(self, key: str, data: bytes, content_type: str) -> StoredObject:
         obj = _stored(self.uri_for(key), key, data, content_type)
         await self._call(
             "put",

@@ -1,6 +1,7 @@
 """Logs, traces and metrics for every process.
 
-- JSON log lines carrying the trace, request, job and character ids of the current task (contextvars);
+- JSON log lines carrying the trace, request, job, character and user ids and the job's step of the current
+  task (contextvars; `bound`), which gRPC calls carry to the peer (`BOUND`: metadata keys);
 - an OpenTelemetry tracer provider, exporting over OTLP/gRPC when an endpoint is configured;
 - a Prometheus metrics endpoint per process.
 """
@@ -26,6 +27,16 @@ from idlock.settings import TelemetrySettings
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 job_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("job_id", default="")
 character_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("character_id", default="")
+user_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("user_id", default="")
+step_var: contextvars.ContextVar[str] = contextvars.ContextVar("step", default="")
+#: log fields bound to the current task, and the gRPC metadata key each travels in to a peer
+BOUND = (
+    ("request_id", request_id_var, "x-request-id"),
+    ("job_id", job_id_var, "x-job-id"),
+    ("character_id", character_id_var, "x-character-id"),
+    ("user_id", user_id_var, "x-user-id"),
+    ("step", step_var, "x-step"),
+)
 
 RPC_TOTAL = Counter("idlock_rpc_total", "RPCs served", ["service", "method", "code"])
 RPC_SECONDS = Histogram(
@@ -58,11 +69,7 @@ class JsonFormatter(logging.Formatter):
         if span.is_valid:
             doc["trace_id"] = format(span.trace_id, "032x")
             doc["span_id"] = format(span.span_id, "016x")
-        for key, var in (
-            ("request_id", request_id_var),
-            ("job_id", job_id_var),
-            ("character_id", character_id_var),
-        ):
+        for key, var, _ in BOUND:
             value = var.get()
             if value:
                 doc[key] = value
@@ -114,13 +121,22 @@ def log_fields(**fields: object) -> dict[str, dict[str, object]]:
 
 @contextmanager
 def bound(
-    *, request_id: str | None = None, job_id: str | None = None, character_id: str | None = None
+    *,
+    request_id: str | None = None,
+    job_id: str | None = None,
+    character_id: str | None = None,
+    user_id: str | None = None,
+    step: str | None = None,
 ) -> Iterator[None]:
-    """Bind ids to the log lines written inside the block."""
-    tokens = []
-    for var, value in ((request_id_var, request_id), (job_id_var, job_id), (character_id_var, character_id)):
-        if value is not None:
-            tokens.append((var, var.set(value)))
+    """Bind ids (and the job's step) to the log lines written inside the block, and to the calls it makes."""
+    given = {
+        "request_id": request_id,
+        "job_id": job_id,
+        "character_id": character_id,
+        "user_id": user_id,
+        "step": step,
+    }
+    tokens = [(var, var.set(given[key])) for key, var, _ in BOUND if given[key] is not None]
     try:
         yield
     finally:

@@ -109,7 +109,9 @@ async def consolidate(
     if state is not None:
         user += "\n\nCurrent state: " + "; ".join(f"{i.category}: {i.label}" for i in state.items)
     try:
-        text = strip_control(await (clock or ModelClock()).timed(llm.complete(SUMMARY_SYSTEM, user)))
+        text = strip_control(
+            await (clock or ModelClock()).timed(llm.complete(SUMMARY_SYSTEM, user, purpose="summary"))
+        )
     except LlmUnavailable as e:
         log.warning("consolidation llm failed, using the digest: %s", e.reason)
         return SummaryResult(up_to, fallback, "digest", e.reason)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from idlock import metrics
 from idlock.errors import InvalidInput
 
 from .cache import CacheKey, PromptCache
@@ -197,6 +198,8 @@ async def build_context(
     key = CacheKey(character_id, memory_version, template.template_hash, ov.digest(), _engine_key(llm))
     composed: ComposedPrompt | None = await cache.get(key) if cache is not None else None
     hit = composed is not None
+    if cache is not None:
+        metrics.PROMPT_CACHE.labels("hit" if hit else "miss").inc()
     if composed is None:
         composed = await format_prompt(template, inputs, llm, deny_list=cfg.deny_list, clock=clock)
         # cache what will not change: LLM answers, and template results when no LLM is configured

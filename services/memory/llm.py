@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from idlock import metrics
+
 from .clock import ModelClock
 from .prompt import (
     CONSTRAINT_LINES,
@@ -181,10 +183,17 @@ class GroqLlm:
             self._client = groq.AsyncGroq(**kw)
         return self._client
 
-    async def complete(self, system: str, user: str) -> str:
-        """One chat completion at temperature 0; raises `LlmUnavailable` with a reason on any failure."""
+    async def complete(self, system: str, user: str, purpose: str = "prompt") -> str:
+        """One chat completion at temperature 0; raises `LlmUnavailable` with a reason on any failure. `purpose`
+        labels its metrics (prompt, summary)."""
         if not self.enabled:
             raise LlmUnavailable(NO_KEY_REASON, transient=False)
+        with metrics.timed(
+            metrics.LLM_SECONDS, metrics.LLM_ERRORS, provider="groq", model=self.config.model, purpose=purpose
+        ):
+            return await self._complete(system, user)
+
+    async def _complete(self, system: str, user: str) -> str:
         import groq
 
         try:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from idlock import metrics
 from idlock.errors import InvalidInput
 
 _NS = uuid.UUID("5b0f5a0e-8d1c-4c1e-9a57-1d0c0ffee001")
@@ -64,11 +65,15 @@ class VectorHit:
 TEXT_INDEX_CHARACTERS = 256
 
 
+#: the Qdrant calls that read or write points, timed as `idlock_vector_seconds{op}`
+_TIMED = frozenset({"upsert", "query_points", "scroll", "retrieve", "delete", "count"})
+
+
 class MemoryVectors:
     """Async access to the memory collections. Build with `MemoryVectors.local(path)` or `.remote(url)`."""
 
     def __init__(self, client: Any, prefix: str = "idlock", *, local: bool = False) -> None:
-        self._c = client
+        self._c = metrics.TimedCalls(client, _TIMED, metrics.VECTOR_SECONDS, metrics.VECTOR_ERRORS)
         #: Qdrant local mode evaluates payload filters in Python over every point of a collection and holds its
         #: folder for one process, so there a character's episode texts are read once, kept in memory, updated on
         #: every write, and ranked with numpy
@@ -454,8 +459,9 @@ class MemoryVectors:
         """The character's episode texts most similar to `query`."""
         q = self._vec(query)
         name = self._name("episode_text", embedder, len(q))
-        if self.local:
-            return await self._rank_character_texts(name, character_id, q, limit, exclude_scenes)
+        if self.local:  # ranked in memory: timed here, as a server's query_points is by the client
+            with metrics.timed(metrics.VECTOR_SECONDS, metrics.VECTOR_ERRORS, op="search_local"):
+                return await self._rank_character_texts(name, character_id, q, limit, exclude_scenes)
         return await self._search(
             name,
             character_id,

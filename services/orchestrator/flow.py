@@ -46,6 +46,8 @@ class Outcome(StrEnum):
     MISSING = "missing"
 
 
+#: refine note prefix when the refiner could not run (the job goes on with the unrefined image)
+REFINER_UNAVAILABLE = "refiner could not run; the image was kept"
 #: errors that end a job `failed` at once; anything else is transient and the message is redelivered
 PERMANENT = (InvalidInput, NotFound, PreconditionFailed, PermissionDenied, Unimplemented)
 

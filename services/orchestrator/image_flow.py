@@ -19,14 +19,12 @@ from idlock.v1 import common_pb2, memory_service_pb2, refiner_service_pb2, rende
 from idlock.v1 import job_checkpoint_pb2 as ck
 from idlock.v1 import orchestrator_service_pb2 as pb
 from services.orchestrator import steps
-from services.orchestrator.flow import FlowDeps, JobFailed, Outcome, Prefetch, job_seed
+from services.orchestrator.flow import REFINER_UNAVAILABLE, FlowDeps, JobFailed, Outcome, Prefetch, job_seed
 from services.orchestrator.models import QUEUED, Job
 from services.orchestrator.runner import StepRunner
 
 log = logging.getLogger("idlock.orchestrator.image")
 
-#: refine note prefix when the refiner could not run (the job goes on with the unrefined image)
-REFINER_UNAVAILABLE = "refiner could not run; the image was kept"
 #: added to the prompt when a near-copy of a reference is rendered again
 REPOSE = (
     "Re-pose the character for this scene: a new camera angle, head turn, expression and lighting. Do not "

@@ -10,7 +10,7 @@ import logging
 
 from idlock import subjects
 from idlock.v1 import common_pb2
-from services.orchestrator import outbox
+from services.orchestrator import observe, outbox
 from services.orchestrator.job_events import job_event
 from services.orchestrator.models import FAILED, QUEUED
 from services.orchestrator.runtime import OrchestratorRuntime
@@ -31,6 +31,24 @@ class Reconciler:
                 raise
             except Exception:
                 log.exception("reconciler round failed")
+
+    async def watch_queue(self) -> None:
+        """Sample the job queue's depth and lag (JetStream) for the metrics endpoint."""
+        while True:
+            try:
+                await self.sample_queue()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - NATS away: the next sample tells
+                log.debug("job queue sample failed: %s", e)
+            await asyncio.sleep(self.rt.settings.queue_metrics_interval_s)
+
+    async def sample_queue(self) -> tuple[int, int]:
+        pending, in_flight = await self.rt.bus.consumer_state(
+            subjects.JOBS_STREAM, subjects.ORCHESTRATOR_GENERATE
+        )
+        observe.queue(pending, in_flight)
+        return pending, in_flight
 
     async def once(self) -> list[str]:
         """Re-enqueue jobs stuck in queued/running; give up after max_requeues. Returns the ids re-enqueued."""
@@ -55,6 +73,7 @@ class Reconciler:
                 )
                 if ended is not None:
                     rt.relay.wake()
+                    observe.ended(job, FAILED, "stuck")
                 continue
             n = await rt.store.requeue(job)
             if n is None:

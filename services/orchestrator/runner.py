@@ -23,11 +23,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from idlock import retry
+from opentelemetry import trace
+
+from idlock import retry, telemetry
 from idlock.errors import IdlockError, Unavailable
 from idlock.v1 import common_pb2
 from idlock.v1 import orchestrator_service_pb2 as pb
-from services.orchestrator import outbox
+from services.orchestrator import observe, outbox
 from services.orchestrator.checkpoint import Checkpoint
 from services.orchestrator.flow import FlowConfig, JobFailed, Outcome, StopJob
 from services.orchestrator.job_events import JobEvents, job_event
@@ -36,6 +38,7 @@ from services.orchestrator.models import Job, aware, utcnow
 from services.orchestrator.views import msg_to_dict
 
 log = logging.getLogger("idlock.orchestrator.runner")
+_tracer = trace.get_tracer("idlock.orchestrator")
 
 #: steps that call a paid provider: a cancelled job must not start them (the refiner is confirmed where called)
 PAID_STEPS = frozenset({"render", "regenerate"})
@@ -119,7 +122,8 @@ class StepRunner:
         elif name in PAID_STEPS or (ckpt.unwritten and not reads_only):
             await self.confirm(name)
         t0 = time.perf_counter()
-        call = asyncio.ensure_future(self._attempts(name, fn))
+        with telemetry.bound(step=name):  # the step's calls carry it to the peers' log lines
+            call = asyncio.ensure_future(self._attempts(name, fn))
         if ckpt.unwritten:
             # the call is on its way before the write holds the loop (SQLite runs inline)
             await asyncio.sleep(0)
@@ -132,8 +136,17 @@ class StepRunner:
                 raise
         result = await call
         ckpt.confirmed = False
-        result.seconds = round(time.perf_counter() - t0, 4)
+        seconds = time.perf_counter() - t0
+        result.seconds = round(seconds, 4)
         ckpt.set(name, result)
+        observe.step_done(self.job, name, seconds)
+        log.info(
+            "job %s: %s done in %.0f ms",
+            self.job.id,
+            name,
+            seconds * 1000,
+            extra=telemetry.log_fields(step=name, duration_ms=round(seconds * 1000, 1)),
+        )
         if not (carry(result) if callable(carry) else carry):
             ckpt.unwritten = name
         self.progress(name, f"{name} done", key=name)
@@ -144,6 +157,12 @@ class StepRunner:
         backoff until the retry window, counted from when the job began waiting, or the job's deadline ends."""
         job = self.job
         since = aware(job.waiting_since) if job.waiting_for and job.step == name else None
+        with _tracer.start_as_current_span(
+            f"job step {name}", attributes={"idlock.job_id": job.id, "idlock.step": name}
+        ):
+            return await self._tries(name, fn, since)
+
+    async def _tries(self, name: str, fn: Callable[[], Awaitable[Step]], since: Any) -> Step:
         tries = 0
         while True:
             try:
@@ -176,6 +195,7 @@ class StepRunner:
         log.info(
             "job %s: %s waits for %s (%s); try %d in %.1f s", job.id, name, peer, message, tries + 1, delay
         )
+        observe.waited(peer)
         await self._waiting(name, peer, since)  # also finds a cancel that came while it waited
         ev = job_event(
             job,
@@ -271,6 +291,13 @@ class StepRunner:
         if ended is None:
             return Outcome.CANCELLED
         self.on_outbox()
+        observe.ended(job, Outcome.SUCCEEDED.value, metrics=metrics)
+        log.info(
+            "job %s succeeded in %.0f ms",
+            job.id,
+            self.elapsed_s() * 1000,
+            extra=telemetry.log_fields(duration_ms=round(self.elapsed_s() * 1000, 1)),
+        )
         return Outcome.SUCCEEDED
 
     async def fail(self, outcome: Outcome, code: str, message: str) -> Outcome:
@@ -301,6 +328,7 @@ class StepRunner:
         if ended is None:
             return Outcome.CANCELLED
         self.on_outbox()
+        observe.ended(job, outcome.value, code)
         log.info("job %s ended %s (%s): %s", job.id, outcome.value, code, message)
         return outcome
 

@@ -23,6 +23,7 @@ from services.orchestrator.models import SCHEMA_VERSION, UPGRADES, Base
 from services.orchestrator.outbox import Relay
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.state_extraction import StateExtractor, VisionStateReader
+from services.orchestrator.usage import UsageReports
 from services.orchestrator.worker import JobWorker
 
 #: a publish NATS does not acknowledge in this time is tried again by the relay
@@ -52,6 +53,7 @@ class OrchestratorRuntime:
         self.extractor: StateExtractor | None = None
         self.jobs: JobWorker | None = None
         self.relay: Relay | None = None
+        self.usage: UsageReports | None = None
 
     # --- lifecycle: opened in this order, closed in reverse ----------------------------------------------------
 
@@ -61,6 +63,7 @@ class OrchestratorRuntime:
         self.db = Database.open(DatabaseSettings(), service="orchestrator", data_dir=data_dir)
         await self.db.migrate(Base.metadata, version=SCHEMA_VERSION, upgrades=UPGRADES)
         self.store = JobStore(self.db)
+        self.usage = UsageReports(self.db)
         self.bus = await EventBus.connect(NatsSettings(), name=f"orchestrator-{self.worker_id}")
         await self.bus.ensure_streams()
         self.relay = Relay(self.db, self._publish, poll_s=s.outbox_poll_s)

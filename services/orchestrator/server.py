@@ -38,6 +38,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         self.reconciler = Reconciler(self.rt)
         self.consumer = GenerateConsumer(self.rt)
         self._reconciling: asyncio.Task | None = None
+        self._sampling: asyncio.Task | None = None
         self._relaying: asyncio.Task | None = None
 
     # the runtime's parts, as tests and tools reach them
@@ -70,12 +71,16 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         if self.settings.worker_enabled:
             await self.start_worker()
             self._reconciling = asyncio.create_task(self.reconciler.loop(), name="orchestrator-reconciler")
+            self._sampling = asyncio.create_task(
+                self.reconciler.watch_queue(), name="orchestrator-queue-metrics"
+            )
 
     async def shutdown(self) -> None:
-        if self._reconciling is not None:
-            self._reconciling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconciling
+        for task in (self._reconciling, self._sampling):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.stop_worker()
         if self._relaying is not None:  # after the worker: the endings it wrote go out first
             with contextlib.suppress(Exception):
@@ -130,6 +135,21 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     async def RecordFeedback(self, request: pb.RecordFeedbackRequest, context) -> pb.RecordFeedbackResponse:
         await self.submissions.feedback(request)
         return pb.RecordFeedbackResponse(recorded=True)
+
+    async def ListUsage(self, request: pb.ListUsageRequest, context) -> pb.ListUsageResponse:
+        days, token, (first, last) = await self.rt.usage.by_day(
+            owner_id=request.owner_id,
+            from_day=request.from_day,
+            to_day=request.to_day,
+            page_size=request.page.page_size,
+            page_token=request.page.page_token,
+        )
+        return pb.ListUsageResponse(
+            days=[pb.UsageDay(**vars(d)) for d in days],
+            next_page_token=token,
+            from_day=first.isoformat(),
+            to_day=last.isoformat(),
+        )
 
 
 def spec_for(servicer: OrchestratorServicer) -> ServiceSpec:

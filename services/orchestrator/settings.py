@@ -98,6 +98,11 @@ class OrchestratorSettings(GrpcServerSettings):
     )
 
     # --- the reconciler ---
+    queue_metrics_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often the job queue's depth and lag are read from JetStream for metrics (s).",
+    )
     reconcile_interval_s: float = Field(
         30.0, gt=0, description="How often jobs stuck in queued/running are looked for (seconds)."
     )

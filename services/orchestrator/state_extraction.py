@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from idlock import metrics
 from idlock.story import ANY, CATEGORIES, infer_removals, normalize_name
 
 log = logging.getLogger("idlock.orchestrator.state")
@@ -235,10 +236,21 @@ class VisionStateReader:
         return self._client
 
     async def read(self, image: bytes, mime: str, user_prompt: str) -> SceneState:
+        client = self._get_client()
+        with metrics.timed(
+            metrics.LLM_SECONDS, metrics.LLM_ERRORS, provider="gemini", model=self.model, purpose="state"
+        ):
+            resp = await self._generate(client, image, mime, user_prompt)
+        text = resp.text or ""
+        try:
+            return SceneState.model_validate(json.loads(text))
+        except (ValueError, ValidationError) as e:
+            raise ValueError(f"the vision model answered something that is not the state schema: {e}") from e
+
+    async def _generate(self, client: Any, image: bytes, mime: str, user_prompt: str) -> Any:
         from google.genai import types
 
-        client = self._get_client()
-        resp = await client.aio.models.generate_content(
+        return await client.aio.models.generate_content(
             model=self.model,
             contents=[
                 types.Part.from_bytes(data=image, mime_type=mime or "image/png"),
@@ -250,11 +262,6 @@ class VisionStateReader:
                 temperature=0.0,
             ),
         )
-        text = resp.text or ""
-        try:
-            return SceneState.model_validate(json.loads(text))
-        except (ValueError, ValidationError) as e:
-            raise ValueError(f"the vision model answered something that is not the state schema: {e}") from e
 
     async def aclose(self) -> None:
         if self._client is not None:

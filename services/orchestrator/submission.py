@@ -11,13 +11,13 @@ import re
 from collections.abc import AsyncIterator
 
 from idlock import subjects
-from idlock.errors import InvalidInput, NotFound, PreconditionFailed
+from idlock.errors import IdlockError, InvalidInput, NotFound, PreconditionFailed
 from idlock.moderation import PromptPolicy, check_prompt
 from idlock.refs import pose_copy_key
 from idlock.text import sanitize_prompt, strip_control
 from idlock.v1 import common_pb2, events_pb2, memory_service_pb2
 from idlock.v1 import orchestrator_service_pb2 as pb
-from services.orchestrator import outbox
+from services.orchestrator import observe, outbox
 from services.orchestrator.job_events import job_event
 from services.orchestrator.models import FAILED, QUEUED, RUNNING, TERMINAL, Job
 from services.orchestrator.runtime import OrchestratorRuntime
@@ -93,7 +93,12 @@ class Submissions:
         if len(request.idempotency_key) > 200:
             raise InvalidInput("idempotency_key is longer than 200 characters")
         # before anything is queued: the prompt, its style overrides and a video's spoken line, read together
-        check_prompt(self.policy, prompt, *overrides, strip_control(o.dialogue))
+        try:
+            check_prompt(self.policy, prompt, *overrides, strip_control(o.dialogue))
+        except IdlockError:
+            observe.prompt_checked(refused=True)
+            raise
+        observe.prompt_checked(refused=False)
         return prompt, overrides
 
     def _differs(
@@ -172,6 +177,7 @@ class Submissions:
         )
         if created:
             self.rt.relay.wake()
+            observe.submitted(job)
         return job, created
 
     async def cancel(self, job_id: str, owner_id: str) -> Job:
@@ -184,6 +190,7 @@ class Submissions:
         job, changed = await self.rt.store.cancel(job_id, owner_id, announce=cancelled)
         if changed:
             self.rt.relay.wake()
+            observe.ended(job, "cancelled", "cancelled")
         return job
 
     async def watch(self, job_id: str, owner_id: str) -> AsyncIterator[tuple[Job, str, str]]:

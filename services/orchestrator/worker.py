@@ -12,6 +12,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from opentelemetry import trace
+
 from idlock import telemetry
 from idlock.errors import IdlockError
 from idlock.storage import ObjectStore
@@ -78,7 +80,13 @@ class JobWorker:
             queued = await self.store.get(job_id)
             if queued is not None:
                 prefetch_flow = self.flow_for(bool((queued.options or {}).get("video")))
-                early = prefetch_flow.prefetch(queued)
+                with telemetry.bound(  # the reads it starts carry the job's ids
+                    job_id=queued.id,
+                    character_id=queued.character_id,
+                    user_id=queued.owner_id,
+                    step="context",
+                ):
+                    early = prefetch_flow.prefetch(queued)
 
         def drop_early() -> None:
             # also used when another worker's lease is waited out: what was asked before may be stale
@@ -99,7 +107,11 @@ class JobWorker:
                 keep_lease(self.store, job_id, self.worker_id, self.config.lease_s), name=f"lease-{job_id}"
             )
             try:
-                with telemetry.bound(job_id=job.id, character_id=job.character_id):
+                # "job": lines outside any one step (claim, ending); each step binds its own name
+                with telemetry.bound(
+                    job_id=job.id, character_id=job.character_id, user_id=job.owner_id, step="job"
+                ):
+                    trace.get_current_span().set_attribute("idlock.job_id", job.id)
                     options = dict_to_msg(job.options, pb.GenerationOptions())
                     flow = self.flow_for(options.video)
                     prefetched = early if flow is prefetch_flow else None

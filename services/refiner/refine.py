@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from idlock import refs
+from idlock import metrics, refs
 from idlock.errors import InvalidInput, PreconditionFailed
 from idlock.faces.copies import CopyCheck
 from idlock.faces.engine import IdentityEngine, get_engine
@@ -177,6 +177,7 @@ class Refiner:
         stored: list[StoredAttempt] = []
         best = image
         for a in outcome.attempts:
+            metrics.REFINE_ATTEMPTS.labels(a.strategy, _attempt_outcome(a, outcome.best)).inc()
             ref = None
             if a.image is not None:
                 # a refined image is generated too: it says so in its metadata, as the render did
@@ -201,6 +202,17 @@ class Refiner:
             self.engine.encoder.name,
             outcome.after_copy,
         )
+
+
+def _attempt_outcome(a: pipeline.AttemptResult, best: pipeline.AttemptResult | None) -> str:
+    """What became of one attempt: chosen, copy, rejected (seam or no face), not_better, failed (no image)."""
+    if a.image is None:
+        return "failed"
+    if a is best:
+        return "chosen"
+    if a.near_copy:
+        return "copy"
+    return "rejected" if not a.eligible else "not_better"
 
 
 __all__ = ["Refined", "Refiner", "StoredAttempt"]

@@ -22,6 +22,7 @@ from idlock.errors import (
     Unimplemented,
 )
 from idlock.provenance import mark_video
+from services.render import observe
 from services.render.models import EditRequest, MediaKind, RenderRequest, RenderResult
 from services.render.providers.base import RenderProvider, VideoProgress
 from services.render.settings import KNOWN_PROVIDERS, VIDEO_PROVIDERS, RenderSettings
@@ -134,6 +135,7 @@ class Renderer:
             provider = self.provider(name)
             why = provider.unavailable_reason()
             if why:
+                observe.fell_back(name)
                 reasons.append(f"{name}: {why}")
                 continue
             if end is not None:
@@ -149,20 +151,28 @@ class Renderer:
                 if progress is not None:
                     await progress(op, polls)
 
+            called, model = time.perf_counter(), observe.model_of(provider, name)
             try:
                 result = await provider.render_video(req, on_progress)
             except Unimplemented as e:
+                observe.fell_back(name)
                 reasons.append(f"{name}: {e.message}")
                 last_error = e
                 continue
             except TRANSIENT as e:
+                observe.call_ended(name, model, "video", called, error=e)
                 # once a paid operation exists, falling back would pay twice: the caller retries / resumes it
                 if started or not self.settings.fallback_on_transient:
                     raise
+                observe.fell_back(name)
                 log.warning("video provider %s failed (%s); trying the next one", name, e.message)
                 reasons.append(f"{name}: {e.message}")
                 last_error = e
                 continue
+            except Exception as e:
+                observe.call_ended(name, model, "video", called, error=e)
+                raise
+            observe.call_ended(name, model, "video", called, result)
             result.fallback_reasons = reasons + result.fallback_reasons
             result.fallback_used = bool(reasons)
             result.latency_s = time.perf_counter() - t0
@@ -212,6 +222,7 @@ class Renderer:
             why = provider.unavailable_reason()
             if why:
                 log.info("render provider %s skipped: %s", name, why)
+                observe.fell_back(name)
                 reasons.append(f"{name}: {why}")
                 continue
             if end is not None:
@@ -223,19 +234,27 @@ class Renderer:
                 req = dataclasses.replace(req, deadline_s=left)
             if before_paid is not None and self.paid(name):
                 await before_paid(name)
+            called, model = time.perf_counter(), observe.model_of(provider, name)
             try:
                 result = await (provider.render(req) if op == "render" else provider.edit(req))  # type: ignore[arg-type]
             except Unimplemented as e:
+                observe.fell_back(name)
                 reasons.append(f"{name}: {e.message}")
                 last_error = e
                 continue
             except TRANSIENT as e:
+                observe.call_ended(name, model, op, called, error=e)
                 if not self.settings.fallback_on_transient:
                     raise
+                observe.fell_back(name)
                 log.warning("render provider %s failed (%s); trying the next one", name, e.message)
                 reasons.append(f"{name}: {e.message}")
                 last_error = e
                 continue
+            except Exception as e:
+                observe.call_ended(name, model, op, called, error=e)
+                raise
+            observe.call_ended(name, model, op, called, result)
             result.fallback_reasons = reasons + result.fallback_reasons
             result.fallback_used = bool(reasons)
             result.latency_s = time.perf_counter() - t0

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from idlock import subjects
 from idlock.errors import PreconditionFailed
+from idlock.metrics import LORA_ACTIVATIONS, LORA_ROLLBACKS
 from services.trainer import models as m
 from services.trainer.runtime import TrainerRuntime
 from services.trainer.validation import (
@@ -103,6 +104,7 @@ class LoraDecisions:
             if s.auto_activate:
                 lora, previous = await rt.repo.activate(lora.id)
                 await self._announce_activation(lora, previous, lora.run_id)
+                LORA_ACTIVATIONS.labels("validated").inc()
         else:
             lora = await rt.repo.update_lora(
                 lora.id,
@@ -136,6 +138,7 @@ class LoraDecisions:
     async def activate(self, lora_id: str) -> m.LoraModel:
         row, previous = await self.rt.repo.activate(lora_id)
         await self._announce_activation(row, previous, row.run_id, archived_suffix=f":{row.activated_at}")
+        LORA_ACTIVATIONS.labels("manual").inc()
         return row
 
     async def archive(self, lora_id: str) -> m.LoraModel:
@@ -145,6 +148,8 @@ class LoraDecisions:
 
     async def rollback(self, character_id: str) -> m.LoraModel | None:
         active, archived = await self.rt.repo.rollback(character_id)
+        if archived is not None:
+            LORA_ROLLBACKS.inc()
         if archived is not None:
             await self.rt.lora_event(subjects.LORA_ARCHIVED, archived)
         if active is not None:

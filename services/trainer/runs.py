@@ -14,6 +14,7 @@ from pathlib import Path
 
 from idlock import subjects
 from idlock.errors import InvalidInput, NotFound, PreconditionFailed, Unavailable
+from idlock.metrics import TRAINING_RUNS
 from idlock.v1 import events_pb2
 from idlock.v1 import trainer_service_pb2 as pb
 from services.trainer import models as m
@@ -105,7 +106,8 @@ class TrainingRuns:
         if lora.file_uri and lora.status != m.TRAINING:
             # trained and stored before a crash: only the decision is left (or was made already)
             if lora.status == m.VALIDATING:
-                await self.decisions.validate_and_decide(lora.id)
+                _, report = await self.decisions.validate_and_decide(lora.id)
+                TRAINING_RUNS.labels("approved" if report.approved else "rejected").inc()
             await rt.repo.update_run(run.id, state=m.RUN_SUCCEEDED)
             return await rt.repo.get_run(run.id)
         workdir = rt.run_dir(run.id)
@@ -154,14 +156,16 @@ class TrainingRuns:
         )
         await rt.repo.update_run(run.id, step=result.steps, loss=metrics["train_final_loss"], eta_s=0.0)
         await rt.lora_event(subjects.LORA_TRAINED, lora, run.id, f"{lora.id}:trained")
-        lora, _ = await self.decisions.validate_and_decide(lora.id, local_path=str(result.lora_path))
+        lora, report = await self.decisions.validate_and_decide(lora.id, local_path=str(result.lora_path))
         await rt.repo.update_run(run.id, state=m.RUN_SUCCEEDED)
+        TRAINING_RUNS.labels("approved" if report.approved else "rejected").inc()
         shutil.rmtree(workdir, ignore_errors=True)
         return await rt.repo.get_run(run.id)
 
     async def fail(self, run_id: str, message: str) -> None:
         """The run failed for good (a settled error, or its last delivery): mark it, reject its LoRA."""
         await self.rt.repo.update_run(run_id, state=m.RUN_FAILED, error=message[:2000])
+        TRAINING_RUNS.labels("failed").inc()
         run = await self.rt.repo.get_run(run_id)
         if run.lora_id:
             with contextlib.suppress(NotFound):

@@ -19,6 +19,7 @@ from idlock.bus import Delivery, EventBus, MessageTypeUnknown, StreamConfigMisma
 from idlock.errors import InvalidInput
 from idlock.natsd import NatsServer
 from idlock.settings import NatsSettings
+from tests.metrics_probe import metrics_change
 
 
 @pytest.fixture
@@ -198,11 +199,14 @@ async def test_failing_handler_lands_in_dead_letters(bus: EventBus, job_subject:
     job_id = f"job-{uuid.uuid4().hex}"
     payload = struct_pb2.Struct()
     payload.update({"character_id": "c-42", "prompt": "rainy street"})
-    ack = await bus.publish(subject, payload, msg_id=job_id)
-    dead = await wait_for_dead_letters(bus, subject)
-    await worker.stop()
+    with metrics_change() as grew:
+        ack = await bus.publish(subject, payload, msg_id=job_id)
+        dead = await wait_for_dead_letters(bus, subject)
+        await worker.stop()
 
     assert attempts == [1, 2, 3]
+    assert grew("idlock_bus_redeliveries_total", consumer=durable) == 2
+    assert grew("idlock_bus_dead_letters_total", consumer=durable) == 1
     assert len(dead) == 1
     rec = dead[0]
     assert rec.subject == subject and rec.stream == "JOBS" and rec.stream_seq == ack.seq

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from idlock.errors import InvalidInput, NotFound
+from idlock.errors import InvalidInput, NotFound, StorageUnreachable
+from idlock.natsd import free_port
 from idlock.settings import StorageSettings
 from idlock.storage import LocalObjectStore, ObjectStore, S3ObjectStore, open_store
+from tests.metrics_probe import metrics_change
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -170,3 +172,31 @@ async def test_s3_delete_prefix_removes_every_version(s3_endpoint: str, data_dir
         assert keys == ["characters/c2/ref.png"]
     finally:
         await store.close()
+
+
+async def test_calls_are_timed_and_failures_counted_by_reason(store: ObjectStore) -> None:
+    backend = store.scheme
+    with metrics_change() as grew:
+        await store.put("m/a.bin", b"x" * 10)
+        assert await store.get("m/a.bin") == b"x" * 10
+        with pytest.raises(NotFound):
+            await store.get("m/absent.bin")
+    assert grew("idlock_object_store_seconds_count", backend=backend, op="put") == 1
+    assert grew("idlock_object_store_seconds_count", backend=backend, op="get") == 2
+    assert grew("idlock_object_store_errors_total", backend=backend) == 0  # a missing object is an answer
+
+    import boto3
+    from botocore.config import Config
+
+    dead = S3ObjectStore(
+        "nowhere",
+        client=boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+            region_name="us-east-1",
+            config=Config(retries={"max_attempts": 1}, connect_timeout=1),
+        ),
+    )
+    with metrics_change() as grew, pytest.raises(StorageUnreachable):
+        await dead.put("m/a.bin", b"x")
+    assert grew("idlock_object_store_errors_total", backend="s3", op="put", reason="storage_unreachable") == 1

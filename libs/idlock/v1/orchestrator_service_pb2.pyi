@@ -272,3 +272,59 @@ class RecordFeedbackResponse(_message.Message):
     RECORDED_FIELD_NUMBER: _ClassVar[int]
     recorded: bool
     def __init__(self, recorded: _Optional[bool] = ...) -> None: ...
+
+class ListUsageRequest(_message.Message):
+    __slots__ = ("owner_id", "from_day", "to_day", "page")
+    OWNER_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_DAY_FIELD_NUMBER: _ClassVar[int]
+    TO_DAY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    owner_id: str
+    from_day: str
+    to_day: str
+    page: _common_pb2.PageRequest
+    def __init__(self, owner_id: _Optional[str] = ..., from_day: _Optional[str] = ..., to_day: _Optional[str] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
+
+class UsageDay(_message.Message):
+    __slots__ = ("owner_id", "day", "jobs_by_status", "renders_by_provider", "credits", "cost_usd", "job_seconds")
+    class JobsByStatusEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class RendersByProviderEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    OWNER_ID_FIELD_NUMBER: _ClassVar[int]
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    JOBS_BY_STATUS_FIELD_NUMBER: _ClassVar[int]
+    RENDERS_BY_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    JOB_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    owner_id: str
+    day: str
+    jobs_by_status: _containers.ScalarMap[str, int]
+    renders_by_provider: _containers.ScalarMap[str, int]
+    credits: int
+    cost_usd: float
+    job_seconds: float
+    def __init__(self, owner_id: _Optional[str] = ..., day: _Optional[str] = ..., jobs_by_status: _Optional[_Mapping[str, int]] = ..., renders_by_provider: _Optional[_Mapping[str, int]] = ..., credits: _Optional[int] = ..., cost_usd: _Optional[float] = ..., job_seconds: _Optional[float] = ...) -> None: ...
+
+class ListUsageResponse(_message.Message):
+    __slots__ = ("days", "next_page_token", "from_day", "to_day")
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FROM_DAY_FIELD_NUMBER: _ClassVar[int]
+    TO_DAY_FIELD_NUMBER: _ClassVar[int]
+    days: _containers.RepeatedCompositeFieldContainer[UsageDay]
+    next_page_token: str
+    from_day: str
+    to_day: str
+    def __init__(self, days: _Optional[_Iterable[_Union[UsageDay, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., from_day: _Optional[str] = ..., to_day: _Optional[str] = ...) -> None: ...

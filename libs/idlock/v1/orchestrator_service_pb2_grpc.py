@@ -65,6 +65,11 @@ class OrchestratorServiceStub:
                 request_serializer=idlock_dot_v1_dot_orchestrator__service__pb2.RecordFeedbackRequest.SerializeToString,
                 response_deserializer=idlock_dot_v1_dot_orchestrator__service__pb2.RecordFeedbackResponse.FromString,
                 _registered_method=True)
+        self.ListUsage = channel.unary_unary(
+                '/idlock.v1.OrchestratorService/ListUsage',
+                request_serializer=idlock_dot_v1_dot_orchestrator__service__pb2.ListUsageRequest.SerializeToString,
+                response_deserializer=idlock_dot_v1_dot_orchestrator__service__pb2.ListUsageResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -109,6 +114,13 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListUsage(self, request, context):
+        """Consumption per user and day, for administrators: jobs by status, renders by provider, credits and cost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -141,6 +153,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.RecordFeedback,
                     request_deserializer=idlock_dot_v1_dot_orchestrator__service__pb2.RecordFeedbackRequest.FromString,
                     response_serializer=idlock_dot_v1_dot_orchestrator__service__pb2.RecordFeedbackResponse.SerializeToString,
+            ),
+            'ListUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsage,
+                    request_deserializer=idlock_dot_v1_dot_orchestrator__service__pb2.ListUsageRequest.FromString,
+                    response_serializer=idlock_dot_v1_dot_orchestrator__service__pb2.ListUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -306,6 +323,33 @@ class OrchestratorService:
             '/idlock.v1.OrchestratorService/RecordFeedback',
             idlock_dot_v1_dot_orchestrator__service__pb2.RecordFeedbackRequest.SerializeToString,
             idlock_dot_v1_dot_orchestrator__service__pb2.RecordFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idlock.v1.OrchestratorService/ListUsage',
+            idlock_dot_v1_dot_orchestrator__service__pb2.ListUsageRequest.SerializeToString,
+            idlock_dot_v1_dot_orchestrator__service__pb2.ListUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,6 +11,7 @@ from services.memory.prompt import (
     compose_template,
 )
 from tests.fakes.groq_server import FakeGroqServer
+from tests.metrics_probe import metrics_change
 
 SHEET = CharacterSheet(
     name="Aria", eyes="green eyes", hair="short silver hair", must_keep=("green eyes", "short silver hair")
@@ -123,3 +124,14 @@ async def test_control_characters_cleaned(fake, llm):
     assert cp.engine == "llm"
     assert "\x1b" not in cp.prompt and "\x00" not in cp.prompt and "\u200b" not in cp.prompt
     assert "\nNever change facial structure" in cp.prompt
+
+
+async def test_calls_and_failures_are_exported(fake, llm):
+    fake.reply(GOOD)
+    with metrics_change() as grew:
+        await format_prompt(compose_template(INP), INP, llm)
+        fake.fail_always(500)
+        await format_prompt(compose_template(INP), INP, llm)
+    labels = {"provider": "groq", "model": "fake-model", "purpose": "prompt"}
+    assert grew("idlock_llm_seconds_count", **labels) == 2
+    assert grew("idlock_llm_errors_total", **labels) == 1

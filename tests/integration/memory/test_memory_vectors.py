@@ -5,6 +5,7 @@ import pytest
 
 from idlock.errors import InvalidInput
 from services.memory.vectors import MemoryVectors, point_id
+from tests.metrics_probe import metrics_change
 
 
 def unit(seed, dim=128):
@@ -112,3 +113,13 @@ async def test_local_storage_commits_without_waiting_for_fsync_and_keeps_points(
     assert collection.storage.storage.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert (await again.search_episode_faces("a", "dlib", unit(1)))[0].episode_id == "ep1"
     await again.close()
+
+
+async def test_point_reads_and_writes_are_timed_by_operation(vs):
+    with metrics_change() as grew:
+        await vs.upsert_semantic("char-m", "u1", "dlib", unit(1))
+        await vs.upsert_episode_face("char-m", "u1", "ep1", 1, "dlib", unit(2), ["s3://out"])
+        await vs.search_episode_faces("char-m", "dlib", unit(2), limit=3)
+    assert grew("idlock_vector_seconds_count", op="upsert") == 2
+    assert grew("idlock_vector_seconds_count", op="query_points") >= 1
+    assert grew("idlock_vector_errors_total") == 0

@@ -41,6 +41,7 @@ from idlock.v1 import (
 from idlock.v1 import (
     identity_service_pb2_grpc as ipb_grpc,
 )
+from idlock.v1 import memory_service_pb2_grpc as mpb_grpc
 from idlock.v1 import (
     orchestrator_service_pb2 as pb,
 )
@@ -109,6 +110,8 @@ class Orchestrator:
     servicer: OrchestratorServicer
     peers: Peers
     events: list[tuple[str, events_pb2.JobEvent]] = field(default_factory=list)
+    #: host:port of its gRPC server
+    address: str = ""
 
     def events_of(self, job_id: str) -> list[str]:
         return [subj.rsplit(".", 1)[-1] for subj, ev in self.events if ev.job_id == job_id]
@@ -171,8 +174,10 @@ async def orchestrator(peers: Peers, db_dir: Path, **overrides) -> AsyncIterator
     try:
         async with started_service(
             "orchestrator", peers.data_dir, spec=spec_for(servicer), settings=settings, **env
-        ) as (_service, channel):
-            yield Orchestrator(pb_grpc.OrchestratorServiceStub(channel), servicer, peers, events)
+        ) as (service, channel):
+            yield Orchestrator(
+                pb_grpc.OrchestratorServiceStub(channel), servicer, peers, events, service.address
+            )
     finally:
         await nc.drain()
         bus = await EventBus.connect(NatsSettings(url=peers.env["IDLOCK_NATS_URL"]))
@@ -188,3 +193,29 @@ async def orchestrator(peers: Peers, db_dir: Path, **overrides) -> AsyncIterator
 async def orch(peers, tmp_path) -> AsyncIterator[Orchestrator]:
     async with orchestrator(peers, tmp_path) as o:
         yield o
+
+
+MEMORY_ENV = {"IDLOCK_MEMORY_TEXT_EMBEDDER": "hashing", "IDLOCK_MEMORY_CACHE_BACKEND": "memory"}
+
+
+@pytest.fixture(scope="module")
+async def real_mesh(nats_server, tmp_path_factory) -> AsyncIterator[tuple[Peers, mpb_grpc.MemoryServiceStub]]:
+    """Identity, render (offline) and the real memory service; a reference image in the store."""
+    data_dir = tmp_path_factory.mktemp("orch-real-memory")
+    store = await open_store(StorageSettings(), data_dir)
+    face = skdata.astronaut()
+    ref = await refs.put_image(
+        store, "uploads/arya/ref_0.png", encode_png(face), width=face.shape[1], height=face.shape[0]
+    )
+    env = {"IDLOCK_NATS_URL": nats_server.url}
+    async with running_services(
+        data_dir,
+        ["identity", "render", "memory"],
+        env=env,
+        per_service_env={"render": OFFLINE_RENDER, "memory": MEMORY_ENV},
+    ) as channels:
+        env.update(
+            {k: os.environ[k] for k in ("IDLOCK_IDENTITY_ADDR", "IDLOCK_RENDER_ADDR", "IDLOCK_MEMORY_ADDR")}
+        )
+        memory = mpb_grpc.MemoryServiceStub(channels["memory"])
+        yield Peers(data_dir, env, None, common_pb2.IdentityVector(), [ref]), memory  # type: ignore[arg-type]

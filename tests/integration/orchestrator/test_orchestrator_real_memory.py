@@ -5,46 +5,13 @@ first introduced and the second ended."""
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from skimage import data as skdata
 
-from idlock import refs
-from idlock.images import encode_png
-from idlock.settings import StorageSettings
-from idlock.storage import open_store
 from idlock.v1 import common_pb2
 from idlock.v1 import memory_service_pb2 as mpb
-from idlock.v1 import memory_service_pb2_grpc as mpb_grpc
-from tests.harness import running_services
-from tests.integration.orchestrator.conftest import OFFLINE_RENDER, OWNER, Peers, orchestrator
-
-MEMORY_ENV = {"IDLOCK_MEMORY_TEXT_EMBEDDER": "hashing", "IDLOCK_MEMORY_CACHE_BACKEND": "memory"}
-
-
-@pytest.fixture(scope="module")
-async def real_mesh(nats_server, tmp_path_factory) -> AsyncIterator[tuple[Peers, mpb_grpc.MemoryServiceStub]]:
-    data_dir = tmp_path_factory.mktemp("orch-real-memory")
-    store = await open_store(StorageSettings(), data_dir)
-    face = skdata.astronaut()
-    ref = await refs.put_image(
-        store, "uploads/arya/ref_0.png", encode_png(face), width=face.shape[1], height=face.shape[0]
-    )
-    env = {"IDLOCK_NATS_URL": nats_server.url}
-    async with running_services(
-        data_dir,
-        ["identity", "render", "memory"],
-        env=env,
-        per_service_env={"render": OFFLINE_RENDER, "memory": MEMORY_ENV},
-    ) as channels:
-        env.update(
-            {k: os.environ[k] for k in ("IDLOCK_IDENTITY_ADDR", "IDLOCK_RENDER_ADDR", "IDLOCK_MEMORY_ADDR")}
-        )
-        memory = mpb_grpc.MemoryServiceStub(channels["memory"])
-        yield Peers(data_dir, env, None, common_pb2.IdentityVector(), [ref]), memory  # type: ignore[arg-type]
+from tests.integration.orchestrator.conftest import OWNER, orchestrator
 
 
 async def test_two_scenes_through_the_real_memory_service(real_mesh, tmp_path) -> None:

@@ -15,6 +15,7 @@ from idlock.v1 import common_pb2, events_pb2
 from idlock.v1 import orchestrator_service_pb2 as pb
 from services.orchestrator.jobs import JobStore
 from tests.integration.orchestrator.conftest import OWNER, orchestrator
+from tests.metrics_probe import metrics_change
 
 
 def count_renders(orch) -> list[str]:
@@ -140,11 +141,15 @@ async def test_a_transient_failure_is_retried_without_rendering_again(peers, tmp
         cid = peers.add_character()
         # the channel itself retries UNAVAILABLE 4 times (RecordEpisode is idempotent); 5 failures outlast that
         peers.memory.fail_record = 5
-        job = (await orch.submit(cid)).job
-        done = await orch.wait_status(job.id, [common_pb2.JOB_STATUS_SUCCEEDED, common_pb2.JOB_STATUS_FAILED])
+        with metrics_change() as grew:
+            job = (await orch.submit(cid)).job
+            done = await orch.wait_status(
+                job.id, [common_pb2.JOB_STATUS_SUCCEEDED, common_pb2.JOB_STATUS_FAILED]
+            )
         assert done.status == common_pb2.JOB_STATUS_SUCCEEDED, done.error_message
         # waited out within the attempt (the step's retry window), and said so while it waited
         assert done.attempts == 1 and renders == [job.id] and not done.waiting_for
+        assert grew("idlock_job_waits_total", waiting_for="memory") >= 1
         assert len(peers.memory.episodes) >= 1 and (cid, job.id) in peers.memory.episodes
         waits = [ev for _, ev in orch.events if ev.job_id == job.id and ev.waiting_for]
         assert waits and {(ev.waiting_for, ev.step) for ev in waits} == {("memory", "record")}

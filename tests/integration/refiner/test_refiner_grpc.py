@@ -29,6 +29,7 @@ from services.render.providers.compositor import CompositorProvider
 from tests.fakes.gemini_server import FakeGeminiServer
 from tests.harness import FACES_DIR, serving
 from tests.integration.orchestrator.fake_memory import fake_memory_server
+from tests.metrics_probe import metrics_change
 
 OFFLINE_RENDER = {"IDLOCK_RENDER_PROVIDERS": '["compositor"]', "IDLOCK_RENDER_GEMINI_API_KEY": ""}
 
@@ -116,17 +117,19 @@ def _drifted(
 async def test_reference_warp_repairs_a_drifted_face(mesh):
     cid, _, _ = await mesh.character("astro", [_astronaut_png()])
     scene = await mesh.put(_drifted([_astronaut_png()], drift="distorted"))
-    resp = await mesh.stub.Refine(
-        pb.RefineRequest(
-            image=scene,
-            character_id=cid,
-            threshold=0.75,
-            max_attempts=2,
-            strategy=pb.REFINE_STRATEGY_REFERENCE_WARP,
-            job_id="job-warp",
+    with metrics_change() as grew:
+        resp = await mesh.stub.Refine(
+            pb.RefineRequest(
+                image=scene,
+                character_id=cid,
+                threshold=0.75,
+                max_attempts=2,
+                strategy=pb.REFINE_STRATEGY_REFERENCE_WARP,
+                job_id="job-warp",
+            )
         )
-    )
     assert resp.face_found and resp.improved
+    assert grew("idlock_refine_attempts_total", method="reference-warp", outcome="chosen") == 1
     assert resp.before.calibrated < resp.after.calibrated and resp.after.calibrated >= 0.75
     assert resp.before.encoder == "dlib"
     a = resp.attempts[0]

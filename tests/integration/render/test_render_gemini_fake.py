@@ -23,6 +23,7 @@ from services.render.models import EditRequest, RenderRequest
 from services.render.providers.gemini import GeminiProvider, parse_retry_after
 from services.render.settings import RenderSettings
 from tests.fakes.gemini_server import Reply, default_image
+from tests.metrics_probe import metrics_change
 
 BACKOFF = 0.01
 
@@ -306,3 +307,21 @@ async def test_deadline_too_short_for_backoff(fake_gemini):
         await p.render(RenderRequest(prompt="x", deadline_s=1.0))
     await p.aclose()
     assert fake_gemini.calls == 1
+
+
+# --- metrics ----------------------------------------------------------------------------------------------------
+async def test_provider_calls_retries_errors_and_fallbacks_are_exported(fake_gemini):
+    model = _settings(fake_gemini).gemini_model
+    r = Renderer(_settings(fake_gemini, providers=["gemini", "compositor"]))
+    with metrics_change() as grew:
+        fake_gemini.script(Reply.error(429))  # one retry, then an image
+        await r.render(RenderRequest(prompt="x", width=64, height=64))
+        fake_gemini.default = Reply.error(503)  # three tries, then the compositor
+        await r.render(RenderRequest(prompt="x", width=128, height=128, seed=1))
+    await r.aclose()
+    assert grew("idlock_provider_seconds_count", provider="gemini", model=model, op="render") == 2
+    assert grew("idlock_provider_seconds_count", provider="compositor", op="render") == 1
+    assert grew("idlock_provider_retries_total", provider="gemini", model=model) == 1 + 2
+    assert grew("idlock_provider_errors_total", provider="gemini", model=model, code="unavailable") == 1
+    assert grew("idlock_provider_fallbacks_total", provider="gemini") == 1
+    assert grew("idlock_provider_errors_total", provider="compositor") == 0

@@ -22,6 +22,7 @@ from services.trainer.server import TrainerServicer, spec_for
 from services.trainer.settings import TrainerSettings
 from tests.fakes.trainer_data import near_duplicate, textured
 from tests.harness import started_service, stream_events
+from tests.metrics_probe import Change
 
 
 def _env(nats_url: str, model) -> dict[str, str]:
@@ -75,6 +76,7 @@ async def test_golden_images_to_an_active_lora_and_erasure(nats_server, tiny_mod
     pics["copy"] = textured(5)  # scores best of all, but is a near-copy of a reference: never golden
     idrs = {"a": 0.9, "b": 0.95, "low": 0.6, "down": 0.92, "twin": 0.88, "copy": 0.98}
     env = _env(nats_server.url, tiny_model)
+    grew = Change()  # the training run, its activation and the rollback, as the trainer's metrics say
     with mock.patch.dict(os.environ, {**env, "IDLOCK_DATA_DIR": str(tmp_path), "IDLOCK_TRAINER_PORT": "0"}):
         settings = TrainerSettings()
         servicer = TrainerServicer(settings, face_finder=None, scorer_factory=_alternating_scorer())
@@ -167,6 +169,11 @@ async def test_golden_images_to_an_active_lora_and_erasure(nats_server, tiny_mod
 
             history = (await stub.ListLoras(pb.ListLorasRequest(character_id=character))).loras
             assert [h.id for h in history] == [run.lora_id]
+
+            await stub.RollbackLora(pb.RollbackLoraRequest(character_id=character))
+            assert grew("idlock_training_runs_total", outcome="approved") == 1
+            assert grew("idlock_lora_activations_total", how="validated") == 1
+            assert grew("idlock_lora_rollbacks_total") == 1
 
             erased = await stub.DeleteCharacterArtifacts(
                 pb.DeleteCharacterArtifactsRequest(character_id=character)
