@@ -97,7 +97,8 @@ class _DeadlineAndContext:
         metadata.extend((k, v) for k, v in carrier.items() if k not in keys)
         for _, var, key in telemetry.BOUND:
             value = var.get()
-            if value and key not in keys:
+            # ids for the peer's log lines; a caller's odd value (not printable ASCII) is not a valid header
+            if value and key not in keys and len(value) <= 200 and value.isascii() and value.isprintable():
                 metadata.append((key, value))
         auth = mesh_auth.current()
         if mesh_auth.METADATA_KEY not in keys and auth is not None:

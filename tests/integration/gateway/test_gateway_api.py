@@ -845,6 +845,10 @@ async def test_generate_rejections_forward_nothing(api: Api) -> None:
     assert_error(
         await submit({"character_id": "chr_unknown", "prompt": "x"}), 404, "not_found", "chr_unknown"
     )
+    # an id that is no valid gRPC header value (it rides along to the peers for their log lines): still a 404
+    assert_error(
+        await submit({"character_id": "\ue2e7\u00eb{", "prompt": "x"}, headers=bob), 404, "not_found"
+    )
     assert_error(
         await submit(
             {"character_id": cid, "prompt": "x", "pose_image_url": "https://intranet.example.com/p.png"}

@@ -16,6 +16,7 @@ from idlock.v1 import common_pb2
 from services.orchestrator.image_flow import REPOSE
 from tests.fakes.gemini_server import FakeGeminiServer, Reply
 from tests.integration.orchestrator.conftest import Peers, mesh_peers, orchestrator
+from tests.metrics_probe import Change, metrics_change
 
 PROMPT = "Arya stands on a cliff at sunset in a red cloak"
 
@@ -64,10 +65,13 @@ async def test_a_copy_is_regenerated_and_an_honest_answer_kept(
     fake_gemini.reset()
     fake_gemini.script(Reply.copy(), Reply.ok(image=photos[1]))
     async with orchestrator(gemini_peers, tmp_path, near_copy="regenerate") as o:
-        job = await _run(o, gemini_peers)
+        with metrics_change() as grew:
+            job = await _run(o, gemini_peers)
     assert job.status == common_pb2.JOB_STATUS_SUCCEEDED, job.error_message
     m = job.metrics
     assert m.regenerated and m.copy.checked and not m.copy.near_copy, m
+    assert grew("idlock_near_copies_total", action="regenerated") == 1
+    assert grew("idlock_job_step_seconds_count", step="regenerate") == 1
     assert m.copy_note.startswith(
         "regenerated once to re-pose: the first output was a near-copy of reference 1"
     )
@@ -96,6 +100,7 @@ async def test_flag_and_fail_settings(gemini_peers, fake_gemini, tmp_path) -> No
     fake_gemini.answer = "copy"
     (tmp_path / "flag").mkdir()
     (tmp_path / "fail").mkdir()
+    grew = Change()
     async with orchestrator(gemini_peers, tmp_path / "flag", near_copy="flag") as o:
         flagged = await _run(o, gemini_peers)
     assert flagged.status == common_pb2.JOB_STATUS_SUCCEEDED
@@ -106,4 +111,7 @@ async def test_flag_and_fail_settings(gemini_peers, fake_gemini, tmp_path) -> No
         failed = await _run(o, gemini_peers)
     assert failed.status == common_pb2.JOB_STATUS_FAILED and failed.error_code == "near_copy"
     assert "near-copy of reference 1" in failed.error_message and "NEAR_COPY=fail" in failed.error_message
+    assert grew("idlock_near_copies_total", action="flagged") == 1
+    assert grew("idlock_near_copies_total", action="failed") == 1
+    assert grew("idlock_jobs_finished_total", status="failed") == 1
     fake_gemini.answer = "colour"

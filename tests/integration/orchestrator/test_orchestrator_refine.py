@@ -7,6 +7,7 @@ import os
 import uuid
 from unittest import mock
 
+import pytest
 from skimage import data as skdata
 
 from idlock import refs
@@ -21,6 +22,7 @@ from services.render.models import RenderRequest
 from services.render.providers.compositor import CompositorProvider
 from tests.harness import serving
 from tests.integration.orchestrator.conftest import orchestrator
+from tests.metrics_probe import metrics_change
 
 SUCCEEDED_OR_FAILED = [common_pb2.JOB_STATUS_SUCCEEDED, common_pb2.JOB_STATUS_FAILED]
 
@@ -58,11 +60,22 @@ async def test_drifted_render_is_refined_and_becomes_the_result(peers, tmp_path)
             async with orchestrator(peers, tmp_path) as orch:
                 cid = await _drifting_character(peers)
                 # a fixed seed: the same scene every run (the drifted face is detectable in it)
-                resp = await orch.submit(cid, options=pb.GenerationOptions(refine_face=True, seed=3))
-                job = await orch.wait_status(resp.job.id, SUCCEEDED_OR_FAILED, timeout_s=60)
+                with metrics_change() as grew:
+                    resp = await orch.submit(cid, options=pb.GenerationOptions(refine_face=True, seed=3))
+                    job = await orch.wait_status(resp.job.id, SUCCEEDED_OR_FAILED, timeout_s=60)
     assert job.status == common_pb2.JOB_STATUS_SUCCEEDED, job.error_message
     m = job.metrics
     assert m.refine_needed and m.refined, m.refine_note
+    assert grew("idlock_refine_total", outcome="refined") == 1
+    assert grew("idlock_idr_sum", encoder="dlib", stage="after") == pytest.approx(
+        m.idr_after.calibrated, abs=1e-6
+    )
+    assert grew("idlock_idr_sum", encoder="dlib", stage="final") == pytest.approx(
+        m.idr_after.calibrated, abs=1e-6
+    )
+    assert grew("idlock_idr_sum", encoder="dlib", stage="before") == pytest.approx(
+        m.idr_before.calibrated, abs=1e-6
+    )
     assert m.idr_after.calibrated > m.idr_before.calibrated and m.idr_after.encoder == "dlib"
     assert m.refine_note.startswith("refined by reference-warp")
     assert f"refine/{job.id}/" in job.result_image.uri  # the refined image is the job's result
@@ -75,10 +88,15 @@ async def test_unreachable_refiner_keeps_the_image(peers, tmp_path) -> None:
     with mock.patch.dict(os.environ, {"IDLOCK_REFINER_ADDR": f"127.0.0.1:{free_port()}"}):
         async with orchestrator(peers, tmp_path, refine_timeout_s=5.0) as orch:
             cid = peers.add_character()
-            resp = await orch.submit(cid, options=pb.GenerationOptions(refine_face=True))
-            job = await orch.wait_status(resp.job.id, SUCCEEDED_OR_FAILED, timeout_s=60)
+            with metrics_change() as grew:
+                resp = await orch.submit(cid, options=pb.GenerationOptions(refine_face=True))
+                job = await orch.wait_status(resp.job.id, SUCCEEDED_OR_FAILED, timeout_s=60)
     assert job.status == common_pb2.JOB_STATUS_SUCCEEDED, job.error_message
     m = job.metrics
     assert m.refine_needed and not m.refined
+    assert (
+        grew("idlock_refine_total", outcome="unavailable") == 1
+        and grew("idlock_idr_count", stage="after") == 0
+    )
     assert m.refine_note.startswith(REFINER_UNAVAILABLE) and "refiner.Refine" in m.refine_note
     assert job.result_image.uri.endswith(f"jobs/{job.id}/image.png")

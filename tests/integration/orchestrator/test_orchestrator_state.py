@@ -9,6 +9,7 @@ from idlock.v1 import common_pb2
 from services.orchestrator.state_extraction import StateExtractor, VisionStateReader, heuristic_state
 from tests.fakes.gemini_server import FakeGeminiServer, Reply
 from tests.integration.orchestrator.conftest import orchestrator
+from tests.metrics_probe import Change
 
 
 def test_heuristic_reads_additions_and_removals() -> None:
@@ -49,6 +50,7 @@ async def test_vision_answer_in_the_schema_and_fallback_on_failure() -> None:
         fake.script(Reply.text_only(json.dumps(answer)), Reply.error(500), Reply.text_only("not json"))
         reader = VisionStateReader("test-key", "gemini-2.5-flash", base_url=fake.base_url, timeout_s=5)
         ex = StateExtractor(reader, timeout_s=5)
+        grew = Change()
         try:
             s = await ex.extract(
                 user_prompt="Arya drops the sword in a cave", image=b"\x89PNG fake", mime="image/png"
@@ -70,6 +72,11 @@ async def test_vision_answer_in_the_schema_and_fallback_on_failure() -> None:
                 s = await ex.extract(user_prompt="Arya in a forest", image=b"img")
                 assert s.source == "heuristic" and s.added["setting"] == ["forest"]
                 assert s.fallback_reason.startswith("vision:gemini-2.5-flash failed")
+            labels = {"provider": "gemini", "model": "gemini-2.5-flash", "purpose": "state"}
+            assert grew("idlock_llm_seconds_count", **labels) == 3
+            assert (
+                grew("idlock_llm_errors_total", **labels) == 1
+            )  # the 500; "not json" is an answer, read badly
         finally:
             await ex.aclose()
 
