@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway import errors, pose, studio
 from gateway.core import Gateway
 from gateway.metrics import HTTP_REQUESTS, HTTP_SECONDS
-from gateway.routers import admin, auth, characters, jobs, objects, reports
+from gateway.routers import admin, auth, characters, jobs, learning, objects, reports
 from gateway.schemas import Liveness, Readiness
 from gateway.settings import GatewaySettings
 from idlock import grpc_client
@@ -219,7 +219,15 @@ def create_app(
         ready = all(v == "SERVING" for v in components.values())
         return JSONResponse({"ready": ready, "components": components}, status_code=200 if ready else 503)
 
-    for router in (auth.router, characters.router, jobs.router, admin.router, reports.router, objects.router):
+    for router in (
+        auth.router,
+        characters.router,
+        learning.router,
+        jobs.router,
+        admin.router,
+        reports.router,
+        objects.router,
+    ):
         app.include_router(router)
     studio.install(app)
     _document_settings(app, settings)

@@ -34,7 +34,7 @@ from idlock import grpc_client, mesh_auth
 from idlock.db import Database
 from idlock.settings import DatabaseSettings, MeshSettings, NatsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
-from idlock.v1 import common_pb2, memory_service_pb2, memory_service_pb2_grpc
+from idlock.v1 import common_pb2, memory_service_pb2, memory_service_pb2_grpc, trainer_service_pb2_grpc
 from idlock.v1 import orchestrator_service_pb2 as orch_pb2
 from idlock.v1 import orchestrator_service_pb2_grpc as orch_grpc
 
@@ -96,6 +96,7 @@ class Gateway:
         self.channels: dict[str, grpc.aio.Channel] = {}
         self.memory: memory_service_pb2_grpc.MemoryServiceStub | None = None
         self.orchestrator: orch_grpc.OrchestratorServiceStub | None = None
+        self.trainer: trainer_service_pb2_grpc.TrainerServiceStub | None = None
         self.downloads: objects.Downloads | None = None
         self.reports: Reports | None = None
         self.events = GatewayEvents(self.nats_settings)
@@ -126,7 +127,7 @@ class Gateway:
             self.reports.frozen_object,
             presigned=self.settings.s3_presigned_links,
         )
-        for name in ("memory", "orchestrator"):
+        for name in ("memory", "orchestrator", "trainer"):
             self.channels[name] = grpc_client.channel(
                 getattr(self.mesh, f"{name}_addr"),
                 default_timeout_s=self.settings.rpc_timeout_s,
@@ -134,6 +135,7 @@ class Gateway:
             )
         self.memory = memory_service_pb2_grpc.MemoryServiceStub(self.channels["memory"])
         self.orchestrator = orch_grpc.OrchestratorServiceStub(self.channels["orchestrator"])
+        self.trainer = trainer_service_pb2_grpc.TrainerServiceStub(self.channels["trainer"])
         s = self.settings
         self._sweeping = asyncio.create_task(
             user_uploads.sweep_forever(self.store, s.upload_ttl_s, s.upload_sweep_interval_s),

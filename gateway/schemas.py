@@ -156,6 +156,10 @@ class GenerateOptionsIn(Strict):
     video_duration_s: StrictFloat = Field(0.0, ge=0, le=60, description="Video length (0: provider default).")
     dialogue: str = Field("", max_length=1000, description="Spoken line for video providers that support it.")
     watermark: StrictBool = Field(False, description="Watermark the result.")
+    bypass_lora: StrictBool = Field(
+        False,
+        description="Render without the character's active LoRA (the base model), e.g. to compare the two.",
+    )
 
     @model_validator(mode="after")
     def _video_only(self) -> GenerateOptionsIn:

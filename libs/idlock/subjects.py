@@ -74,6 +74,7 @@ GOLDEN_COLLECTED = event_subject("golden", "collected")
 LORA_TRAINED = event_subject("lora", "trained")
 LORA_ACTIVATED = event_subject("lora", "activated")
 LORA_ARCHIVED = event_subject("lora", "archived")
+LEARNING_DECIDED = event_subject("learning", "decided")
 FEEDBACK_RECORDED = event_subject("feedback", "recorded")
 REPORT_FILED = event_subject("report", "filed")
 REPORT_RESOLVED = event_subject("report", "resolved")
@@ -93,6 +94,7 @@ ALL_EVENTS = (
     LORA_TRAINED,
     LORA_ACTIVATED,
     LORA_ARCHIVED,
+    LEARNING_DECIDED,
     FEEDBACK_RECORDED,
     REPORT_FILED,
     REPORT_RESOLVED,

@@ -1,5 +1,5 @@
 """The trainer's bus consumers (durable, explicit ack):
-- `idlock.events.job.succeeded` (TRAINER_GOLDEN): golden collection;
+- `idlock.events.job.succeeded` (TRAINER_GOLDEN): the degradation watch, golden collection;
 - `idlock.events.feedback.recorded`: a down rating removes (or pre-empts) the job's golden image; up boosts it;
 - `idlock.events.character.deleted`: erases the character's training artifacts;
 - `idlock.jobs.train` (TRAINER_TRAIN, work queue): runs a training run, heartbeating while it trains.
@@ -18,6 +18,7 @@ from services.trainer.golden import GoldenCollector
 from services.trainer.registry import DOWN, UP
 from services.trainer.runs import SETTLED, TrainingRuns
 from services.trainer.runtime import TrainerRuntime
+from services.trainer.watch import DegradationWatch
 
 log = logging.getLogger("idlock.trainer")
 
@@ -31,10 +32,13 @@ RATINGS = {
 
 
 class TrainerHandlers:
-    def __init__(self, rt: TrainerRuntime, golden: GoldenCollector, runs: TrainingRuns) -> None:
+    def __init__(
+        self, rt: TrainerRuntime, golden: GoldenCollector, runs: TrainingRuns, watch: DegradationWatch
+    ) -> None:
         self.rt = rt
         self.golden = golden
         self.runs = runs
+        self.watch = watch
 
     async def start(self) -> list[Worker]:
         rt, s = self.rt, self.rt.settings
@@ -65,6 +69,7 @@ class TrainerHandlers:
     async def on_job_succeeded(self, delivery: Delivery) -> None:
         ev = delivery.message
         if isinstance(ev, events_pb2.JobEvent):
+            await self.watch.observe(ev)  # idempotent per job: a redelivery is not counted twice
             await self.golden.collect(ev)
 
     async def on_feedback(self, delivery: Delivery) -> None:

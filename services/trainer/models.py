@@ -11,7 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from idlock.db import aware, make_base, utcnow  # noqa: F401 (re-exported to the service)
 
-SCHEMA_VERSION = 1
+#: 2: idr_observations and learning_decisions (the degradation watch)
+SCHEMA_VERSION = 2
 
 Base = make_base("trainer", type_annotation_map={dict[str, Any]: JSON, list[Any]: JSON})
 
@@ -121,3 +122,46 @@ class LoraModel(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class IdrObservation(Base):
+    """The calibrated IDR of one succeeded job of a character (its result as delivered), with the LoRA that made
+    it: what the degradation watch compares."""
+
+    __tablename__ = "idr_observations"
+    __table_args__ = (Index(None, "character_id", "observed_at"),)
+
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    character_id: Mapped[str] = mapped_column(String(64))
+    idr: Mapped[float] = mapped_column(Float)
+    encoder: Mapped[str] = mapped_column(String(64), default="")
+    provider: Mapped[str] = mapped_column(String(64), default="")
+    lora_id: Mapped[str] = mapped_column(String(128), default="")
+    kind: Mapped[str] = mapped_column(String(8), default="image")
+    observed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LearningDecisionRow(Base):
+    """What the self-learning loop decided for a character, and why."""
+
+    __tablename__ = "learning_decisions"
+    __table_args__ = (Index(None, "character_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    character_id: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    lora_id: Mapped[str] = mapped_column(String(128), default="")
+    recent_idr: Mapped[float] = mapped_column(Float, default=0.0)
+    baseline_idr: Mapped[float] = mapped_column(Float, default=0.0)
+    recent_jobs: Mapped[int] = mapped_column(Integer, default=0)
+    baseline_jobs: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+async def _add_watch_tables(conn: Any) -> None:
+    """2: the degradation watch's tables are new; create_all adds them after this step."""
+
+
+#: upgrade steps by the version they bring a stored schema to
+UPGRADES = {2: _add_watch_tables}

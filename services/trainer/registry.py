@@ -24,6 +24,8 @@ from services.trainer.models import (
     Dataset,
     Feedback,
     GoldenImage,
+    IdrObservation,
+    LearningDecisionRow,
     LoraModel,
     TrainingRun,
     utcnow,
@@ -281,7 +283,15 @@ class TrainerRepository:
     async def delete_character(self, character_id: str) -> int:
         rows = 0
         async with self.db.session() as s:
-            for model in (GoldenImage, Feedback, Dataset, TrainingRun, LoraModel):
+            for model in (
+                GoldenImage,
+                Feedback,
+                Dataset,
+                TrainingRun,
+                LoraModel,
+                IdrObservation,
+                LearningDecisionRow,
+            ):
                 res = await s.execute(delete(model).where(model.character_id == character_id))
                 rows += int(res.rowcount or 0)
         return rows

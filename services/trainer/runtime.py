@@ -47,7 +47,7 @@ class TrainerRuntime:
 
     async def open(self) -> None:
         self.db = Database.open(DatabaseSettings(), service="trainer", data_dir=self.data_dir)
-        await self.db.migrate(m.Base.metadata, version=m.SCHEMA_VERSION)
+        await self.db.migrate(m.Base.metadata, version=m.SCHEMA_VERSION, upgrades=m.UPGRADES)
         self.repo = TrainerRepository(self.db)
         self.store = await open_store(StorageSettings(), self.data_dir)
         self.bus = await EventBus.connect_optional(

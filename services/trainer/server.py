@@ -2,6 +2,7 @@
 
 Where things live: `runtime.py` (what the process opens and closes), `golden.py` (golden collection),
 `datasets.py` (dataset building), `runs.py` (training runs), `decisions.py` (validation, activation, rollback),
+`watch.py` (the degradation watch: IDR over time, automatic rollback),
 `erasure.py`, `handlers.py` (bus consumers), `clients.py` (peers). The model code is `dataset.py`, `training.py`,
 `validation.py`; the tables are `registry.py`.
 """
@@ -22,10 +23,12 @@ from services.trainer.erasure import delete_artifacts
 from services.trainer.golden import GoldenCollector
 from services.trainer.handlers import TrainerHandlers
 from services.trainer.registry import TrainerRepository
+from services.trainer.reports import learning_report, report_pb
 from services.trainer.runs import TrainingRuns
 from services.trainer.runtime import TrainerRuntime
 from services.trainer.settings import TrainerSettings
 from services.trainer.views import check_character_id, golden_pb, lora_pb, run_pb
+from services.trainer.watch import DegradationWatch
 
 SETTINGS = TrainerSettings
 
@@ -44,6 +47,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         self.decisions = LoraDecisions(self.rt, scorer_factory)
         self.runs = TrainingRuns(self.rt, self.datasets, self.decisions)
         self.golden = GoldenCollector(self.rt, self.datasets, self.runs)
+        self.watch = DegradationWatch(self.rt, self.decisions)
         self.workers: list[Worker] = []
 
     @property
@@ -53,7 +57,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
     async def startup(self) -> None:
         await self.rt.open()
         if self.rt.bus is not None:
-            self.workers = await TrainerHandlers(self.rt, self.golden, self.runs).start()
+            self.workers = await TrainerHandlers(self.rt, self.golden, self.runs, self.watch).start()
 
     async def shutdown(self) -> None:
         for w in self.workers:
@@ -135,6 +139,12 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         return pb.ListLorasResponse(
             loras=[lora_pb(r) for r in await self.rt.repo.list_loras(request.character_id)]
         )
+
+    async def GetLearningReport(
+        self, request: pb.GetLearningReportRequest, context
+    ) -> pb.GetLearningReportResponse:
+        check_character_id(request.character_id)
+        return report_pb(await learning_report(self.rt, request.character_id))
 
     async def DeleteCharacterArtifacts(
         self, request: pb.DeleteCharacterArtifactsRequest, context

@@ -123,6 +123,26 @@ class TrainerSettings(GrpcServerSettings):
         0, ge=0, le=2048, description="Side of validation renders; 0: the dataset resolution."
     )
     auto_activate: bool = Field(True, description="Activate an approved LoRA at once (auto-deployment).")
+    watch_window: int = Field(
+        20,
+        ge=2,
+        le=1000,
+        description="Degradation watch: the recent succeeded jobs of a character whose mean calibrated IDR is "
+        "compared with the baseline (the jobs before them, or before the active LoRA's activation).",
+    )
+    watch_min_jobs: int = Field(
+        5, ge=1, le=1000, description="Degradation watch: jobs each side needs before anything is decided."
+    )
+    watch_margin: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Degradation watch: a drop of the recent mean IDR below the baseline's by more than this "
+        "marks the character degraded (and rolls back a LoRA activated before the drop).",
+    )
+    watch_rollback: bool = Field(
+        True, description="Roll back at once an active LoRA whose jobs' IDR fell below the jobs' before it."
+    )
 
     @field_validator("test_scenes")
     @classmethod

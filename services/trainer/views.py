@@ -97,4 +97,12 @@ def tag_list(tags: dict) -> list[str]:
     return out
 
 
-__all__ = ["RUN_STATE", "STATUS", "check_character_id", "golden_pb", "lora_pb", "run_pb", "tag_list"]
+__all__ = [
+    "RUN_STATE",
+    "STATUS",
+    "check_character_id",
+    "golden_pb",
+    "lora_pb",
+    "run_pb",
+    "tag_list",
+]

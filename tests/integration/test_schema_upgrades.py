@@ -1,7 +1,8 @@
 """The release's schema upgrades run on tables of the previous release (SQLite and Postgres) and keep their rows:
 memory's episodes gain `context` and `provider_label` (2) and `copy_check` (3), and erasure records (4); the
 gateway's users gain `name` (2) and the failed sign-in count and lock (3), the shared rate buckets (4), and
-reports with frozen characters (5), sign-in strikes of unknown emails (6); the orchestrator's jobs gain `erased_at` and an index by character (2)."""
+reports with frozen characters (5), sign-in strikes of unknown emails (6); the orchestrator's jobs gain `erased_at` and an index by character (2); the trainer gains the degradation
+watch's IDR history and decisions (2)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from idlock.db import Database
 from idlock.settings import DatabaseSettings
 from services.memory import models as memory_models
 from services.orchestrator import models as orchestrator_models
+from services.trainer import models as trainer_models
 
 
 async def _as_release_1(db: Database, metadata, table: str, columns: list[str]) -> None:
@@ -158,3 +160,28 @@ async def _indexes(db: Database, table: str) -> set[str]:
         return await c.run_sync(
             lambda sc: {i["name"] for i in inspect(sc).get_indexes(table, schema=db.schema)}
         )
+
+
+async def test_trainer_gains_the_degradation_watch_tables(
+    db_url: str, db_schema: str, data_dir: Path
+) -> None:
+    db = Database.open(DatabaseSettings(url=db_url), service="trainer", data_dir=data_dir, schema=db_schema)
+    try:
+        await db.migrate(trainer_models.Base.metadata, version=1)
+        async with db.connect() as c:  # release 1 had no IDR history or decisions
+            for table in ("idr_observations", "learning_decisions"):
+                await c.execute(text(f"DROP TABLE {table}"))
+        async with db.session() as s:
+            s.add(trainer_models.LoraModel(id="lora_c1_v1", character_id="c1", version=1, status="active"))
+        assert "idr_observations" not in await _tables(db)
+        version = trainer_models.SCHEMA_VERSION
+        assert version == 2
+        found = await db.migrate(
+            trainer_models.Base.metadata, version=version, upgrades=trainer_models.UPGRADES
+        )
+        assert found == 1
+        assert {"idr_observations", "learning_decisions"} <= await _tables(db)
+        async with db.session() as s:
+            assert (await s.get(trainer_models.LoraModel, "lora_c1_v1")).status == "active"
+    finally:
+        await db.close()

@@ -154,6 +154,30 @@ class LoraEvent(_message.Message):
     run_id: str
     def __init__(self, lora_id: _Optional[str] = ..., character_id: _Optional[str] = ..., status: _Optional[_Union[_trainer_service_pb2.LoraStatus, str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., eta_s: _Optional[float] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_id: _Optional[str] = ...) -> None: ...
 
+class LearningDecision(_message.Message):
+    __slots__ = ("decision_id", "character_id", "decision", "reason", "lora_id", "recent_idr", "baseline_idr", "recent_jobs", "baseline_jobs", "at")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LORA_ID_FIELD_NUMBER: _ClassVar[int]
+    RECENT_IDR_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_IDR_FIELD_NUMBER: _ClassVar[int]
+    RECENT_JOBS_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_JOBS_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    character_id: str
+    decision: str
+    reason: str
+    lora_id: str
+    recent_idr: float
+    baseline_idr: float
+    recent_jobs: int
+    baseline_jobs: int
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, decision_id: _Optional[str] = ..., character_id: _Optional[str] = ..., decision: _Optional[str] = ..., reason: _Optional[str] = ..., lora_id: _Optional[str] = ..., recent_idr: _Optional[float] = ..., baseline_idr: _Optional[float] = ..., recent_jobs: _Optional[int] = ..., baseline_jobs: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class FeedbackRecorded(_message.Message):
     __slots__ = ("job_id", "owner_id", "character_id", "rating", "at")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

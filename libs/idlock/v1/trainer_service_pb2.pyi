@@ -294,3 +294,71 @@ class DeleteCharacterArtifactsResponse(_message.Message):
     objects_removed: int
     rows_removed: int
     def __init__(self, objects_removed: _Optional[int] = ..., rows_removed: _Optional[int] = ...) -> None: ...
+
+class GetLearningReportRequest(_message.Message):
+    __slots__ = ("character_id",)
+    CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
+    character_id: str
+    def __init__(self, character_id: _Optional[str] = ...) -> None: ...
+
+class IdrStats(_message.Message):
+    __slots__ = ("count", "mean", "std", "min")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    mean: float
+    std: float
+    min: float
+    def __init__(self, count: _Optional[int] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., min: _Optional[float] = ...) -> None: ...
+
+class IdrGroup(_message.Message):
+    __slots__ = ("key", "stats")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    stats: IdrStats
+    def __init__(self, key: _Optional[str] = ..., stats: _Optional[_Union[IdrStats, _Mapping]] = ...) -> None: ...
+
+class LearningDecisionRecord(_message.Message):
+    __slots__ = ("decision", "reason", "lora_id", "recent_idr", "baseline_idr", "recent_jobs", "baseline_jobs", "at")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LORA_ID_FIELD_NUMBER: _ClassVar[int]
+    RECENT_IDR_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_IDR_FIELD_NUMBER: _ClassVar[int]
+    RECENT_JOBS_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_JOBS_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    decision: str
+    reason: str
+    lora_id: str
+    recent_idr: float
+    baseline_idr: float
+    recent_jobs: int
+    baseline_jobs: int
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, decision: _Optional[str] = ..., reason: _Optional[str] = ..., lora_id: _Optional[str] = ..., recent_idr: _Optional[float] = ..., baseline_idr: _Optional[float] = ..., recent_jobs: _Optional[int] = ..., baseline_jobs: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetLearningReportResponse(_message.Message):
+    __slots__ = ("character_id", "overall", "by_week", "by_provider", "by_lora", "state", "decisions", "golden_images", "golden_until_training")
+    CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
+    OVERALL_FIELD_NUMBER: _ClassVar[int]
+    BY_WEEK_FIELD_NUMBER: _ClassVar[int]
+    BY_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    BY_LORA_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    GOLDEN_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    GOLDEN_UNTIL_TRAINING_FIELD_NUMBER: _ClassVar[int]
+    character_id: str
+    overall: IdrStats
+    by_week: _containers.RepeatedCompositeFieldContainer[IdrGroup]
+    by_provider: _containers.RepeatedCompositeFieldContainer[IdrGroup]
+    by_lora: _containers.RepeatedCompositeFieldContainer[IdrGroup]
+    state: str
+    decisions: _containers.RepeatedCompositeFieldContainer[LearningDecisionRecord]
+    golden_images: int
+    golden_until_training: int
+    def __init__(self, character_id: _Optional[str] = ..., overall: _Optional[_Union[IdrStats, _Mapping]] = ..., by_week: _Optional[_Iterable[_Union[IdrGroup, _Mapping]]] = ..., by_provider: _Optional[_Iterable[_Union[IdrGroup, _Mapping]]] = ..., by_lora: _Optional[_Iterable[_Union[IdrGroup, _Mapping]]] = ..., state: _Optional[str] = ..., decisions: _Optional[_Iterable[_Union[LearningDecisionRecord, _Mapping]]] = ..., golden_images: _Optional[int] = ..., golden_until_training: _Optional[int] = ...) -> None: ...

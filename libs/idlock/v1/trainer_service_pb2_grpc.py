@@ -85,6 +85,11 @@ class TrainerServiceStub:
                 request_serializer=idlock_dot_v1_dot_trainer__service__pb2.ListLorasRequest.SerializeToString,
                 response_deserializer=idlock_dot_v1_dot_trainer__service__pb2.ListLorasResponse.FromString,
                 _registered_method=True)
+        self.GetLearningReport = channel.unary_unary(
+                '/idlock.v1.TrainerService/GetLearningReport',
+                request_serializer=idlock_dot_v1_dot_trainer__service__pb2.GetLearningReportRequest.SerializeToString,
+                response_deserializer=idlock_dot_v1_dot_trainer__service__pb2.GetLearningReportResponse.FromString,
+                _registered_method=True)
         self.DeleteCharacterArtifacts = channel.unary_unary(
                 '/idlock.v1.TrainerService/DeleteCharacterArtifacts',
                 request_serializer=idlock_dot_v1_dot_trainer__service__pb2.DeleteCharacterArtifactsRequest.SerializeToString,
@@ -158,6 +163,13 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLearningReport(self, request, context):
+        """A character's identity retention over time and what the self-learning loop decided (the owner's report).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteCharacterArtifacts(self, request, context):
         """Remove a character's golden images, datasets and LoRA files.
         """
@@ -217,6 +229,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.ListLoras,
                     request_deserializer=idlock_dot_v1_dot_trainer__service__pb2.ListLorasRequest.FromString,
                     response_serializer=idlock_dot_v1_dot_trainer__service__pb2.ListLorasResponse.SerializeToString,
+            ),
+            'GetLearningReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLearningReport,
+                    request_deserializer=idlock_dot_v1_dot_trainer__service__pb2.GetLearningReportRequest.FromString,
+                    response_serializer=idlock_dot_v1_dot_trainer__service__pb2.GetLearningReportResponse.SerializeToString,
             ),
             'DeleteCharacterArtifacts': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteCharacterArtifacts,
@@ -495,6 +512,33 @@ class TrainerService:
             '/idlock.v1.TrainerService/ListLoras',
             idlock_dot_v1_dot_trainer__service__pb2.ListLorasRequest.SerializeToString,
             idlock_dot_v1_dot_trainer__service__pb2.ListLorasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLearningReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idlock.v1.TrainerService/GetLearningReport',
+            idlock_dot_v1_dot_trainer__service__pb2.GetLearningReportRequest.SerializeToString,
+            idlock_dot_v1_dot_trainer__service__pb2.GetLearningReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

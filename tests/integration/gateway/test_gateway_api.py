@@ -283,7 +283,7 @@ async def running(
         identity_addr=dead,
         render_addr=dead,
         refiner_addr=dead,
-        trainer_addr=dead,
+        trainer_addr=mesh.addresses.get("trainer", dead),
         memory_addr=mesh.addresses["memory"],
         orchestrator_addr=mesh.addresses["orchestrator"],
     )
@@ -749,7 +749,7 @@ async def test_generate_job_lifecycle_with_idempotency_and_events(api: Api) -> N
         "character_id": cid,
         "prompt": "Arya fights a dragon on a cliff at sunset",
         "style_overrides": ["worn leather armor"],
-        "options": {"video": False, "refine_face": True},
+        "options": {"video": False, "refine_face": True, "bypass_lora": True},
     }
     headers = {**alice, "Idempotency-Key": "retry-me-1"}
     r = await api.client.post("/api/v1/generate", json=body, headers=headers)
@@ -762,6 +762,7 @@ async def test_generate_job_lifecycle_with_idempotency_and_events(api: Api) -> N
     sent = api.mesh.orchestrator.submitted
     assert [s.idempotency_key for s in sent] == ["retry-me-1", "retry-me-1"]
     assert sent[0].options.refine_face is True and list(sent[0].style_overrides) == ["worn leather armor"]
+    assert sent[0].options.bypass_lora is True  # render without the character's active LoRA
     assert len(await api.audit("job_submit")) == 1
 
     job = (await api.client.get(f"/api/v1/job/{job_id}", headers=alice)).json()
