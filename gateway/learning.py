@@ -101,4 +101,5 @@ async def report(gw: Gateway, caller: Caller, character_id: str) -> dict[str, An
         ],
         "golden_images": r.golden_images,
         "golden_until_training": r.golden_until_training,
+        "stage": r.stage or "idle",
     }

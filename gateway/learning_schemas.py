@@ -62,3 +62,7 @@ class LearningReportOut(BaseModel):
     golden_until_training: int = Field(
         description="Golden images still needed before training starts by itself (0: automatic training is off)."
     )
+    stage: str = Field(
+        description="idle (no golden image yet), collecting, training, validating, active (a LoRA renders it), "
+        "rejected (its last LoRA was not good enough) or rolled_back."
+    )

@@ -408,8 +408,9 @@ class JobOut(BaseModel):
     result: JobResultOut | None
     metrics: dict[str, Any] = Field(
         description=(
-            "Timings per step, IDR before and after refinement, provider, LoRA, cost, and copy_similarity / "
-            "near_copy / copy_note: whether the result's face is a near-copy of a reference photo (when done)."
+            "Timings per step, IDR before and after refinement, provider, the LoRA (lora_id, lora_version; null: "
+            "none), cost, and copy_similarity / near_copy / copy_note: whether the result's face is a near-copy of "
+            "a reference photo (when done)."
         )
     )
     error: JobErrorOut | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -161,7 +162,10 @@ def job_metrics(m: orchestrator_service_pb2.JobMetrics) -> dict[str, Any]:
     """The job's metrics as JSON, with its copy check flattened (copy_similarity, near_copy, copy_note)."""
     out = MessageToDict(m, preserving_proto_field_name=True)
     out.pop("copy", None)
-    return out | copy_fields(m.copy) | {"copy_note": m.copy_note or None}
+    # the LoRA that rendered it, by the version its owner sees in /characters/{id}/loras (null: none)
+    version = re.search(r"_v(\d+)$", m.lora_id)
+    lora = {"lora_id": m.lora_id or None, "lora_version": int(version.group(1)) if version else None}
+    return out | copy_fields(m.copy) | {"copy_note": m.copy_note or None} | lora
 
 
 async def episode(e: memory_service_pb2.Episode, url_for: UrlFor) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Dataset builder: golden candidates → a LoRA training set (seed task 2.3).
 
-For each candidate (largest IDR first): decode → face check (found, large enough) → sharpness → perceptual-hash
-de-duplication against what is already kept → a square full frame resized to the training resolution, plus a
-face-aligned crop (eyes levelled) of the same size. Every image gets a caption file
+For each candidate (rated up first, then largest IDR): decode → face check (found, large enough) → sharpness →
+perceptual-hash de-duplication against what is already kept; then attribute balancing (no clothing, prop or setting
+tag on more than a set share of the images, so an outfit most scenes share does not bind to the trigger word; the
+captions name the tags) → a square full frame resized to the training resolution, plus a face-aligned crop (eyes
+levelled) of the same size. An image its owner rated up carries a sampling weight. Every image gets a caption file
 ("a photo of <token> person, <scene tags>"); `metadata.json` holds the statistics: how many were kept, and how
 many were dropped and why.
 
@@ -65,8 +67,11 @@ class Candidate:
     scene_index: int = 0
     idr: float = 0.0
     tags: list[str] = field(default_factory=list)
-    #: the owner rated it up: considered before the others (and so kept over its duplicates)
+    #: the owner rated it up: considered before the others (kept over its duplicates and by the balancing) and
+    #: sampled `boost_weight` times as often in training
     boosted: bool = False
+    #: the scene's state tags by category (clothing, props, setting, ...): what the balancing counts
+    attributes: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,6 +82,18 @@ class BuildConfig:
     min_blur: float = 20.0
     dedup_distance: int = 6
     face_crops: bool = True
+    #: no clothing, prop or setting tag on more than this share of the kept images (1: no balancing), so an outfit
+    #: most scenes share does not bind to the trigger word
+    max_attribute_share: float = 0.5
+    #: the balancing never takes the dataset below this many source images (it says so instead)
+    balance_min_images: int = 8
+    #: sampling weight of an image its owner rated up (the others: 1)
+    boost_weight: int = 2
+
+
+#: the state categories a dataset is balanced over (moods and injuries vary by scene anyway)
+BALANCED = ("clothing", "props", "setting")
+OVER_REPRESENTED = "over-represented attribute"
 
 
 @dataclass
@@ -170,6 +187,7 @@ def build_dataset(
     items: list[dict[str, Any]] = []
     files: dict[str, bytes] = {}
     hashes: list[tuple[Any, str]] = []
+    accepted: list[tuple[Candidate, Image.Image, Face | None]] = []
     kept_sources = 0
 
     def drop(c: Candidate, reason: str, **extra: Any) -> None:
@@ -192,6 +210,7 @@ def build_dataset(
                 "scene_index": c.scene_index,
                 "idr": round(float(c.idr), 4),
                 "text": text,
+                "weight": config.boost_weight if c.boosted else 1,
             }
         )
 
@@ -227,6 +246,12 @@ def build_dataset(
             drop(c, DUPLICATE, duplicate_of=twin, distance=int(min(phash - h for h, _ in hashes)))
             continue
         hashes.append((phash, c.golden_id))
+        accepted.append((c, img, face))
+
+    kept, unbalanced = balance([a[0] for a in accepted], config, drop)
+    for c, img, face in accepted:
+        if c not in kept:
+            continue
         kept_sources += 1
         add(square_resize(img, config.resolution), caption(config.token, c.tags), c, "full")
         if face is not None and config.face_crops:
@@ -253,12 +278,46 @@ def build_dataset(
             "min_blur": config.min_blur,
             "dedup_distance": config.dedup_distance,
             "face_check": face_finder is not None,
+            "max_attribute_share": config.max_attribute_share,
         },
+        "attributes": attribute_shares(kept),
+        "unbalanced": unbalanced,
         "items": items,
         "dropped": dropped_items,
     }
     files["metadata.json"] = json.dumps(metadata, indent=2).encode()
     return BuiltDataset(files=files, metadata=metadata)
+
+
+def _balanced_tags(c: Candidate) -> set[str]:
+    return {f"{cat}:{t}" for cat in BALANCED for t in c.attributes.get(cat, []) or []}
+
+
+def attribute_shares(kept: Sequence[Candidate]) -> dict[str, float]:
+    """Share of the kept source images that carry each clothing, prop and setting tag."""
+    counts = Counter(tag for c in kept for tag in _balanced_tags(c))
+    return {tag: round(n / len(kept), 4) for tag, n in sorted(counts.items())} if kept else {}
+
+
+def balance(
+    ranked: Sequence[Candidate], config: BuildConfig, drop: Callable[..., None]
+) -> tuple[list[Candidate], list[str]]:
+    """Drop the least preferred images carrying the most over-represented attribute until none is on more than
+    `max_attribute_share` of them, never below `balance_min_images`. Returns (kept, attributes still over)."""
+    kept = list(ranked)
+    while len(kept) > config.balance_min_images and config.max_attribute_share < 1:
+        counts = Counter(tag for c in kept for tag in _balanced_tags(c))
+        limit = max(1, math.floor(config.max_attribute_share * len(kept)))
+        over = sorted(((n, tag) for tag, n in counts.items() if n > limit), reverse=True)
+        if not over:
+            return kept, []
+        n, tag = over[0]
+        victim = next(c for c in reversed(kept) if tag in _balanced_tags(c))
+        kept.remove(victim)
+        drop(victim, OVER_REPRESENTED, attribute=tag, share=round(n / (len(kept) + 1), 4))
+    limit = max(1, math.floor(config.max_attribute_share * len(kept))) if kept else 0
+    counts = Counter(tag for c in kept for tag in _balanced_tags(c))
+    return kept, sorted(tag for tag, n in counts.items() if n > limit and config.max_attribute_share < 1)
 
 
 def identity_face_finder(engine) -> FaceFinder:

@@ -65,6 +65,7 @@ class Datasets:
                     idr=g.idr_calibrated,
                     tags=tag_list(g.tags or {}),
                     boosted=g.boosted,
+                    attributes={k: list(v or []) for k, v in (g.tags or {}).items() if isinstance(v, list)},
                 )
             )
         version = await rt.repo.next_dataset_version(character_id)
@@ -75,6 +76,9 @@ class Datasets:
             min_blur=s.min_blur,
             dedup_distance=s.dedup_distance,
             face_crops=s.face_crops,
+            max_attribute_share=s.dataset_max_attribute_share,
+            balance_min_images=s.dataset_balance_min_images,
+            boost_weight=s.dataset_boost_weight,
         )
         finder = await self._finder()
         built = await rt.run(
@@ -113,8 +117,12 @@ class Datasets:
         base_key = store.key_from_uri(uri).rsplit("/", 1)[0]
         images, captions = [], []
         for item in meta.get("items", []):
-            images.append(await store.get(f"{base_key}/{item['image']}"))
-            captions.append((await store.get(f"{base_key}/{item['caption']}")).decode())
+            image = await store.get(f"{base_key}/{item['image']}")
+            text = (await store.get(f"{base_key}/{item['caption']}")).decode()
+            # an image rated up is sampled as often as its weight says
+            for _ in range(max(1, int(item.get("weight", 1)))):
+                images.append(image)
+                captions.append(text)
         return images, captions, meta
 
 

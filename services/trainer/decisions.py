@@ -11,6 +11,7 @@ from idlock import subjects
 from idlock.errors import PreconditionFailed
 from idlock.metrics import LORA_ACTIVATIONS, LORA_ROLLBACKS
 from services.trainer import models as m
+from services.trainer.journal import ACTIVATED, REJECTED, ROLLED_BACK, record_decision
 from services.trainer.runtime import TrainerRuntime
 from services.trainer.validation import (
     ScoreFn,
@@ -105,6 +106,9 @@ class LoraDecisions:
                 lora, previous = await rt.repo.activate(lora.id)
                 await self._announce_activation(lora, previous, lora.run_id)
                 LORA_ACTIVATIONS.labels("validated").inc()
+                await record_decision(
+                    rt, lora.character_id, ACTIVATED, f"{lora.id}: {report.reason}", lora.id
+                )
         else:
             lora = await rt.repo.update_lora(
                 lora.id,
@@ -114,6 +118,7 @@ class LoraDecisions:
                 metrics=metrics,
             )
             await rt.lora_event(LORA_REJECTED, lora, lora.run_id, f"{lora.id}:rejected")
+            await record_decision(rt, lora.character_id, REJECTED, f"{lora.id}: {report.reason}", lora.id)
         log.info("LoRA %s %s: %s", lora.id, "approved" if report.approved else "rejected", report.reason)
         return lora, report
 
@@ -132,6 +137,9 @@ class LoraDecisions:
         """A run that failed for good: its LoRA (if it got one) is rejected."""
         row = await self.rt.repo.update_lora(lora_id, status=m.REJECTED, metrics={"error": 1.0})
         await self.rt.lora_event(LORA_REJECTED, row, run_id, f"{row.id}:rejected")
+        await record_decision(
+            self.rt, row.character_id, REJECTED, f"{row.id}: its training run {run_id} failed", row.id
+        )
 
     # --- the registry's manual moves --------------------------------------------------------------------------
 
@@ -139,6 +147,7 @@ class LoraDecisions:
         row, previous = await self.rt.repo.activate(lora_id)
         await self._announce_activation(row, previous, row.run_id, archived_suffix=f":{row.activated_at}")
         LORA_ACTIVATIONS.labels("manual").inc()
+        await record_decision(self.rt, row.character_id, ACTIVATED, f"{row.id}: activated by request", row.id)
         return row
 
     async def archive(self, lora_id: str) -> m.LoraModel:
@@ -146,10 +155,16 @@ class LoraDecisions:
         await self.rt.lora_event(subjects.LORA_ARCHIVED, row)
         return row
 
-    async def rollback(self, character_id: str) -> m.LoraModel | None:
+    async def rollback(self, character_id: str, reason: str = "rolled back by request") -> m.LoraModel | None:
+        """Archive the active LoRA, re-activate the one before it (if any); `reason` is kept as a decision (empty:
+        the caller keeps its own)."""
         active, archived = await self.rt.repo.rollback(character_id)
         if archived is not None:
             LORA_ROLLBACKS.inc()
+            if reason:
+                await record_decision(
+                    self.rt, character_id, ROLLED_BACK, f"{archived.id}: {reason}", archived.id
+                )
         if archived is not None:
             await self.rt.lora_event(subjects.LORA_ARCHIVED, archived)
         if active is not None:

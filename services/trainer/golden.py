@@ -1,21 +1,19 @@
 """Golden collection (seed 2.1): a succeeded job whose calibrated IDR is above the golden threshold, whose face is
 not a near-copy of a reference photo (a LoRA trained on copies of the user's photos learns nothing new), and that
 its owner did not rate down, becomes a golden candidate; every `auto_train_min_images` of them starts a training run
-(seed 2.5). Feedback removes (down) or boosts (up) a job's golden image."""
+(seed 2.5; `triggers.py`). Feedback removes (down) or boosts (up) a job's golden image."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from google.protobuf import json_format
 
 from idlock import subjects
-from idlock.errors import IdlockError, InvalidInput
+from idlock.errors import InvalidInput
 from idlock.v1 import events_pb2
 from services.trainer import models as m
-from services.trainer.datasets import Datasets
-from services.trainer.runs import TrainingRuns
 from services.trainer.runtime import TrainerRuntime
 from services.trainer.views import check_character_id
 
@@ -23,12 +21,10 @@ log = logging.getLogger("idlock.trainer")
 
 
 class GoldenCollector:
-    def __init__(self, rt: TrainerRuntime, datasets: Datasets, runs: TrainingRuns) -> None:
+    def __init__(self, rt: TrainerRuntime, on_collected: Callable[[str], Awaitable[None]]) -> None:
         self.rt = rt
-        self.datasets = datasets
-        self.runs = runs
-        self._auto_lock = asyncio.Lock()
-        self._auto_started: set[str] = set()
+        #: a character got a new golden image (the size trigger counts them)
+        self.on_collected = on_collected
 
     async def collect(self, ev: events_pb2.JobEvent) -> m.GoldenImage | None:
         """Add a succeeded job's image as a golden candidate when its calibrated IDR is above the threshold."""
@@ -75,30 +71,8 @@ class GoldenCollector:
             out.at.GetCurrentTime()
             await self.rt.publish(subjects.GOLDEN_COLLECTED, out, f"golden:{row.id}")
             character_id = row.character_id
-            self.rt.background(lambda: self._maybe_auto_train(character_id), name=f"auto-train-{row.id}")
+            self.rt.background(lambda: self.on_collected(character_id), name=f"auto-train-{row.id}")
         return row
-
-    async def _maybe_auto_train(self, character_id: str) -> None:
-        """Every `auto_train_min_images` golden images of a character, build a dataset and train."""
-        rt = self.rt
-        n = rt.settings.auto_train_min_images
-        if not n or not rt.settings.base_model_path or rt.bus is None:
-            return
-        async with self._auto_lock:
-            try:
-                count = await rt.repo.count_goldens(character_id)
-                request_id = f"auto:{character_id}:{count}"
-                if count < n or count % n or request_id in self._auto_started:
-                    return
-                self._auto_started.add(request_id)
-                built = await self.datasets.build(character_id, 0)
-                if built.kept:
-                    run = await self.runs.start(character_id, built.uri, request_id=request_id)
-                    log.info("auto-training %s at %d golden images: run %s", character_id, count, run.id)
-            except IdlockError as e:
-                log.warning("auto-training %s not started: %s", character_id, e.message)
-            except Exception:
-                log.exception("auto-training %s failed to start", character_id)
 
     async def feedback(self, job_id: str, character_id: str, rating: str) -> None:
         if await self.rt.repo.record_feedback(job_id, character_id, rating):

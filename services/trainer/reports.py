@@ -13,8 +13,9 @@ from sqlalchemy import select
 
 from idlock.v1 import trainer_service_pb2 as pb
 from services.trainer import models as m
+from services.trainer.journal import IdrHistory
 from services.trainer.runtime import TrainerRuntime
-from services.trainer.watch import DEGRADED, ROLLED_BACK, IdrHistory
+from services.trainer.watch import DEGRADED, ROLLED_BACK
 
 #: the newest observations a report reads
 MAX_OBSERVATIONS = 10_000
@@ -46,6 +47,7 @@ class LearningReport:
     decisions: list[m.LearningDecisionRow] = field(default_factory=list)
     golden_images: int = 0
     golden_until_training: int = 0
+    stage: str = "idle"
 
 
 def _grouped(rows: list[m.IdrObservation], key) -> dict[str, Stats]:
@@ -78,6 +80,7 @@ async def learning_report(rt: TrainerRuntime, character_id: str) -> LearningRepo
         if len(after) < rt.settings.watch_window:  # no whole window of jobs since: it still stands
             state = last.decision
     goldens = await rt.repo.count_goldens(character_id)
+    stage = await learning_stage(rt, character_id, goldens, decisions[-1] if decisions else None)
     n = rt.settings.auto_train_min_images
     return LearningReport(
         character_id=character_id,
@@ -89,7 +92,37 @@ async def learning_report(rt: TrainerRuntime, character_id: str) -> LearningRepo
         decisions=decisions,
         golden_images=goldens,
         golden_until_training=(n - goldens % n) if n else 0,
+        stage=stage,
     )
+
+
+async def learning_stage(
+    rt: TrainerRuntime, character_id: str, goldens: int, last: m.LearningDecisionRow | None
+) -> str:
+    """idle, collecting, training, validating, active, rejected or rolled_back, from the rows: a run under way
+    first, then the newest of a rollback and the active LoRA's activation, then the last LoRA's verdict."""
+    async with rt.db.session() as s:
+        run = (
+            await s.execute(
+                select(m.TrainingRun)
+                .where(m.TrainingRun.character_id == character_id)
+                .order_by(m.TrainingRun.created_at.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+    loras = await rt.repo.list_loras(character_id)
+    if run is not None and run.state in (m.RUN_QUEUED, m.RUN_RUNNING):
+        lora = next((x for x in loras if x.id == run.lora_id), None)
+        return "validating" if lora is not None and lora.status == m.VALIDATING else "training"
+    active = next((x for x in loras if x.status == m.ACTIVE), None)
+    rolled = last is not None and last.decision == ROLLED_BACK
+    if rolled and (active is None or m.aware(last.created_at) >= m.aware(active.activated_at)):
+        return "rolled_back"
+    if active is not None:
+        return "active"
+    if loras and loras[-1].status == m.REJECTED:
+        return "rejected"
+    return "collecting" if goldens else "idle"
 
 
 def _stats(out: pb.IdrStats, st: Stats) -> pb.IdrStats:
@@ -103,6 +136,7 @@ def report_pb(r: LearningReport) -> pb.GetLearningReportResponse:
         state=r.state,
         golden_images=r.golden_images,
         golden_until_training=r.golden_until_training,
+        stage=r.stage,
     )
     _stats(out.overall, r.overall)
     for groups, into in (

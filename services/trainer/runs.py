@@ -30,6 +30,11 @@ LORA_PROGRESS = subjects.event_subject("lora", "progress")
 SETTLED = (InvalidInput, PreconditionFailed, NotFound)
 
 
+def run_id_for(character_id: str, request_id: str) -> str:
+    """The run a request id names: asking again (a retry, a restart, another replica) finds the same run."""
+    return "run_" + hashlib.sha256(f"{character_id}|{request_id}".encode()).hexdigest()[:24]
+
+
 class TrainingRuns:
     def __init__(self, rt: TrainerRuntime, datasets: Datasets, decisions: LoraDecisions) -> None:
         self.rt = rt
@@ -74,11 +79,7 @@ class TrainingRuns:
         TrainConfig(**params).validate()
         if len(request_id) > 200:
             raise InvalidInput("request_id is longer than 200 characters")
-        run_id = (
-            "run_" + hashlib.sha256(f"{character_id}|{request_id}".encode()).hexdigest()[:24]
-            if request_id
-            else f"run_{uuid.uuid4().hex[:24]}"
-        )
+        run_id = run_id_for(character_id, request_id) if request_id else f"run_{uuid.uuid4().hex[:24]}"
         run, created = await rt.repo.create_run(run_id, character_id, dataset_uri, params)
         if created or run.state == m.RUN_QUEUED:
             work = events_pb2.TrainJobWork(run_id=run.id, character_id=character_id)
@@ -92,12 +93,15 @@ class TrainingRuns:
         run = await rt.repo.get_run(run_id)
         if run.state in (m.RUN_SUCCEEDED, m.RUN_FAILED):
             return run
-        images, captions, _meta = await self.datasets.load(run.dataset_uri)
+        images, captions, meta = await self.datasets.load(run.dataset_uri)  # rated-up images repeated
         if not images:
             raise PreconditionFailed(f"dataset {run.dataset_uri} kept no images; nothing to train on")
         if not run.lora_id:
             lora = await rt.repo.register_lora(
-                run.character_id, run_id=run.id, dataset_uri=run.dataset_uri, training_images=len(images)
+                run.character_id,
+                run_id=run.id,
+                dataset_uri=run.dataset_uri,
+                training_images=len(meta.get("items", images)),
             )
             await rt.repo.update_run(run.id, lora_id=lora.id)
             run.lora_id = lora.id
@@ -189,4 +193,9 @@ class TrainingRuns:
         await self.rt.publish(LORA_PROGRESS, ev, f"{run.id}:progress:{p.step}")
 
 
-__all__ = ["LORA_PROGRESS", "SETTLED", "TrainingRuns"]
+__all__ = [
+    "LORA_PROGRESS",
+    "SETTLED",
+    "TrainingRuns",
+    "run_id_for",
+]

@@ -2,13 +2,15 @@
 
 Where things live: `runtime.py` (what the process opens and closes), `golden.py` (golden collection),
 `datasets.py` (dataset building), `runs.py` (training runs), `decisions.py` (validation, activation, rollback),
-`watch.py` (the degradation watch: IDR over time, automatic rollback),
+`watch.py` (the degradation watch: IDR over time, automatic rollback), `triggers.py` (when to train again),
+`reports.py` (the owner's report),
 `erasure.py`, `handlers.py` (bus consumers), `clients.py` (peers). The model code is `dataset.py`, `training.py`,
 `validation.py`; the tables are `registry.py`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 from idlock.bus import Worker
@@ -27,6 +29,7 @@ from services.trainer.reports import learning_report, report_pb
 from services.trainer.runs import TrainingRuns
 from services.trainer.runtime import TrainerRuntime
 from services.trainer.settings import TrainerSettings
+from services.trainer.triggers import LearningTriggers
 from services.trainer.views import check_character_id, golden_pb, lora_pb, run_pb
 from services.trainer.watch import DegradationWatch
 
@@ -46,9 +49,12 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         self.datasets = Datasets(self.rt, face_finder)
         self.decisions = LoraDecisions(self.rt, scorer_factory)
         self.runs = TrainingRuns(self.rt, self.datasets, self.decisions)
-        self.golden = GoldenCollector(self.rt, self.datasets, self.runs)
+        self.triggers = LearningTriggers(self.rt, self.datasets, self.runs)
+        self.golden = GoldenCollector(self.rt, self.triggers.on_golden)
         self.watch = DegradationWatch(self.rt, self.decisions)
+        self.watch.on_degraded = self.triggers.on_degraded
         self.workers: list[Worker] = []
+        self._scheduling: asyncio.Task | None = None
 
     @property
     def repo(self) -> TrainerRepository:
@@ -58,8 +64,14 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         await self.rt.open()
         if self.rt.bus is not None:
             self.workers = await TrainerHandlers(self.rt, self.golden, self.runs, self.watch).start()
+        if self.triggers.enabled() and self.settings.retrain_every_s:
+            self._scheduling = asyncio.create_task(self.triggers.loop(), name="trainer-schedule")
 
     async def shutdown(self) -> None:
+        if self._scheduling is not None:
+            self._scheduling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduling
         for w in self.workers:
             with contextlib.suppress(Exception):
                 await w.stop(self.settings.grace_s)

@@ -83,6 +83,22 @@ class TrainerSettings(GrpcServerSettings):
     token: str = Field(
         "sks", description="Rare token that names the character in captions: 'a photo of <token> person'."
     )
+    dataset_max_attribute_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="No clothing, prop or setting tag on more than this share of a dataset's images (the least "
+        "preferred images carrying it are dropped), so an outfit most scenes share does not bind to the trigger "
+        "word; 1 turns balancing off.",
+    )
+    dataset_balance_min_images: int = Field(
+        8,
+        ge=1,
+        description="Balancing never takes a dataset below this many images (it reports the imbalance).",
+    )
+    dataset_boost_weight: int = Field(
+        2, ge=1, le=10, description="How many times as often training samples an image its owner rated up."
+    )
     auto_train_min_images: int = Field(
         30,
         ge=0,
@@ -123,6 +139,15 @@ class TrainerSettings(GrpcServerSettings):
         0, ge=0, le=2048, description="Side of validation renders; 0: the dataset resolution."
     )
     auto_activate: bool = Field(True, description="Activate an approved LoRA at once (auto-deployment).")
+    retrain_every_s: float = Field(
+        7 * 24 * 3600.0,
+        ge=0,
+        description="Time trigger: a character trains again this long after its last run when new golden "
+        "images arrived since (default weekly); 0 turns it off.",
+    )
+    schedule_every_s: float = Field(
+        3600.0, gt=0, description="How often the time trigger looks for characters due to train again (s)."
+    )
     watch_window: int = Field(
         20,
         ge=2,

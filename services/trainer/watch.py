@@ -13,23 +13,16 @@ from __future__ import annotations
 
 import logging
 import statistics
-import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 
-from sqlalchemy import select
-
-from idlock import subjects
-from idlock.db import Database
 from idlock.v1 import events_pb2
 from services.trainer import models as m
 from services.trainer.decisions import LoraDecisions
+from services.trainer.journal import DEGRADED, ROLLED_BACK, IdrHistory, record_decision
 from services.trainer.runtime import TrainerRuntime
 
 log = logging.getLogger("idlock.trainer.watch")
-
-ROLLED_BACK = "rolled_back"
-DEGRADED = "degraded"
 
 
 @dataclass(frozen=True)
@@ -63,71 +56,12 @@ def delivered_idr(ev: events_pb2.JobEvent) -> tuple[float, str, str] | None:
     return float(idr.calibrated), idr.encoder, "image"
 
 
-class IdrHistory:
-    """The observations and decisions tables."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    async def add(self, row: m.IdrObservation) -> bool:
-        """Keep one job's IDR; False when the job was seen already (a redelivered event)."""
-        async with self.db.session() as s:
-            if await s.get(m.IdrObservation, row.job_id) is not None:
-                return False
-            s.add(row)
-        return True
-
-    async def idrs(
-        self,
-        character_id: str,
-        limit: int,
-        *,
-        since: datetime | None = None,
-        before: datetime | None = None,
-        lora_id: str | None = None,
-        skip: int = 0,
-    ) -> list[float]:
-        """The newest `limit` IDRs of the character (after `skip` newer ones), optionally in a time range or of
-        one LoRA."""
-        q = select(m.IdrObservation.idr).where(m.IdrObservation.character_id == character_id)
-        if since is not None:
-            q = q.where(m.IdrObservation.observed_at >= since)
-        if before is not None:
-            q = q.where(m.IdrObservation.observed_at < before)
-        if lora_id is not None:
-            q = q.where(m.IdrObservation.lora_id == lora_id)
-        q = q.order_by(m.IdrObservation.observed_at.desc(), m.IdrObservation.job_id.desc())
-        async with self.db.session() as s:
-            return [float(v) for v in (await s.execute(q.offset(skip).limit(limit))).scalars()]
-
-    async def last_decision(self, character_id: str) -> m.LearningDecisionRow | None:
-        q = (
-            select(m.LearningDecisionRow)
-            .where(m.LearningDecisionRow.character_id == character_id)
-            .order_by(m.LearningDecisionRow.created_at.desc())
-            .limit(1)
-        )
-        async with self.db.session() as s:
-            return (await s.execute(q)).scalar_one_or_none()
-
-    async def decisions(self, character_id: str) -> list[m.LearningDecisionRow]:
-        q = (
-            select(m.LearningDecisionRow)
-            .where(m.LearningDecisionRow.character_id == character_id)
-            .order_by(m.LearningDecisionRow.created_at)
-        )
-        async with self.db.session() as s:
-            return list((await s.execute(q)).scalars())
-
-    async def record(self, row: m.LearningDecisionRow) -> None:
-        async with self.db.session() as s:
-            s.add(row)
-
-
 class DegradationWatch:
     def __init__(self, rt: TrainerRuntime, decisions: LoraDecisions) -> None:
         self.rt = rt
         self.decisions = decisions
+        #: called with a `degraded` decision (the triggers retrain)
+        self.on_degraded: Callable[[m.LearningDecisionRow], Awaitable[None]] | None = None
 
     @property
     def history(self) -> IdrHistory:
@@ -165,7 +99,7 @@ class DegradationWatch:
                 await h.idrs(character_id, s.watch_window, before=since),
             )
             if drop.beyond(s.watch_margin, s.watch_min_jobs):
-                await self.decisions.rollback(character_id)
+                await self.decisions.rollback(character_id, reason="")  # the watch says why, with its figures
                 why = (
                     f"the {len(drop.recent)} jobs made with LoRA {active.id} averaged a calibrated IDR of "
                     f"{drop.recent_mean:.3f}, below the {drop.baseline_mean:.3f} of the {len(drop.baseline)} jobs "
@@ -196,34 +130,16 @@ class DegradationWatch:
     async def _decide(
         self, character_id: str, decision: str, reason: str, lora_id: str, drop: Drop
     ) -> m.LearningDecisionRow:
-        row = m.LearningDecisionRow(
-            id=f"dec_{uuid.uuid4().hex[:16]}",
-            character_id=character_id,
-            decision=decision,
-            reason=reason,
-            lora_id=lora_id,
-            recent_idr=drop.recent_mean,
-            baseline_idr=drop.baseline_mean,
-            recent_jobs=len(drop.recent),
-            baseline_jobs=len(drop.baseline),
-            created_at=m.utcnow(),
-        )
-        await self.history.record(row)
-        log.warning("character %s %s: %s", character_id, decision, reason)
-        ev = events_pb2.LearningDecision(
-            decision_id=row.id,
-            character_id=character_id,
-            decision=decision,
-            reason=reason,
-            lora_id=lora_id,
-            recent_idr=row.recent_idr,
-            baseline_idr=row.baseline_idr,
-            recent_jobs=row.recent_jobs,
-            baseline_jobs=row.baseline_jobs,
-        )
-        ev.at.GetCurrentTime()
-        await self.rt.publish(subjects.LEARNING_DECIDED, ev, row.id)
+        row = await record_decision(self.rt, character_id, decision, reason, lora_id, drop)
+        if decision == DEGRADED and self.on_degraded is not None:
+            await self.on_degraded(row)
         return row
 
 
-__all__ = ["DEGRADED", "ROLLED_BACK", "DegradationWatch", "Drop", "IdrHistory", "delivered_idr"]
+__all__ = [
+    "DEGRADED",
+    "ROLLED_BACK",
+    "DegradationWatch",
+    "Drop",
+    "delivered_idr",
+]

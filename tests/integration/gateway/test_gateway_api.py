@@ -195,6 +195,7 @@ class FakeOrchestrator(orch_grpc.OrchestratorServiceServicer):
         )
         j.metrics.provider = "compositor"
         j.metrics.idr_after.calibrated = 0.91
+        j.metrics.lora_id = f"lora_{j.character_id}_v2"
         yield orch_pb2.WatchJobResponse(job=j, event="succeeded", message="done")
         # anything after the end must not reach the client
         yield orch_pb2.WatchJobResponse(job=j, event="progress", message="AFTER THE END")
@@ -780,6 +781,9 @@ async def test_generate_job_lifecycle_with_idempotency_and_events(api: Api) -> N
 
     done = (await api.client.get(f"/api/v1/job/{job_id}", headers=alice)).json()
     assert done["status"] == "succeeded" and done["metrics"]["idr_after"]["calibrated"] == pytest.approx(0.91)
+    assert done["metrics"]["lora_version"] == 2 and done["metrics"]["lora_id"].endswith(
+        "_v2"
+    )  # what rendered it
     # an ended job: the stream is just the snapshot
     assert [
         e for e, _ in _sse((await api.client.get(f"/api/v1/job/{job_id}/events", headers=alice)).text)

@@ -84,6 +84,17 @@ async def test_the_owner_lists_activates_and_rolls_back_lora_versions(learning_a
     ):
         assert_error(await getattr(c, method)(f"{base}/{path}", headers=bob), 404, "not_found")
     assert (await trainer.repo.get_active(cid)).version == 1
+    report = (await c.get(f"{base}/metrics", headers=alice)).json()
+    assert report["stage"] == "rolled_back"  # v1 renders again, after the owner's rollback
+    assert [(d["decision"], d["lora_id"]) for d in report["decisions"]] == [
+        ("activated", f"lora_{cid}_v1"),
+        ("activated", f"lora_{cid}_v2"),
+        ("rolled_back", f"lora_{cid}_v2"),
+    ]
+    assert report["decisions"][-1]["reason"].endswith("rolled back by request")
+    again = await c.post(f"{base}/loras/2/activate", headers=alice)
+    assert again.json()["active_version"] == 2
+    assert (await c.get(f"{base}/metrics", headers=alice)).json()["stage"] == "active"
 
 
 async def test_the_report_shows_idr_by_lora_and_the_watch_state(learning_api) -> None:
@@ -93,6 +104,7 @@ async def test_the_report_shows_idr_by_lora_and_the_watch_state(learning_api) ->
     fresh = (await api.client.get(f"/api/v1/characters/{cid}/metrics", headers=alice)).json()
     assert fresh["idr"] == {"count": 0, "mean": None, "std": None, "min": None}
     assert fresh["state"] == "ok" and fresh["decisions"] == [] and fresh["golden_until_training"] == 30
+    assert fresh["stage"] == "idle"
 
     history = trainer.watch.history
     for idr, lora in ((0.8, ""), (0.7, ""), (0.6, "lora_x_v1")):

@@ -17,9 +17,10 @@ from idlock.settings import NatsSettings
 from idlock.v1 import common_pb2, events_pb2
 from idlock.v1 import trainer_service_pb2 as pb
 from idlock.v1 import trainer_service_pb2_grpc as pb_grpc
+from services.trainer.journal import ACTIVATED, DEGRADED, ROLLED_BACK
 from services.trainer.server import TrainerServicer, spec_for
 from services.trainer.settings import TrainerSettings
-from services.trainer.watch import DEGRADED, ROLLED_BACK, Drop, delivered_idr
+from services.trainer.watch import Drop, delivered_idr
 from tests.harness import started_service, stream_events
 from tests.metrics_probe import Change
 
@@ -103,7 +104,7 @@ async def test_a_lora_that_lowers_identity_is_rolled_back_and_a_drop_is_said_onc
                 nats_server.url,
                 subjects.LEARNING_DECIDED,
                 want=1,
-                match=lambda e: e.character_id == character,
+                match=lambda e: e.character_id == character and e.decision == ROLLED_BACK,
             )
             assert decision.decision == ROLLED_BACK and decision.lora_id == second.id
             assert (decision.recent_jobs, decision.baseline_jobs) == (3, 4)
@@ -135,15 +136,22 @@ async def test_a_lora_that_lowers_identity_is_rolled_back_and_a_drop_is_said_onc
 
             # the owner's report
             report = await stub.GetLearningReport(pb.GetLearningReportRequest(character_id=character))
-            assert report.state == ROLLED_BACK and [d.decision for d in report.decisions] == [ROLLED_BACK]
+            # the character's history: two activations by request, then the watch's rollback
+            assert report.state == ROLLED_BACK
+            assert [(d.decision, d.lora_id) for d in report.decisions] == [
+                (ACTIVATED, first.id),
+                (ACTIVATED, second.id),
+                (ROLLED_BACK, second.id),
+            ]
             by_lora = {g.key: g.stats for g in report.by_lora}
             assert set(by_lora) == {first.id, second.id} and by_lora[second.id].count == 3
             assert abs(by_lora[first.id].mean - 0.805) < 1e-3 and abs(by_lora[second.id].min - 0.58) < 1e-3
-            assert (
-                report.overall.count == 7 and report.golden_until_training == 0
-            )  # auto-training is off here
+            # auto-training is off here
+            assert report.overall.count == 7 and report.golden_until_training == 0
+            assert report.stage == "rolled_back"
             plain_report = await stub.GetLearningReport(pb.GetLearningReportRequest(character_id=plain))
             assert plain_report.state == DEGRADED and plain_report.overall.count == 11
+            assert plain_report.stage == "idle"  # no golden image, no LoRA
             assert [g.key for g in plain_report.by_provider] == ["compositor"]
             assert [g.key for g in plain_report.by_lora] == ["none"] and len(plain_report.by_week) == 1
             assert abs(plain_report.overall.min - 0.1) < 1e-6 and plain_report.overall.std > 0

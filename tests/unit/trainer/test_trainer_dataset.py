@@ -14,6 +14,7 @@ from services.trainer.dataset import (
     FACE_TOO_SMALL,
     MISSING,
     NO_FACE,
+    OVER_REPRESENTED,
     UNDECODABLE,
     BuildConfig,
     Candidate,
@@ -129,3 +130,70 @@ def test_real_face_detector_on_a_photo() -> None:
     assert faces and faces[0].left_eye is not None and faces[0].size_px > 64
     built = build_dataset([Candidate("g", png(photo), idr=0.9)], BuildConfig(resolution=64), finder)
     assert [i["kind"] for i in built.metadata["items"]] == ["full", "face"]
+
+
+def test_an_outfit_most_scenes_share_is_balanced_and_captions_name_it() -> None:
+    # 8 distinct scenes; 6 wear the red cloak, 2 do not: at most half may carry it
+    cands = [
+        Candidate(
+            f"g{i}",
+            png(textured(40 + i)),
+            idr=0.95 - i * 0.01,
+            tags=["red cloak"] if i < 6 else ["blue tunic"],
+            attributes={"clothing": ["red cloak"] if i < 6 else ["blue tunic"], "mood": ["calm"]},
+            boosted=i == 5,
+        )
+        for i in range(8)
+    ]
+    config = BuildConfig(resolution=32, face_crops=False, max_attribute_share=0.5, balance_min_images=3)
+    built = build_dataset(cands, config, None)
+    kept = [i["golden_id"] for i in built.metadata["items"]]
+    shares = built.metadata["attributes"]
+    assert shares["clothing:red cloak"] <= 0.5 and "mood:calm" not in shares  # moods are not balanced
+    # the least preferred cloaks went first; the one rated up stayed
+    assert kept == ["g5", "g0", "g6", "g7"]
+    dropped = [d for d in built.metadata["dropped"] if d["reason"] == OVER_REPRESENTED]
+    assert [d["golden_id"] for d in dropped] == ["g4", "g3", "g2", "g1"]
+    assert all(d["attribute"] == "clothing:red cloak" for d in dropped)
+    assert built.metadata["unbalanced"] == []
+    caption = built.files[built.metadata["items"][0]["caption"]].decode()
+    assert "red cloak" in caption  # named in the caption, so it does not bind to the token
+
+    # balancing off, or a floor reached: nothing (more) is dropped, and the imbalance is said
+    off = build_dataset(cands, BuildConfig(resolution=32, face_crops=False, max_attribute_share=1.0), None)
+    assert off.kept == 8 and off.metadata["unbalanced"] == []
+    floor = build_dataset(cands, BuildConfig(resolution=32, face_crops=False, balance_min_images=8), None)
+    assert floor.kept == 8 and floor.metadata["unbalanced"] == ["clothing:red cloak"]
+
+
+def test_an_image_rated_up_carries_a_sampling_weight() -> None:
+    cands = [
+        Candidate("g_up", png(textured(60)), idr=0.8, boosted=True),
+        Candidate("g_plain", png(textured(61)), idr=0.9),
+    ]
+    built = build_dataset(cands, BuildConfig(resolution=32, face_crops=False, boost_weight=3), None)
+    weights = {i["golden_id"]: i["weight"] for i in built.metadata["items"]}
+    assert weights == {"g_up": 3, "g_plain": 1}
+
+
+async def test_training_samples_an_image_rated_up_as_often_as_its_weight(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from idlock.storage import LocalObjectStore
+    from services.trainer.datasets import Datasets
+
+    cands = [
+        Candidate("g_up", png(textured(62)), idr=0.8, boosted=True, tags=["harbour"]),
+        Candidate("g_plain", png(textured(63)), idr=0.9, tags=["forest"]),
+    ]
+    built = build_dataset(cands, BuildConfig(resolution=32, face_crops=False, boost_weight=2), None)
+    store = LocalObjectStore(tmp_path)
+    uri = ""
+    for rel, data in built.files.items():
+        stored = await store.put(f"lora_datasets/c/v1/{rel}", data)
+        uri = stored.uri if rel == "metadata.json" else uri
+    images, captions, meta = await Datasets(SimpleNamespace(store=store), face_finder=None).load(uri)
+    assert len(meta["items"]) == 2 and len(images) == 3
+    assert sorted(captions) == sorted(
+        ["a photo of sks person, harbour"] * 2 + ["a photo of sks person, forest"]
+    )

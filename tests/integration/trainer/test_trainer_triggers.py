@@ -1,0 +1,92 @@
+"""When a character trains again, on a running trainer (real nats-server, a tiny diffusers model): the time trigger
+is due only after its interval and only with golden images newer than the last run, and asking twice starts one
+run; a degraded character gets a run of its own; each start is a decision with its reason."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import timedelta
+from unittest import mock
+
+from idlock.images import encode_png
+from idlock.v1 import common_pb2, events_pb2
+from services.trainer import models as tm
+from services.trainer.runs import run_id_for
+from services.trainer.server import TrainerServicer, spec_for
+from services.trainer.settings import TrainerSettings
+from services.trainer.triggers import RETRAIN
+from services.trainer.watch import DEGRADED
+from tests.fakes.trainer_data import textured
+from tests.harness import started_service
+from tests.integration.trainer.test_trainer_service import _alternating_scorer, _env
+
+
+async def _golden(servicer: TrainerServicer, character_id: str, seed: int) -> None:
+    job = f"job_{uuid.uuid4().hex[:10]}"
+    stored = await servicer.rt.store.put(f"jobs/{job}/image.png", encode_png(textured(seed)), "image/png")
+    row, created = await servicer.repo.add_golden(
+        character_id=character_id,
+        owner_id="o1",
+        job_id=job,
+        image={"uri": stored.uri},
+        prompt="a portrait",
+        scene_index=seed,
+        idr_raw=0.9,
+        idr_calibrated=0.9,
+        encoder="dlib",
+        tags={"setting": [f"place {seed}"]},
+    )
+    assert created and row is not None
+
+
+def _succeeded(character_id: str, idr: float) -> events_pb2.JobEvent:
+    ev = events_pb2.JobEvent(job_id=f"job_{uuid.uuid4().hex[:12]}", character_id=character_id)
+    ev.metrics.idr_before.CopyFrom(common_pb2.IdrScore(calibrated=idr, encoder="dlib"))
+    return ev
+
+
+async def test_time_and_degradation_triggers_start_one_run_each(nats_server, tiny_model, tmp_path) -> None:
+    env = {
+        **_env(nats_server.url, tiny_model),
+        "IDLOCK_TRAINER_WATCH_WINDOW": "3",
+        "IDLOCK_TRAINER_WATCH_MIN_JOBS": "2",
+        "IDLOCK_TRAINER_WATCH_ROLLBACK": "false",  # runs here may activate LoRAs: this is about the plain drop
+    }
+    with mock.patch.dict(os.environ, {**env, "IDLOCK_DATA_DIR": str(tmp_path), "IDLOCK_TRAINER_PORT": "0"}):
+        settings = TrainerSettings()
+        servicer = TrainerServicer(settings, face_finder=None, scorer_factory=_alternating_scorer())
+    character = f"c_{uuid.uuid4().hex[:8]}"
+    async with started_service("trainer", tmp_path, spec=spec_for(servicer), settings=settings, **env):
+        triggers, history = servicer.triggers, servicer.watch.history
+        for seed in (71, 72):
+            await _golden(servicer, character, seed)
+        first = await triggers.start(character, "manual:1", "asked by a test")
+        assert first is not None and first.id == run_id_for(character, "manual:1")
+        assert await triggers.start(character, "manual:1", "asked again") is None  # the same trigger: one run
+
+        later = tm.utcnow() + timedelta(days=8)
+        assert await triggers.due() == []  # it just ran
+        assert await triggers.due(later) == []  # no golden image since
+        await _golden(servicer, character, 73)
+        assert await triggers.due() == []  # a new image, but not a week yet
+        ((who, last, fresh),) = await triggers.due(later)
+        assert (who, last.id, fresh) == (character, first.id, 1)
+        (weekly,) = await triggers.run_due(later)
+        assert weekly.id == run_id_for(character, f"weekly:{first.id}")
+        assert await triggers.run_due(later) == []  # asked twice (a restart, another replica): one run
+
+        # the watch marks a drop; the character trains again for it
+        for idr in (0.82, 0.8, 0.81, 0.6, 0.61):
+            await servicer.watch.observe(_succeeded(character, idr))
+        # (the runs train meanwhile: their activations or rejections are decisions too, left out here)
+        decisions = [d for d in await history.decisions(character) if d.decision in (RETRAIN, DEGRADED)]
+        assert [d.decision for d in decisions] == [RETRAIN, RETRAIN, DEGRADED, RETRAIN]
+        degraded = decisions[2]
+        assert "identity retention degraded" in decisions[3].reason
+        assert decisions[3].reason.endswith(run_id_for(character, f"degraded:{degraded.id}"))
+        assert (
+            "asked by a test" in decisions[0].reason
+            and "1 new golden images since run" in decisions[1].reason
+        )
+        assert len(await servicer.repo.run_ids(character)) == 3
