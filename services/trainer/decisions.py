@@ -60,44 +60,78 @@ class LoraDecisions:
     ) -> tuple[m.LoraModel, ValidationReport]:
         """Render the test scenes with and without the LoRA, compare mean IDRs against the baseline (the active
         LoRA, else none), then activate (approved, when auto_activate) or reject."""
-        rt, s = self.rt, self.rt.settings
-        lora = await rt.repo.get_lora(lora_id)
+        lora = await self.rt.repo.get_lora(lora_id)
         if not lora.file_uri:
             raise PreconditionFailed(f"LoRA {lora_id} has no weights file yet")
-        if not s.base_model_path:
-            raise PreconditionFailed("validation needs IDLOCK_TRAINER_BASE_MODEL_PATH")
         if lora.status == m.ACTIVE:
             raise PreconditionFailed(
                 f"LoRA {lora_id} is the active one; validate a new version against it instead",
                 details={"lora_id": lora_id, "status": lora.status},
             )
         if lora.status == m.TRAINING:
-            lora = await rt.repo.update_lora(lora_id, status=m.VALIDATING)
+            lora = await self.rt.repo.update_lora(lora_id, status=m.VALIDATING)
+        report = await self.validation(lora, local_path or await self._lora_file(lora))
+        return await self.decide(lora, report), report
+
+    async def choose(
+        self, lora: m.LoraModel, candidates: dict[int, str]
+    ) -> tuple[int, ValidationReport, dict[str, float]]:
+        """Validate each checkpoint (training step -> weights file) and pick the best identity; on a tie the later
+        step. Returns (step, its report, metrics naming the choice and every step's IDR)."""
+        reports = {step: await self.validation(lora, path) for step, path in sorted(candidates.items())}
+        step = max(reports, key=lambda k: (round(reports[k].new_idr, 6), k))
+        extra = {"selected_step": float(step)}
+        extra.update({f"validation_idr_step_{k}": r.new_idr for k, r in reports.items()})
+        log.info(
+            "LoRA %s: step %d chosen of %s",
+            lora.id,
+            step,
+            {k: round(r.new_idr, 4) for k, r in reports.items()},
+        )
+        return step, reports[step], extra
+
+    async def validation(self, lora: m.LoraModel, path: str) -> ValidationReport:
+        """The test scenes rendered with the weights at `path` and with the baseline (the active LoRA, else none)."""
+        rt, s = self.rt, self.rt.settings
+        if not s.base_model_path:
+            raise PreconditionFailed("validation needs IDLOCK_TRAINER_BASE_MODEL_PATH")
         active = await rt.repo.get_active(lora.character_id)
         baseline_path, baseline_label = None, "no LoRA"
         if active is not None and active.id != lora.id:
             baseline_path, baseline_label = await self._lora_file(active), active.id
-        new_path = local_path or await self._lora_file(lora)
         score = await self._scorer(lora.character_id)
         size = s.validation_size or s.dataset_resolution
         render = diffusers_renderer(
             str(s.base_model_path), steps=s.validation_steps, size=size, device=s.device
         )
         scenes = [f"a photo of {s.token} person, {p}" for p in s.test_scenes]
-        report = await rt.run(
+        return await rt.run(
             validate,
             render,
             score,
             scenes,
             s.validation_seeds,
-            new_path,
+            path,
             baseline_lora=baseline_path,
             margin=s.validation_margin,
             baseline_label=baseline_label,
         )
-        metrics = {**(lora.metrics or {}), **report.metrics(), "approved": float(report.approved)}
-        if baseline_path:
+
+    async def decide(
+        self, lora: m.LoraModel, report: ValidationReport, extra: dict[str, float] | None = None
+    ) -> m.LoraModel:
+        """Approve (and activate, when auto_activate) or reject, as the validation report says."""
+        rt, s = self.rt, self.rt.settings
+        metrics = {
+            **(lora.metrics or {}),
+            **report.metrics(),
+            "approved": float(report.approved),
+            **(extra or {}),
+        }
+        if report.baseline_label != "no LoRA":
             metrics["baseline_is_active_lora"] = 1.0
+        chosen = (extra or {}).get("selected_step")
+        why = report.reason + (f" (the checkpoint of step {int(chosen)}, the best)" if chosen else "")
         if report.approved:
             lora = await rt.repo.update_lora(
                 lora.id, baseline_idr=report.baseline_idr, final_idr=report.new_idr, metrics=metrics
@@ -106,9 +140,7 @@ class LoraDecisions:
                 lora, previous = await rt.repo.activate(lora.id)
                 await self._announce_activation(lora, previous, lora.run_id)
                 LORA_ACTIVATIONS.labels("validated").inc()
-                await record_decision(
-                    rt, lora.character_id, ACTIVATED, f"{lora.id}: {report.reason}", lora.id
-                )
+                await record_decision(rt, lora.character_id, ACTIVATED, f"{lora.id}: {why}", lora.id)
         else:
             lora = await rt.repo.update_lora(
                 lora.id,
@@ -118,9 +150,9 @@ class LoraDecisions:
                 metrics=metrics,
             )
             await rt.lora_event(LORA_REJECTED, lora, lora.run_id, f"{lora.id}:rejected")
-            await record_decision(rt, lora.character_id, REJECTED, f"{lora.id}: {report.reason}", lora.id)
-        log.info("LoRA %s %s: %s", lora.id, "approved" if report.approved else "rejected", report.reason)
-        return lora, report
+            await record_decision(rt, lora.character_id, REJECTED, f"{lora.id}: {why}", lora.id)
+        log.info("LoRA %s %s: %s", lora.id, "approved" if report.approved else "rejected", why)
+        return lora
 
     async def _announce_activation(
         self, row: m.LoraModel, previous: m.LoraModel | None, run_id: str, *, archived_suffix: str = ""

@@ -121,6 +121,7 @@ class TrainingRuns:
             learning_rate=float(run.params["learning_rate"]),
             batch_size=int(run.params["batch_size"]),
             checkpoint_every=s.checkpoint_every,
+            snapshots=min(s.checkpoint_candidates, int(run.params["steps"])),
             seed=s.seed,
             device=s.device,
         )
@@ -142,7 +143,13 @@ class TrainingRuns:
             checkpoint_dir=workdir / "checkpoints",
             on_progress=on_progress,
         )
-        data = result.lora_path.read_bytes()
+        # several checkpoints: the one whose renders keep the identity best is the one stored and decided on
+        chosen, report, extra = result.lora_path, None, {}
+        if len(result.snapshots) > 1:
+            files = {step: str(path) for step, path in result.snapshots.items()}
+            step, report, extra = await self.decisions.choose(lora, files)
+            chosen = result.snapshots[step]
+        data = chosen.read_bytes()
         stored = await rt.store.put(
             f"loras/{run.character_id}/{lora.id}/{LORA_FILE}", data, "application/octet-stream"
         )
@@ -160,7 +167,10 @@ class TrainingRuns:
         )
         await rt.repo.update_run(run.id, step=result.steps, loss=metrics["train_final_loss"], eta_s=0.0)
         await rt.lora_event(subjects.LORA_TRAINED, lora, run.id, f"{lora.id}:trained")
-        lora, report = await self.decisions.validate_and_decide(lora.id, local_path=str(result.lora_path))
+        if report is None:
+            lora, report = await self.decisions.validate_and_decide(lora.id, local_path=str(chosen))
+        else:
+            lora = await self.decisions.decide(lora, report, extra)
         await rt.repo.update_run(run.id, state=m.RUN_SUCCEEDED)
         TRAINING_RUNS.labels("approved" if report.approved else "rejected").inc()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -139,6 +139,13 @@ class TrainerSettings(GrpcServerSettings):
         0, ge=0, le=2048, description="Side of validation renders; 0: the dataset resolution."
     )
     auto_activate: bool = Field(True, description="Activate an approved LoRA at once (auto-deployment).")
+    checkpoint_candidates: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="LoRA checkpoints a run exports at evenly spaced steps (the last included); validation "
+        "scores each on the test scenes and the best is the one kept and decided on (1: the last only).",
+    )
     retrain_every_s: float = Field(
         7 * 24 * 3600.0,
         ge=0,

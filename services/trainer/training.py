@@ -53,6 +53,8 @@ class TrainConfig:
     cache: bool = True
     #: images evaluated for the fixed-noise evaluation loss before and after training
     eval_images: int = 4
+    #: LoRA weights exported at this many evenly spaced steps (the last one included), for validation to choose
+    snapshots: int = 1
 
     def validate(self) -> None:
         if not 1 <= self.rank <= 256:
@@ -65,6 +67,12 @@ class TrainConfig:
             raise InvalidInput(f"learning_rate must be in (0, 1], got {self.learning_rate}")
         if self.checkpoint_every < 1:
             raise InvalidInput(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if not 1 <= self.snapshots <= min(8, self.steps):
+            raise InvalidInput(f"snapshots must be between 1 and min(8, steps), got {self.snapshots}")
+
+    def snapshot_steps(self) -> list[int]:
+        """The steps whose LoRA weights are exported: evenly spaced, ending at the last."""
+        return sorted({max(1, round(self.steps * k / self.snapshots)) for k in range(1, self.snapshots + 1)})
 
 
 @dataclass
@@ -90,6 +98,8 @@ class TrainResult:
     unet: Any = field(default=None, repr=False)
     #: cached conditioning of the first caption (tests compare the exported LoRA with the trained UNet)
     sample_condition: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: step -> exported LoRA weights, for each of `TrainConfig.snapshots` (the last is `lora_path`)
+    snapshots: dict[int, Path] = field(default_factory=dict)
 
 
 class TrainingInterrupted(Exception):
@@ -398,6 +408,7 @@ def train_lora(
     unet.train()
     t_loop = time.perf_counter()
     n = len(images)
+    snapshot_at = set(config.snapshot_steps())
     for step in range(start, config.steps):
         first = step * config.batch_size
         order = torch.randperm(
@@ -420,6 +431,8 @@ def train_lora(
             raise PreconditionFailed(f"training diverged at step {step + 1} (loss {value})")
         losses.append(value)
         done = step + 1
+        if done in snapshot_at and done < config.steps:  # before the checkpoint: a resume finds it exported
+            export_lora(unet, out_dir / f"step_{done:06d}", is_xl)
         if done % config.checkpoint_every == 0 and done < config.steps:
             _save_checkpoint(ckpt_path, unet, optimizer, done, losses, fingerprint, eval_before)
         if on_progress is not None:
@@ -429,6 +442,11 @@ def train_lora(
     eval_after = eval_loss()
     lora_path = export_lora(unet, out_dir, is_xl)
     ckpt_path.unlink(missing_ok=True)
+    snapshots = {config.steps: lora_path}
+    for step in snapshot_at - {config.steps}:
+        exported = out_dir / f"step_{step:06d}" / LORA_FILE
+        if exported.is_file():  # exported before a crash, or in this run
+            snapshots[step] = exported
     sample = {"condition": conds[0], "latent": latents[:1].clone()}
     return TrainResult(
         lora_path=lora_path,
@@ -442,6 +460,7 @@ def train_lora(
         is_xl=is_xl,
         unet=unet if keep_model else None,
         sample_condition=sample,
+        snapshots=dict(sorted(snapshots.items())),
     )
 
 

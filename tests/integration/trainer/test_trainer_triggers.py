@@ -90,3 +90,49 @@ async def test_time_and_degradation_triggers_start_one_run_each(nats_server, tin
             and "1 new golden images since run" in decisions[1].reason
         )
         assert len(await servicer.repo.run_ids(character)) == 3
+
+
+def _scores_per_validation(*new_idrs: float):
+    """A scorer factory: the k-th validation scores the LoRA's renders new_idrs[k], the baseline's 0.5 (validate()
+    renders the new LoRA's scene, then the baseline's, for each scene and seed)."""
+    order = iter(new_idrs)
+
+    async def factory(character_id: str):
+        new, calls = next(order), iter(range(1000))
+        return lambda image: new if next(calls) % 2 == 0 else 0.5
+
+    return factory
+
+
+async def test_the_checkpoint_that_keeps_the_identity_best_is_the_one_kept(tiny_model, tmp_path) -> None:
+    env = {
+        **_env("nats://127.0.0.1:1", tiny_model),  # no NATS: the run is driven here, not by the work queue
+        "IDLOCK_TRAINER_CHECKPOINT_CANDIDATES": "2",
+    }
+    with mock.patch.dict(os.environ, {**env, "IDLOCK_DATA_DIR": str(tmp_path), "IDLOCK_TRAINER_PORT": "0"}):
+        settings = TrainerSettings()
+        # the checkpoint of step 3 is validated first and keeps the identity better than the last (step 6)
+        servicer = TrainerServicer(
+            settings, face_finder=None, scorer_factory=_scores_per_validation(0.95, 0.8)
+        )
+    character = f"c_{uuid.uuid4().hex[:8]}"
+    async with started_service("trainer", tmp_path, spec=spec_for(servicer), settings=settings, **env):
+        for seed in (81, 82):
+            await _golden(servicer, character, seed)
+        built = await servicer.datasets.build(character, 0)
+        run_id = run_id_for(character, "checkpoints")
+        params = {"rank": 4, "steps": 6, "learning_rate": 1e-4, "batch_size": 2}
+        await servicer.repo.create_run(run_id, character, built.uri, params)
+        run = await servicer.runs.run(run_id)
+        assert run.state == tm.RUN_SUCCEEDED, run.error
+
+        active = await servicer.repo.get_active(character)
+        assert active is not None and active.id == run.lora_id
+        assert active.metrics["selected_step"] == 3.0
+        assert abs(active.metrics["validation_idr_step_3"] - 0.95) < 1e-6
+        assert abs(active.metrics["validation_idr_step_6"] - 0.8) < 1e-6
+        assert abs(active.final_idr - 0.95) < 1e-6 and abs(active.baseline_idr - 0.5) < 1e-6
+        (activated,) = [
+            d for d in await servicer.watch.history.decisions(character) if d.decision == "activated"
+        ]
+        assert "the checkpoint of step 3" in activated.reason
