@@ -175,18 +175,27 @@ class VeoProvider(GeminiProvider):
         polls = 0
         while not operation.done:
             interval = self.settings.veo_poll_interval_s
-            if time.perf_counter() + interval >= end:
-                raise DeadlineExceeded(
+
+            def not_done(polls: int = polls) -> DeadlineExceeded:
+                return DeadlineExceeded(
                     f"veo: operation {name} not done after {polls} polls "
                     f"({time.perf_counter() - t0:.1f}s); it can be resumed",
                     details={"operation_name": name, "polls": polls},
                 )
+
+            if time.perf_counter() + interval >= end:
+                raise not_done()
             await self._sleep(interval)
-            operation, _ = await self._with_retries(
-                lambda timeout, op=operation: self._guarded(lambda: client.aio.operations.get(op), timeout),
-                end,
-                "poll",
-            )
+            try:
+                operation, _ = await self._with_retries(
+                    lambda timeout, op=operation: self._guarded(
+                        lambda: client.aio.operations.get(op), timeout
+                    ),
+                    end,
+                    "poll",
+                )
+            except DeadlineExceeded as e:  # the time ran out during the poll: the operation still exists
+                raise not_done() from e
             polls += 1
             if progress is not None:
                 await progress(name, polls)

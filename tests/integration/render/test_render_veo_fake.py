@@ -152,6 +152,26 @@ async def test_stalled_operation_times_out_cleanly(fake_gemini, astronaut_png):
     assert fake_gemini.veo_creations == 1
 
 
+async def test_a_poll_cut_short_by_the_deadline_still_says_the_operation_can_be_resumed(
+    fake_gemini, astronaut_png
+):
+    fake_gemini.veo_script(VeoPlan.stall())
+    veo = VeoProvider(_settings(fake_gemini, veo_poll_interval_s=0.05, veo_timeout_s=2.0))
+
+    async def oversleep(
+        _interval: float,
+    ) -> None:  # a busy machine: the wait between polls outlasts the deadline
+        await asyncio.sleep(2.1)
+
+    veo._sleep = oversleep  # type: ignore[method-assign]
+    try:
+        with pytest.raises(DeadlineExceeded, match="can be resumed") as ei:
+            await veo.render_video(_req(astronaut_png))
+    finally:
+        await veo.aclose()
+    assert ei.value.details["operation_name"] and fake_gemini.veo_creations == 1
+
+
 async def test_renderer_falls_back_to_the_offline_clip_without_a_key(astronaut_png, tmp_path):
     renderer = Renderer.from_settings(RenderSettings(gemini_api_key="", watermark=False))
     try:
