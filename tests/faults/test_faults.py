@@ -32,6 +32,7 @@ async def run_case(
     jobs: int = BATCH,
     expect_all_succeed: bool = True,
     timeout_s: float = 300.0,
+    render_kills: int = 0,
 ) -> dict:
     character = await fm.character(case.replace(" ", "-"))
     calls_before = fm.gemini.calls
@@ -72,9 +73,12 @@ async def run_case(
     assert duplicated == 0 and not strays, f"{case}: episodes {dict(episodes)}, statuses {status}"
     for j in succeeded:
         assert episodes[j.id] == 1, f"{case}: job {j.id} succeeded without its episode"
-    # every paid call was recorded before it was made, and a succeeded job's metrics say how many it made (a
-    # repeated one is reported, never hidden)
-    assert paid == sum(recorded.values()), f"{case}: {paid} paid calls, recorded {recorded}"
+    # every paid call was recorded before it was made: never fewer recorded than made. A render killed between the
+    # record and the call leaves one recorded that was not made (its cost is on the safe side); at most one a kill.
+    # A succeeded job's metrics say how many it made (a repeated one is reported, never hidden).
+    assert paid <= sum(recorded.values()) <= paid + render_kills, (
+        f"{case}: {paid} paid calls, recorded {recorded}"
+    )
     for j in succeeded:
         assert j.metrics.paid_calls == recorded[j.id] and j.metrics.paid_call_repeated == (recorded[j.id] > 1)
     if expect_all_succeed:
@@ -98,7 +102,9 @@ async def test_kill_9_mid_batch(fault_mesh: FaultMesh, service: str) -> None:
         fault_mesh.kill(service)
         fault_mesh.respawn(service)
 
-    await run_case(fault_mesh, f"kill -9 {service}", _after(1.5, crash))
+    await run_case(
+        fault_mesh, f"kill -9 {service}", _after(1.5, crash), render_kills=1 if service == "render" else 0
+    )
 
 
 async def test_a_peer_down_for_60_s_delays_jobs_and_fails_none(fault_mesh: FaultMesh) -> None:
@@ -114,7 +120,7 @@ async def test_a_peer_down_for_60_s_delays_jobs_and_fails_none(fault_mesh: Fault
         await asyncio.sleep(40)
         await asyncio.to_thread(fault_mesh.respawn, "render")
 
-    await run_case(fault_mesh, "render down 60 s", outage)
+    await run_case(fault_mesh, "render down 60 s", outage, render_kills=1)
 
 
 async def test_a_stalled_peer(fault_mesh: FaultMesh) -> None:
