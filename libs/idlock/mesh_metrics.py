@@ -36,17 +36,19 @@ def scrape(url: str, timeout_s: float = 2.0) -> list[Sample]:
         return parse(r.read().decode())
 
 
+def _matches(s: Sample, name: str, match: dict[str, str]) -> bool:
+    return s.name == name and all(s.labels.get(k) == v for k, v in match.items())
+
+
 def total(samples: list[Sample], name: str, **match: str) -> float:
-    return sum(
-        s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in match.items())
-    )
+    return sum(s.value for s in samples if _matches(s, name, match))
 
 
 def quantile(samples: list[Sample], name: str, q: float, **match: str) -> float | None:
     """The q-quantile of a histogram (summed over the other labels), interpolated inside its bucket."""
     buckets: dict[float, float] = defaultdict(float)
     for s in samples:
-        if s.name == f"{name}_bucket" and all(s.labels.get(k) == v for k, v in match.items()):
+        if _matches(s, f"{name}_bucket", match):
             buckets[float(s.labels["le"])] += s.value
     if not buckets or buckets.get(math.inf, 0.0) <= 0:
         return None

@@ -7,8 +7,6 @@ Each function is one unit of work: it commits (or rolls back) before returning. 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -19,6 +17,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idlock.errors import InvalidInput, NotFound, PreconditionFailed
+from idlock.pages import decode_token, encode_token
 from idlock.text import strip_control, strip_format
 
 from .models import (
@@ -37,21 +36,6 @@ MAX_PAGE = 200
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------------
-
-
-def _encode_token(d: Mapping[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(d, sort_keys=True).encode()).decode().rstrip("=")
-
-
-def _decode_token(tok: str) -> dict[str, Any]:
-    try:
-        raw = base64.urlsafe_b64decode(tok + "=" * (-len(tok) % 4))
-        d = json.loads(raw)
-    except (ValueError, json.JSONDecodeError) as e:
-        raise InvalidInput("page_token is not valid") from e
-    if not isinstance(d, dict):
-        raise InvalidInput("page_token is not valid")
-    return d
 
 
 def _page_size(n: int) -> int:
@@ -155,7 +139,7 @@ async def list_characters(
     n = _page_size(page_size)
     q = select(Character).where(Character.owner_id == owner_id)
     if page_token:
-        t = _decode_token(page_token)
+        t = decode_token(page_token)
         try:
             c_at = datetime.fromisoformat(t["c"])
             c_id = str(t["i"])
@@ -168,7 +152,7 @@ async def list_characters(
     if len(rows) > n:
         rows = rows[:n]
         last = rows[-1]
-        nxt = _encode_token({"c": last.created_at.isoformat(), "i": last.id})
+        nxt = encode_token({"c": last.created_at.isoformat(), "i": last.id})
     return rows, nxt
 
 
@@ -372,7 +356,7 @@ async def list_history(
     n = _page_size(page_size)
     q = select(Episode).where(Episode.character_id == character_id)
     if page_token:
-        t = _decode_token(page_token)
+        t = decode_token(page_token)
         if not isinstance(t.get("s"), int):
             raise InvalidInput("page_token is not valid")
         q = q.where(Episode.scene_index < t["s"])
@@ -380,7 +364,7 @@ async def list_history(
     nxt = ""
     if len(rows) > n:
         rows = rows[:n]
-        nxt = _encode_token({"s": rows[-1].scene_index})
+        nxt = encode_token({"s": rows[-1].scene_index})
     return rows, nxt
 
 

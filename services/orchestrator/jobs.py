@@ -16,8 +16,6 @@ The messages a change announces (work, job events) go into the outbox in the cha
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from idlock.db import Database
 from idlock.errors import InvalidInput, NotFound, PreconditionFailed, QuotaExceeded
+from idlock.pages import BAD_TOKEN, decode_token, encode_token
 from services.orchestrator import outbox
 from services.orchestrator.feedback import FeedbackRecords, JobChanges
 from services.orchestrator.models import (
@@ -81,17 +80,15 @@ class Claim:
 
 
 def _encode_token(job: Job) -> str:
-    raw = json.dumps({"t": aware(job.created_at).isoformat(), "i": job.id}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return encode_token({"t": aware(job.created_at).isoformat(), "i": job.id})
 
 
 def _decode_token(token: str) -> tuple[datetime, str]:
+    d = decode_token(token)
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        d = json.loads(raw)
         return datetime.fromisoformat(d["t"]), str(d["i"])
     except (ValueError, KeyError, TypeError) as e:
-        raise InvalidInput("page_token is not a token this service issued") from e
+        raise InvalidInput(BAD_TOKEN) from e
 
 
 class JobStore(FeedbackRecords):

@@ -7,6 +7,7 @@ Labels are kinds, statuses, steps, encoders and outcomes: never a job, character
 from __future__ import annotations
 
 from idlock import metrics as m
+from idlock.delivered import delivered_idr
 from idlock.v1 import orchestrator_service_pb2 as pb
 from services.orchestrator.flow import REFINER_UNAVAILABLE
 from services.orchestrator.models import Job, aware, utcnow
@@ -53,10 +54,8 @@ def _result(kind: str, metrics: pb.JobMetrics) -> None:
         m.IDR.labels(before.encoder, "before").observe(before.calibrated)
     if metrics.refined and after.encoder:
         m.IDR.labels(after.encoder, "after").observe(after.calibrated)
-    final = after if metrics.refined and after.encoder else before
-    if kind == "video" and metrics.frames_scored:
-        m.IDR.labels(before.encoder or "frames", "final").observe(metrics.frame_idr_mean)
-    elif final.encoder:
+    final = delivered_idr(metrics)
+    if final is not None:
         m.IDR.labels(final.encoder, "final").observe(final.calibrated)
     if kind == "image":
         m.REFINE_GATE.labels(_refine_outcome(metrics)).inc()

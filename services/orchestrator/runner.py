@@ -292,11 +292,9 @@ class StepRunner:
             return Outcome.CANCELLED
         self.on_outbox()
         observe.ended(job, Outcome.SUCCEEDED.value, metrics=metrics)
+        ms = self.elapsed_s() * 1000
         log.info(
-            "job %s succeeded in %.0f ms",
-            job.id,
-            self.elapsed_s() * 1000,
-            extra=telemetry.log_fields(duration_ms=round(self.elapsed_s() * 1000, 1)),
+            "job %s succeeded in %.0f ms", job.id, ms, extra=telemetry.log_fields(duration_ms=round(ms, 1))
         )
         return Outcome.SUCCEEDED
 

@@ -4,8 +4,6 @@ day they were billed). Aggregated in SQL; a page is a run of (day, user) keys, n
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -14,6 +12,7 @@ from sqlalchemy import func, select, union
 
 from idlock.db import Database
 from idlock.errors import InvalidInput
+from idlock.pages import BAD_TOKEN, decode_token, encode_token
 from services.orchestrator.models import Job, Usage
 
 DEFAULT_DAYS = 30
@@ -57,18 +56,15 @@ def days_asked(from_day: str, to_day: str, today: date | None = None) -> tuple[d
 
 
 def _token(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode().rstrip("=")
+    return encode_token({"o": offset})
 
 
 def _offset(token: str) -> int:
     if not token:
         return 0
-    try:
-        offset = int(json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))["o"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise InvalidInput("page_token is not a token this service issued") from e
-    if offset < 0:
-        raise InvalidInput("page_token is not a token this service issued")
+    offset = decode_token(token).get("o")
+    if not isinstance(offset, int) or offset < 0:
+        raise InvalidInput(BAD_TOKEN)
     return offset
 
 

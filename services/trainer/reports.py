@@ -13,9 +13,8 @@ from sqlalchemy import select
 
 from idlock.v1 import trainer_service_pb2 as pb
 from services.trainer import models as m
-from services.trainer.journal import IdrHistory
+from services.trainer.journal import DEGRADED, ROLLED_BACK, IdrHistory
 from services.trainer.runtime import TrainerRuntime
-from services.trainer.watch import DEGRADED, ROLLED_BACK
 
 #: the newest observations a report reads
 MAX_OBSERVATIONS = 10_000

@@ -16,6 +16,7 @@ import statistics
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from idlock.delivered import delivered_idr
 from idlock.v1 import events_pb2
 from services.trainer import models as m
 from services.trainer.decisions import LoraDecisions
@@ -45,17 +46,6 @@ class Drop:
         return enough and self.recent_mean < self.baseline_mean - margin
 
 
-def delivered_idr(ev: events_pb2.JobEvent) -> tuple[float, str, str] | None:
-    """(calibrated IDR, encoder, kind) of a succeeded job's result as delivered; None when it was not scored."""
-    m_ = ev.metrics
-    if m_.frames_scored:
-        return float(m_.frame_idr_mean), m_.idr_before.encoder, "video"
-    idr = m_.idr_after if m_.refined and m_.idr_after.encoder else m_.idr_before
-    if not idr.encoder:
-        return None
-    return float(idr.calibrated), idr.encoder, "image"
-
-
 class DegradationWatch:
     def __init__(self, rt: TrainerRuntime, decisions: LoraDecisions) -> None:
         self.rt = rt
@@ -70,7 +60,7 @@ class DegradationWatch:
 
     async def observe(self, ev: events_pb2.JobEvent) -> m.LearningDecisionRow | None:
         """Keep a succeeded job's IDR and decide what it says about its character (None: nothing to decide)."""
-        scored = delivered_idr(ev)
+        scored = delivered_idr(ev.metrics)
         if scored is None or not ev.character_id or not ev.job_id:
             return None
         idr, encoder, kind = scored
@@ -141,5 +131,4 @@ __all__ = [
     "ROLLED_BACK",
     "DegradationWatch",
     "Drop",
-    "delivered_idr",
 ]

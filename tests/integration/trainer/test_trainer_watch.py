@@ -13,6 +13,7 @@ import pytest
 
 from idlock import subjects
 from idlock.bus import EventBus
+from idlock.delivered import delivered_idr
 from idlock.settings import NatsSettings
 from idlock.v1 import common_pb2, events_pb2
 from idlock.v1 import trainer_service_pb2 as pb
@@ -20,7 +21,7 @@ from idlock.v1 import trainer_service_pb2_grpc as pb_grpc
 from services.trainer.journal import ACTIVATED, DEGRADED, ROLLED_BACK
 from services.trainer.server import TrainerServicer, spec_for
 from services.trainer.settings import TrainerSettings
-from services.trainer.watch import Drop, delivered_idr
+from services.trainer.watch import Drop
 from tests.harness import started_service, stream_events
 from tests.metrics_probe import Change
 
@@ -50,9 +51,9 @@ def succeeded(
 
 
 def test_the_delivered_idr_is_the_refined_one_and_a_drop_needs_enough_jobs() -> None:
-    assert delivered_idr(succeeded("c", 0.4, refined_to=0.7)) == (pytest.approx(0.7), "dlib", "image")
-    assert delivered_idr(succeeded("c", 0.4)) == (pytest.approx(0.4), "dlib", "image")
-    assert delivered_idr(events_pb2.JobEvent(job_id="j")) is None  # not scored: nothing to keep
+    assert delivered_idr(succeeded("c", 0.4, refined_to=0.7).metrics) == (pytest.approx(0.7), "dlib", "image")
+    assert delivered_idr(succeeded("c", 0.4).metrics) == (pytest.approx(0.4), "dlib", "image")
+    assert delivered_idr(events_pb2.JobEvent(job_id="j").metrics) is None  # not scored: nothing to keep
     assert Drop([0.6] * 3, [0.8] * 3).beyond(0.05, 3)
     assert not Drop([0.6] * 2, [0.8] * 3).beyond(0.05, 3)
     assert not Drop([0.77] * 3, [0.8] * 3).beyond(0.05, 3)
