@@ -102,4 +102,14 @@ async def report(gw: Gateway, caller: Caller, character_id: str) -> dict[str, An
         "golden_images": r.golden_images,
         "golden_until_training": r.golden_until_training,
         "stage": r.stage or "idle",
+        "recent": [
+            {
+                "at": _when(p.at),
+                "idr": round(p.idr, 6),
+                "lora_id": p.lora_id or None,
+                "provider": p.provider,
+                "job_id": p.job_id,
+            }
+            for p in r.recent
+        ],
     }

@@ -33,7 +33,9 @@ class IdrStatsOut(BaseModel):
 
 
 class LearningDecisionOut(BaseModel):
-    decision: str = Field(description="degraded or rolled_back.")
+    decision: str = Field(
+        description="retrain_requested, activated, rejected, rolled_back or degraded (see the reason)."
+    )
     reason: str
     lora_id: str | None
     recent_idr: float
@@ -41,6 +43,14 @@ class LearningDecisionOut(BaseModel):
     recent_jobs: int
     baseline_jobs: int
     at: str | None
+
+
+class IdrPointOut(BaseModel):
+    at: str | None = Field(description="When the job's result was delivered.")
+    idr: float = Field(description="Its calibrated IDR as delivered.")
+    lora_id: str | None = Field(description="The LoRA that rendered it; null: none.")
+    provider: str
+    job_id: str
 
 
 class LearningReportOut(BaseModel):
@@ -65,4 +75,7 @@ class LearningReportOut(BaseModel):
     stage: str = Field(
         description="idle (no golden image yet), collecting, training, validating, active (a LoRA renders it), "
         "rejected (its last LoRA was not good enough) or rolled_back."
+    )
+    recent: list[IdrPointOut] = Field(
+        description="The newest succeeded jobs (at most 200), oldest first: the points of a chart over time."
     )

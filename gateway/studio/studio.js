@@ -484,6 +484,159 @@ function sceneCard(ep) {
   );
 }
 
+// ---- identity over time (the trainer's report) ---------------------------------------------------------------
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) if (v !== null && v !== undefined) el.setAttribute(k, String(v));
+  for (const c of children.flat()) if (c) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+const STAGES = {
+  idle: "No golden scene yet: the best scenes are collected as they are made.",
+  collecting: "Collecting golden scenes for its first trained model.",
+  training: "Training a model of this character now.",
+  validating: "Checking a newly trained model against the current one.",
+  active: "A trained model of this character renders its scenes.",
+  rejected: "The last trained model was not better, so it is not used.",
+  rolled_back: "Scenes got worse with the last model, so it was rolled back.",
+};
+const DECISIONS = {
+  retrain_requested: "Training started",
+  activated: "Model activated",
+  rejected: "Model rejected",
+  rolled_back: "Rolled back",
+  degraded: "Identity dropped",
+};
+
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString() : "";
+}
+
+// IDR of each recent scene, one point each (oldest left), the line coloured by the model that rendered it, and a
+// mark where a decision fell. The numbers are also in the table under it.
+function idrChart(report, versionOf) {
+  const pts = report.recent;
+  const W = 640, H = 220, L = 44, R = 12, T = 12, B = 28;
+  const x = (i) => L + (pts.length === 1 ? (W - L - R) / 2 : (i * (W - L - R)) / (pts.length - 1));
+  const y = (v) => T + (1 - Math.max(0, Math.min(1, v))) * (H - T - B);
+  const parts = [];
+  for (const v of [0, 0.5, 1]) {
+    parts.push(svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid" }), svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", class: "axis" }, pct(v)));
+  }
+  const times = pts.map((p) => Date.parse(p.at));
+  for (const d of report.decisions) {
+    const t = Date.parse(d.at);
+    if (!pts.length || Number.isNaN(t) || t < times[0]) continue;
+    const after = times.findIndex((pt) => pt > t);
+    const i = after === -1 ? pts.length - 1 : Math.max(0, after - 0.5);
+    parts.push(svg("line", { x1: x(i), x2: x(i), y1: T, y2: H - B, class: `mark ${d.decision}` }, svg("title", {}, `${DECISIONS[d.decision] || d.decision}: ${d.reason}`)));
+  }
+  for (let i = 1; i < pts.length; i++) {
+    parts.push(svg("line", { x1: x(i - 1), y1: y(pts[i - 1].idr), x2: x(i), y2: y(pts[i].idr), class: `seg v${versionOf(pts[i].lora_id)}` }));
+  }
+  pts.forEach((p, i) => {
+    const model = p.lora_id ? `model v${versionOf(p.lora_id)}` : "base model";
+    parts.push(svg("circle", { cx: x(i), cy: y(p.idr), r: 4, class: `pt v${versionOf(p.lora_id)}` }, svg("title", {}, `${pct(p.idr)} · ${model} · ${p.provider} · ${when(p.at)}`)));
+  });
+  parts.push(svg("text", { x: L, y: H - 8, class: "axis" }, "older"), svg("text", { x: W - R, y: H - 8, "text-anchor": "end", class: "axis" }, "newer"));
+  const overall = report.idr.count ? `mean ${pct(report.idr.mean)}, lowest ${pct(report.idr.min)}` : "no scene scored yet";
+  return svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "idr-chart", role: "img", "aria-label": `Identity retention of the last ${pts.length} scenes: ${overall}` }, parts);
+}
+
+function loraRows(listed, onActivate, onRollback) {
+  if (!listed.items.length) return h("p", { class: "muted" }, "No trained model yet.");
+  const gain = (g) => (g === null ? "—" : `${g >= 0 ? "+" : ""}${Math.round(g * 100)} pts`);
+  return h(
+    "table",
+    { class: "loras" },
+    h("caption", { class: "visually-hidden" }, "Trained models of this character"),
+    h("thead", {}, h("tr", {}, ["Model", "Status", "Scenes trained on", "Validated IDR (before → with it)", "Activated", ""].map((t) => h("th", { scope: "col" }, t)))),
+    h(
+      "tbody",
+      {},
+      [...listed.items].reverse().map((l) =>
+        h(
+          "tr",
+          { "data-version": l.version },
+          h("th", { scope: "row" }, `v${l.version}`),
+          h("td", {}, h("span", { class: `badge ${l.status}` }, l.status)),
+          h("td", {}, l.training_images),
+          h("td", {}, l.validated_idr === null ? "—" : `${l.baseline_idr === null ? "—" : pct(l.baseline_idr)} → ${pct(l.validated_idr)} (${gain(l.gain)})`),
+          h("td", {}, when(l.activated_at) || "—"),
+          h(
+            "td",
+            {},
+            l.status === "active"
+              ? h("button", { type: "button", class: "secondary small", onclick: onRollback }, "Roll back")
+              : l.status === "archived"
+                ? h("button", { type: "button", class: "secondary small", "aria-label": `Use model v${l.version}`, onclick: () => onActivate(l.version) }, "Use")
+                : null,
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+async function learningCard(id, name) {
+  const path = `/api/v1/characters/${encodeURIComponent(id)}`;
+  const card = h("section", { class: "card learning", "aria-labelledby": "learning-title" }, h("h2", { id: "learning-title" }, "Identity over time"), h("p", { class: "muted" }, "Loading…"));
+  const fill = async () => {
+    let report, listed;
+    try {
+      [report, listed] = await Promise.all([api("GET", `${path}/metrics`), api("GET", `${path}/loras`)]);
+    } catch (e) {
+      card.replaceChildren(card.firstChild, h("p", { class: "muted" }, `The learning report is unavailable: ${e.message}`));
+      return;
+    }
+    const versionOf = (loraId) => (listed.items.find((l) => l.lora_id === loraId) || { version: 0 }).version;
+    const act = async (method, url, text, okLabel) => {
+      if (!(await confirmDialog(text, okLabel))) return;
+      try {
+        await api(method, url);
+        notice("");
+        await fill();
+      } catch (e) {
+        notice(e.message);
+      }
+    };
+    const onActivate = (v) => act("POST", `${path}/loras/${v}/activate`, `Render ${name}'s scenes with model v${v} from now on?`, `Use v${v}`);
+    const onRollback = () => act("POST", `${path}/loras/rollback`, `Stop using the active model and go back to the one before it?`, "Roll back");
+    const next = report.golden_until_training ? `${report.golden_until_training} more golden scenes until the next training.` : "Automatic training is off.";
+    const weeks = Object.entries(report.idr_by_week);
+    card.replaceChildren(
+      card.firstChild,
+      h("p", { class: "stage", "data-stage": report.stage }, STAGES[report.stage] || report.stage, " ", h("span", { class: "muted" }, `${report.golden_images} golden scenes. ${next}`)),
+      report.recent.length
+        ? h(
+            "figure",
+            { class: "chart" },
+            idrChart(report, versionOf),
+            h("figcaption", { class: "muted" }, "IDR of each recent scene as delivered, coloured by the model that rendered it; a dashed line marks a decision. ", h("span", { class: "legend" }, [...new Set(report.recent.map((p) => versionOf(p.lora_id)))].map((v) => h("span", { class: `key v${v}` }, v ? `model v${v}` : "base model")))),
+          )
+        : h("p", { class: "muted" }, "No scene scored yet."),
+      weeks.length
+        ? h(
+            "details",
+            {},
+            h("summary", {}, "By week"),
+            h("table", { class: "weeks" }, h("thead", {}, h("tr", {}, ["Week", "Scenes", "Mean IDR", "Lowest"].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, weeks.map(([w, st]) => h("tr", {}, h("th", { scope: "row" }, w), h("td", {}, st.count), h("td", {}, pct(st.mean)), h("td", {}, pct(st.min)))))),
+          )
+        : null,
+      h("h3", {}, "Trained models"),
+      loraRows(listed, onActivate, onRollback),
+      report.decisions.length
+        ? h("details", { class: "decisions" }, h("summary", {}, "Decisions"), h("ol", { reversed: true }, [...report.decisions].reverse().slice(0, 20).map((d) => h("li", {}, h("strong", {}, DECISIONS[d.decision] || d.decision), ` · ${when(d.at)} — ${d.reason}`))))
+        : null,
+    );
+  };
+  fill();
+  return card;
+}
+
 async function characterView(id) {
   const path = `/api/v1/characters/${encodeURIComponent(id)}`;
   const [c, history] = await Promise.all([api("GET", path), api("GET", `${path}/history?page_size=50`)]);
@@ -605,6 +758,7 @@ async function characterView(id) {
       h("div", { class: "row spread" }, h("h1", {}, c.name), h("span", { class: `badge ${c.status}` }, c.status === "ready" ? "Ready" : "Needs more photos")),
       c.status_reasons.length ? h("p", { class: "muted" }, c.status_reasons.join(" ")) : null,
       refs,
+      await learningCard(id, c.name),
       h("div", { class: "columns" }, h("div", {}, generate, editor, forget), h("section", { "aria-labelledby": "story-title" }, h("h2", { id: "story-title" }, "Story"), history.story_summary ? h("p", { class: "muted" }, history.story_summary) : null, history.items.length ? timeline : h("p", { class: "empty" }, "No scenes yet: describe the first one."))),
     ),
   );

@@ -18,6 +18,8 @@ from services.trainer.runtime import TrainerRuntime
 
 #: the newest observations a report reads
 MAX_OBSERVATIONS = 10_000
+#: the newest observations a report lists one by one (a chart's points)
+RECENT_POINTS = 200
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class LearningReport:
     golden_images: int = 0
     golden_until_training: int = 0
     stage: str = "idle"
+    #: the newest observations, oldest first
+    recent: list[m.IdrObservation] = field(default_factory=list)
 
 
 def _grouped(rows: list[m.IdrObservation], key) -> dict[str, Stats]:
@@ -92,6 +96,7 @@ async def learning_report(rt: TrainerRuntime, character_id: str) -> LearningRepo
         golden_images=goldens,
         golden_until_training=(n - goldens % n) if n else 0,
         stage=stage,
+        recent=rows[:RECENT_POINTS][::-1],
     )
 
 
@@ -156,6 +161,9 @@ def report_pb(r: LearningReport) -> pb.GetLearningReportResponse:
             baseline_jobs=d.baseline_jobs,
         )
         rec.at.FromDatetime(m.aware(d.created_at))
+    for o in r.recent:
+        point = out.recent.add(idr=o.idr, lora_id=o.lora_id, provider=o.provider, job_id=o.job_id)
+        point.at.FromDatetime(m.aware(o.observed_at))
     return out
 
 

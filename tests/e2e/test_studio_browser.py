@@ -5,17 +5,22 @@ missing browser fails the run."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from idlock.db import Database
 from idlock.mesh import LocalMesh
+from idlock.settings import DatabaseSettings
+from services.trainer.registry import TrainerRepository
 from tests.e2e.conftest import PASSWORD, face_photos
 
 pytestmark = pytest.mark.slow
@@ -86,6 +91,28 @@ def _image_loaded(page, scene: int) -> bool:
     img.scroll_into_view_if_needed()  # scenes load lazily, as a person scrolls to them
     page.wait_for_function("el => el.complete", arg=img.element_handle(), timeout=30_000)
     return img.evaluate("el => el.naturalWidth > 0")
+
+
+async def _trained_models(data_dir: Path, character_id: str) -> None:
+    """Two trained versions of the character in the mesh trainer's own database, v2 active, as two training runs
+    would leave them (the studio mesh has no base model to train on; the page only reads and acts on them)."""
+    db = Database.open(DatabaseSettings(url=""), service="trainer", data_dir=data_dir)
+    repo = TrainerRepository(db)
+    try:
+        for k, (baseline, final) in enumerate(((0.61, 0.72), (0.72, 0.78)), start=1):
+            row = await repo.register_lora(
+                character_id, run_id=f"run{k}", dataset_uri="", training_images=30 * k
+            )
+            await repo.update_lora(
+                row.id,
+                file_uri=f"file:///nowhere/{row.id}",
+                status="validating",
+                baseline_idr=baseline,
+                final_idr=final,
+            )
+            await repo.activate(row.id)
+    finally:
+        await db.close()
 
 
 def test_a_person_uses_idlock_end_to_end_in_a_browser(
@@ -194,6 +221,35 @@ def test_a_person_uses_idlock_end_to_end_in_a_browser(
         "v => ({ready: v.readyState, duration: v.duration, error: v.error && v.error.code, src: v.currentSrc})"
     )
     assert state["error"] is None and state["duration"] > 0, state
+
+    # identity over time: a point per scene in the chart, and the trained models, which the owner can roll back
+    character_id = page.url.split("#/c/", 1)[1]
+    with ThreadPoolExecutor(1) as pool:  # Playwright's own loop runs on this thread
+        pool.submit(asyncio.run, _trained_models(studio_mesh.data_dir, character_id)).result()
+    learning = page.locator("section.learning")
+    for _ in range(60):  # the trainer keeps each job's IDR as its `succeeded` event reaches it
+        page.reload()
+        learning.locator("table.loras").wait_for()
+        if learning.locator(".idr-chart circle").count() == 3:
+            break
+        time.sleep(0.5)
+    assert learning.locator(".idr-chart circle").count() == 3
+    assert "last 3 scenes" in learning.locator(".idr-chart").get_attribute("aria-label")
+    assert learning.locator(".legend").inner_text() == "base model"  # no scene was rendered with a LoRA
+    assert learning.locator(".stage").get_attribute("data-stage") == "active"
+    assert learning.locator('tr[data-version="2"] .badge').inner_text() == "active"
+    assert "72% → 78% (+6 pts)" in learning.locator('tr[data-version="2"]').inner_text()
+    learning.get_by_role("button", name="Roll back").click()
+    page.locator("#confirm-ok").click()
+    learning.locator('tr[data-version="1"] .badge.active').wait_for()
+    assert learning.locator('tr[data-version="2"] .badge').inner_text() == "archived"
+    assert learning.locator(".stage").get_attribute("data-stage") == "rolled_back"
+    learning.get_by_text("Decisions").click()
+    assert "Rolled back" in learning.locator(".decisions").inner_text()
+    learning.get_by_role("button", name="Use model v2").click()
+    page.locator("#confirm-ok").click()
+    learning.locator('tr[data-version="2"] .badge.active').wait_for()
+    _snap(page, "3b-identity-over-time")
 
     # the sheet edited and saved
     page.get_by_label("Eyes").fill("green")

@@ -342,7 +342,7 @@ class LearningDecisionRecord(_message.Message):
     def __init__(self, decision: _Optional[str] = ..., reason: _Optional[str] = ..., lora_id: _Optional[str] = ..., recent_idr: _Optional[float] = ..., baseline_idr: _Optional[float] = ..., recent_jobs: _Optional[int] = ..., baseline_jobs: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetLearningReportResponse(_message.Message):
-    __slots__ = ("character_id", "overall", "by_week", "by_provider", "by_lora", "state", "decisions", "golden_images", "golden_until_training", "stage")
+    __slots__ = ("character_id", "overall", "by_week", "by_provider", "by_lora", "state", "decisions", "golden_images", "golden_until_training", "stage", "recent")
     CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
     OVERALL_FIELD_NUMBER: _ClassVar[int]
     BY_WEEK_FIELD_NUMBER: _ClassVar[int]
@@ -353,6 +353,7 @@ class GetLearningReportResponse(_message.Message):
     GOLDEN_IMAGES_FIELD_NUMBER: _ClassVar[int]
     GOLDEN_UNTIL_TRAINING_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FIELD_NUMBER: _ClassVar[int]
     character_id: str
     overall: IdrStats
     by_week: _containers.RepeatedCompositeFieldContainer[IdrGroup]
@@ -363,4 +364,19 @@ class GetLearningReportResponse(_message.Message):
     golden_images: int
     golden_until_training: int
     stage: str
-    def __init__(self, character_id: _Optional[str] = ..., overall: _Optional[_Union[IdrStats, _Mapping]] = ..., by_week: _Optional[_Iterable[_Union[IdrGroup, _Mapping]]] = ..., by_provider: _Optional[_Iterable[_Union[IdrGroup, _Mapping]]] = ..., by_lora: _Optional[_Iterable[_Union[IdrGroup, _Mapping]]] = ..., state: _Optional[str] = ..., decisions: _Optional[_Iterable[_Union[LearningDecisionRecord, _Mapping]]] = ..., golden_images: _Optional[int] = ..., golden_until_training: _Optional[int] = ..., stage: _Optional[str] = ...) -> None: ...
+    recent: _containers.RepeatedCompositeFieldContainer[IdrPoint]
+    def __init__(self, character_id: _Optional[str] = ..., overall: _Optional[_Union[IdrStats, _Mapping]] = ..., by_week: _Optional[_Iterable[_Union[IdrGroup, _Mapping]]] = ..., by_provider: _Optional[_Iterable[_Union[IdrGroup, _Mapping]]] = ..., by_lora: _Optional[_Iterable[_Union[IdrGroup, _Mapping]]] = ..., state: _Optional[str] = ..., decisions: _Optional[_Iterable[_Union[LearningDecisionRecord, _Mapping]]] = ..., golden_images: _Optional[int] = ..., golden_until_training: _Optional[int] = ..., stage: _Optional[str] = ..., recent: _Optional[_Iterable[_Union[IdrPoint, _Mapping]]] = ...) -> None: ...
+
+class IdrPoint(_message.Message):
+    __slots__ = ("at", "idr", "lora_id", "provider", "job_id")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    IDR_FIELD_NUMBER: _ClassVar[int]
+    LORA_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    at: _timestamp_pb2.Timestamp
+    idr: float
+    lora_id: str
+    provider: str
+    job_id: str
+    def __init__(self, at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idr: _Optional[float] = ..., lora_id: _Optional[str] = ..., provider: _Optional[str] = ..., job_id: _Optional[str] = ...) -> None: ...

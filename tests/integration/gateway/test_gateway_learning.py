@@ -123,4 +123,10 @@ async def test_the_report_shows_idr_by_lora_and_the_watch_state(learning_api) ->
     assert report["idr"]["count"] == 3 and report["idr"]["mean"] == pytest.approx(0.7, abs=1e-6)
     assert report["idr"]["min"] == pytest.approx(0.6, abs=1e-6)
     assert report["idr_by_lora"]["none"]["count"] == 2 and report["idr_by_lora"]["lora_x_v1"]["count"] == 1
+    assert [(p["idr"], p["lora_id"], p["provider"]) for p in report["recent"]] == [
+        (pytest.approx(0.8), None, "gemini"),
+        (pytest.approx(0.7), None, "gemini"),
+        (pytest.approx(0.6), "lora_x_v1", "gemini"),
+    ]
+    assert all(p["at"] and p["job_id"].startswith("job_") for p in report["recent"])
     assert list(report["idr_by_provider"]) == ["gemini"] and len(report["idr_by_week"]) == 1

@@ -4,9 +4,7 @@ feedback) → BuildDataset → StartTraining (jobs.train) → validation → the
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
-from unittest import mock
 
 import pytest
 
@@ -18,10 +16,9 @@ from idlock.storage import open_store
 from idlock.v1 import common_pb2, events_pb2, orchestrator_service_pb2
 from idlock.v1 import trainer_service_pb2 as pb
 from idlock.v1 import trainer_service_pb2_grpc as pb_grpc
-from services.trainer.server import TrainerServicer, spec_for
-from services.trainer.settings import TrainerSettings
-from tests.fakes.trainer_data import near_duplicate, textured
-from tests.harness import started_service, stream_events
+from tests.fakes.trainer_data import alternating_scorer, near_duplicate, textured
+from tests.harness import stream_events
+from tests.integration.trainer.running import running_trainer
 from tests.metrics_probe import Change
 
 
@@ -43,16 +40,6 @@ def _env(nats_url: str, model) -> dict[str, str]:
         "IDLOCK_TRAINER_AUTO_TRAIN_MIN_IMAGES": "0",
         "IDLOCK_TRAINER_MIN_BLUR": "5",
     }
-
-
-def _alternating_scorer():
-    """validate() scores the new LoRA's render, then the baseline's, for each scene and seed: 0.9 vs 0.5."""
-
-    async def factory(character_id: str):
-        calls = iter(range(1000))
-        return lambda image: 0.9 if next(calls) % 2 == 0 else 0.5
-
-    return factory
 
 
 async def _events(nats_url: str, subject: str, character_id: str, want: int) -> list:
@@ -77,13 +64,7 @@ async def test_golden_images_to_an_active_lora_and_erasure(nats_server, tiny_mod
     idrs = {"a": 0.9, "b": 0.95, "low": 0.6, "down": 0.92, "twin": 0.88, "copy": 0.98}
     env = _env(nats_server.url, tiny_model)
     grew = Change()  # the training run, its activation and the rollback, as the trainer's metrics say
-    with mock.patch.dict(os.environ, {**env, "IDLOCK_DATA_DIR": str(tmp_path), "IDLOCK_TRAINER_PORT": "0"}):
-        settings = TrainerSettings()
-        servicer = TrainerServicer(settings, face_finder=None, scorer_factory=_alternating_scorer())
-    async with started_service("trainer", tmp_path, spec=spec_for(servicer), settings=settings, **env) as (
-        _svc,
-        channel,
-    ):
+    async with running_trainer(tmp_path, env, alternating_scorer()) as (_servicer, channel):
         stub = pb_grpc.TrainerServiceStub(channel)
         bus = await EventBus.connect(NatsSettings(url=nats_server.url))
         try:
@@ -237,13 +218,7 @@ async def test_enough_golden_images_trigger_training_and_auto_activation(
         "IDLOCK_TRAINER_AUTO_TRAIN_MIN_IMAGES": "2",
         "IDLOCK_TRAINER_STEPS": "2",
     }
-    with mock.patch.dict(os.environ, {**env, "IDLOCK_DATA_DIR": str(tmp_path), "IDLOCK_TRAINER_PORT": "0"}):
-        settings = TrainerSettings()
-        servicer = TrainerServicer(settings, face_finder=None, scorer_factory=_alternating_scorer())
-    async with started_service("trainer", tmp_path, spec=spec_for(servicer), settings=settings, **env) as (
-        _svc,
-        channel,
-    ):
+    async with running_trainer(tmp_path, env, alternating_scorer()) as (_servicer, channel):
         stub = pb_grpc.TrainerServiceStub(channel)
         bus = await EventBus.connect(NatsSettings(url=nats_server.url))
         try:

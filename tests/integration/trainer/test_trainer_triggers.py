@@ -4,22 +4,19 @@ run; a degraded character gets a run of its own; each start is a decision with i
 
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import timedelta
-from unittest import mock
 
 from idlock.images import encode_png
 from idlock.v1 import common_pb2, events_pb2
 from services.trainer import models as tm
 from services.trainer.runs import run_id_for
-from services.trainer.server import TrainerServicer, spec_for
-from services.trainer.settings import TrainerSettings
+from services.trainer.server import TrainerServicer
 from services.trainer.triggers import RETRAIN
 from services.trainer.watch import DEGRADED
-from tests.fakes.trainer_data import textured
-from tests.harness import started_service
-from tests.integration.trainer.test_trainer_service import _alternating_scorer, _env
+from tests.fakes.trainer_data import alternating_scorer, textured
+from tests.integration.trainer.running import running_trainer
+from tests.integration.trainer.test_trainer_service import _env
 
 
 async def _golden(servicer: TrainerServicer, character_id: str, seed: int) -> None:
@@ -53,11 +50,8 @@ async def test_time_and_degradation_triggers_start_one_run_each(nats_server, tin
         "IDLOCK_TRAINER_WATCH_MIN_JOBS": "2",
         "IDLOCK_TRAINER_WATCH_ROLLBACK": "false",  # runs here may activate LoRAs: this is about the plain drop
     }
-    with mock.patch.dict(os.environ, {**env, "IDLOCK_DATA_DIR": str(tmp_path), "IDLOCK_TRAINER_PORT": "0"}):
-        settings = TrainerSettings()
-        servicer = TrainerServicer(settings, face_finder=None, scorer_factory=_alternating_scorer())
     character = f"c_{uuid.uuid4().hex[:8]}"
-    async with started_service("trainer", tmp_path, spec=spec_for(servicer), settings=settings, **env):
+    async with running_trainer(tmp_path, env, alternating_scorer()) as (servicer, _channel):
         triggers, history = servicer.triggers, servicer.watch.history
         for seed in (71, 72):
             await _golden(servicer, character, seed)
@@ -109,14 +103,9 @@ async def test_the_checkpoint_that_keeps_the_identity_best_is_the_one_kept(tiny_
         **_env("nats://127.0.0.1:1", tiny_model),  # no NATS: the run is driven here, not by the work queue
         "IDLOCK_TRAINER_CHECKPOINT_CANDIDATES": "2",
     }
-    with mock.patch.dict(os.environ, {**env, "IDLOCK_DATA_DIR": str(tmp_path), "IDLOCK_TRAINER_PORT": "0"}):
-        settings = TrainerSettings()
-        # the checkpoint of step 3 is validated first and keeps the identity better than the last (step 6)
-        servicer = TrainerServicer(
-            settings, face_finder=None, scorer_factory=_scores_per_validation(0.95, 0.8)
-        )
     character = f"c_{uuid.uuid4().hex[:8]}"
-    async with started_service("trainer", tmp_path, spec=spec_for(servicer), settings=settings, **env):
+    # the checkpoint of step 3 is validated first and keeps the identity better than the last (step 6)
+    async with running_trainer(tmp_path, env, _scores_per_validation(0.95, 0.8)) as (servicer, _channel):
         for seed in (81, 82):
             await _golden(servicer, character, seed)
         built = await servicer.datasets.build(character, 0)

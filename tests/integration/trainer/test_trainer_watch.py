@@ -5,9 +5,7 @@ that says why; a character whose recent jobs fall below the ones before them is 
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
-from unittest import mock
 
 import pytest
 
@@ -19,10 +17,9 @@ from idlock.v1 import common_pb2, events_pb2
 from idlock.v1 import trainer_service_pb2 as pb
 from idlock.v1 import trainer_service_pb2_grpc as pb_grpc
 from services.trainer.journal import ACTIVATED, DEGRADED, ROLLED_BACK
-from services.trainer.server import TrainerServicer, spec_for
-from services.trainer.settings import TrainerSettings
 from services.trainer.watch import Drop
-from tests.harness import started_service, stream_events
+from tests.harness import stream_events
+from tests.integration.trainer.running import running_trainer
 from tests.metrics_probe import Change
 
 WATCH_ENV = {
@@ -63,15 +60,9 @@ async def test_a_lora_that_lowers_identity_is_rolled_back_and_a_drop_is_said_onc
     nats_server, tmp_path
 ) -> None:
     env = {"IDLOCK_NATS_URL": nats_server.url, **WATCH_ENV}
-    with mock.patch.dict(os.environ, {**env, "IDLOCK_DATA_DIR": str(tmp_path), "IDLOCK_TRAINER_PORT": "0"}):
-        settings = TrainerSettings()
-        servicer = TrainerServicer(settings, face_finder=None)
     character, plain = f"c_{uuid.uuid4().hex[:8]}", f"c_{uuid.uuid4().hex[:8]}"
     grew = Change()
-    async with started_service("trainer", tmp_path, spec=spec_for(servicer), settings=settings, **env) as (
-        _svc,
-        channel,
-    ):
+    async with running_trainer(tmp_path, env) as (servicer, channel):
         stub = pb_grpc.TrainerServiceStub(channel)
         repo, history = servicer.repo, servicer.watch.history
         bus = await EventBus.connect(NatsSettings(url=nats_server.url))
@@ -150,6 +141,14 @@ async def test_a_lora_that_lowers_identity_is_rolled_back_and_a_drop_is_said_onc
             # auto-training is off here
             assert report.overall.count == 7 and report.golden_until_training == 0
             assert report.stage == "rolled_back"
+            # each job once, oldest first, with the LoRA that made it: the points of the studio's chart
+            assert [(round(p.idr, 2), p.lora_id) for p in report.recent] == [
+                *[(v, first.id) for v in (0.80, 0.82, 0.79, 0.81)],
+                *[(v, second.id) for v in (0.60, 0.58, 0.61)],
+            ]
+            assert [p.at.ToDatetime() for p in report.recent] == sorted(
+                p.at.ToDatetime() for p in report.recent
+            )
             plain_report = await stub.GetLearningReport(pb.GetLearningReportRequest(character_id=plain))
             assert plain_report.state == DEGRADED and plain_report.overall.count == 11
             assert plain_report.stage == "idle"  # no golden image, no LoRA
