@@ -65,6 +65,8 @@ class GenerateInput:
     pose_image_url: str | None = None
     style_overrides: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    #: a scene of several characters: (character id, role), the first is character_id; empty for one
+    cast: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Gateway:
@@ -404,8 +406,9 @@ class Gateway:
         self, caller: Caller, body: GenerateInput, idempotency_key: str | None
     ) -> dict[str, Any]:
         await take(self.generate_limiter, caller.user_id, "generation requests")
-        await self._character(caller, body.character_id)
-        await self.reports.check(body.character_id)
+        for character_id in [c for c, _ in body.cast] or [body.character_id]:
+            await self._character(caller, character_id)  # 404 for one that is not the caller's
+            await self.reports.check(character_id)
         pose_uri, temp_key = ("", None)
         if body.pose_image_url:
             pose_uri, temp_key = await self._pose_uri(caller, body.pose_image_url)
@@ -419,6 +422,7 @@ class Gateway:
             options=orch_pb2.GenerationOptions(**o),
             # without a client key, one per HTTP request still makes the channel's UNAVAILABLE retries safe
             idempotency_key=idempotency_key or f"auto:{uuid.uuid4().hex}",
+            cast=[common_pb2.CastMember(character_id=c, role=role) for c, role in body.cast],
         )
         try:
             reply = await self._rpc("orchestrator", self.orchestrator.SubmitGeneration, request)

@@ -128,6 +128,10 @@ class CharacterCreated(BaseModel):
     reference_quality: list[ReferenceQuality] = []
 
 
+#: the most characters one scene holds
+MAX_CAST = 4
+
+
 class GenerateOptionsIn(Strict):
     # the schema says what the orchestrator enforces, so a client (and a contract test) can see that a duration
     # or a spoken line belongs to a video only
@@ -169,7 +173,21 @@ class GenerateOptionsIn(Strict):
 
 
 class GenerateIn(Strict):
-    character_id: str = Field(min_length=1, max_length=100)
+    character_id: str | None = Field(
+        None, min_length=1, max_length=100, description="The character of a scene of one (or character_ids)."
+    )
+    character_ids: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
+        None,
+        description=f"A scene of several characters: 1 to {MAX_CAST}, each once, all yours and with consent. "
+        "The first is the job's character_id.",
+        # said in the schema; checked below with a message that names the rule
+        json_schema_extra={"minItems": 1, "maxItems": MAX_CAST, "uniqueItems": True},
+    )
+    roles: dict[str, Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=dict,
+        description="Optional role or place of each character in the scene, by character id (e.g. "
+        '{"c_1": "on the left", "c_2": "on the right"}): left, center or right hold each face to its place.',
+    )
     prompt: str = Field(min_length=1, max_length=4000, description="What happens in the scene.")
     pose_image_url: str | None = Field(
         None,
@@ -185,6 +203,26 @@ class GenerateIn(Strict):
         description="Extra style or state instructions (e.g. 'worn leather armor').",
     )
     options: GenerateOptionsIn = Field(default_factory=GenerateOptionsIn)
+
+    @model_validator(mode="after")
+    def _cast(self) -> GenerateIn:
+        ids = self.cast_ids()
+        if not ids:
+            raise ValueError("give character_id (one character) or character_ids (a scene of several)")
+        if self.character_id and self.character_ids and self.character_id != self.character_ids[0]:
+            raise ValueError("character_id must be the first of character_ids (or be left out)")
+        if len(ids) > MAX_CAST:
+            raise ValueError(f"a scene holds at most {MAX_CAST} characters, {len(ids)} were given")
+        twice = sorted({c for c in ids if ids.count(c) > 1})
+        if twice:
+            raise ValueError(f"character {twice[0]} is listed twice in character_ids: list each once")
+        stray = sorted(set(self.roles) - set(ids))
+        if stray:
+            raise ValueError(f"roles names {stray[0]}, which is not one of the scene's characters")
+        return self
+
+    def cast_ids(self) -> list[str]:
+        return list(self.character_ids or ([self.character_id] if self.character_id else []))
 
 
 class JobAccepted(BaseModel):
@@ -377,6 +415,9 @@ class EpisodeOut(BaseModel):
     context: SceneContextOut | None = Field(
         description="What the scene was made from (null for scenes recorded before this was kept)."
     )
+    with_characters: list[CastMemberOut] = Field(
+        default_factory=list, description="The other characters in the scene (empty for a scene of one)."
+    )
     created_at: str | None
 
 
@@ -395,6 +436,28 @@ class JobResultOut(BaseModel):
 class JobErrorOut(BaseModel):
     code: str
     message: str
+
+
+class CastMemberOut(BaseModel):
+    character_id: str
+    name: str
+    role: str
+
+
+class CastResultOut(CastMemberOut):
+    face_found: bool | None = Field(
+        description="A face was assigned to the character (null until the scene is scored)."
+    )
+    idr_before: IdrOut | None = Field(description="Its face as rendered.")
+    idr_after: IdrOut | None = Field(
+        description="Its face in the result, when the refiner changed the image."
+    )
+    refined: bool = Field(description="Its own face was repaired.")
+    note: str | None
+    tags: StateTagsOut | None = Field(description="Story state the scene gave this character.")
+    removed: StateTagsOut | None
+    episode_id: str | None
+    scene_index: int | None = Field(description="The scene's number in this character's own story.")
 
 
 class JobOut(BaseModel):
@@ -426,6 +489,12 @@ class JobOut(BaseModel):
     waiting_since: str | None = Field(None, description="Since when it has been waiting (RFC 3339).")
     context: SceneContextOut | None = Field(
         description="What the scene is made from, once memory's context step has run."
+    )
+    characters: list[CastResultOut] = Field(
+        default_factory=list,
+        description="A scene of several characters: each one's face, IDR before and after its repair, state and "
+        "episode (metrics.identity_bleed, metrics.placement_swapped and metrics.extra_faces say what the scene as "
+        "a whole came to). Empty for a scene of one.",
     )
     created_at: str | None
     updated_at: str | None

@@ -162,6 +162,7 @@ def job_metrics(m: orchestrator_service_pb2.JobMetrics) -> dict[str, Any]:
     """The job's metrics as JSON, with its copy check flattened (copy_similarity, near_copy, copy_note)."""
     out = MessageToDict(m, preserving_proto_field_name=True)
     out.pop("copy", None)
+    out.pop("cast", None)  # the job's `characters`
     # the LoRA that rendered it, by the version its owner sees in /characters/{id}/loras (null: none)
     version = re.search(r"_v(\d+)$", m.lora_id)
     lora = {"lora_id": m.lora_id or None, "lora_version": int(version.group(1)) if version else None}
@@ -195,8 +196,31 @@ async def episode(e: memory_service_pb2.Episode, url_for: UrlFor) -> dict[str, A
             for f in e.frame_idrs
         ],
         "context": scene_context(e.context) if e.HasField("context") else None,
+        "with_characters": [{"character_id": c.character_id, "name": c.name, "role": c.role} for c in e.cast],
         "created_at": _ts(e, "created_at"),
     }
+
+
+def cast_results(j: orchestrator_service_pb2.Job) -> list[dict[str, Any]]:
+    """Each character of a scene of several: its results once the job has them, its name and role before."""
+    done = {r.character_id: r for r in j.metrics.cast}
+    out = []
+    for c in j.cast:
+        r = done.get(c.character_id)
+        item: dict[str, Any] = {"character_id": c.character_id, "name": c.name, "role": c.role}
+        item |= {
+            "face_found": r.face_found if r else None,
+            "idr_before": idr(r.idr_before) if r and r.HasField("idr_before") else None,
+            "idr_after": idr(r.idr_after) if r and r.HasField("idr_after") else None,
+            "refined": bool(r and r.refined),
+            "note": (r.note or None) if r else None,
+            "tags": tags(r.tags) if r else None,
+            "removed": tags(r.removed) if r else None,
+            "episode_id": (r.episode_id or None) if r else None,
+            "scene_index": r.scene_index if r and r.episode_id else None,
+        }
+        out.append(item)
+    return out
 
 
 async def job(j: orchestrator_service_pb2.Job, url_for: UrlFor) -> dict[str, Any]:
@@ -226,6 +250,7 @@ async def job(j: orchestrator_service_pb2.Job, url_for: UrlFor) -> dict[str, Any
         "waiting_for": j.waiting_for or None,
         "waiting_since": _ts(j, "waiting_since") if j.waiting_for else None,
         "context": scene_context(j.context) if j.HasField("context") else None,
+        "characters": cast_results(j),
         "created_at": _ts(j, "created_at"),
         "updated_at": _ts(j, "updated_at"),
     }

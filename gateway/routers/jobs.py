@@ -50,11 +50,13 @@ JOB_LINKS = {
 async def generate(body: GenerateIn, who: CallerDep, gw: GatewayDep, idem: IdempotencyDep) -> JSONResponse:
     """Queue a scene for a character. With `Idempotency-Key`, a retried submission returns the same job; the same
     key with another body is refused with 422 `idempotency_key_reused`."""
-    telemetry.character_id_var.set(body.character_id)  # this request's task only: its log lines and calls
+    ids = body.cast_ids()
+    telemetry.character_id_var.set(ids[0])  # this request's task only: its log lines and calls
     accepted = await gw.submit(
         who,
         GenerateInput(
-            character_id=body.character_id,
+            character_id=ids[0],
+            cast=[(c, body.roles.get(c, "")) for c in ids] if len(ids) > 1 else [],
             prompt=body.prompt,
             pose_image_url=body.pose_image_url,
             style_overrides=list(body.style_overrides),

@@ -462,6 +462,7 @@ function sceneCard(ep) {
       " ",
       copyBadge(ep),
     ),
+    ep.with_characters && ep.with_characters.length ? h("p", { class: "muted with" }, "With " + ep.with_characters.map((w) => (w.role ? `${w.name} (${w.role})` : w.name)).join(", ")) : null,
     ctx ? chips(ctx.state, ctx.ended) : chips(null, null),
     ctx
       ? h(

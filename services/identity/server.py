@@ -10,6 +10,7 @@ import numpy as np
 
 from idlock import refs
 from idlock.errors import InvalidInput
+from idlock.faces.cast import PLACEMENTS
 from idlock.faces.engine import IdentityEngine, get_engine
 from idlock.faces.proto import copy_pb, face_pb, idr_pb
 from idlock.grpc_server import ServiceSpec
@@ -125,6 +126,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             raise InvalidInput("characters is empty: give at least one character identity to score")
         identities: dict[str, np.ndarray] = {}
         references: dict[str, list[np.ndarray | None]] = {}
+        placements: dict[str, str] = {}
         for i, c in enumerate(request.characters):
             key = c.character_id or f"character {i}"
             if key in identities:
@@ -134,11 +136,16 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                     f"identity of {key!r} was made by encoder {c.identity.encoder!r}; this service runs "
                     f"{self.engine.encoder.name!r}"
                 )
+            if c.placement and c.placement not in PLACEMENTS:
+                raise InvalidInput(
+                    f"placement {c.placement!r} of {key!r} is not one of: {', '.join(PLACEMENTS)} (or empty)"
+                )
+            placements[key] = c.placement
             identities[key] = np.asarray(c.identity.values, dtype=np.float64)
             if c.references:
                 references[key] = await self._reference_prints(key, c.references)
         data = await self._image(request.image, "scene image")
-        scene = await self._run(self.engine.score_identity, identities, data, references)
+        scene = await self._run(self.engine.score_identity, identities, data, references, placements)
         encoder = self.engine.encoder.name
         matches = []
         for m in scene.matches:
@@ -156,7 +163,12 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                 match.copy.CopyFrom(copy_pb(m.copy))
             matches.append(match)
         return pb.ScoreIdentityResponse(
-            matches=matches, faces_detected=scene.face_count, no_face=scene.no_face
+            matches=matches,
+            faces_detected=scene.face_count,
+            no_face=scene.no_face,
+            extra_faces=scene.extras,
+            bleeds=[pb.IdentityBleed(character_ids=who, face_index=face) for who, face in scene.bleeds],
+            placement_swapped=scene.placement_swapped,
         )
 
     async def CompareImages(self, request: pb.CompareImagesRequest, context) -> pb.CompareImagesResponse:

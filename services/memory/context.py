@@ -121,6 +121,14 @@ async def _rank_by_text(
     return [cands[i] for i in order[:k]]
 
 
+def sheet_of(ch: Any) -> CharacterSheet:
+    """A character row's sheet, with its name and description."""
+    sheet_d = dict(ch.sheet or {})
+    sheet_d.setdefault("name", ch.name)
+    sheet_d["description"] = ch.description or ""
+    return CharacterSheet.from_dict(sheet_d)
+
+
 async def build_context(
     *,
     character_id: str,
@@ -285,10 +293,7 @@ async def load_context(
         older = relevant and (ch.episode_count or 0) > cfg.recent_k
         if query is None and older and ranks:
             query = _prefetch_query(embedder, user_prompt, cfg, clock)
-        sheet_d = dict(ch.sheet or {})
-        sheet_d.setdefault("name", ch.name)
-        sheet_d["description"] = ch.description or ""
-        sheet = CharacterSheet.from_dict(sheet_d)
+        sheet = sheet_of(ch)
         state = await story_state(session, character_id, ch.episode_count or 0, states)
         recent_rows = await repo.recent_episodes(session, character_id, cfg.recent_k)
         rows: dict[int, Any] = {e.scene_index: e for e in recent_rows}  # Episode rows read, by scene

@@ -37,8 +37,8 @@ def utcnow() -> datetime:
 
 
 #: version of these models that `Database.migrate` records (2: episodes.context, episodes.provider_label;
-#: 3: episodes.copy_check; 4: erasures)
-SCHEMA_VERSION = 4
+#: 3: episodes.copy_check; 4: erasures; 5: episodes.cast_members)
+SCHEMA_VERSION = 5
 
 Base = make_base("memory", type_annotation_map={dict[str, Any]: JSON, list[Any]: JSON})
 
@@ -102,6 +102,8 @@ class Episode(Base):
     provider_label: Mapped[str] = mapped_column(String(128), default="", server_default="")
     #: the scene's face against the references (`CopyCheck` as JSON, proto field names); None before version 3
     copy_check: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: the other characters of a scene with several ([{character_id, name, role}]); None for a scene of one
+    cast_members: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("character_id", "job_id", name="uq_episodes_character_job"),
@@ -160,4 +162,5 @@ UPGRADES = {
     2: add_columns("episodes", "context JSON", "provider_label VARCHAR(128) NOT NULL DEFAULT ''"),
     3: add_columns("episodes", "copy_check JSON"),
     4: new_tables_only,
+    5: add_columns("episodes", "cast_members JSON"),
 }

@@ -296,3 +296,121 @@ def compose_template(inp: PromptInputs) -> ComposedPrompt:
         sections=sections,
         template_hash=_sha(text),
     )
+
+
+# ---- scenes with several characters (issue #23) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CastInput:
+    """One character of a scene with several: its sheet, its role in the owner's words, its own story state."""
+
+    sheet: CharacterSheet
+    role: str = ""
+    state: StoryState | None = None
+    recent_scenes: tuple[SceneLine, ...] = ()
+    ended: tuple[Interval, ...] = ()
+
+
+#: what a scene of several must not do, on top of one character's constraints
+CAST_CONSTRAINTS: tuple[str, ...] = (
+    "Each person keeps their own face from their own reference images; never merge or swap two identities.",
+    "Each person keeps their own clothing, injuries and props; never give one person's items to another.",
+)
+CAST_NEGATIVE_TOKENS: tuple[str, ...] = ("merged faces", "swapped faces", "identical twins")
+#: items of a character that stay with that character (the setting is the scene's, shared)
+OWN_CATEGORIES = ("clothing", "injuries", "props", "mood")
+
+
+def _cast_sheet(k: int, member: CastInput) -> list[str]:
+    sheet = member.sheet
+    head = f"Person {k}: {_clean(sheet.name) or 'unnamed'}"
+    if _clean(member.role):
+        head += f" ({_clean(member.role)})"
+    lines = [head]
+    if _clean(sheet.description):
+        lines.append(f"  About: {_shorten(_clean(sheet.description), DESCRIPTION_MAX_CHARS // 2)}")
+    lines += [
+        f"  Face: {_clean(sheet.face_description) or 'as in their reference images'} {FACE_LOCK}",
+        f"  Hair: {_clean(sheet.hair) or 'as in their reference images'}",
+        f"  Eyes: {_clean(sheet.eyes) or 'as in their reference images'}",
+        f"  Distinctives: {_join(sheet.distinctive_marks, '; ')}",
+        f"  MustKeep: {_join(sheet.must_keep, '; ')}",
+    ]
+    return lines
+
+
+def _cast_state(member: CastInput) -> list[str]:
+    name = _clean(member.sheet.name) or "unnamed"
+    st = member.state
+    if st is None or st.last_scene is None:
+        return [f"{name}: first scene, nothing recorded yet"]
+    own = [
+        f"{cat}: " + "; ".join(_clean(i.label) for i in items)
+        for cat, items in st.by_category().items()
+        if cat in OWN_CATEGORIES and items
+    ]
+    out = [f"{name} now (after their scene {st.last_scene}): " + (" | ".join(own) or "nothing recorded")]
+    if member.ended:
+        out.append(
+            f"  {name} no longer has: " + "; ".join(f"{iv.name} ({iv.category})" for iv in member.ended)
+        )
+    out += [f"  {name}, scene {s.scene_index}: {_clean(s.text)}" for s in member.recent_scenes[:2]]
+    return out
+
+
+def compose_cast_template(
+    members: Sequence[CastInput],
+    user_prompt: str,
+    overrides: StyleOverrides | None = None,
+    style_guide: str = DEFAULT_STYLE_GUIDE,
+) -> ComposedPrompt:
+    """The deterministic prompt of a scene with several characters: each one's sheet and own state kept apart
+    under its name and role, the setting shared (the first character's, unless the scene names one).
+    `user_prompt` must already be sanitised."""
+    ov = overrides or StyleOverrides()
+    style = _clean(ov.style_guide if ov.style_guide is not None else style_guide) or DEFAULT_STYLE_GUIDE
+    if ov.style_notes:
+        style += "\nStyle overrides: " + _join(ov.style_notes, "; ")
+    sheets: list[str] = [f"{len(members)} different people, each shown once:"]
+    for k, member in enumerate(members, start=1):
+        sheets += _cast_sheet(k, member)
+    states: list[str] = []
+    for member in members:
+        states += _cast_state(member)
+    setting = next(
+        (
+            [i.label for i in m.state.by_category().get("setting", [])]
+            for m in members
+            if m.state is not None and m.state.by_category().get("setting")
+        ),
+        [],
+    )
+    if setting:
+        states.append(
+            "Shared setting (unless the scene says otherwise): " + "; ".join(_clean(s) for s in setting)
+        )
+    neg = tuple(dict.fromkeys(negative_tokens(ov) + CAST_NEGATIVE_TOKENS))
+    cons = [f"- {c}" for c in (*CONSTRAINT_LINES, *CAST_CONSTRAINTS)]
+    for member in members:
+        if member.sheet.must_keep:
+            cons.append(f"- {_clean(member.sheet.name)} keeps: {_join(member.sheet.must_keep, '; ')}.")
+    if ov.style_notes:
+        cons.append(f"- Follow the style overrides: {_join(ov.style_notes, '; ')}.")
+    cons.append(f"- Negative tokens: {', '.join(neg)}")
+    cons.append(f"- Final output: {_clean(ov.output_spec or '') or DEFAULT_OUTPUT_SPEC}")
+    sections = {
+        "MASTER_STYLE_GUIDE": style,
+        "CHARACTER_SHEET": "\n".join(sheets),
+        "RECENT_STATE": "\n".join(states),
+        "USER_SCENE": _clean(user_prompt),
+        "CONSTRAINTS": "\n".join(cons),
+    }
+    text = "\n\n".join(f"[{name}]\n{sections[name]}" for name in SECTION_NAMES) + "\n"
+    return ComposedPrompt(
+        prompt=text,
+        negative_prompt=", ".join(neg),
+        engine="template",
+        sections=sections,
+        template_hash=_sha(text),
+    )

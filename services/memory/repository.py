@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import Text, and_, delete, func, or_, select, update
+from sqlalchemy import cast as sa_cast
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -218,9 +219,26 @@ async def delete_character(
     s = await session.execute(delete(Summary).where(Summary.character_id == character_id))
     e = await session.execute(delete(Episode).where(Episode.character_id == character_id))
     c = await session.execute(delete(Character).where(Character.id == character_id))
+    shared = await _forget_in_scenes(session, character_id)
     await session.commit()
     session.expunge_all()
-    return {"summaries": s.rowcount or 0, "episodes": e.rowcount or 0, "characters": c.rowcount or 0}
+    return {
+        "summaries": s.rowcount or 0,
+        "episodes": e.rowcount or 0,
+        "characters": c.rowcount or 0,
+        "scenes_shared": shared,
+    }
+
+
+async def _forget_in_scenes(session: AsyncSession, character_id: str) -> int:
+    """Other characters' scenes this one was in: it leaves their cast, and their image (its face is in it, and
+    the orchestrator erases the job's objects) is dropped; the scene's text and state stay theirs."""
+    q = select(Episode).where(sa_cast(Episode.cast_members, Text).like(f'%"{character_id}"%'))
+    rows = list((await session.execute(q)).scalars())
+    for ep in rows:
+        ep.cast_members = [m for m in ep.cast_members or () if m.get("character_id") != character_id]
+        ep.result_refs = []
+    return len(rows)
 
 
 # ---- episodes ----------------------------------------------------------------------------------------------------
@@ -252,6 +270,7 @@ async def record_episode(
     context: Mapping[str, Any] | None = None,
     provider_label: str = "",
     copy_check: Mapping[str, Any] | None = None,
+    cast_members: Sequence[Mapping[str, Any]] | None = None,
     episode_id: str | None = None,
     retries: int = 8,
 ) -> tuple[Episode, bool]:
@@ -320,6 +339,7 @@ async def record_episode(
                 context=dict(context) if context else None,
                 provider_label=provider_label,
                 copy_check=dict(copy_check) if copy_check else None,
+                cast_members=[dict(c) for c in cast_members] if cast_members else None,
                 created_at=utcnow(),
             )
             session.add(ep)

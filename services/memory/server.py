@@ -22,6 +22,7 @@ from idlock.v1 import memory_service_pb2_grpc as pb_grpc
 from services.memory.episodes import Story
 from services.memory.registry import CharacterRegistry, CharacterView, acting_owner, owner_filter
 from services.memory.runtime import MemoryRuntime
+from services.memory.scene import scene_context
 from services.memory.settings import MemorySettings
 from services.memory.views import (
     character_pb,
@@ -157,6 +158,31 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             request.user_prompt,
             list(request.style_overrides),
         )
+        return self._context_pb(ctx)
+
+    async def BuildSceneContext(
+        self, request: pb.BuildSceneContextRequest, context
+    ) -> pb.BuildSceneContextResponse:
+        scene = await scene_context(
+            self.story,
+            [(c.character_id, c.role) for c in request.cast],
+            owner_filter(request.owner_id),
+            request.user_prompt,
+            list(request.style_overrides),
+        )
+        members = [self._context_pb(ctx) for ctx in scene.members]
+        return pb.BuildSceneContextResponse(
+            prompt=pb.ComposedPrompt(
+                prompt=scene.prompt.prompt,
+                negative_prompt=scene.prompt.negative_prompt,
+                engine=scene.prompt.engine,
+                fallback_reason=scene.fallback_reason,
+            ),
+            members=members,
+            model_seconds=sum(m.model_seconds for m in members),
+        )
+
+    def _context_pb(self, ctx: Any) -> pb.BuildContextResponse:
         # the context hands back the rows it read: the character and the recent + relevant episodes
         ch, full = ctx.character, ctx.episodes
         enc = ch.encoder

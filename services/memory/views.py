@@ -146,6 +146,8 @@ def episode_pb(ep: Any, encoder: str = "", *, with_context: bool = False) -> pb.
             out.image.CopyFrom(image_ref_pb(r))
     if ep.copy_check:
         json_format.ParseDict(ep.copy_check, out.copy, ignore_unknown_fields=True)
+    for c in ep.cast_members or ():
+        out.cast.add(character_id=c.get("character_id", ""), name=c.get("name", ""), role=c.get("role", ""))
     if with_context and ep.context:
         json_format.ParseDict(ep.context, out.context, ignore_unknown_fields=True)
     if ep.face_embedding:
@@ -217,6 +219,7 @@ def episode_kwargs(e: pb.Episode) -> dict[str, Any]:
         "copy_check": json_format.MessageToDict(e.copy, preserving_proto_field_name=True)
         if e.copy.checked
         else None,
+        "cast_members": [{"character_id": c.character_id, "name": c.name, "role": c.role} for c in e.cast],
     }
     if e.HasField("idr"):
         kw["idr_raw"] = e.idr.raw

@@ -79,6 +79,22 @@ class GrpcPeers:
         except grpc.aio.AioRpcError as e:
             raise domain_error(e, "memory", "BuildContext") from e
 
+    async def build_scene_context(
+        self, request: memory_service_pb2.BuildSceneContextRequest, *, timeout_s: float
+    ) -> memory_service_pb2.BuildSceneContextResponse:
+        try:
+            return await self.memory.BuildSceneContext(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as e:
+            raise domain_error(e, "memory", "BuildSceneContext") from e
+
+    async def score_cast(
+        self, request: identity_service_pb2.ScoreIdentityRequest, *, timeout_s: float
+    ) -> identity_service_pb2.ScoreIdentityResponse:
+        try:
+            return await self.identity.ScoreIdentity(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as e:
+            raise domain_error(e, "identity", "ScoreIdentity") from e
+
     async def render_image(
         self, request: render_service_pb2.RenderImageRequest, *, timeout_s: float
     ) -> render_service_pb2.RenderImageResponse:

@@ -1,6 +1,6 @@
 """Erasing a character's jobs, when memory says the character is gone (`idlock.events.character.deleted`).
 
-Every job of the character becomes a tombstone: its row keeps id, owner, status and times (what a bill or an audit
+Every job of the character (its own, and scenes of several it is in) becomes a tombstone: its row keeps id, owner, status and times (what a bill or an audit
 needs) and loses its content (prompts, options, checkpoint, results, metrics, messages); its objects under
 `jobs/<id>/` go, every version, as does its copy of a pose image fetched from a URL; feedback on it goes; usage rows keep their counts. The API then answers for the job
 as if it never was. Each step is idempotent, so a redelivery after a crash midway finishes the work: the rows are
@@ -13,7 +13,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Text, delete, or_, select, update
+from sqlalchemy import cast as sa_cast
 
 from idlock.db import Database
 from idlock.refs import pose_copy_key
@@ -40,6 +41,15 @@ class JobsErased:
     cancelled: int
 
 
+def of_character(character_id: str):
+    """The jobs a character is in: its own, and scenes of several it is one of (its id in the stored cast)."""
+    return or_(
+        JOBS.c.character_id == character_id,
+        # ids are letters, digits, "_" and "-"; quoted, a uuid matches no other
+        sa_cast(JOBS.c.cast_members, Text).like(f'%"{character_id}"%'),
+    )
+
+
 def job_prefix(job_id: str) -> str:
     """Where a job's renders, frames and re-poses are stored."""
     return f"jobs/{job_id}/"
@@ -60,7 +70,7 @@ class JobErasure:
             rows = (
                 await c.execute(
                     select(JOBS.c.id, JOBS.c.owner_id, JOBS.c.pose_image_uri).where(
-                        JOBS.c.character_id == character_id
+                        of_character(character_id)
                     )
                 )
             ).all()
@@ -75,9 +85,10 @@ class JobErasure:
         async with self.db.connect() as c:
             await c.execute(
                 update(JOBS)
-                .where(JOBS.c.character_id == character_id)
+                .where(of_character(character_id))
                 .values(
                     prompt="",
+                    cast_members=None,
                     pose_image_uri="",
                     style_overrides=[],
                     options={},
@@ -113,7 +124,7 @@ class JobErasure:
         async with self.db.connect() as c:
             res = await c.execute(
                 update(JOBS)
-                .where(JOBS.c.character_id == character_id, JOBS.c.status.in_(ACTIVE))
+                .where(of_character(character_id), JOBS.c.status.in_(ACTIVE))
                 .values(
                     status=CANCELLED,
                     updated_at=now,
@@ -133,7 +144,7 @@ class JobErasure:
                 held = (
                     await c.execute(
                         select(JOBS.c.id).where(
-                            JOBS.c.character_id == character_id,
+                            of_character(character_id),
                             JOBS.c.lease_owner != "",
                             JOBS.c.lease_until > utcnow(),
                         )

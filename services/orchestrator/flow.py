@@ -88,6 +88,14 @@ class Peers(Protocol):
         timeout_s: float,
     ) -> memory_service_pb2.BuildContextResponse: ...
 
+    async def build_scene_context(
+        self, request: memory_service_pb2.BuildSceneContextRequest, *, timeout_s: float
+    ) -> memory_service_pb2.BuildSceneContextResponse: ...
+
+    async def score_cast(
+        self, request: identity_service_pb2.ScoreIdentityRequest, *, timeout_s: float
+    ) -> identity_service_pb2.ScoreIdentityResponse: ...
+
     async def render_image(
         self, request: render_service_pb2.RenderImageRequest, *, timeout_s: float
     ) -> render_service_pb2.RenderImageResponse: ...

@@ -14,7 +14,6 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from idlock.errors import IdlockError
 from idlock.v1 import common_pb2, memory_service_pb2, refiner_service_pb2, render_service_pb2
 from idlock.v1 import job_checkpoint_pb2 as ck
 from idlock.v1 import orchestrator_service_pb2 as pb
@@ -241,9 +240,6 @@ class ImageFlow:
             return ck.RefineStep(needed=False, refined=False)
         if not score.face_found:
             return ck.RefineStep(needed=True, note="no face to refine: the image was kept")
-        refine_image = getattr(self.peers, "refine_image", None)
-        if refine_image is None:
-            return ck.RefineStep(needed=True, note=f"{REFINER_UNAVAILABLE}: no refiner configured")
         request = refiner_service_pb2.RefineRequest(
             image=render.image,
             character_id=job.character_id,
@@ -253,13 +249,10 @@ class ImageFlow:
             job_id=job.id,
             prompt=job.prompt,
         )
-        await run.confirm("refine")
-        try:
-            resp = await refine_image(request, timeout_s=self.config.refine_timeout_s)
-        except (TimeoutError, IdlockError) as e:
-            message = e.message if isinstance(e, IdlockError) else "timed out"
-            log.warning("job %s: refiner failed, keeping the unrefined image: %s", job.id, message)
-            return ck.RefineStep(needed=True, note=f"{REFINER_UNAVAILABLE}: {message}")
+        resp, why = await steps.refine(self.peers, self.config, run, request)
+        if resp is None:
+            log.warning("job %s: keeping the unrefined image: %s", job.id, why)
+            return ck.RefineStep(needed=True, note=why)
         out = ck.RefineStep(
             needed=True,
             refined=bool(resp.improved),

@@ -118,6 +118,7 @@ class JobStore(FeedbackRecords):
         max_active: int | None = None,
         job_id: str | None = None,
         announce: Announce | None = None,
+        cast: list[dict[str, str]] | None = None,
     ) -> tuple[Job, bool]:
         """A new queued job, or (with an idempotency key already used by this owner) the existing one. What
         `announce` returns for the new job is written to the outbox in the same transaction."""
@@ -150,6 +151,7 @@ class JobStore(FeedbackRecords):
             "started_at": None,
             "finished_at": None,
             "waiting_for": "",
+            "cast_members": list(cast) if cast else None,
         }
         try:
             async with self.db.connect() as c:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from idlock.db import add_columns, aware, make_base, utcnow  # noqa: F401 (re-exported to the service)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 Base = make_base("orchestrator", type_annotation_map={dict[str, Any]: JSON, list[Any]: JSON})
 
@@ -77,6 +77,8 @@ class Job(Base):
     committed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     #: a cancel that came too late (the job goes on to succeed, and says so)
     cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: a scene with several characters: [{character_id, role, name}], the job's own character first; None for one
+    cast_members: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("owner_id", "idempotency_key"),
@@ -102,7 +104,7 @@ async def _v3_outages(conn: Any) -> None:
 
 
 #: upgrade steps of earlier schema versions, by the version they bring the tables to
-UPGRADES = {2: _v2_erasure, 3: _v3_outages}
+UPGRADES = {2: _v2_erasure, 3: _v3_outages, 4: add_columns("jobs", "cast_members JSON")}
 
 
 class OutboxMessage(Base):

@@ -283,13 +283,21 @@ class StateExtractor:
         return self.reader is not None
 
     async def extract(
-        self, *, user_prompt: str, image: bytes | None = None, mime: str = "image/png"
+        self,
+        *,
+        user_prompt: str,
+        image: bytes | None = None,
+        mime: str = "image/png",
+        vision_prompt: str = "",
     ) -> ExtractedState:
+        """The state after the scene; `vision_prompt` (default `user_prompt`) is what the vision model is asked
+        with, e.g. the whole scene and which of its people to report on, while the heuristic and the removals
+        read `user_prompt`."""
         fallback = ""
         if self.reader is not None and image:
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    scene = await self.reader.read(image, mime, user_prompt)
+                    scene = await self.reader.read(image, mime, vision_prompt or user_prompt)
             except Exception as e:  # noqa: BLE001 - the heuristic is always there
                 fallback = f"{self.reader.label} failed: {type(e).__name__}: {e}"[:500]
                 log.warning("state extraction falls back to the heuristic: %s", fallback)

@@ -6,29 +6,41 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
-from idlock.errors import NotFound
+from idlock.errors import IdlockError, NotFound
 from idlock.storage import ObjectStore
 from idlock.story import CATEGORIES, EXCLUSIVE, matches, normalize_name
-from idlock.v1 import common_pb2, memory_service_pb2
+from idlock.v1 import common_pb2, memory_service_pb2, refiner_service_pb2
 from idlock.v1 import job_checkpoint_pb2 as ck
 from idlock.v1 import orchestrator_service_pb2 as pb
 from services.orchestrator.checkpoint import SCENE_CONTEXT_FIELDS, Checkpoint
-from services.orchestrator.flow import FlowConfig, JobFailed, Outcome, Peers, character_gone
+from services.orchestrator.flow import (
+    REFINER_UNAVAILABLE,
+    FlowConfig,
+    JobFailed,
+    Outcome,
+    Peers,
+    character_gone,
+)
 from services.orchestrator.models import Job
 from services.orchestrator.state_extraction import HEURISTIC, StateExtractor, heuristic_state
+
+if TYPE_CHECKING:
+    from services.orchestrator.runner import StepRunner
 
 #: steps that are calls to model services (renderer, face models, refiner): all their time is model time
 MODEL_STEPS = frozenset({"render", "regenerate", "score", "refine"})
 
 
-def admit(job: Job, character: memory_service_pb2.Character) -> memory_service_pb2.Character:
-    """Consent and readiness, checked again when the job runs (they may have changed since submission)."""
+def admit(who: str, character: memory_service_pb2.Character) -> memory_service_pb2.Character:
+    """Consent and readiness of character `who`, checked again when the job runs (they may have changed since
+    submission)."""
     if not character.consent_given:
         raise JobFailed(
             Outcome.FAILED,
             "consent_revoked",
-            f"consent for character {job.character_id} was withdrawn; the job was not run",
+            f"consent for character {who} was withdrawn; the job was not run",
         )
     if character.status == memory_service_pb2.CHARACTER_STATUS_NEEDS_MORE_REFS:
         reasons = "; ".join(character.status_reasons) or "the references are not good enough"
@@ -43,7 +55,7 @@ async def check_character(peers: Peers, config: FlowConfig, job: Job) -> memory_
         character = await peers.get_character(job.character_id, job.owner_id, timeout_s=config.step_timeout_s)
     except NotFound:
         raise character_gone(job) from None
-    return admit(job, character)
+    return admit(job.character_id, character)
 
 
 async def context(
@@ -70,7 +82,7 @@ async def context(
     except NotFound:
         raise character_gone(job) from None
     if ctx.HasField("character") and ctx.character.id:
-        character = admit(job, ctx.character)
+        character = admit(job.character_id, ctx.character)
     elif character is None:
         character = await check_character(peers, config, job)
     out = ck.ContextStep(
@@ -185,6 +197,22 @@ def scene_episode(
     return episode
 
 
+async def refine(
+    peers: Peers, config: FlowConfig, run: StepRunner, request: refiner_service_pb2.RefineRequest
+) -> tuple[refiner_service_pb2.RefineResponse | None, str]:
+    """The refiner's answer, or None and why it could not run (the refiner is an enhancement: a job goes on
+    without it)."""
+    refine_image = getattr(peers, "refine_image", None)
+    if refine_image is None:
+        return None, f"{REFINER_UNAVAILABLE}: no refiner configured"
+    await run.confirm("refine")
+    try:
+        return await refine_image(request, timeout_s=config.refine_timeout_s), ""
+    except (TimeoutError, IdlockError) as e:
+        message = e.message if isinstance(e, IdlockError) else "timed out"
+        return None, f"{REFINER_UNAVAILABLE}: {message}"
+
+
 async def record(peers: Peers, config: FlowConfig, episode: memory_service_pb2.Episode) -> ck.RecordStep:
     """RecordEpisode is idempotent on the job id: a redelivered job never appends a second episode."""
     resp = await peers.record_episode(episode, timeout_s=config.step_timeout_s)
@@ -268,6 +296,7 @@ __all__ = [
     "job_metrics",
     "read_state",
     "record",
+    "refine",
     "scene_episode",
     "scene_state",
     "step_model_seconds",

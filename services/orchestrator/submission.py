@@ -28,6 +28,8 @@ log = logging.getLogger("idlock.orchestrator")
 _ASPECT = re.compile(r"^\d{1,2}:\d{1,2}$")
 _PROVIDER = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _URI = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
+#: the most characters one scene holds
+MAX_CAST = 4
 RATINGS = {pb.FEEDBACK_RATING_UP: "up", pb.FEEDBACK_RATING_DOWN: "down"}
 #: the WatchJob event of a job's status
 WATCH_EVENTS = {
@@ -51,12 +53,42 @@ class Submissions:
         #: what a prompt may ask for (`idlock.moderation`: the shipped policy plus the operator's lists)
         self.policy = policy or PromptPolicy.from_settings()
 
+    def cast(self, request: pb.SubmitGenerationRequest) -> list[dict[str, str]]:
+        """A scene's cast as stored ([] for a scene of one), or InvalidInput naming the problem."""
+        if not request.cast:
+            return []
+        if len(request.cast) > MAX_CAST:
+            raise InvalidInput(f"a scene holds at most {MAX_CAST} characters, {len(request.cast)} were given")
+        ids = [c.character_id for c in request.cast]
+        if not all(ids):
+            raise InvalidInput("every cast member needs a character_id")
+        twice = sorted({c for c in ids if ids.count(c) > 1})
+        if twice:
+            raise InvalidInput(f"character {twice[0]} is listed twice: list each character of the scene once")
+        if request.character_id and request.character_id != ids[0]:
+            raise InvalidInput("character_id must be the cast's first character (or be left empty)")
+        out = []
+        for c in request.cast:
+            role = strip_control(c.role)
+            if len(role) > 200:
+                raise InvalidInput(
+                    f"the role of {c.character_id} is {len(role)} characters long, the limit is 200"
+                )
+            out.append({"character_id": c.character_id, "role": role})
+        if len(out) == 1:
+            return []  # one character: an ordinary scene
+        if request.options.video:
+            raise InvalidInput("a video of several characters is not supported yet: make an image scene")
+        if request.pose_image_uri:
+            raise InvalidInput("pose_image_uri applies to a scene of one character")
+        return out
+
     def validate(self, request: pb.SubmitGenerationRequest) -> tuple[str, list[str]]:
         """The cleaned prompt and style overrides, or InvalidInput naming the problem."""
         s = self.rt.settings
         if not request.owner_id:
             raise InvalidInput("owner_id is required")
-        if not request.character_id:
+        if not request.character_id and not request.cast:
             raise InvalidInput("character_id is required")
         prompt = sanitize_prompt(request.prompt, max_len=s.prompt_max_chars)
         if len(request.style_overrides) > s.max_style_overrides:
@@ -107,8 +139,12 @@ class Submissions:
         """What of a resubmission differs from the job its key made ("" when nothing). A pose fetched from a URL is
         copied anew for each submission, so two such copies count as the same pose."""
         fields = []
-        if job.character_id != request.character_id:
+        if job.character_id != (request.character_id or request.cast[0].character_id):
             fields.append("character_id")
+        if [(c["character_id"], c["role"]) for c in job.cast_members or ()] != [
+            (c["character_id"], c["role"]) for c in self.cast(request)
+        ]:
+            fields.append("cast")
         if job.prompt != prompt:
             fields.append("prompt")
         if list(job.style_overrides or []) != overrides:
@@ -146,6 +182,8 @@ class Submissions:
         """A new queued job (announced and enqueued), or the one an earlier submission with the same idempotency
         key made (created False)."""
         prompt, overrides = self.validate(request)
+        cast = self.cast(request)
+        character_id = request.character_id or request.cast[0].character_id
         existing = await self.rt.store.find_by_key(request.owner_id, request.idempotency_key)
         if existing is not None:
             differs = self._differs(existing, request, prompt, overrides)
@@ -155,10 +193,16 @@ class Submissions:
                     f"differ): job {existing.id} has it; send this one with a new key"
                 )
             return existing, False
-        await self.check_character(request.owner_id, request.character_id)
+        if cast:  # every one of them the owner's, with consent, ready; nothing is queued otherwise
+            for member in cast:
+                found = await self.check_character(request.owner_id, member["character_id"])
+                member["name"] = found.name
+        else:
+            await self.check_character(request.owner_id, character_id)
         job, created = await self.rt.store.create(
             owner_id=request.owner_id,
-            character_id=request.character_id,
+            character_id=character_id,
+            cast=cast,
             prompt=prompt,
             pose_image_uri=request.pose_image_uri,
             style_overrides=overrides,

@@ -56,6 +56,8 @@ def to_proto(job: Job) -> pb.Job:
         attempts=job.attempts or 0,
     )
     dict_to_msg(job.options, out.options)
+    for member in job.cast_members or ():
+        dict_to_msg(member, out.cast.add())
     dict_to_msg(job.result_image, out.result_image)
     dict_to_msg(job.metrics, out.metrics)
     ckpt = job.checkpoint or {}

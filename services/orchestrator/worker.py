@@ -19,6 +19,7 @@ from idlock.errors import IdlockError
 from idlock.storage import ObjectStore
 from idlock.v1 import common_pb2
 from idlock.v1 import orchestrator_service_pb2 as pb
+from services.orchestrator.cast_flow import CastFlow
 from services.orchestrator.flow import (
     PERMANENT,
     Flow,
@@ -64,8 +65,11 @@ class JobWorker:
         deps = FlowDeps(peers, extractor, config, objects)
         self.image = ImageFlow(deps)
         self.video = VideoFlow(deps)
+        self.cast = CastFlow(deps)
 
-    def flow_for(self, video: bool) -> Flow:
+    def flow_for(self, video: bool, cast: bool = False) -> Flow:
+        if cast:
+            return self.cast
         return self.video if video else self.image
 
     async def run(self, job_id: str, *, final_attempt: bool = False, prefetch: bool = False) -> Outcome:
@@ -79,7 +83,9 @@ class JobWorker:
         if prefetch:
             queued = await self.store.get(job_id)
             if queued is not None:
-                prefetch_flow = self.flow_for(bool((queued.options or {}).get("video")))
+                prefetch_flow = self.flow_for(
+                    bool((queued.options or {}).get("video")), bool(queued.cast_members)
+                )
                 with telemetry.bound(  # the reads it starts carry the job's ids
                     job_id=queued.id,
                     character_id=queued.character_id,
@@ -113,7 +119,7 @@ class JobWorker:
                 ):
                     trace.get_current_span().set_attribute("idlock.job_id", job.id)
                     options = dict_to_msg(job.options, pb.GenerationOptions())
-                    flow = self.flow_for(options.video)
+                    flow = self.flow_for(options.video, bool(job.cast_members))
                     prefetched = early if flow is prefetch_flow else None
                     return await self._run_claimed(job, options, flow, prefetched, final_attempt)
             except asyncio.CancelledError:

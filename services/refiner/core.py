@@ -26,7 +26,7 @@ import numpy as np
 
 from idlock.errors import InvalidInput, PreconditionFailed
 from idlock.faces.copies import CopyCheck
-from idlock.faces.engine import FaceInfo, IdentityEngine, cosine
+from idlock.faces.engine import FaceInfo, IdentityEngine, IdentityMatch, cosine
 
 #: gradient magnitudes below this (per channel 0..255 Sobel/8 units) count as flat when normalising the seam
 _MIN_GRAD = 1.0
@@ -207,21 +207,59 @@ class FaceRefiner:
         return self.engine.reference_prints(list(references))
 
     def locate(
-        self, identity: np.ndarray, rgb: np.ndarray, prints: Sequence[np.ndarray | None] = ()
+        self,
+        identity: np.ndarray,
+        rgb: np.ndarray,
+        prints: Sequence[np.ndarray | None] = (),
+        target_box: tuple[float, float, float, float] | None = None,
     ) -> Target:
-        """The face of the scene matched to the identity (as the identity service's ScoreIdentity assigns it)."""
+        """The face of the scene matched to the identity (as the identity service's ScoreIdentity assigns it), or
+        the one `target_box` overlaps most (a scene of several characters: the face at this character's place)."""
         scene = self.engine.score_identity({"character": identity}, rgb, {"character": list(prints)})
         if scene.no_face:
             raise PreconditionFailed(
                 "no face was found in the image: nothing to refine", details={"reason": "no_face"}
             )
         m = scene.matches[0]
+        if target_box is not None:
+            index = max(range(scene.face_count), key=lambda i: iou(scene.faces[i].box, target_box))
+            if iou(scene.faces[index].box, target_box) < 0.3:
+                raise PreconditionFailed(
+                    "no face of the image is where target_box says: nothing to refine",
+                    details={"reason": "no_face_at_target"},
+                )
+            if index != m.face_index:
+                m = self._rescored(identity, rgb, scene.faces[index], prints, index)
         face = scene.faces[m.face_index]
         return Target(
             face=face,
             score=Score(round(m.raw, 6), round(float(m.calibrated), 6), m.verdict),
             face_count=scene.face_count,
             copy=m.copy,
+        )
+
+    def _rescored(
+        self,
+        identity: np.ndarray,
+        rgb: np.ndarray,
+        face: FaceInfo,
+        prints: Sequence[np.ndarray | None],
+        index: int,
+    ) -> IdentityMatch:
+        """A face other than the best match, scored against the identity (and the references' prints)."""
+        sc = self._score(identity, face)
+        copy = None
+        if any(p is not None for p in prints):
+            copy = self.engine.copies.check(self.engine.face_print(rgb, face.landmarks), prints)
+        return IdentityMatch(
+            character="character",
+            found=True,
+            face_index=index,
+            box=face.box,
+            raw=sc.raw,
+            calibrated=sc.calibrated,
+            verdict=sc.verdict,
+            copy=copy,
         )
 
     def region(

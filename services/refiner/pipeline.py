@@ -119,14 +119,16 @@ async def refine(
     upscaler=None,
     run: Runner = _inline,
     prompt: str = "",
+    target_box: tuple[float, float, float, float] | None = None,
 ) -> Outcome:
     """Attempts in plan order (stopping at the first that passes `threshold`), the best eligible one chosen.
 
     An attempt is eligible when a face was found where the target was, its seam is within `seam_bound` and its
     calibrated IDR beats the input's by at least `min_gain`. Raises PreconditionFailed when the image has no face.
+    `target_box` picks the face to repair among several (the one it overlaps most).
     """
     prints = await run(refiner.reference_prints, references) if references else []
-    target: Target = await run(refiner.locate, identity, rgb, prints)
+    target: Target = await run(refiner.locate, identity, rgb, prints, target_box)
     ref_faces: list[RefFace] | None = None
     attempts: list[AttemptResult] = []
     steps = plan(strategies, max_attempts)

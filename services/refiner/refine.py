@@ -113,6 +113,7 @@ class Refiner:
         threshold: float = 0.0,
         job_id: str = "",
         prompt: str = "",
+        target_box: tuple[float, float, float, float] | None = None,
     ) -> Refined:
         s = self.settings
         if not image.uri:
@@ -173,6 +174,7 @@ class Refiner:
             upscaler=self.upscaler,
             run=self._run,
             prompt=prompt,
+            target_box=target_box,
         )
         stored: list[StoredAttempt] = []
         best = image

@@ -19,6 +19,12 @@ from services.refiner.core import Score
 from services.refiner.refine import Refiner
 from services.refiner.settings import RefinerSettings
 
+
+def box_tuple(b) -> tuple[float, float, float, float]:
+    """A proto box (x, y, width, height) as (x0, y0, x1, y1)."""
+    return (b.x, b.y, b.x + b.width, b.y + b.height)
+
+
 SETTINGS = RefinerSettings
 
 STRATEGY_NAMES = {
@@ -64,6 +70,7 @@ class RefinerServicer(pb_grpc.RefinerServiceServicer):
             threshold=request.threshold,
             job_id=request.job_id,
             prompt=request.prompt,
+            target_box=box_tuple(request.target_box) if request.HasField("target_box") else None,
         )
         attempts = []
         for stored in done.attempts:

@@ -56,6 +56,22 @@ class SceneState:
         return [(c, n) for c in self.__dataclass_fields__ for n in getattr(self, c)]
 
 
+@dataclass
+class CastPart:
+    """One character of a scene with several: its references, its place and its own state."""
+
+    character_id: str
+    name: str
+    placement: str = ""
+    role: str = ""
+    references: list[bytes] = field(default_factory=list)
+    state: SceneState = field(default_factory=SceneState)
+
+
+#: the most characters one scene holds
+MAX_CAST = 4
+
+
 class MediaKind(str, enum.Enum):
     IMAGE = "image"
     VIDEO = "video"  # Veo / offline clip: same request, `duration_s` set, result carries `video`
@@ -94,10 +110,14 @@ class RenderRequest:
     operation_name: str = ""
     #: the story state the scene shows; None = not given
     state: SceneState | None = None
+    #: a scene with several characters (the first is the job's); `references` are then all of theirs, in order
+    cast: list[CastPart] = field(default_factory=list)
 
     def validate(self) -> None:
         if not self.prompt or not self.prompt.strip():
             raise InvalidInput("prompt is empty")
+        if len(self.cast) > MAX_CAST:
+            raise InvalidInput(f"a scene holds at most {MAX_CAST} characters, {len(self.cast)} were given")
         if len(self.references) > MAX_REFERENCES:
             raise InvalidInput(f"too many reference images: {len(self.references)} > {MAX_REFERENCES}")
         for i, ref in enumerate(self.references):

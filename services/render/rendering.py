@@ -26,7 +26,7 @@ from idlock.v1 import render_service_pb2 as pb
 from services.render import paid
 from services.render.clients import TrainerClient
 from services.render.engine import Renderer
-from services.render.models import EditRequest, RenderRequest, RenderResult, SceneState
+from services.render.models import CastPart, EditRequest, RenderRequest, RenderResult, SceneState
 from services.render.settings import RenderSettings
 
 log = logging.getLogger("idlock.render")
@@ -98,6 +98,10 @@ class Rendering:
         `request.lora` wins; `bypass_lora` turns LoRAs off; otherwise the character's active LoRA (trainer
         GetActiveLora), asked only when the diffusers provider could serve the request."""
         if request.bypass_lora:
+            return None, ""
+        if request.cast:
+            if request.lora.uri or self._uses_diffusers(request):
+                return None, "lora: not applied to a scene of several characters; rendered without one"
             return None, ""
         if request.lora.uri:
             return request.lora, ""
@@ -211,10 +215,24 @@ class Rendering:
             else None
         )
         lora, lora_note = await self._active_lora(request)
+        cast = [
+            CastPart(
+                character_id=c.character_id,
+                name=c.name,
+                placement=c.placement,
+                role=c.role,
+                references=await self._images(c.references, f"reference image of {c.name or c.character_id}"),
+                state=SceneState.of(c.state),
+            )
+            for c in request.cast
+        ]
         req = RenderRequest(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
-            references=await self._images(request.references, "reference image"),
+            references=[r for c in cast for r in c.references]
+            if cast
+            else await self._images(request.references, "reference image"),
+            cast=cast,
             pose_image=await refs.fetch_ref(self.store, request.pose, "pose image")
             if request.pose.uri
             else None,

@@ -14,7 +14,7 @@ from idlock.bus import Delivery, Worker
 from idlock.errors import IdlockError
 from idlock.v1 import events_pb2, orchestrator_service_pb2
 from services.trainer.erasure import delete_artifacts
-from services.trainer.golden import GoldenCollector
+from services.trainer.golden import GoldenCollector, member_event
 from services.trainer.registry import DOWN, UP
 from services.trainer.runs import SETTLED, TrainingRuns
 from services.trainer.runtime import TrainerRuntime
@@ -68,9 +68,17 @@ class TrainerHandlers:
 
     async def on_job_succeeded(self, delivery: Delivery) -> None:
         ev = delivery.message
-        if isinstance(ev, events_pb2.JobEvent):
-            await self.watch.observe(ev)  # idempotent per job: a redelivery is not counted twice
-            await self.golden.collect(ev)
+        if not isinstance(ev, events_pb2.JobEvent):
+            return
+        if ev.metrics.cast:  # a scene of several: each character's own face, IDR and golden crop
+            for k, member in enumerate(ev.metrics.cast, start=1):
+                view = member_event(ev, member, k)
+                await self.watch.observe(view)
+                if member.face_found:
+                    await self.golden.collect(view, member.box)
+            return
+        await self.watch.observe(ev)  # idempotent per job: a redelivery is not counted twice
+        await self.golden.collect(ev)
 
     async def on_feedback(self, delivery: Delivery) -> None:
         ev = delivery.message

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 
 from idlock.db import Database
 from idlock.errors import InvalidInput, NotFound, PreconditionFailed
@@ -39,6 +39,11 @@ def golden_id(job_id: str) -> str:
     return "gold_" + hashlib.sha256(job_id.encode()).hexdigest()[:20]
 
 
+def job_of(job_key: str) -> str:
+    """The job of a golden image's job key: a scene of several characters keys each one's as "<job>/<k>"."""
+    return job_key.split("/", 1)[0]
+
+
 def lora_id(character_id: str, version: int) -> str:
     return f"lora_{character_id}_v{version}"
 
@@ -54,7 +59,7 @@ class TrainerRepository:
         owner already rated the job down."""
         job_id = fields["job_id"]
         async with self.db.session() as s:
-            fb = await s.get(Feedback, job_id)
+            fb = await s.get(Feedback, job_of(job_id))  # a scene of several: the job's rating is each one's
             if fb is not None and fb.rating == DOWN:
                 return None, False
             existing = (
@@ -76,10 +81,11 @@ class TrainerRepository:
                 s.add(Feedback(job_id=job_id, character_id=character_id, rating=rating, at=utcnow()))
             else:
                 fb.rating, fb.at = rating, utcnow()
+            of_job = or_(GoldenImage.job_id == job_id, GoldenImage.job_id.startswith(f"{job_id}/"))
             if rating == DOWN:
-                res = await s.execute(delete(GoldenImage).where(GoldenImage.job_id == job_id))
+                res = await s.execute(delete(GoldenImage).where(of_job))
                 return int(res.rowcount or 0)
-            await s.execute(update(GoldenImage).where(GoldenImage.job_id == job_id).values(boosted=True))
+            await s.execute(update(GoldenImage).where(of_job).values(boosted=True))
             return 0
 
     async def goldens(

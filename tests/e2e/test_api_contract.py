@@ -81,6 +81,12 @@ include-name = ["POST /api/v1/characters", "POST /api/v1/uploads"]
 expected-statuses = ["2xx", 400, 401, 403, 404, 409, 413, 429]
 # a schema-valid password may still be a weak one (common, the email, too few characters): 400 weak_password
 [[operations]]
+include-name = ["POST /api/v1/generate"]
+[operations.checks.positive_data_acceptance]
+# rules across fields: one of character_id and character_ids, each character once, roles only for the scene's
+# characters, video_duration_s and dialogue only with video (400 naming the rule)
+expected-statuses = ["2xx", 400, 401, 403, 404, 409, 423, 429]
+[[operations]]
 include-name = ["POST /auth/register"]
 [operations.checks.positive_data_acceptance]
 expected-statuses = ["2xx", 400, 401, 403, 404, 409, 429]

@@ -206,6 +206,18 @@ class RecordedRequest:
             out.extend(content.get("parts", []))
         return out
 
+    def cast(self) -> list[tuple[str, str, list[bytes]]]:
+        """(name, role, reference images) of each person a scene of several names ("Person 1: Arya (on the
+        left). Reference images:" followed by that person's images), in order; empty for a scene of one."""
+        out: list[tuple[str, str, list[bytes]]] = []
+        for p in self.parts():
+            m = _PERSON.match(p.get("text", ""))
+            if m:
+                out.append((m.group("name"), m.group("role") or "", []))
+            elif "inlineData" in p and out:
+                out[-1][2].append(_b64(p["inlineData"]["data"]))
+        return out
+
     @property
     def texts(self) -> list[str]:
         return [p["text"] for p in self.parts() if "text" in p]
@@ -232,6 +244,30 @@ def _b64(text: str) -> bytes:
     """Decode base64 as the client sends it (URL-safe alphabet, padding optional) or the standard one."""
     text = text.replace("-", "+").replace("_", "/")
     return base64.b64decode(text + "=" * (-len(text) % 4))
+
+
+_PERSON = re.compile(r"^Person \d+: (?P<name>.+?)(?: \((?P<role>.*)\))?\. Reference images:$")
+
+
+def cast_image(
+    cast: list[tuple[str, str, list[bytes]]], swap: bool, size: tuple[int, int] = (768, 512)
+) -> bytes:
+    """What a model asked for a scene of several people might answer: each person's first reference face at the
+    place its role names (the offline compositor's cast scene); `swap` gives each place another person's face, as
+    a model that mixes people up does."""
+    from idlock.faces.cast import placement_of
+    from services.render.models import CastPart, RenderRequest
+    from services.render.providers.compositor import CompositorProvider
+
+    faces = [images[:1] for _, _, images in cast]
+    if swap:
+        faces = faces[1:] + faces[:1]
+    parts = [
+        CastPart(character_id=name, name=name, placement=placement_of(role), role=role, references=face)
+        for (name, role, _), face in zip(cast, faces, strict=True)
+    ]
+    req = RenderRequest(prompt="a scene", width=size[0], height=size[1], seed=7, cast=parts)
+    return CompositorProvider().render_sync(req).image
 
 
 def edited_image(prompt: str, images: list[bytes], size: tuple[int, int] = (512, 512)) -> bytes:
@@ -277,6 +313,8 @@ class FakeGeminiServer:
         self.image: bytes | None = None  # answer image for Reply.ok() without one; None = `answer` decides
         #: what Reply.ok() without an image answers: "colour" (default_image), "copy" or "edit" (see Reply)
         self.answer = "colour"
+        #: "edit" answers to a scene of several people give each place another person's face
+        self.swap_cast = False
         self.expected_api_key: str | None = None  # when set, other keys get 400 API_KEY_INVALID
         #: seconds every answer waits first, standing in for the model's own generation time (benchmarks)
         self.latency_s = 0.0
@@ -366,6 +404,7 @@ class FakeGeminiServer:
             self.requests.clear()
             self.default = Reply.ok()
             self.answer = "colour"
+            self.swap_cast = False
             self._veo_script.clear()
             self.veo_default = VeoPlan.finish(after=1)
             self.operations.clear()
@@ -442,6 +481,8 @@ class FakeGeminiServer:
         image = reply.image or (None if reply.kind in ("copy", "edit") else self.image)
         if image is None and kind == "copy" and rec.images:
             image = rec.images[0]
+        elif image is None and kind == "edit" and rec.cast():
+            image = cast_image(rec.cast(), self.swap_cast)
         elif image is None and kind == "edit":
             image = edited_image(prompt, rec.images)
         image = image or default_image(prompt)

@@ -1,7 +1,9 @@
 """The release's schema upgrades run on tables of the previous release (SQLite and Postgres) and keep their rows:
-memory's episodes gain `context` and `provider_label` (2) and `copy_check` (3), and erasure records (4); the
+memory's episodes gain `context` and `provider_label` (2), `copy_check` (3), erasure records (4) and the other
+characters of a scene (5); the
 gateway's users gain `name` (2) and the failed sign-in count and lock (3), the shared rate buckets (4), and
-reports with frozen characters (5), sign-in strikes of unknown emails (6); the orchestrator's jobs gain `erased_at` and an index by character (2); the trainer gains the degradation
+reports with frozen characters (5), sign-in strikes of unknown emails (6); the orchestrator's jobs gain `erased_at` and an index by character (2), what a job waits for and the outbox (3)
+and the cast of a scene of several (4); the trainer gains the degradation
 watch's IDR history and decisions (2)."""
 
 from __future__ import annotations
@@ -46,7 +48,10 @@ async def test_memory_episodes_gain_their_context(db_url: str, db_schema: str, d
     db = Database.open(DatabaseSettings(url=db_url), service="memory", data_dir=data_dir, schema=db_schema)
     try:
         await _as_release_1(
-            db, memory_models.Base.metadata, "episodes", ["context", "provider_label", "copy_check"]
+            db,
+            memory_models.Base.metadata,
+            "episodes",
+            ["context", "provider_label", "copy_check", "cast_members"],
         )
         async with db.session() as s:  # characters did not change: the model writes it
             s.add(memory_models.Character(id="c1", owner_id="u1", name="Aria", consent_given=True))
@@ -62,16 +67,16 @@ async def test_memory_episodes_gain_their_context(db_url: str, db_schema: str, d
             await c.execute(text("DROP TABLE erasures"))
         assert "context" not in await _columns(db, "episodes")
         version = memory_models.SCHEMA_VERSION
-        assert version == 4
+        assert version == 5
         assert (
             await db.migrate(memory_models.Base.metadata, version=version, upgrades=memory_models.UPGRADES)
             == 1
         )
-        assert {"context", "provider_label", "copy_check"} <= await _columns(db, "episodes")
+        assert {"context", "provider_label", "copy_check", "cast_members"} <= await _columns(db, "episodes")
         async with db.session() as s:
             old = await s.get(memory_models.Episode, "e1")
             assert old.prompt == "old scene" and old.context is None and old.provider_label == ""
-            assert old.copy_check is None
+            assert old.copy_check is None and old.cast_members is None
         assert "erasures" in await _tables(db)
     finally:
         await db.close()
@@ -120,7 +125,7 @@ async def test_orchestrator_jobs_gain_their_tombstone_waits_and_outbox(
     )
     try:
         v3 = ["waiting_for", "waiting_since", "committed_at", "cancel_requested_at"]
-        await _as_release_1(db, orchestrator_models.Base.metadata, "jobs", v3)
+        await _as_release_1(db, orchestrator_models.Base.metadata, "jobs", [*v3, "cast_members"])
         async with db.connect() as c:
             await c.execute(
                 text("DROP INDEX " + ("" if db.schema is None else f"{db.schema}.") + "ix_jobs_character")
@@ -136,7 +141,7 @@ async def test_orchestrator_jobs_gain_their_tombstone_waits_and_outbox(
                 )
             )
         version = orchestrator_models.SCHEMA_VERSION
-        assert version == 3
+        assert version == 4
         assert (
             await db.migrate(
                 orchestrator_models.Base.metadata, version=version, upgrades=orchestrator_models.UPGRADES
@@ -147,8 +152,9 @@ async def test_orchestrator_jobs_gain_their_tombstone_waits_and_outbox(
             job = await s.get(orchestrator_models.Job, "j1")
             assert job.prompt == "a walk" and job.erased_at is None
             assert job.waiting_for == "" and job.committed_at is None and job.cancel_requested_at is None
+            assert job.cast_members is None
         assert "ix_jobs_character" in await _indexes(db, "jobs")
-        assert "outbox" in await _tables(db) and set(v3) <= await _columns(db, "jobs")
+        assert "outbox" in await _tables(db) and {*v3, "cast_members"} <= await _columns(db, "jobs")
     finally:
         await db.close()
 

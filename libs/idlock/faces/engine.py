@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from idlock.errors import InvalidInput, PreconditionFailed
 from idlock.faces.calibration import Calibration, calibration_for
+from idlock.faces.cast import assign
 from idlock.faces.copies import CopyCheck, CopyThreshold, face_print
 from idlock.faces.encoders import FaceEncoder, RawFace, get_encoder, l2_normalize
 from idlock.images import DecodedImage, as_rgb, decode_image
@@ -107,6 +107,12 @@ class SceneScore:
     matches: list[IdentityMatch]
     width: int
     height: int
+    #: faces assigned to no character
+    extras: list[int] = field(default_factory=list)
+    #: (characters, face) where one face passes for several characters it matches best
+    bleeds: list[tuple[list[str], int]] = field(default_factory=list)
+    #: every character had a place, and their best faces were at other characters' places
+    placement_swapped: bool = False
 
     @property
     def no_face(self) -> bool:
@@ -334,9 +340,11 @@ class IdentityEngine:
         identities: Mapping[str, np.ndarray] | ReferenceIdentity,
         image: ImageInput,
         references: Mapping[str, Sequence[np.ndarray | None]] | None = None,
+        placements: Mapping[str, str] | None = None,
     ) -> SceneScore:
-        """For each character, the best face of the scene (one face per character), raw + calibrated IDR, verdict;
-        with a character's reference prints (`reference_prints`), how close the face is to a copy of one."""
+        """For each character, its face of the scene (`idlock.faces.cast.assign`: one face per character, held to
+        its place when every character has one), raw + calibrated IDR, verdict; with a character's reference prints
+        (`reference_prints`), how close the face is to a copy of one."""
         if isinstance(identities, ReferenceIdentity):
             identities = {"character": identities.vector}
         if not identities:
@@ -346,11 +354,22 @@ class IdentityEngine:
         rgb = self.pixels(image, name="scene image")
         faces = self._analyse(rgb)
         matches = [IdentityMatch(character=n, found=False) for n in names]
+        extras: list[int] = []
+        bleeds: list[tuple[list[str], int]] = []
+        swapped = False
         if faces:
             embs = np.stack([f.embedding for f in faces])
             sims = mat @ embs.T  # characters x faces
-            rows, cols = linear_sum_assignment(-sims)
-            for r, c in zip(rows, cols):
+            passing = self.settings.pass_threshold
+            cast = assign(
+                sims,
+                [f.box for f in faces],
+                [(placements or {}).get(n, "") for n in names],
+                passes=lambda s: self.calibration(float(np.clip(s, -1, 1))) >= passing,
+            )
+            extras, swapped = cast.extras, cast.swapped
+            bleeds = [([names[r] for r in rows], c) for rows, c in cast.bleeds]
+            for r, c in sorted(cast.faces.items()):
                 raw = float(np.clip(sims[r, c], -1, 1))
                 cal = self.calibration(raw)
                 matches[r] = IdentityMatch(
@@ -378,7 +397,14 @@ class IdentityEngine:
                 if not m.found:
                     m.verdict = "unmatched"  # more characters than faces: every face went to a better match
         return SceneScore(
-            face_count=len(faces), faces=faces, matches=matches, width=rgb.shape[1], height=rgb.shape[0]
+            face_count=len(faces),
+            faces=faces,
+            matches=matches,
+            width=rgb.shape[1],
+            height=rgb.shape[0],
+            extras=extras,
+            bleeds=bleeds,
+            placement_swapped=swapped,
         )
 
     def _largest_face(self, image: ImageInput, name: str) -> FaceInfo:

@@ -181,3 +181,49 @@ class PageRequest(_message.Message):
     page_size: int
     page_token: str
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class CastMember(_message.Message):
+    __slots__ = ("character_id", "role", "name")
+    CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    character_id: str
+    role: str
+    name: str
+    def __init__(self, character_id: _Optional[str] = ..., role: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class CastResult(_message.Message):
+    __slots__ = ("character_id", "name", "role", "face_found", "face_index", "box", "idr_before", "idr_after", "refined", "note", "tags", "removed", "episode_id", "scene_index", "copy", "face_embedding")
+    CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    FACE_FOUND_FIELD_NUMBER: _ClassVar[int]
+    FACE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    IDR_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    IDR_AFTER_FIELD_NUMBER: _ClassVar[int]
+    REFINED_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SCENE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    COPY_FIELD_NUMBER: _ClassVar[int]
+    FACE_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    character_id: str
+    name: str
+    role: str
+    face_found: bool
+    face_index: int
+    box: BoundingBox
+    idr_before: IdrScore
+    idr_after: IdrScore
+    refined: bool
+    note: str
+    tags: StateTags
+    removed: StateTags
+    episode_id: str
+    scene_index: int
+    copy: CopyCheck
+    face_embedding: IdentityVector
+    def __init__(self, character_id: _Optional[str] = ..., name: _Optional[str] = ..., role: _Optional[str] = ..., face_found: _Optional[bool] = ..., face_index: _Optional[int] = ..., box: _Optional[_Union[BoundingBox, _Mapping]] = ..., idr_before: _Optional[_Union[IdrScore, _Mapping]] = ..., idr_after: _Optional[_Union[IdrScore, _Mapping]] = ..., refined: _Optional[bool] = ..., note: _Optional[str] = ..., tags: _Optional[_Union[StateTags, _Mapping]] = ..., removed: _Optional[_Union[StateTags, _Mapping]] = ..., episode_id: _Optional[str] = ..., scene_index: _Optional[int] = ..., copy: _Optional[_Union[CopyCheck, _Mapping]] = ..., face_embedding: _Optional[_Union[IdentityVector, _Mapping]] = ...) -> None: ...

@@ -112,14 +112,16 @@ class EncodeReferencesResponse(_message.Message):
     def __init__(self, identity: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., views: _Optional[_Iterable[_Union[_common_pb2.IdentityVector, _Mapping]]] = ..., quality: _Optional[_Iterable[_Union[ReferenceQuality, _Mapping]]] = ..., inconsistent_indices: _Optional[_Iterable[int]] = ..., consistent: _Optional[bool] = ...) -> None: ...
 
 class CharacterIdentity(_message.Message):
-    __slots__ = ("character_id", "identity", "references")
+    __slots__ = ("character_id", "identity", "references", "placement")
     CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     character_id: str
     identity: _common_pb2.IdentityVector
     references: _containers.RepeatedCompositeFieldContainer[_common_pb2.ImageInput]
-    def __init__(self, character_id: _Optional[str] = ..., identity: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., references: _Optional[_Iterable[_Union[_common_pb2.ImageInput, _Mapping]]] = ...) -> None: ...
+    placement: str
+    def __init__(self, character_id: _Optional[str] = ..., identity: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., references: _Optional[_Iterable[_Union[_common_pb2.ImageInput, _Mapping]]] = ..., placement: _Optional[str] = ...) -> None: ...
 
 class CharacterMatch(_message.Message):
     __slots__ = ("character_id", "face_found", "score", "box", "face_index", "landmarks", "face_embedding", "copy")
@@ -150,14 +152,28 @@ class ScoreIdentityRequest(_message.Message):
     def __init__(self, characters: _Optional[_Iterable[_Union[CharacterIdentity, _Mapping]]] = ..., image: _Optional[_Union[_common_pb2.ImageInput, _Mapping]] = ...) -> None: ...
 
 class ScoreIdentityResponse(_message.Message):
-    __slots__ = ("matches", "faces_detected", "no_face")
+    __slots__ = ("matches", "faces_detected", "no_face", "extra_faces", "bleeds", "placement_swapped")
     MATCHES_FIELD_NUMBER: _ClassVar[int]
     FACES_DETECTED_FIELD_NUMBER: _ClassVar[int]
     NO_FACE_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_FACES_FIELD_NUMBER: _ClassVar[int]
+    BLEEDS_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_SWAPPED_FIELD_NUMBER: _ClassVar[int]
     matches: _containers.RepeatedCompositeFieldContainer[CharacterMatch]
     faces_detected: int
     no_face: bool
-    def __init__(self, matches: _Optional[_Iterable[_Union[CharacterMatch, _Mapping]]] = ..., faces_detected: _Optional[int] = ..., no_face: _Optional[bool] = ...) -> None: ...
+    extra_faces: _containers.RepeatedScalarFieldContainer[int]
+    bleeds: _containers.RepeatedCompositeFieldContainer[IdentityBleed]
+    placement_swapped: bool
+    def __init__(self, matches: _Optional[_Iterable[_Union[CharacterMatch, _Mapping]]] = ..., faces_detected: _Optional[int] = ..., no_face: _Optional[bool] = ..., extra_faces: _Optional[_Iterable[int]] = ..., bleeds: _Optional[_Iterable[_Union[IdentityBleed, _Mapping]]] = ..., placement_swapped: _Optional[bool] = ...) -> None: ...
+
+class IdentityBleed(_message.Message):
+    __slots__ = ("character_ids", "face_index")
+    CHARACTER_IDS_FIELD_NUMBER: _ClassVar[int]
+    FACE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    character_ids: _containers.RepeatedScalarFieldContainer[str]
+    face_index: int
+    def __init__(self, character_ids: _Optional[_Iterable[str]] = ..., face_index: _Optional[int] = ...) -> None: ...
 
 class CompareImagesRequest(_message.Message):
     __slots__ = ("a", "b")

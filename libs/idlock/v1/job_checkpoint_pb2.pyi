@@ -39,7 +39,7 @@ class JobCheckpoint(_message.Message):
     def __init__(self, context: _Optional[_Union[ContextStep, _Mapping]] = ..., render: _Optional[_Union[RenderStep, _Mapping]] = ..., score: _Optional[_Union[ScoreStep, _Mapping]] = ..., refine: _Optional[_Union[RefineStep, _Mapping]] = ..., state: _Optional[_Union[StateStep, _Mapping]] = ..., record: _Optional[_Union[RecordStep, _Mapping]] = ..., regenerate: _Optional[_Union[RegenerateStep, _Mapping]] = ..., operations: _Optional[_Mapping[str, VideoOperation]] = ..., result_video: _Optional[_Union[_common_pb2.VideoRef, _Mapping]] = ...) -> None: ...
 
 class ContextStep(_message.Message):
-    __slots__ = ("prompt", "negative_prompt", "engine", "fallback_reason", "memory_version", "identity", "references", "model_seconds", "seconds", "cache_hit", "state", "ended", "episodes")
+    __slots__ = ("prompt", "negative_prompt", "engine", "fallback_reason", "memory_version", "identity", "references", "model_seconds", "seconds", "cache_hit", "state", "ended", "episodes", "cast")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,7 @@ class ContextStep(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     ENDED_FIELD_NUMBER: _ClassVar[int]
     EPISODES_FIELD_NUMBER: _ClassVar[int]
+    CAST_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     negative_prompt: str
     engine: str
@@ -66,7 +67,28 @@ class ContextStep(_message.Message):
     state: _containers.RepeatedCompositeFieldContainer[_memory_service_pb2.StateItem]
     ended: _containers.RepeatedCompositeFieldContainer[_memory_service_pb2.StateItem]
     episodes: _containers.RepeatedCompositeFieldContainer[_memory_service_pb2.EpisodeUse]
-    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., engine: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., memory_version: _Optional[int] = ..., identity: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., references: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., model_seconds: _Optional[float] = ..., seconds: _Optional[float] = ..., cache_hit: _Optional[bool] = ..., state: _Optional[_Iterable[_Union[_memory_service_pb2.StateItem, _Mapping]]] = ..., ended: _Optional[_Iterable[_Union[_memory_service_pb2.StateItem, _Mapping]]] = ..., episodes: _Optional[_Iterable[_Union[_memory_service_pb2.EpisodeUse, _Mapping]]] = ...) -> None: ...
+    cast: _containers.RepeatedCompositeFieldContainer[CastContext]
+    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., engine: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., memory_version: _Optional[int] = ..., identity: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., references: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., model_seconds: _Optional[float] = ..., seconds: _Optional[float] = ..., cache_hit: _Optional[bool] = ..., state: _Optional[_Iterable[_Union[_memory_service_pb2.StateItem, _Mapping]]] = ..., ended: _Optional[_Iterable[_Union[_memory_service_pb2.StateItem, _Mapping]]] = ..., episodes: _Optional[_Iterable[_Union[_memory_service_pb2.EpisodeUse, _Mapping]]] = ..., cast: _Optional[_Iterable[_Union[CastContext, _Mapping]]] = ...) -> None: ...
+
+class CastContext(_message.Message):
+    __slots__ = ("member", "placement", "identity", "references", "state", "ended", "memory_version", "episodes")
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EPISODES_FIELD_NUMBER: _ClassVar[int]
+    member: _common_pb2.CastMember
+    placement: str
+    identity: _common_pb2.IdentityVector
+    references: _containers.RepeatedCompositeFieldContainer[_common_pb2.ImageRef]
+    state: _containers.RepeatedCompositeFieldContainer[_memory_service_pb2.StateItem]
+    ended: _containers.RepeatedCompositeFieldContainer[_memory_service_pb2.StateItem]
+    memory_version: int
+    episodes: _containers.RepeatedCompositeFieldContainer[_memory_service_pb2.EpisodeUse]
+    def __init__(self, member: _Optional[_Union[_common_pb2.CastMember, _Mapping]] = ..., placement: _Optional[str] = ..., identity: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., references: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., state: _Optional[_Iterable[_Union[_memory_service_pb2.StateItem, _Mapping]]] = ..., ended: _Optional[_Iterable[_Union[_memory_service_pb2.StateItem, _Mapping]]] = ..., memory_version: _Optional[int] = ..., episodes: _Optional[_Iterable[_Union[_memory_service_pb2.EpisodeUse, _Mapping]]] = ...) -> None: ...
 
 class RenderStep(_message.Message):
     __slots__ = ("image", "provenance", "video", "operation_name", "polls", "seconds")
@@ -85,7 +107,7 @@ class RenderStep(_message.Message):
     def __init__(self, image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., provenance: _Optional[_Union[_render_service_pb2.RenderProvenance, _Mapping]] = ..., video: _Optional[_Union[_common_pb2.VideoRef, _Mapping]] = ..., operation_name: _Optional[str] = ..., polls: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class ScoreStep(_message.Message):
-    __slots__ = ("face_found", "faces_detected", "idr", "embedding", "note", "duration_s", "fps", "first_frame", "frames", "frames_scored", "frame_idr_min", "frame_idr_mean", "seconds", "copy")
+    __slots__ = ("face_found", "faces_detected", "idr", "embedding", "note", "duration_s", "fps", "first_frame", "frames", "frames_scored", "frame_idr_min", "frame_idr_mean", "seconds", "copy", "cast", "extra_faces", "identity_bleed", "placement_swapped", "cast_note")
     FACE_FOUND_FIELD_NUMBER: _ClassVar[int]
     FACES_DETECTED_FIELD_NUMBER: _ClassVar[int]
     IDR_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +122,11 @@ class ScoreStep(_message.Message):
     FRAME_IDR_MEAN_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     COPY_FIELD_NUMBER: _ClassVar[int]
+    CAST_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_FACES_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_BLEED_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_SWAPPED_FIELD_NUMBER: _ClassVar[int]
+    CAST_NOTE_FIELD_NUMBER: _ClassVar[int]
     face_found: bool
     faces_detected: int
     idr: _common_pb2.IdrScore
@@ -114,10 +141,15 @@ class ScoreStep(_message.Message):
     frame_idr_mean: float
     seconds: float
     copy: _common_pb2.CopyCheck
-    def __init__(self, face_found: _Optional[bool] = ..., faces_detected: _Optional[int] = ..., idr: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., note: _Optional[str] = ..., duration_s: _Optional[float] = ..., fps: _Optional[float] = ..., first_frame: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., frames: _Optional[_Iterable[_Union[_common_pb2.FrameIdr, _Mapping]]] = ..., frames_scored: _Optional[int] = ..., frame_idr_min: _Optional[float] = ..., frame_idr_mean: _Optional[float] = ..., seconds: _Optional[float] = ..., copy: _Optional[_Union[_common_pb2.CopyCheck, _Mapping]] = ...) -> None: ...
+    cast: _containers.RepeatedCompositeFieldContainer[_common_pb2.CastResult]
+    extra_faces: _containers.RepeatedScalarFieldContainer[int]
+    identity_bleed: bool
+    placement_swapped: bool
+    cast_note: str
+    def __init__(self, face_found: _Optional[bool] = ..., faces_detected: _Optional[int] = ..., idr: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., note: _Optional[str] = ..., duration_s: _Optional[float] = ..., fps: _Optional[float] = ..., first_frame: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., frames: _Optional[_Iterable[_Union[_common_pb2.FrameIdr, _Mapping]]] = ..., frames_scored: _Optional[int] = ..., frame_idr_min: _Optional[float] = ..., frame_idr_mean: _Optional[float] = ..., seconds: _Optional[float] = ..., copy: _Optional[_Union[_common_pb2.CopyCheck, _Mapping]] = ..., cast: _Optional[_Iterable[_Union[_common_pb2.CastResult, _Mapping]]] = ..., extra_faces: _Optional[_Iterable[int]] = ..., identity_bleed: _Optional[bool] = ..., placement_swapped: _Optional[bool] = ..., cast_note: _Optional[str] = ...) -> None: ...
 
 class RefineStep(_message.Message):
-    __slots__ = ("needed", "refined", "note", "idr_after", "attempts", "image", "seconds", "copy_after")
+    __slots__ = ("needed", "refined", "note", "idr_after", "attempts", "image", "seconds", "copy_after", "cast")
     NEEDED_FIELD_NUMBER: _ClassVar[int]
     REFINED_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +158,7 @@ class RefineStep(_message.Message):
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     COPY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CAST_FIELD_NUMBER: _ClassVar[int]
     needed: bool
     refined: bool
     note: str
@@ -134,10 +167,11 @@ class RefineStep(_message.Message):
     image: _common_pb2.ImageRef
     seconds: float
     copy_after: _common_pb2.CopyCheck
-    def __init__(self, needed: _Optional[bool] = ..., refined: _Optional[bool] = ..., note: _Optional[str] = ..., idr_after: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., attempts: _Optional[int] = ..., image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., seconds: _Optional[float] = ..., copy_after: _Optional[_Union[_common_pb2.CopyCheck, _Mapping]] = ...) -> None: ...
+    cast: _containers.RepeatedCompositeFieldContainer[_common_pb2.CastResult]
+    def __init__(self, needed: _Optional[bool] = ..., refined: _Optional[bool] = ..., note: _Optional[str] = ..., idr_after: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., attempts: _Optional[int] = ..., image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., seconds: _Optional[float] = ..., copy_after: _Optional[_Union[_common_pb2.CopyCheck, _Mapping]] = ..., cast: _Optional[_Iterable[_Union[_common_pb2.CastResult, _Mapping]]] = ...) -> None: ...
 
 class StateStep(_message.Message):
-    __slots__ = ("added", "removed", "description", "source", "fallback_reason", "model_seconds", "last_frame", "seconds")
+    __slots__ = ("added", "removed", "description", "source", "fallback_reason", "model_seconds", "last_frame", "seconds", "cast")
     ADDED_FIELD_NUMBER: _ClassVar[int]
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +180,7 @@ class StateStep(_message.Message):
     MODEL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     LAST_FRAME_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CAST_FIELD_NUMBER: _ClassVar[int]
     added: _common_pb2.StateTags
     removed: _common_pb2.StateTags
     description: str
@@ -154,23 +189,26 @@ class StateStep(_message.Message):
     model_seconds: float
     last_frame: _common_pb2.ImageRef
     seconds: float
-    def __init__(self, added: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., removed: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., model_seconds: _Optional[float] = ..., last_frame: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., seconds: _Optional[float] = ...) -> None: ...
+    cast: _containers.RepeatedCompositeFieldContainer[_common_pb2.CastResult]
+    def __init__(self, added: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., removed: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., model_seconds: _Optional[float] = ..., last_frame: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., seconds: _Optional[float] = ..., cast: _Optional[_Iterable[_Union[_common_pb2.CastResult, _Mapping]]] = ...) -> None: ...
 
 class RecordStep(_message.Message):
-    __slots__ = ("episode_id", "scene_index", "created", "consolidated", "model_seconds", "seconds")
+    __slots__ = ("episode_id", "scene_index", "created", "consolidated", "model_seconds", "seconds", "cast")
     EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
     SCENE_INDEX_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     CONSOLIDATED_FIELD_NUMBER: _ClassVar[int]
     MODEL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CAST_FIELD_NUMBER: _ClassVar[int]
     episode_id: str
     scene_index: int
     created: bool
     consolidated: bool
     model_seconds: float
     seconds: float
-    def __init__(self, episode_id: _Optional[str] = ..., scene_index: _Optional[int] = ..., created: _Optional[bool] = ..., consolidated: _Optional[bool] = ..., model_seconds: _Optional[float] = ..., seconds: _Optional[float] = ...) -> None: ...
+    cast: _containers.RepeatedCompositeFieldContainer[_common_pb2.CastResult]
+    def __init__(self, episode_id: _Optional[str] = ..., scene_index: _Optional[int] = ..., created: _Optional[bool] = ..., consolidated: _Optional[bool] = ..., model_seconds: _Optional[float] = ..., seconds: _Optional[float] = ..., cast: _Optional[_Iterable[_Union[_common_pb2.CastResult, _Mapping]]] = ...) -> None: ...
 
 class RegenerateStep(_message.Message):
     __slots__ = ("needed", "regenerated", "attempts", "extra_cost_usd", "render", "score", "note", "seconds")

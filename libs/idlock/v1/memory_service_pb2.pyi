@@ -180,7 +180,7 @@ class DeleteCharacterResponse(_message.Message):
     def __init__(self, report: _Optional[_Iterable[_Union[StoreErasure, _Mapping]]] = ...) -> None: ...
 
 class Episode(_message.Message):
-    __slots__ = ("id", "character_id", "job_id", "scene_index", "kind", "prompt", "image", "video", "face_embedding", "idr", "tags", "removed", "description", "duration_s", "dialogue", "frame_idrs", "state_source", "created_at", "context", "provider_label", "copy")
+    __slots__ = ("id", "character_id", "job_id", "scene_index", "kind", "prompt", "image", "video", "face_embedding", "idr", "tags", "removed", "description", "duration_s", "dialogue", "frame_idrs", "state_source", "created_at", "context", "provider_label", "copy", "cast")
     ID_FIELD_NUMBER: _ClassVar[int]
     CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -202,6 +202,7 @@ class Episode(_message.Message):
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_LABEL_FIELD_NUMBER: _ClassVar[int]
     COPY_FIELD_NUMBER: _ClassVar[int]
+    CAST_FIELD_NUMBER: _ClassVar[int]
     id: str
     character_id: str
     job_id: str
@@ -223,7 +224,8 @@ class Episode(_message.Message):
     context: SceneContext
     provider_label: str
     copy: _common_pb2.CopyCheck
-    def __init__(self, id: _Optional[str] = ..., character_id: _Optional[str] = ..., job_id: _Optional[str] = ..., scene_index: _Optional[int] = ..., kind: _Optional[_Union[_common_pb2.MediaKind, str]] = ..., prompt: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., video: _Optional[_Union[_common_pb2.VideoRef, _Mapping]] = ..., face_embedding: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., idr: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., tags: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., removed: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., description: _Optional[str] = ..., duration_s: _Optional[float] = ..., dialogue: _Optional[str] = ..., frame_idrs: _Optional[_Iterable[_Union[_common_pb2.FrameIdr, _Mapping]]] = ..., state_source: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., context: _Optional[_Union[SceneContext, _Mapping]] = ..., provider_label: _Optional[str] = ..., copy: _Optional[_Union[_common_pb2.CopyCheck, _Mapping]] = ...) -> None: ...
+    cast: _containers.RepeatedCompositeFieldContainer[_common_pb2.CastMember]
+    def __init__(self, id: _Optional[str] = ..., character_id: _Optional[str] = ..., job_id: _Optional[str] = ..., scene_index: _Optional[int] = ..., kind: _Optional[_Union[_common_pb2.MediaKind, str]] = ..., prompt: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., video: _Optional[_Union[_common_pb2.VideoRef, _Mapping]] = ..., face_embedding: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., idr: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., tags: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., removed: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., description: _Optional[str] = ..., duration_s: _Optional[float] = ..., dialogue: _Optional[str] = ..., frame_idrs: _Optional[_Iterable[_Union[_common_pb2.FrameIdr, _Mapping]]] = ..., state_source: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., context: _Optional[_Union[SceneContext, _Mapping]] = ..., provider_label: _Optional[str] = ..., copy: _Optional[_Union[_common_pb2.CopyCheck, _Mapping]] = ..., cast: _Optional[_Iterable[_Union[_common_pb2.CastMember, _Mapping]]] = ...) -> None: ...
 
 class EpisodeUse(_message.Message):
     __slots__ = ("episode_id", "scene_index", "reason")
@@ -406,3 +408,25 @@ class ConsolidateResponse(_message.Message):
     engine: str
     up_to_scene: int
     def __init__(self, summary: _Optional[str] = ..., engine: _Optional[str] = ..., up_to_scene: _Optional[int] = ...) -> None: ...
+
+class BuildSceneContextRequest(_message.Message):
+    __slots__ = ("owner_id", "user_prompt", "style_overrides", "cast")
+    OWNER_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    STYLE_OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    CAST_FIELD_NUMBER: _ClassVar[int]
+    owner_id: str
+    user_prompt: str
+    style_overrides: _containers.RepeatedScalarFieldContainer[str]
+    cast: _containers.RepeatedCompositeFieldContainer[_common_pb2.CastMember]
+    def __init__(self, owner_id: _Optional[str] = ..., user_prompt: _Optional[str] = ..., style_overrides: _Optional[_Iterable[str]] = ..., cast: _Optional[_Iterable[_Union[_common_pb2.CastMember, _Mapping]]] = ...) -> None: ...
+
+class BuildSceneContextResponse(_message.Message):
+    __slots__ = ("prompt", "members", "model_seconds")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    prompt: ComposedPrompt
+    members: _containers.RepeatedCompositeFieldContainer[BuildContextResponse]
+    model_seconds: float
+    def __init__(self, prompt: _Optional[_Union[ComposedPrompt, _Mapping]] = ..., members: _Optional[_Iterable[_Union[BuildContextResponse, _Mapping]]] = ..., model_seconds: _Optional[float] = ...) -> None: ...

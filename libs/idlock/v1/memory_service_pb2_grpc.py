@@ -85,6 +85,11 @@ class MemoryServiceStub:
                 request_serializer=idlock_dot_v1_dot_memory__service__pb2.BuildContextRequest.SerializeToString,
                 response_deserializer=idlock_dot_v1_dot_memory__service__pb2.BuildContextResponse.FromString,
                 _registered_method=True)
+        self.BuildSceneContext = channel.unary_unary(
+                '/idlock.v1.MemoryService/BuildSceneContext',
+                request_serializer=idlock_dot_v1_dot_memory__service__pb2.BuildSceneContextRequest.SerializeToString,
+                response_deserializer=idlock_dot_v1_dot_memory__service__pb2.BuildSceneContextResponse.FromString,
+                _registered_method=True)
         self.Consolidate = channel.unary_unary(
                 '/idlock.v1.MemoryService/Consolidate',
                 request_serializer=idlock_dot_v1_dot_memory__service__pb2.ConsolidateRequest.SerializeToString,
@@ -160,6 +165,14 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BuildSceneContext(self, request, context):
+        """The context of a scene with several characters: each one's context, and one prompt that keeps their state
+        apart.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Consolidate(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -218,6 +231,11 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.BuildContext,
                     request_deserializer=idlock_dot_v1_dot_memory__service__pb2.BuildContextRequest.FromString,
                     response_serializer=idlock_dot_v1_dot_memory__service__pb2.BuildContextResponse.SerializeToString,
+            ),
+            'BuildSceneContext': grpc.unary_unary_rpc_method_handler(
+                    servicer.BuildSceneContext,
+                    request_deserializer=idlock_dot_v1_dot_memory__service__pb2.BuildSceneContextRequest.FromString,
+                    response_serializer=idlock_dot_v1_dot_memory__service__pb2.BuildSceneContextResponse.SerializeToString,
             ),
             'Consolidate': grpc.unary_unary_rpc_method_handler(
                     servicer.Consolidate,
@@ -496,6 +514,33 @@ class MemoryService:
             '/idlock.v1.MemoryService/BuildContext',
             idlock_dot_v1_dot_memory__service__pb2.BuildContextRequest.SerializeToString,
             idlock_dot_v1_dot_memory__service__pb2.BuildContextResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildSceneContext(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idlock.v1.MemoryService/BuildSceneContext',
+            idlock_dot_v1_dot_memory__service__pb2.BuildSceneContextRequest.SerializeToString,
+            idlock_dot_v1_dot_memory__service__pb2.BuildSceneContextResponse.FromString,
             options,
             channel_credentials,
             insecure,

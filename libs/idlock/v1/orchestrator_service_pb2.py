@@ -27,7 +27,7 @@ from idlock.v1 import common_pb2 as idlock_dot_v1_dot_common__pb2
 from idlock.v1 import memory_service_pb2 as idlock_dot_v1_dot_memory__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$idlock/v1/orchestrator_service.proto\x12\tidlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16idlock/v1/common.proto\x1a\x1eidlock/v1/memory_service.proto\"\xc2\x01\n\x11GenerationOptions\x12\r\n\x05video\x18\x01 \x01(\x08\x12\x13\n\x0brefine_face\x18\x02 \x01(\x08\x12\x11\n\tproviders\x18\x03 \x03(\t\x12\x13\n\x0b\x62ypass_lora\x18\x04 \x01(\x08\x12\x11\n\twatermark\x18\x05 \x01(\x08\x12\x0c\n\x04seed\x18\x06 \x01(\x03\x12\x18\n\x10video_duration_s\x18\x07 \x01(\x01\x12\x10\n\x08\x64ialogue\x18\x08 \x01(\t\x12\x14\n\x0c\x61spect_ratio\x18\t \x01(\t\"\xb3\x07\n\nJobMetrics\x12<\n\x0cstep_seconds\x18\x01 \x03(\x0b\x32&.idlock.v1.JobMetrics.StepSecondsEntry\x12\'\n\nidr_before\x18\x02 \x01(\x0b\x32\x13.idlock.v1.IdrScore\x12&\n\tidr_after\x18\x03 \x01(\x0b\x32\x13.idlock.v1.IdrScore\x12\x0f\n\x07refined\x18\x04 \x01(\x08\x12\x15\n\rrefine_needed\x18\x05 \x01(\x08\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x16\n\x0eprovider_label\x18\x08 \x01(\t\x12\x15\n\rfallback_used\x18\t \x01(\x08\x12\x0f\n\x07lora_id\x18\n \x01(\t\x12\x15\n\rprompt_engine\x18\x0b \x01(\t\x12\x14\n\x0cstate_source\x18\x0c \x01(\t\x12\"\n\x04tags\x18\r \x01(\x0b\x32\x14.idlock.v1.StateTags\x12\x13\n\x0bscene_index\x18\x0e \x01(\x05\x12\x15\n\rtotal_seconds\x18\x0f \x01(\x01\x12\x1a\n\x12\x65stimated_cost_usd\x18\x10 \x01(\x01\x12\x18\n\x10video_duration_s\x18\x11 \x01(\x01\x12\x15\n\rframes_scored\x18\x12 \x01(\x05\x12\x15\n\rframe_idr_min\x18\x13 \x01(\x02\x12\x16\n\x0e\x66rame_idr_mean\x18\x14 \x01(\x02\x12\x13\n\x0bregenerated\x18\x15 \x01(\x08\x12\'\n\nframe_idrs\x18\x16 \x03(\x0b\x32\x13.idlock.v1.FrameIdr\x12\x10\n\x08\x61ttempts\x18\x17 \x01(\x05\x12\x13\n\x0brefine_note\x18\x18 \x01(\t\x12G\n\x12step_model_seconds\x18\x19 \x03(\x0b\x32+.idlock.v1.JobMetrics.StepModelSecondsEntry\x12\"\n\x04\x63opy\x18\x1a \x01(\x0b\x32\x14.idlock.v1.CopyCheck\x12\x11\n\tcopy_note\x18\x1b \x01(\t\x12\x12\n\npaid_calls\x18\x1c \x01(\x05\x12\x1a\n\x12paid_call_repeated\x18\x1d \x01(\x08\x12\x12\n\nmoderation\x18\x1e \x01(\t\x1a\x32\n\x10StepSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x37\n\x15StepModelSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xf8\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x03 \x01(\t\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x16\n\x0epose_image_uri\x18\x05 \x01(\t\x12\x17\n\x0fstyle_overrides\x18\x06 \x03(\t\x12-\n\x07options\x18\x07 \x01(\x0b\x32\x1c.idlock.v1.GenerationOptions\x12$\n\x06status\x18\x08 \x01(\x0e\x32\x14.idlock.v1.JobStatus\x12)\n\x0cresult_image\x18\t \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12)\n\x0cresult_video\x18\n \x01(\x0b\x32\x13.idlock.v1.VideoRef\x12&\n\x07metrics\x18\x0b \x01(\x0b\x32\x15.idlock.v1.JobMetrics\x12\x12\n\nerror_code\x18\x0c \x01(\t\x12\x15\n\rerror_message\x18\r \x01(\t\x12\x10\n\x08\x61ttempts\x18\x0e \x01(\x05\x12.\n\ncreated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12provider_operation\x18\x11 \x01(\t\x12(\n\x07\x63ontext\x18\x12 \x01(\x0b\x32\x17.idlock.v1.SceneContext\x12\x13\n\x0bwaiting_for\x18\x13 \x01(\t\x12\x31\n\rwaiting_since\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xca\x01\n\x17SubmitGenerationRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x16\n\x0epose_image_uri\x18\x04 \x01(\t\x12\x17\n\x0fstyle_overrides\x18\x05 \x03(\t\x12-\n\x07options\x18\x06 \x01(\x0b\x32\x1c.idlock.v1.GenerationOptions\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\"H\n\x18SubmitGenerationResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.idlock.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"1\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\"-\n\x0eGetJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.idlock.v1.Job\"4\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\"0\n\x11\x43\x61ncelJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.idlock.v1.Job\"_\n\x0fListJobsRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x02 \x01(\t\x12$\n\x04page\x18\x03 \x01(\x0b\x32\x16.idlock.v1.PageRequest\"I\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.idlock.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"3\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\"O\n\x10WatchJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.idlock.v1.Job\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"u\n\x15RecordFeedbackRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12)\n\x06rating\x18\x03 \x01(\x0e\x32\x19.idlock.v1.FeedbackRating\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\"*\n\x16RecordFeedbackResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x08\"l\n\x10ListUsageRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_day\x18\x02 \x01(\t\x12\x0e\n\x06to_day\x18\x03 \x01(\t\x12$\n\x04page\x18\x04 \x01(\x0b\x32\x16.idlock.v1.PageRequest\"\xd8\x02\n\x08UsageDay\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x0b\n\x03\x64\x61y\x18\x02 \x01(\t\x12=\n\x0ejobs_by_status\x18\x03 \x03(\x0b\x32%.idlock.v1.UsageDay.JobsByStatusEntry\x12G\n\x13renders_by_provider\x18\x04 \x03(\x0b\x32*.idlock.v1.UsageDay.RendersByProviderEntry\x12\x0f\n\x07\x63redits\x18\x05 \x01(\x05\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01\x12\x13\n\x0bjob_seconds\x18\x07 \x01(\x01\x1a\x33\n\x11JobsByStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x1a\x38\n\x16RendersByProviderEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"q\n\x11ListUsageResponse\x12!\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32\x13.idlock.v1.UsageDay\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08\x66rom_day\x18\x03 \x01(\t\x12\x0e\n\x06to_day\x18\x04 \x01(\t*c\n\x0e\x46\x65\x65\x64\x62\x61\x63kRating\x12\x1f\n\x1b\x46\x45\x45\x44\x42\x41\x43K_RATING_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46\x45\x45\x44\x42\x41\x43K_RATING_UP\x10\x01\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_RATING_DOWN\x10\x02\x32\xa4\x04\n\x13OrchestratorService\x12[\n\x10SubmitGeneration\x12\".idlock.v1.SubmitGenerationRequest\x1a#.idlock.v1.SubmitGenerationResponse\x12=\n\x06GetJob\x12\x18.idlock.v1.GetJobRequest\x1a\x19.idlock.v1.GetJobResponse\x12\x46\n\tCancelJob\x12\x1b.idlock.v1.CancelJobRequest\x1a\x1c.idlock.v1.CancelJobResponse\x12\x43\n\x08ListJobs\x12\x1a.idlock.v1.ListJobsRequest\x1a\x1b.idlock.v1.ListJobsResponse\x12\x45\n\x08WatchJob\x12\x1a.idlock.v1.WatchJobRequest\x1a\x1b.idlock.v1.WatchJobResponse0\x01\x12U\n\x0eRecordFeedback\x12 .idlock.v1.RecordFeedbackRequest\x1a!.idlock.v1.RecordFeedbackResponse\x12\x46\n\tListUsage\x12\x1b.idlock.v1.ListUsageRequest\x1a\x1c.idlock.v1.ListUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$idlock/v1/orchestrator_service.proto\x12\tidlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16idlock/v1/common.proto\x1a\x1eidlock/v1/memory_service.proto\"\xc2\x01\n\x11GenerationOptions\x12\r\n\x05video\x18\x01 \x01(\x08\x12\x13\n\x0brefine_face\x18\x02 \x01(\x08\x12\x11\n\tproviders\x18\x03 \x03(\t\x12\x13\n\x0b\x62ypass_lora\x18\x04 \x01(\x08\x12\x11\n\twatermark\x18\x05 \x01(\x08\x12\x0c\n\x04seed\x18\x06 \x01(\x03\x12\x18\n\x10video_duration_s\x18\x07 \x01(\x01\x12\x10\n\x08\x64ialogue\x18\x08 \x01(\t\x12\x14\n\x0c\x61spect_ratio\x18\t \x01(\t\"\xb3\x08\n\nJobMetrics\x12<\n\x0cstep_seconds\x18\x01 \x03(\x0b\x32&.idlock.v1.JobMetrics.StepSecondsEntry\x12\'\n\nidr_before\x18\x02 \x01(\x0b\x32\x13.idlock.v1.IdrScore\x12&\n\tidr_after\x18\x03 \x01(\x0b\x32\x13.idlock.v1.IdrScore\x12\x0f\n\x07refined\x18\x04 \x01(\x08\x12\x15\n\rrefine_needed\x18\x05 \x01(\x08\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x16\n\x0eprovider_label\x18\x08 \x01(\t\x12\x15\n\rfallback_used\x18\t \x01(\x08\x12\x0f\n\x07lora_id\x18\n \x01(\t\x12\x15\n\rprompt_engine\x18\x0b \x01(\t\x12\x14\n\x0cstate_source\x18\x0c \x01(\t\x12\"\n\x04tags\x18\r \x01(\x0b\x32\x14.idlock.v1.StateTags\x12\x13\n\x0bscene_index\x18\x0e \x01(\x05\x12\x15\n\rtotal_seconds\x18\x0f \x01(\x01\x12\x1a\n\x12\x65stimated_cost_usd\x18\x10 \x01(\x01\x12\x18\n\x10video_duration_s\x18\x11 \x01(\x01\x12\x15\n\rframes_scored\x18\x12 \x01(\x05\x12\x15\n\rframe_idr_min\x18\x13 \x01(\x02\x12\x16\n\x0e\x66rame_idr_mean\x18\x14 \x01(\x02\x12\x13\n\x0bregenerated\x18\x15 \x01(\x08\x12\'\n\nframe_idrs\x18\x16 \x03(\x0b\x32\x13.idlock.v1.FrameIdr\x12\x10\n\x08\x61ttempts\x18\x17 \x01(\x05\x12\x13\n\x0brefine_note\x18\x18 \x01(\t\x12G\n\x12step_model_seconds\x18\x19 \x03(\x0b\x32+.idlock.v1.JobMetrics.StepModelSecondsEntry\x12\"\n\x04\x63opy\x18\x1a \x01(\x0b\x32\x14.idlock.v1.CopyCheck\x12\x11\n\tcopy_note\x18\x1b \x01(\t\x12\x12\n\npaid_calls\x18\x1c \x01(\x05\x12\x1a\n\x12paid_call_repeated\x18\x1d \x01(\x08\x12\x12\n\nmoderation\x18\x1e \x01(\t\x12#\n\x04\x63\x61st\x18\x1f \x03(\x0b\x32\x15.idlock.v1.CastResult\x12\x13\n\x0b\x65xtra_faces\x18  \x03(\x05\x12\x16\n\x0eidentity_bleed\x18! \x01(\x08\x12\x19\n\x11placement_swapped\x18\" \x01(\x08\x12\x11\n\tcast_note\x18# \x01(\t\x1a\x32\n\x10StepSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x37\n\x15StepModelSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x9d\x05\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x03 \x01(\t\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x16\n\x0epose_image_uri\x18\x05 \x01(\t\x12\x17\n\x0fstyle_overrides\x18\x06 \x03(\t\x12-\n\x07options\x18\x07 \x01(\x0b\x32\x1c.idlock.v1.GenerationOptions\x12$\n\x06status\x18\x08 \x01(\x0e\x32\x14.idlock.v1.JobStatus\x12)\n\x0cresult_image\x18\t \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12)\n\x0cresult_video\x18\n \x01(\x0b\x32\x13.idlock.v1.VideoRef\x12&\n\x07metrics\x18\x0b \x01(\x0b\x32\x15.idlock.v1.JobMetrics\x12\x12\n\nerror_code\x18\x0c \x01(\t\x12\x15\n\rerror_message\x18\r \x01(\t\x12\x10\n\x08\x61ttempts\x18\x0e \x01(\x05\x12.\n\ncreated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12provider_operation\x18\x11 \x01(\t\x12(\n\x07\x63ontext\x18\x12 \x01(\x0b\x32\x17.idlock.v1.SceneContext\x12\x13\n\x0bwaiting_for\x18\x13 \x01(\t\x12\x31\n\rwaiting_since\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04\x63\x61st\x18\x15 \x03(\x0b\x32\x15.idlock.v1.CastMember\"\xef\x01\n\x17SubmitGenerationRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x16\n\x0epose_image_uri\x18\x04 \x01(\t\x12\x17\n\x0fstyle_overrides\x18\x05 \x03(\t\x12-\n\x07options\x18\x06 \x01(\x0b\x32\x1c.idlock.v1.GenerationOptions\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x12#\n\x04\x63\x61st\x18\x08 \x03(\x0b\x32\x15.idlock.v1.CastMember\"H\n\x18SubmitGenerationResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.idlock.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"1\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\"-\n\x0eGetJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.idlock.v1.Job\"4\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\"0\n\x11\x43\x61ncelJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.idlock.v1.Job\"_\n\x0fListJobsRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63haracter_id\x18\x02 \x01(\t\x12$\n\x04page\x18\x03 \x01(\x0b\x32\x16.idlock.v1.PageRequest\"I\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.idlock.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"3\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\"O\n\x10WatchJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.idlock.v1.Job\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"u\n\x15RecordFeedbackRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12)\n\x06rating\x18\x03 \x01(\x0e\x32\x19.idlock.v1.FeedbackRating\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\"*\n\x16RecordFeedbackResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x08\"l\n\x10ListUsageRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_day\x18\x02 \x01(\t\x12\x0e\n\x06to_day\x18\x03 \x01(\t\x12$\n\x04page\x18\x04 \x01(\x0b\x32\x16.idlock.v1.PageRequest\"\xd8\x02\n\x08UsageDay\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x0b\n\x03\x64\x61y\x18\x02 \x01(\t\x12=\n\x0ejobs_by_status\x18\x03 \x03(\x0b\x32%.idlock.v1.UsageDay.JobsByStatusEntry\x12G\n\x13renders_by_provider\x18\x04 \x03(\x0b\x32*.idlock.v1.UsageDay.RendersByProviderEntry\x12\x0f\n\x07\x63redits\x18\x05 \x01(\x05\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01\x12\x13\n\x0bjob_seconds\x18\x07 \x01(\x01\x1a\x33\n\x11JobsByStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x1a\x38\n\x16RendersByProviderEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"q\n\x11ListUsageResponse\x12!\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32\x13.idlock.v1.UsageDay\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08\x66rom_day\x18\x03 \x01(\t\x12\x0e\n\x06to_day\x18\x04 \x01(\t*c\n\x0e\x46\x65\x65\x64\x62\x61\x63kRating\x12\x1f\n\x1b\x46\x45\x45\x44\x42\x41\x43K_RATING_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46\x45\x45\x44\x42\x41\x43K_RATING_UP\x10\x01\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_RATING_DOWN\x10\x02\x32\xa4\x04\n\x13OrchestratorService\x12[\n\x10SubmitGeneration\x12\".idlock.v1.SubmitGenerationRequest\x1a#.idlock.v1.SubmitGenerationResponse\x12=\n\x06GetJob\x12\x18.idlock.v1.GetJobRequest\x1a\x19.idlock.v1.GetJobResponse\x12\x46\n\tCancelJob\x12\x1b.idlock.v1.CancelJobRequest\x1a\x1c.idlock.v1.CancelJobResponse\x12\x43\n\x08ListJobs\x12\x1a.idlock.v1.ListJobsRequest\x1a\x1b.idlock.v1.ListJobsResponse\x12\x45\n\x08WatchJob\x12\x1a.idlock.v1.WatchJobRequest\x1a\x1b.idlock.v1.WatchJobResponse0\x01\x12U\n\x0eRecordFeedback\x12 .idlock.v1.RecordFeedbackRequest\x1a!.idlock.v1.RecordFeedbackResponse\x12\x46\n\tListUsage\x12\x1b.idlock.v1.ListUsageRequest\x1a\x1c.idlock.v1.ListUsageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,52 +42,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USAGEDAY_JOBSBYSTATUSENTRY']._serialized_options = b'8\001'
   _globals['_USAGEDAY_RENDERSBYPROVIDERENTRY']._loaded_options = None
   _globals['_USAGEDAY_RENDERSBYPROVIDERENTRY']._serialized_options = b'8\001'
-  _globals['_FEEDBACKRATING']._serialized_start=3444
-  _globals['_FEEDBACKRATING']._serialized_end=3543
+  _globals['_FEEDBACKRATING']._serialized_start=3646
+  _globals['_FEEDBACKRATING']._serialized_end=3745
   _globals['_GENERATIONOPTIONS']._serialized_start=141
   _globals['_GENERATIONOPTIONS']._serialized_end=335
   _globals['_JOBMETRICS']._serialized_start=338
-  _globals['_JOBMETRICS']._serialized_end=1285
-  _globals['_JOBMETRICS_STEPSECONDSENTRY']._serialized_start=1178
-  _globals['_JOBMETRICS_STEPSECONDSENTRY']._serialized_end=1228
-  _globals['_JOBMETRICS_STEPMODELSECONDSENTRY']._serialized_start=1230
-  _globals['_JOBMETRICS_STEPMODELSECONDSENTRY']._serialized_end=1285
-  _globals['_JOB']._serialized_start=1288
-  _globals['_JOB']._serialized_end=1920
-  _globals['_SUBMITGENERATIONREQUEST']._serialized_start=1923
-  _globals['_SUBMITGENERATIONREQUEST']._serialized_end=2125
-  _globals['_SUBMITGENERATIONRESPONSE']._serialized_start=2127
-  _globals['_SUBMITGENERATIONRESPONSE']._serialized_end=2199
-  _globals['_GETJOBREQUEST']._serialized_start=2201
-  _globals['_GETJOBREQUEST']._serialized_end=2250
-  _globals['_GETJOBRESPONSE']._serialized_start=2252
-  _globals['_GETJOBRESPONSE']._serialized_end=2297
-  _globals['_CANCELJOBREQUEST']._serialized_start=2299
-  _globals['_CANCELJOBREQUEST']._serialized_end=2351
-  _globals['_CANCELJOBRESPONSE']._serialized_start=2353
-  _globals['_CANCELJOBRESPONSE']._serialized_end=2401
-  _globals['_LISTJOBSREQUEST']._serialized_start=2403
-  _globals['_LISTJOBSREQUEST']._serialized_end=2498
-  _globals['_LISTJOBSRESPONSE']._serialized_start=2500
-  _globals['_LISTJOBSRESPONSE']._serialized_end=2573
-  _globals['_WATCHJOBREQUEST']._serialized_start=2575
-  _globals['_WATCHJOBREQUEST']._serialized_end=2626
-  _globals['_WATCHJOBRESPONSE']._serialized_start=2628
-  _globals['_WATCHJOBRESPONSE']._serialized_end=2707
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=2709
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=2826
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=2828
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=2870
-  _globals['_LISTUSAGEREQUEST']._serialized_start=2872
-  _globals['_LISTUSAGEREQUEST']._serialized_end=2980
-  _globals['_USAGEDAY']._serialized_start=2983
-  _globals['_USAGEDAY']._serialized_end=3327
-  _globals['_USAGEDAY_JOBSBYSTATUSENTRY']._serialized_start=3218
-  _globals['_USAGEDAY_JOBSBYSTATUSENTRY']._serialized_end=3269
-  _globals['_USAGEDAY_RENDERSBYPROVIDERENTRY']._serialized_start=3271
-  _globals['_USAGEDAY_RENDERSBYPROVIDERENTRY']._serialized_end=3327
-  _globals['_LISTUSAGERESPONSE']._serialized_start=3329
-  _globals['_LISTUSAGERESPONSE']._serialized_end=3442
-  _globals['_ORCHESTRATORSERVICE']._serialized_start=3546
-  _globals['_ORCHESTRATORSERVICE']._serialized_end=4094
+  _globals['_JOBMETRICS']._serialized_end=1413
+  _globals['_JOBMETRICS_STEPSECONDSENTRY']._serialized_start=1306
+  _globals['_JOBMETRICS_STEPSECONDSENTRY']._serialized_end=1356
+  _globals['_JOBMETRICS_STEPMODELSECONDSENTRY']._serialized_start=1358
+  _globals['_JOBMETRICS_STEPMODELSECONDSENTRY']._serialized_end=1413
+  _globals['_JOB']._serialized_start=1416
+  _globals['_JOB']._serialized_end=2085
+  _globals['_SUBMITGENERATIONREQUEST']._serialized_start=2088
+  _globals['_SUBMITGENERATIONREQUEST']._serialized_end=2327
+  _globals['_SUBMITGENERATIONRESPONSE']._serialized_start=2329
+  _globals['_SUBMITGENERATIONRESPONSE']._serialized_end=2401
+  _globals['_GETJOBREQUEST']._serialized_start=2403
+  _globals['_GETJOBREQUEST']._serialized_end=2452
+  _globals['_GETJOBRESPONSE']._serialized_start=2454
+  _globals['_GETJOBRESPONSE']._serialized_end=2499
+  _globals['_CANCELJOBREQUEST']._serialized_start=2501
+  _globals['_CANCELJOBREQUEST']._serialized_end=2553
+  _globals['_CANCELJOBRESPONSE']._serialized_start=2555
+  _globals['_CANCELJOBRESPONSE']._serialized_end=2603
+  _globals['_LISTJOBSREQUEST']._serialized_start=2605
+  _globals['_LISTJOBSREQUEST']._serialized_end=2700
+  _globals['_LISTJOBSRESPONSE']._serialized_start=2702
+  _globals['_LISTJOBSRESPONSE']._serialized_end=2775
+  _globals['_WATCHJOBREQUEST']._serialized_start=2777
+  _globals['_WATCHJOBREQUEST']._serialized_end=2828
+  _globals['_WATCHJOBRESPONSE']._serialized_start=2830
+  _globals['_WATCHJOBRESPONSE']._serialized_end=2909
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=2911
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=3028
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=3030
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=3072
+  _globals['_LISTUSAGEREQUEST']._serialized_start=3074
+  _globals['_LISTUSAGEREQUEST']._serialized_end=3182
+  _globals['_USAGEDAY']._serialized_start=3185
+  _globals['_USAGEDAY']._serialized_end=3529
+  _globals['_USAGEDAY_JOBSBYSTATUSENTRY']._serialized_start=3420
+  _globals['_USAGEDAY_JOBSBYSTATUSENTRY']._serialized_end=3471
+  _globals['_USAGEDAY_RENDERSBYPROVIDERENTRY']._serialized_start=3473
+  _globals['_USAGEDAY_RENDERSBYPROVIDERENTRY']._serialized_end=3529
+  _globals['_LISTUSAGERESPONSE']._serialized_start=3531
+  _globals['_LISTUSAGERESPONSE']._serialized_end=3644
+  _globals['_ORCHESTRATORSERVICE']._serialized_start=3748
+  _globals['_ORCHESTRATORSERVICE']._serialized_end=4296
 # @@protoc_insertion_point(module_scope)

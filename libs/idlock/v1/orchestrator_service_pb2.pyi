@@ -44,7 +44,7 @@ class GenerationOptions(_message.Message):
     def __init__(self, video: _Optional[bool] = ..., refine_face: _Optional[bool] = ..., providers: _Optional[_Iterable[str]] = ..., bypass_lora: _Optional[bool] = ..., watermark: _Optional[bool] = ..., seed: _Optional[int] = ..., video_duration_s: _Optional[float] = ..., dialogue: _Optional[str] = ..., aspect_ratio: _Optional[str] = ...) -> None: ...
 
 class JobMetrics(_message.Message):
-    __slots__ = ("step_seconds", "idr_before", "idr_after", "refined", "refine_needed", "provider", "model", "provider_label", "fallback_used", "lora_id", "prompt_engine", "state_source", "tags", "scene_index", "total_seconds", "estimated_cost_usd", "video_duration_s", "frames_scored", "frame_idr_min", "frame_idr_mean", "regenerated", "frame_idrs", "attempts", "refine_note", "step_model_seconds", "copy", "copy_note", "paid_calls", "paid_call_repeated", "moderation")
+    __slots__ = ("step_seconds", "idr_before", "idr_after", "refined", "refine_needed", "provider", "model", "provider_label", "fallback_used", "lora_id", "prompt_engine", "state_source", "tags", "scene_index", "total_seconds", "estimated_cost_usd", "video_duration_s", "frames_scored", "frame_idr_min", "frame_idr_mean", "regenerated", "frame_idrs", "attempts", "refine_note", "step_model_seconds", "copy", "copy_note", "paid_calls", "paid_call_repeated", "moderation", "cast", "extra_faces", "identity_bleed", "placement_swapped", "cast_note")
     class StepSecondsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,11 @@ class JobMetrics(_message.Message):
     PAID_CALLS_FIELD_NUMBER: _ClassVar[int]
     PAID_CALL_REPEATED_FIELD_NUMBER: _ClassVar[int]
     MODERATION_FIELD_NUMBER: _ClassVar[int]
+    CAST_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_FACES_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_BLEED_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_SWAPPED_FIELD_NUMBER: _ClassVar[int]
+    CAST_NOTE_FIELD_NUMBER: _ClassVar[int]
     step_seconds: _containers.ScalarMap[str, float]
     idr_before: _common_pb2.IdrScore
     idr_after: _common_pb2.IdrScore
@@ -119,10 +124,15 @@ class JobMetrics(_message.Message):
     paid_calls: int
     paid_call_repeated: bool
     moderation: str
-    def __init__(self, step_seconds: _Optional[_Mapping[str, float]] = ..., idr_before: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., idr_after: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., refined: _Optional[bool] = ..., refine_needed: _Optional[bool] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., provider_label: _Optional[str] = ..., fallback_used: _Optional[bool] = ..., lora_id: _Optional[str] = ..., prompt_engine: _Optional[str] = ..., state_source: _Optional[str] = ..., tags: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., scene_index: _Optional[int] = ..., total_seconds: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., video_duration_s: _Optional[float] = ..., frames_scored: _Optional[int] = ..., frame_idr_min: _Optional[float] = ..., frame_idr_mean: _Optional[float] = ..., regenerated: _Optional[bool] = ..., frame_idrs: _Optional[_Iterable[_Union[_common_pb2.FrameIdr, _Mapping]]] = ..., attempts: _Optional[int] = ..., refine_note: _Optional[str] = ..., step_model_seconds: _Optional[_Mapping[str, float]] = ..., copy: _Optional[_Union[_common_pb2.CopyCheck, _Mapping]] = ..., copy_note: _Optional[str] = ..., paid_calls: _Optional[int] = ..., paid_call_repeated: _Optional[bool] = ..., moderation: _Optional[str] = ...) -> None: ...
+    cast: _containers.RepeatedCompositeFieldContainer[_common_pb2.CastResult]
+    extra_faces: _containers.RepeatedScalarFieldContainer[int]
+    identity_bleed: bool
+    placement_swapped: bool
+    cast_note: str
+    def __init__(self, step_seconds: _Optional[_Mapping[str, float]] = ..., idr_before: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., idr_after: _Optional[_Union[_common_pb2.IdrScore, _Mapping]] = ..., refined: _Optional[bool] = ..., refine_needed: _Optional[bool] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., provider_label: _Optional[str] = ..., fallback_used: _Optional[bool] = ..., lora_id: _Optional[str] = ..., prompt_engine: _Optional[str] = ..., state_source: _Optional[str] = ..., tags: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., scene_index: _Optional[int] = ..., total_seconds: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., video_duration_s: _Optional[float] = ..., frames_scored: _Optional[int] = ..., frame_idr_min: _Optional[float] = ..., frame_idr_mean: _Optional[float] = ..., regenerated: _Optional[bool] = ..., frame_idrs: _Optional[_Iterable[_Union[_common_pb2.FrameIdr, _Mapping]]] = ..., attempts: _Optional[int] = ..., refine_note: _Optional[str] = ..., step_model_seconds: _Optional[_Mapping[str, float]] = ..., copy: _Optional[_Union[_common_pb2.CopyCheck, _Mapping]] = ..., copy_note: _Optional[str] = ..., paid_calls: _Optional[int] = ..., paid_call_repeated: _Optional[bool] = ..., moderation: _Optional[str] = ..., cast: _Optional[_Iterable[_Union[_common_pb2.CastResult, _Mapping]]] = ..., extra_faces: _Optional[_Iterable[int]] = ..., identity_bleed: _Optional[bool] = ..., placement_swapped: _Optional[bool] = ..., cast_note: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "owner_id", "character_id", "prompt", "pose_image_uri", "style_overrides", "options", "status", "result_image", "result_video", "metrics", "error_code", "error_message", "attempts", "created_at", "updated_at", "provider_operation", "context", "waiting_for", "waiting_since")
+    __slots__ = ("id", "owner_id", "character_id", "prompt", "pose_image_uri", "style_overrides", "options", "status", "result_image", "result_video", "metrics", "error_code", "error_message", "attempts", "created_at", "updated_at", "provider_operation", "context", "waiting_for", "waiting_since", "cast")
     ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +153,7 @@ class Job(_message.Message):
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     WAITING_FOR_FIELD_NUMBER: _ClassVar[int]
     WAITING_SINCE_FIELD_NUMBER: _ClassVar[int]
+    CAST_FIELD_NUMBER: _ClassVar[int]
     id: str
     owner_id: str
     character_id: str
@@ -163,10 +174,11 @@ class Job(_message.Message):
     context: _memory_service_pb2.SceneContext
     waiting_for: str
     waiting_since: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., owner_id: _Optional[str] = ..., character_id: _Optional[str] = ..., prompt: _Optional[str] = ..., pose_image_uri: _Optional[str] = ..., style_overrides: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[GenerationOptions, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., result_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., result_video: _Optional[_Union[_common_pb2.VideoRef, _Mapping]] = ..., metrics: _Optional[_Union[JobMetrics, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., attempts: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., provider_operation: _Optional[str] = ..., context: _Optional[_Union[_memory_service_pb2.SceneContext, _Mapping]] = ..., waiting_for: _Optional[str] = ..., waiting_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    cast: _containers.RepeatedCompositeFieldContainer[_common_pb2.CastMember]
+    def __init__(self, id: _Optional[str] = ..., owner_id: _Optional[str] = ..., character_id: _Optional[str] = ..., prompt: _Optional[str] = ..., pose_image_uri: _Optional[str] = ..., style_overrides: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[GenerationOptions, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., result_image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., result_video: _Optional[_Union[_common_pb2.VideoRef, _Mapping]] = ..., metrics: _Optional[_Union[JobMetrics, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., attempts: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., provider_operation: _Optional[str] = ..., context: _Optional[_Union[_memory_service_pb2.SceneContext, _Mapping]] = ..., waiting_for: _Optional[str] = ..., waiting_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cast: _Optional[_Iterable[_Union[_common_pb2.CastMember, _Mapping]]] = ...) -> None: ...
 
 class SubmitGenerationRequest(_message.Message):
-    __slots__ = ("owner_id", "character_id", "prompt", "pose_image_uri", "style_overrides", "options", "idempotency_key")
+    __slots__ = ("owner_id", "character_id", "prompt", "pose_image_uri", "style_overrides", "options", "idempotency_key", "cast")
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +186,7 @@ class SubmitGenerationRequest(_message.Message):
     STYLE_OVERRIDES_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    CAST_FIELD_NUMBER: _ClassVar[int]
     owner_id: str
     character_id: str
     prompt: str
@@ -181,7 +194,8 @@ class SubmitGenerationRequest(_message.Message):
     style_overrides: _containers.RepeatedScalarFieldContainer[str]
     options: GenerationOptions
     idempotency_key: str
-    def __init__(self, owner_id: _Optional[str] = ..., character_id: _Optional[str] = ..., prompt: _Optional[str] = ..., pose_image_uri: _Optional[str] = ..., style_overrides: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[GenerationOptions, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    cast: _containers.RepeatedCompositeFieldContainer[_common_pb2.CastMember]
+    def __init__(self, owner_id: _Optional[str] = ..., character_id: _Optional[str] = ..., prompt: _Optional[str] = ..., pose_image_uri: _Optional[str] = ..., style_overrides: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[GenerationOptions, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., cast: _Optional[_Iterable[_Union[_common_pb2.CastMember, _Mapping]]] = ...) -> None: ...
 
 class SubmitGenerationResponse(_message.Message):
     __slots__ = ("job", "created")

@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from idlock.v1 import common_pb2 as idlock_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fidlock/v1/refiner_service.proto\x12\tidlock.v1\x1a\x16idlock/v1/common.proto\"\x95\x02\n\rRefineRequest\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12\x14\n\x0c\x63haracter_id\x18\x02 \x01(\t\x12+\n\x08identity\x18\x03 \x01(\x0b\x32\x19.idlock.v1.IdentityVector\x12\'\n\nreferences\x18\x04 \x03(\x0b\x32\x13.idlock.v1.ImageRef\x12\x11\n\tthreshold\x18\x05 \x01(\x02\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\x05\x12+\n\x08strategy\x18\x07 \x01(\x0e\x32\x19.idlock.v1.RefineStrategy\x12\x0e\n\x06job_id\x18\x08 \x01(\t\x12\x0e\n\x06prompt\x18\t \x01(\t\"\x81\x02\n\rRefineAttempt\x12\r\n\x05index\x18\x01 \x01(\x05\x12+\n\x08strategy\x18\x02 \x01(\x0e\x32\x19.idlock.v1.RefineStrategy\x12\"\n\x05score\x18\x03 \x01(\x0b\x32\x13.idlock.v1.IdrScore\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\x12\x0c\n\x04seam\x18\x05 \x01(\x02\x12\"\n\x05image\x18\x06 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12\x10\n\x08\x65ligible\x18\x07 \x01(\x08\x12\x17\n\x0frejected_reason\x18\x08 \x01(\t\x12\"\n\x04\x63opy\x18\t \x01(\x0b\x32\x14.idlock.v1.CopyCheck\"\xf2\x01\n\x0eRefineResponse\x12*\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x18.idlock.v1.RefineAttempt\x12!\n\x04\x62\x65st\x18\x02 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12#\n\x06\x62\x65\x66ore\x18\x03 \x01(\x0b\x32\x13.idlock.v1.IdrScore\x12\"\n\x05\x61\x66ter\x18\x04 \x01(\x0b\x32\x13.idlock.v1.IdrScore\x12\x10\n\x08improved\x18\x05 \x01(\x08\x12\x12\n\nface_found\x18\x06 \x01(\x08\x12\"\n\x04\x63opy\x18\x07 \x01(\x0b\x32\x14.idlock.v1.CopyCheck*\x8b\x01\n\x0eRefineStrategy\x12\x1f\n\x1bREFINE_STRATEGY_UNSPECIFIED\x10\x00\x12\x18\n\x14REFINE_STRATEGY_AUTO\x10\x01\x12\x1a\n\x16REFINE_STRATEGY_RENDER\x10\x02\x12\"\n\x1eREFINE_STRATEGY_REFERENCE_WARP\x10\x03\x32O\n\x0eRefinerService\x12=\n\x06Refine\x12\x18.idlock.v1.RefineRequest\x1a\x19.idlock.v1.RefineResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fidlock/v1/refiner_service.proto\x12\tidlock.v1\x1a\x16idlock/v1/common.proto\"\xc1\x02\n\rRefineRequest\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12\x14\n\x0c\x63haracter_id\x18\x02 \x01(\t\x12+\n\x08identity\x18\x03 \x01(\x0b\x32\x19.idlock.v1.IdentityVector\x12\'\n\nreferences\x18\x04 \x03(\x0b\x32\x13.idlock.v1.ImageRef\x12\x11\n\tthreshold\x18\x05 \x01(\x02\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\x05\x12+\n\x08strategy\x18\x07 \x01(\x0e\x32\x19.idlock.v1.RefineStrategy\x12\x0e\n\x06job_id\x18\x08 \x01(\t\x12\x0e\n\x06prompt\x18\t \x01(\t\x12*\n\ntarget_box\x18\n \x01(\x0b\x32\x16.idlock.v1.BoundingBox\"\x81\x02\n\rRefineAttempt\x12\r\n\x05index\x18\x01 \x01(\x05\x12+\n\x08strategy\x18\x02 \x01(\x0e\x32\x19.idlock.v1.RefineStrategy\x12\"\n\x05score\x18\x03 \x01(\x0b\x32\x13.idlock.v1.IdrScore\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\x12\x0c\n\x04seam\x18\x05 \x01(\x02\x12\"\n\x05image\x18\x06 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12\x10\n\x08\x65ligible\x18\x07 \x01(\x08\x12\x17\n\x0frejected_reason\x18\x08 \x01(\t\x12\"\n\x04\x63opy\x18\t \x01(\x0b\x32\x14.idlock.v1.CopyCheck\"\xf2\x01\n\x0eRefineResponse\x12*\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x18.idlock.v1.RefineAttempt\x12!\n\x04\x62\x65st\x18\x02 \x01(\x0b\x32\x13.idlock.v1.ImageRef\x12#\n\x06\x62\x65\x66ore\x18\x03 \x01(\x0b\x32\x13.idlock.v1.IdrScore\x12\"\n\x05\x61\x66ter\x18\x04 \x01(\x0b\x32\x13.idlock.v1.IdrScore\x12\x10\n\x08improved\x18\x05 \x01(\x08\x12\x12\n\nface_found\x18\x06 \x01(\x08\x12\"\n\x04\x63opy\x18\x07 \x01(\x0b\x32\x14.idlock.v1.CopyCheck*\x8b\x01\n\x0eRefineStrategy\x12\x1f\n\x1bREFINE_STRATEGY_UNSPECIFIED\x10\x00\x12\x18\n\x14REFINE_STRATEGY_AUTO\x10\x01\x12\x1a\n\x16REFINE_STRATEGY_RENDER\x10\x02\x12\"\n\x1eREFINE_STRATEGY_REFERENCE_WARP\x10\x03\x32O\n\x0eRefinerService\x12=\n\x06Refine\x12\x18.idlock.v1.RefineRequest\x1a\x19.idlock.v1.RefineResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'idlock.v1.refiner_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REFINESTRATEGY']._serialized_start=856
-  _globals['_REFINESTRATEGY']._serialized_end=995
+  _globals['_REFINESTRATEGY']._serialized_start=900
+  _globals['_REFINESTRATEGY']._serialized_end=1039
   _globals['_REFINEREQUEST']._serialized_start=71
-  _globals['_REFINEREQUEST']._serialized_end=348
-  _globals['_REFINEATTEMPT']._serialized_start=351
-  _globals['_REFINEATTEMPT']._serialized_end=608
-  _globals['_REFINERESPONSE']._serialized_start=611
-  _globals['_REFINERESPONSE']._serialized_end=853
-  _globals['_REFINERSERVICE']._serialized_start=997
-  _globals['_REFINERSERVICE']._serialized_end=1076
+  _globals['_REFINEREQUEST']._serialized_end=392
+  _globals['_REFINEATTEMPT']._serialized_start=395
+  _globals['_REFINEATTEMPT']._serialized_end=652
+  _globals['_REFINERESPONSE']._serialized_start=655
+  _globals['_REFINERESPONSE']._serialized_end=897
+  _globals['_REFINERSERVICE']._serialized_start=1041
+  _globals['_REFINERSERVICE']._serialized_end=1120
 # @@protoc_insertion_point(module_scope)

@@ -20,7 +20,7 @@ REFINE_STRATEGY_RENDER: RefineStrategy
 REFINE_STRATEGY_REFERENCE_WARP: RefineStrategy
 
 class RefineRequest(_message.Message):
-    __slots__ = ("image", "character_id", "identity", "references", "threshold", "max_attempts", "strategy", "job_id", "prompt")
+    __slots__ = ("image", "character_id", "identity", "references", "threshold", "max_attempts", "strategy", "job_id", "prompt", "target_box")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class RefineRequest(_message.Message):
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_BOX_FIELD_NUMBER: _ClassVar[int]
     image: _common_pb2.ImageRef
     character_id: str
     identity: _common_pb2.IdentityVector
@@ -39,7 +40,8 @@ class RefineRequest(_message.Message):
     strategy: RefineStrategy
     job_id: str
     prompt: str
-    def __init__(self, image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., character_id: _Optional[str] = ..., identity: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., references: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., threshold: _Optional[float] = ..., max_attempts: _Optional[int] = ..., strategy: _Optional[_Union[RefineStrategy, str]] = ..., job_id: _Optional[str] = ..., prompt: _Optional[str] = ...) -> None: ...
+    target_box: _common_pb2.BoundingBox
+    def __init__(self, image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., character_id: _Optional[str] = ..., identity: _Optional[_Union[_common_pb2.IdentityVector, _Mapping]] = ..., references: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., threshold: _Optional[float] = ..., max_attempts: _Optional[int] = ..., strategy: _Optional[_Union[RefineStrategy, str]] = ..., job_id: _Optional[str] = ..., prompt: _Optional[str] = ..., target_box: _Optional[_Union[_common_pb2.BoundingBox, _Mapping]] = ...) -> None: ...
 
 class RefineAttempt(_message.Message):
     __slots__ = ("index", "strategy", "score", "seconds", "seam", "image", "eligible", "rejected_reason", "copy")

@@ -50,7 +50,7 @@ class RenderProvenance(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., latency_s: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., fallback_used: _Optional[bool] = ..., fallback_reasons: _Optional[_Iterable[str]] = ..., label: _Optional[str] = ..., lora: _Optional[_Union[_common_pb2.LoraRef, _Mapping]] = ..., lora_scale: _Optional[float] = ..., attempts: _Optional[int] = ..., paid_calls: _Optional[int] = ..., moderation: _Optional[str] = ...) -> None: ...
 
 class RenderImageRequest(_message.Message):
-    __slots__ = ("prompt", "negative_prompt", "references", "pose", "width", "height", "aspect_ratio", "seed", "lora", "lora_scale", "bypass_lora", "providers", "job_id", "character_id", "watermark", "drift", "drift_face", "output_prefix", "state")
+    __slots__ = ("prompt", "negative_prompt", "references", "pose", "width", "height", "aspect_ratio", "seed", "lora", "lora_scale", "bypass_lora", "providers", "job_id", "character_id", "watermark", "drift", "drift_face", "output_prefix", "state", "cast")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
     REFERENCES_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,7 @@ class RenderImageRequest(_message.Message):
     DRIFT_FACE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_PREFIX_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    CAST_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     negative_prompt: str
     references: _containers.RepeatedCompositeFieldContainer[_common_pb2.ImageRef]
@@ -89,7 +90,24 @@ class RenderImageRequest(_message.Message):
     drift_face: _common_pb2.ImageRef
     output_prefix: str
     state: _common_pb2.StateTags
-    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., references: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., pose: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., seed: _Optional[int] = ..., lora: _Optional[_Union[_common_pb2.LoraRef, _Mapping]] = ..., lora_scale: _Optional[float] = ..., bypass_lora: _Optional[bool] = ..., providers: _Optional[_Iterable[str]] = ..., job_id: _Optional[str] = ..., character_id: _Optional[str] = ..., watermark: _Optional[bool] = ..., drift: _Optional[_Union[DriftMode, str]] = ..., drift_face: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., output_prefix: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ...) -> None: ...
+    cast: _containers.RepeatedCompositeFieldContainer[SceneCharacter]
+    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., references: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., pose: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., seed: _Optional[int] = ..., lora: _Optional[_Union[_common_pb2.LoraRef, _Mapping]] = ..., lora_scale: _Optional[float] = ..., bypass_lora: _Optional[bool] = ..., providers: _Optional[_Iterable[str]] = ..., job_id: _Optional[str] = ..., character_id: _Optional[str] = ..., watermark: _Optional[bool] = ..., drift: _Optional[_Union[DriftMode, str]] = ..., drift_face: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., output_prefix: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ..., cast: _Optional[_Iterable[_Union[SceneCharacter, _Mapping]]] = ...) -> None: ...
+
+class SceneCharacter(_message.Message):
+    __slots__ = ("character_id", "name", "role", "placement", "references", "state")
+    CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    character_id: str
+    name: str
+    role: str
+    placement: str
+    references: _containers.RepeatedCompositeFieldContainer[_common_pb2.ImageRef]
+    state: _common_pb2.StateTags
+    def __init__(self, character_id: _Optional[str] = ..., name: _Optional[str] = ..., role: _Optional[str] = ..., placement: _Optional[str] = ..., references: _Optional[_Iterable[_Union[_common_pb2.ImageRef, _Mapping]]] = ..., state: _Optional[_Union[_common_pb2.StateTags, _Mapping]] = ...) -> None: ...
 
 class RenderImageResponse(_message.Message):
     __slots__ = ("image", "provenance")

@@ -31,7 +31,7 @@ from services.render.providers.compositor_faces import (
     Recogniser,
     distort_face,
 )
-from services.render.providers.compositor_scene import compose_scene, paste_face
+from services.render.providers.compositor_scene import compose_cast, compose_scene, paste_face
 from services.render.providers.compositor_story import Layout
 from services.render.video import VIDEO_MIME, write_video
 
@@ -173,6 +173,8 @@ class CompositorProvider(RenderProvider):
         )
         notes: list[str] = []
 
+        if req.cast:
+            return self._render_cast(req, width, height, seed, rng, t0)
         face = self._scene_face(req, notes, "scene")
         if req.drift == "distorted" and face is None:
             notes.append("drift=distorted ignored: no reference face to distort")
@@ -187,13 +189,37 @@ class CompositorProvider(RenderProvider):
         else:
             img, lay = compose_scene(width, height, rng, face, req.state)
         notes.extend(story_notes(req.state, lay))
+        return self._image(img, seed, t0, notes)
+
+    def _render_cast(
+        self, req: RenderRequest, width: int, height: int, seed: int, rng: random.Random, t0: float
+    ) -> RenderResult:
+        """Each character's first reference face, placed as asked, with its own state drawn."""
+        notes: list[str] = []
+        members = []
+        for c in req.cast:
+            face = None
+            for i, ref in enumerate(c.references):
+                face = self._face_of(ref, f"reference image {i} of {c.name}")
+                if face is not None:
+                    break
+            if face is None:
+                notes.append(f"no face found in the reference images of {c.name}: drawn without it")
+            members.append((c.name or c.character_id, face, c.state, c.placement))
+        if req.lora_path:
+            notes.append("LoRA not used by the compositor")
+        img, lay = compose_cast(width, height, rng, members, req.state)
+        notes.extend(story_notes(req.state, lay))
+        return self._image(img, seed, t0, notes)
+
+    def _image(self, img: Image.Image, seed: int, t0: float, notes: list[str]) -> RenderResult:
         return RenderResult(
             image=encode_png(img),
             provider=self.name,
             model=MODEL,
             seed=seed,
-            width=width,
-            height=height,
+            width=img.width,
+            height=img.height,
             latency_s=time.perf_counter() - t0,
             label=LABEL,
             notes=notes,

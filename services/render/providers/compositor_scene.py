@@ -366,6 +366,88 @@ def _caption(img: Image.Image, lay: Layout) -> None:
     lay.boxes["caption"] = (0, H - height, W, H)
 
 
+def draw_figure(
+    img: Image.Image,
+    rng: random.Random,
+    face: FaceCrop | None,
+    story: SceneState,
+    cx: float,
+    cy: float,
+    face_w: float,
+    tilt: float,
+    gains: tuple[float, float],
+    light: float,
+    lay: Layout,
+    face_key: str = "face",
+) -> None:
+    """One character: body, garments, props and injuries from its own story state, and its face."""
+    d = ImageDraw.Draw(img)
+    fig = Figure(cx=cx, cy=cy, face_w=face_w, tilt=tilt, top=cy + face_w * 0.8, shoulder_w=face_w * 1.3)
+    clothing, props = list(story.clothing), list(story.props)
+    draw_character_items(d, fig, clothing, props, lay, "back")
+    plain = (rng.randint(40, 200), rng.randint(40, 200), rng.randint(40, 200))
+    d.ellipse(fig.torso, fill=tuple(round(c * light) for c in plain))
+    draw_character_items(d, fig, clothing, props, lay, "body")
+    lay.boxes["torso" if face_key == "face" else f"torso:{face_key}"] = fig.torso
+    d.rectangle(
+        (cx - face_w * 0.22, cy + face_w * 0.4, cx + face_w * 0.22, fig.top + face_w * 0.2),
+        fill=(200, 160, 130),
+    )
+    if face is not None:
+        paste_face(img, face, cx, cy, face_w, rng.randrange(2**31), tilt=tilt, light=gains)
+    else:
+        r = face_w * 0.55
+        d.ellipse((cx - r, cy - r * 1.25, cx + r, cy + r * 1.25), fill=(215, 175, 145))
+    lay.boxes[face_key] = (cx - face_w / 2, cy - face_w * 0.6, cx + face_w / 2, cy + face_w * 0.6)
+    draw_character_items(d, fig, clothing, props, lay, "front")
+    for name in story.injuries:
+        if not draw_injury(d, fig, name, lay):
+            lay.not_drawn.append(f"{name} (no painter)")
+
+
+#: where a placed character stands, as a share of the width
+PLACE_X = {"left": 0.24, "center": 0.5, "right": 0.76}
+
+
+def compose_cast(
+    W: int,
+    H: int,
+    rng: random.Random,
+    members: list[tuple[str, FaceCrop | None, SceneState, str]],
+    shared: SceneState | None = None,
+) -> tuple[Image.Image, Layout]:
+    """A scene of several characters, each (name, face, own state, placement) drawn at its place (unplaced ones
+    fill the free places left to right) on a backdrop of the shared setting. Each one's clothing, props and
+    injuries are its own."""
+    shared = shared or SceneState()
+    lay = Layout()
+    img, light = draw_backdrop(W, H, SceneState(setting=shared.setting, mood=shared.mood), rng, lay)
+    n = len(members)
+    xs = [PLACE_X.get(placement, (k + 0.5) / n) for k, (_, _, _, placement) in enumerate(members)]
+    s = min(W, H)
+    face_w = max(8.0, 0.17 * s if n > 2 else 0.2 * s)
+    for (name, face, story, _), x in zip(members, xs, strict=True):
+        before = len(lay.drawn)
+        draw_figure(
+            img,
+            rng,
+            face,
+            story,
+            W * x,
+            H * rng.uniform(0.38, 0.44),
+            face_w,
+            0.0,
+            (light, light),
+            light,
+            lay,
+            face_key=f"face:{name}",
+        )
+        lay.drawn[before:] = [(c, f"{item} ({name})") for c, item in lay.drawn[before:]]
+    lay.not_drawn.extend(f"mood {mood} (the faces are the references')" for mood in shared.mood)
+    _caption(img, lay)
+    return img, lay
+
+
 def compose_scene(
     W: int,
     H: int,
@@ -381,7 +463,6 @@ def compose_scene(
     story = story or SceneState()
     lay = Layout()
     img, light = draw_backdrop(W, H, story, rng, lay)
-    d = ImageDraw.Draw(img)
     s = min(W, H)
     base_w = max(8.0, min(250.0, max(150.0, 0.24 * s)) if s >= 600 else 0.26 * s)
     face_w = base_w * rng.uniform(0.88, 1.12)
@@ -393,27 +474,7 @@ def compose_scene(
     gains = (light * side, light * 1.1) if rng.random() < 0.5 else (light * 1.1, light * side)
     if not pose:
         face_w, cy, tilt, gains = base_w, H * 0.42, 0.0, (1.0, 1.0)
-    fig = Figure(cx=cx, cy=cy, face_w=face_w, tilt=tilt, top=cy + face_w * 0.8, shoulder_w=face_w * 1.3)
-    clothing, props = list(story.clothing), list(story.props)
-    draw_character_items(d, fig, clothing, props, lay, "back")
-    plain = (rng.randint(40, 200), rng.randint(40, 200), rng.randint(40, 200))
-    d.ellipse(fig.torso, fill=tuple(round(c * light) for c in plain))
-    draw_character_items(d, fig, clothing, props, lay, "body")
-    lay.boxes["torso"] = fig.torso
-    d.rectangle(
-        (cx - face_w * 0.22, cy + face_w * 0.4, cx + face_w * 0.22, fig.top + face_w * 0.2),
-        fill=(200, 160, 130),
-    )
-    if face is not None:
-        paste_face(img, face, cx, cy, face_w, rng.randrange(2**31), tilt=tilt, light=gains)
-    else:
-        r = face_w * 0.55
-        d.ellipse((cx - r, cy - r * 1.25, cx + r, cy + r * 1.25), fill=(215, 175, 145))
-    lay.boxes["face"] = (cx - face_w / 2, cy - face_w * 0.6, cx + face_w / 2, cy + face_w * 0.6)
-    draw_character_items(d, fig, clothing, props, lay, "front")
-    for name in story.injuries:
-        if not draw_injury(d, fig, name, lay):
-            lay.not_drawn.append(f"{name} (no painter)")
+    draw_figure(img, rng, face, story, cx, cy, face_w, tilt, gains, light, lay)
     lay.not_drawn.extend(f"mood {mood} (the face is the reference's)" for mood in story.mood)
     if caption:
         _caption(img, lay)

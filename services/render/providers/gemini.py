@@ -140,11 +140,30 @@ class GeminiProvider(RenderProvider):
             self._client = None
 
     # -- requests -----------------------------------------------------------------------------------------------
+    def _cast_parts(self, req: RenderRequest) -> list[dict]:
+        """Each character's references after a line naming whose they are and where the character stands, so
+        the model can tell the faces apart."""
+        parts: list[dict] = [
+            {
+                "text": f"This scene shows {len(req.cast)} different people. Keep each one's exact face from their "
+                "own reference images, and never give one person's face, clothing, injuries or props to another."
+            }
+        ]
+        for k, c in enumerate(req.cast, start=1):
+            where = f" ({c.role})" if c.role else ""
+            parts.append({"text": f"Person {k}: {c.name or c.character_id}{where}. Reference images:"})
+            parts += [
+                self._image_part(b, f"reference image {i} of {c.name}") for i, b in enumerate(c.references)
+            ]
+        return parts
+
     # parts are plain dicts: the client validates them once (pydantic objects cost ~0.25 ms more per call)
     async def render(self, req: RenderRequest) -> RenderResult:
         req.validate()
         parts: list[dict] = [{"text": self._prompt_text(req.prompt, req.negative_prompt)}]
-        if req.references:
+        if req.cast:
+            parts += self._cast_parts(req)
+        elif req.references:
             parts.append({"text": "Reference images of the character (keep this exact face):"})
             parts += [self._image_part(b, f"reference image {i}") for i, b in enumerate(req.references)]
         if req.pose_image:

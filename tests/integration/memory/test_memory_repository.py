@@ -131,7 +131,7 @@ async def test_episodes_idempotent_history_and_delete(sm):
         assert (await repo.latest_summary(s, ch.id)).id == summ.id
         assert await repo.episode_kinds_since_summary(s, ch.id) == []
         counts = await repo.delete_character(s, ch.id)
-        assert counts == {"summaries": 2, "episodes": 3, "characters": 1}
+        assert counts == {"summaries": 2, "episodes": 3, "characters": 1, "scenes_shared": 0}
         with pytest.raises(NotFound):
             await repo.get_character(s, ch.id)
 
