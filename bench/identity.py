@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/identity.py [--images DIR] [--limit N] [--repeat R]
     .venv/bin/python bench/identity.py --gpu [--model-dir DIR]     # arcface recognition, batch sizes 1..64
+    .venv/bin/python bench/identity.py --service [--repeat 1]     # the service: loop stall, faces/s at 1/2/4 callers
 
 CPU mode: both sides get the same decoded RGB arrays (decoding is not timed for either), one warm-up image each,
 then every image is encoded R times; faces/s = faces encoded / seconds. Ours = `IdentityEngine.detect_faces(...,
@@ -162,11 +163,26 @@ def main(argv: list[str] | None = None) -> int:
         "--max-side", type=int, default=0, help="cpu mode: pre-downscale the images (0: as they are)"
     )
     ap.add_argument("--gpu", action="store_true", help="arcface recognition throughput, batch sizes 1..64")
+    ap.add_argument(
+        "--service",
+        action="store_true",
+        help="the identity service under load: event-loop stall and faces/s with 1, 2, 4 callers, model work in "
+        "worker processes against threads (bench/identity_service.py)",
+    )
+    ap.add_argument("--workers", type=int, default=2, help="service mode: model workers")
     ap.add_argument("--model-dir", type=Path, default=None, help="folder with buffalo_l's w600k_r50.onnx")
-    ap.add_argument("--seconds", type=float, default=3.0, help="gpu mode: seconds per batch size")
+    ap.add_argument(
+        "--seconds", type=float, default=3.0, help="seconds per batch size (gpu) or per load level (service)"
+    )
     ap.add_argument("--batches", default="1,2,4,8,16,32,64", help="gpu mode: batch sizes, comma separated")
     args = ap.parse_args(argv)
-    result = gpu(args) if args.gpu else cpu(args)
+    if args.service:
+        from identity_service import service
+
+        images, source = bench_images(args.images, args.limit)
+        result = service(args, images, source)
+    else:
+        result = gpu(args) if args.gpu else cpu(args)
     print("RESULT " + json.dumps(result))
     return 0
 

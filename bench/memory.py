@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/memory.py [--characters 100] [--episodes 100] [--requests 300]
                                      [--llm-requests 40] [--llm-latency-ms 250] [--embedder minilm|hashing]
+    .venv/bin/python bench/memory.py --sweep 100,1000,10000,100000 [--requests 200]   # p50/p95 per size
 
 Set-up (not timed as part of the figures): SQLite + Qdrant local mode + objects on disk under a temp folder, a real
 nats-server (JetStream KV bucket for the prompt cache, as deployed). 100 characters x 100 episodes are written in
@@ -25,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import sys
@@ -255,6 +257,43 @@ def requests(ids: list[str], n: int, tag: str, seed: int) -> list[pb.BuildContex
     ]
 
 
+async def sweep(sizes: list[int], n_requests: int, embedder: str) -> dict:
+    """BuildContext p50/p95 (template, cache misses) for each total number of episodes, as about sqrt(N)
+    characters x sqrt(N) episodes each (at most 1,000 characters)."""
+    out: dict[str, dict] = {}
+    for total in sizes:
+        n_chars = max(1, min(1000, math.isqrt(total)))
+        n_eps = max(1, total // n_chars)
+        with tempfile.TemporaryDirectory(prefix="idlock-bench-memory-") as tmp:
+            data_dir = Path(tmp)
+            t0 = time.perf_counter()
+            ids = await populate(data_dir, n_chars, n_eps, embedder)
+            populated_s = time.perf_counter() - t0
+            nats_srv = NatsServer(data_dir / "nats", port=0)
+            nats_srv.start()
+            env = {"IDLOCK_NATS_URL": nats_srv.url, "IDLOCK_MEMORY_TEXT_EMBEDDER": embedder}
+            try:
+                async with memory_service(data_dir, **env, IDLOCK_MEMORY_GROQ_API_KEY="") as stub:
+                    await timed(stub, requests(ids, 5, "warm-up", 0), expect_hit=False, engine="template")
+                    ms = await timed(
+                        stub, requests(ids, n_requests, "sweep", 1), expect_hit=False, engine="template"
+                    )
+            finally:
+                nats_srv.stop()
+        out[str(n_chars * n_eps)] = {
+            "characters": n_chars,
+            "episodes_per_character": n_eps,
+            "p50_ms": pct(ms, 50),
+            "p95_ms": pct(ms, 95),
+            "populate_s": round(populated_s, 1),
+        }
+        print(
+            f"{n_chars * n_eps:>9} episodes ({n_chars} x {n_eps}): p50 {pct(ms, 50)} ms, p95 {pct(ms, 95)} ms",
+            flush=True,
+        )
+    return out
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--characters", type=int, default=100)
@@ -263,7 +302,17 @@ async def main() -> None:
     ap.add_argument("--llm-requests", type=int, default=40)
     ap.add_argument("--llm-latency-ms", type=float, default=250.0)
     ap.add_argument("--embedder", choices=["minilm", "hashing"], default="minilm")
+    ap.add_argument(
+        "--sweep",
+        default="",
+        help="total episodes per size, comma separated (e.g. 100,1000,10000,100000,1000000): p50/p95 per size",
+    )
     args = ap.parse_args()
+    if args.sweep:
+        sizes = [int(x) for x in args.sweep.split(",") if x.strip()]
+        result = {"sweep": await sweep(sizes, args.requests, args.embedder), "embedder": args.embedder}
+        print("RESULT " + json.dumps(result))
+        return
 
     from tests.fakes.groq_server import FakeGroqServer
 

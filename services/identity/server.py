@@ -1,4 +1,5 @@
-"""gRPC surface of the identity service: proto <-> `IdentityEngine`. Model work runs in a thread pool."""
+"""gRPC surface of the identity service: proto <-> `IdentityEngine`. Model work runs in worker processes (or
+threads), as `workers.py` says; decoding videos into frames runs on a thread."""
 
 from __future__ import annotations
 
@@ -11,19 +12,17 @@ import numpy as np
 from idlock import refs
 from idlock.errors import InvalidInput
 from idlock.faces.cast import PLACEMENTS
-from idlock.faces.engine import IdentityEngine, get_engine
 from idlock.faces.proto import copy_pb, face_pb, idr_pb
 from idlock.grpc_server import ServiceSpec
 from idlock.images import encode_png
 from idlock.launch import servicer_spec
 from idlock.settings import PathsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
-from idlock.threads import model_executor
 from idlock.v1 import common_pb2
 from idlock.v1 import identity_service_pb2 as pb
 from idlock.v1 import identity_service_pb2_grpc as pb_grpc
-from services.identity.protected import ProtectedGallery
 from services.identity.settings import IdentitySettings
+from services.identity.workers import EngineInfo, IdentityModels
 
 SETTINGS = IdentitySettings
 #: reference prints kept (by the image's sha256): a character's references are printed once, not per score
@@ -33,26 +32,22 @@ PRINT_CACHE_SIZE = 1024
 class IdentityServicer(pb_grpc.IdentityServiceServicer):
     def __init__(self, settings: IdentitySettings) -> None:
         self.settings = settings
-        self.engine: IdentityEngine | None = None
+        self.models = IdentityModels(settings)
+        self.info: EngineInfo | None = None
         self.store: ObjectStore | None = None
-        self._pool = model_executor(settings.workers, "identity", settings.model_thread_priority)
         self._prints: OrderedDict[str, np.ndarray | None] = OrderedDict()
-        self.gallery = ProtectedGallery([])
 
     async def startup(self) -> None:
-        loop = asyncio.get_running_loop()
-        # models load before the service reports SERVING
-        self.engine = await loop.run_in_executor(self._pool, get_engine, self.settings)
-        self.gallery = await loop.run_in_executor(
-            self._pool, ProtectedGallery.load, self.engine, self.settings.protected_gallery_dir
-        )
+        self.info = await self.models.start()  # models load before the service reports SERVING
         self.store = await open_store(StorageSettings(), PathsSettings().data_dir)
 
     async def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        await self.models.close()
 
-    async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+    @property
+    def encoder(self) -> str:
+        assert self.info is not None
+        return self.info.encoder
 
     async def _image(self, image: common_pb2.ImageInput, name: str) -> bytes:
         return await refs.image_bytes(self.store, image, name)
@@ -69,7 +64,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             data = await self._image(image, f"reference image {i} of {key!r}")
             digest = digest or hashlib.sha256(data).hexdigest()
             if digest not in self._prints:
-                self._prints[digest] = (await self._run(self.engine.reference_prints, [data]))[0]
+                self._prints[digest] = (await self.models.run("reference_prints", [data]))[0]
                 while len(self._prints) > PRINT_CACHE_SIZE:
                     self._prints.popitem(last=False)
             out.append(self._prints[digest])
@@ -77,23 +72,22 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
 
     async def DetectFaces(self, request: pb.DetectFacesRequest, context) -> pb.DetectFacesResponse:
         data = await self._image(request.image, "image")
-        rgb = await self._run(self.engine.pixels, data)
-        faces = await self._run(self.engine.detect_faces, rgb)
+        faces, width, height = await self.models.run("detect", data)
         return pb.DetectFacesResponse(
-            faces=[face_pb(f) for f in faces], image_width=rgb.shape[1], image_height=rgb.shape[0]
+            faces=[face_pb(f) for f in faces], image_width=width, image_height=height
         )
 
     async def EncodeReferences(
         self, request: pb.EncodeReferencesRequest, context
     ) -> pb.EncodeReferencesResponse:
-        if request.encoder and request.encoder != self.engine.encoder.name:
+        if request.encoder and request.encoder != self.encoder:
             raise InvalidInput(
-                f"encoder {request.encoder!r} is not served here; this service runs {self.engine.encoder.name!r}"
+                f"encoder {request.encoder!r} is not served here; this service runs {self.encoder!r}"
             )
         images = [await self._image(img, f"reference image {i}") for i, img in enumerate(request.images)]
-        identity = await self._run(self.engine.encode_references, images)
-        if len(self.gallery):
-            await self._run(self.gallery.check, self.engine, list(identity.views))
+        identity = await self.models.run("encode_references", images)
+        if self.info is not None and self.info.protected_faces:
+            await self.models.run("gallery_check", list(identity.views))
         name = identity.encoder
         quality = []
         for q in identity.qualities:
@@ -131,10 +125,10 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             key = c.character_id or f"character {i}"
             if key in identities:
                 raise InvalidInput(f"character {key!r} is listed twice")
-            if c.identity.encoder and c.identity.encoder != self.engine.encoder.name:
+            if c.identity.encoder and c.identity.encoder != self.encoder:
                 raise InvalidInput(
                     f"identity of {key!r} was made by encoder {c.identity.encoder!r}; this service runs "
-                    f"{self.engine.encoder.name!r}"
+                    f"{self.encoder!r}"
                 )
             if c.placement and c.placement not in PLACEMENTS:
                 raise InvalidInput(
@@ -145,8 +139,8 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             if c.references:
                 references[key] = await self._reference_prints(key, c.references)
         data = await self._image(request.image, "scene image")
-        scene = await self._run(self.engine.score_identity, identities, data, references, placements)
-        encoder = self.engine.encoder.name
+        scene = await self.models.run("score_identity", identities, data, references, placements)
+        encoder = self.encoder
         matches = []
         for m in scene.matches:
             match = pb.CharacterMatch(character_id=m.character, face_found=m.found)
@@ -174,9 +168,9 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     async def CompareImages(self, request: pb.CompareImagesRequest, context) -> pb.CompareImagesResponse:
         a = await self._image(request.a, "image a")
         b = await self._image(request.b, "image b")
-        result = await self._run(self.engine.compare_images, a, b)
+        result = await self.models.run("compare_images", a, b)
         return pb.CompareImagesResponse(
-            score=idr_pb(result.raw, result.calibrated, result.verdict, self.engine.encoder.name),
+            score=idr_pb(result.raw, result.calibrated, result.verdict, self.encoder),
             face_found_a=True,
             face_found_b=True,
             copy=copy_pb(result.copy),
@@ -195,11 +189,11 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             raise InvalidInput("selection is required: FIRST, LAST or EVERY_N_SECONDS")
         if selection == "every" and request.every_s <= 0:
             raise InvalidInput(f"every_s must be > 0 for EVERY_N_SECONDS (got {request.every_s})")
-        video = await self._run(frames.extract_frames, data, selection, request.every_s)
+        video = await asyncio.to_thread(frames.extract_frames, data, selection, request.every_s)
         prefix = request.output_prefix.rstrip("/") or f"frames/{hashlib.sha256(data).hexdigest()[:16]}"
         out = []
         for f in video.frames:
-            png = await self._run(encode_png, f.pixels)
+            png = await asyncio.to_thread(encode_png, f.pixels)
             ref = await refs.put_image(
                 self.store,
                 f"{prefix}/frame_{f.index:06d}.png",
