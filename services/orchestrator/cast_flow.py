@@ -80,7 +80,7 @@ class CastFlow:
             "state", lambda: self.state(job, ctx, image), carry=lambda r: not r.model_seconds
         )
         record = await run.step(
-            "record", lambda: self.record(job, ctx, render, image, score, refine, state), carry=True
+            "record", lambda: self.record(job, ctx, render, image, refine, state), carry=True
         )
         metrics = steps.job_metrics(
             job, self.config, run.ckpt, render, score, refine, run.elapsed_s(), copy_note
@@ -130,11 +130,7 @@ class CastFlow:
                 state=list(mctx.current_state),
                 ended=list(mctx.recently_ended),
                 memory_version=int(mctx.memory_version),
-                episodes=[
-                    memory_service_pb2.EpisodeUse(episode_id=e.id, scene_index=e.scene_index, reason=reason)
-                    for reason, episodes in (("recent", mctx.recent), ("relevant", mctx.relevant))
-                    for e in episodes
-                ],
+                episodes=steps.episodes_used(mctx),
             )
         first = out.cast[0]
         out.memory_version = first.memory_version
@@ -260,7 +256,6 @@ class CastFlow:
         results = [common_pb2.CastResult() for _ in score.cast]  # copies, updated as faces change
         for mine, scored in zip(results, score.cast, strict=True):
             mine.CopyFrom(scored)
-            mine.ClearField("face_embedding")
         low = [
             k
             for k, r in enumerate(results)
@@ -315,6 +310,7 @@ class CastFlow:
                     results[j].box.CopyFrom(s.box)
                     results[j].face_index = s.face_index
                     results[j].copy.CopyFrom(s.copy)
+                    results[j].face_embedding.CopyFrom(s.face_embedding)
             notes.append(r.note)
         out.attempts = attempts
         out.refined = any(r.refined for r in results)
@@ -365,16 +361,14 @@ class CastFlow:
         ctx: ck.ContextStep,
         render: ck.RenderStep,
         image: common_pb2.ImageRef,
-        score: ck.ScoreStep,
         refine: ck.RefineStep,
         state: ck.StateStep,
     ) -> ck.RecordStep:
         out = ck.RecordStep()
         faces = {r.character_id: r for r in refine.cast}
         states = {s.character_id: s for s in state.cast}
-        if refine.refined:  # the faces changed: their embeddings are read from the image kept
-            score = await self.score(job, ctx, image)
-        embeddings = {c.character_id: c.face_embedding for c in score.cast}
+        # each face as it is in the image kept (the refine step scored it again after a repair)
+        embeddings = {c.character_id: c.face_embedding for c in refine.cast}
         for c in ctx.cast:
             cid = c.member.character_id
             face, st = faces[cid], states[cid]

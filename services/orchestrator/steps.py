@@ -96,14 +96,19 @@ async def context(
         cache_hit=bool(ctx.cache_hit),
         state=list(ctx.current_state),
         ended=list(ctx.recently_ended),
-        episodes=[
-            memory_service_pb2.EpisodeUse(episode_id=e.id, scene_index=e.scene_index, reason=reason)
-            for reason, episodes in (("recent", ctx.recent), ("relevant", ctx.relevant))
-            for e in episodes
-        ],
+        episodes=episodes_used(ctx),
     )
     out.identity.CopyFrom(character.identity if character.identity.values else ctx.semantic)
     return out
+
+
+def episodes_used(ctx: memory_service_pb2.BuildContextResponse) -> list[memory_service_pb2.EpisodeUse]:
+    """The earlier scenes a context drew on, and why (recent or relevant)."""
+    return [
+        memory_service_pb2.EpisodeUse(episode_id=e.id, scene_index=e.scene_index, reason=reason)
+        for reason, episodes in (("recent", ctx.recent), ("relevant", ctx.relevant))
+        for e in episodes
+    ]
 
 
 def scene_context(step: ck.ContextStep) -> memory_service_pb2.SceneContext:
@@ -293,6 +298,7 @@ __all__ = [
     "check_character",
     "context",
     "copy_verdict",
+    "episodes_used",
     "job_metrics",
     "read_state",
     "record",
