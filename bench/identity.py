@@ -5,7 +5,9 @@
     .venv/bin/python bench/identity.py --service [--repeat 1]     # the service: loop stall, faces/s at 1/2/4 callers
 
 CPU mode: both sides get the same decoded RGB arrays (decoding is not timed for either), one warm-up image each,
-then every image is encoded R times; faces/s = faces encoded / seconds. Ours = `IdentityEngine.detect_faces(...,
+then every image is encoded R times; faces/s = faces encoded / seconds. First in one process, then (`--procs`, one
+per CPU by default) with each side on a pool of single-threaded processes, as the identity service runs its models:
+`*_all_cores`. Ours = `IdentityEngine.detect_faces(...,
 embed=True)` (detect on a copy downscaled to max_side with adaptive upsampling, 5-point landmarks, one batched
 descriptor call per image, plus blur/pose). Peer = `face_recognition.face_encodings(image)` (its defaults: HOG
 upsampled once on the full image, 5-point model, num_jitters=1).
@@ -70,32 +72,78 @@ def timed(fn, images: list[np.ndarray], repeat: int) -> tuple[int, float]:
     return faces, time.perf_counter() - t0
 
 
-def cpu(args) -> dict:
+_POOL_IMAGES: list[np.ndarray] = []
+_POOL_FN = None
+
+
+def _pool_start(side: str, images_dir: Path | None, limit: int, max_side: int) -> None:
+    """A pool worker: its own copy of the images (decoded here, not timed) and of `side`'s models."""
+    global _POOL_FN
+    from idlock.threads import limit_cpu_threads
+
+    limit_cpu_threads(1)
+    _POOL_IMAGES.extend(_cpu_images(images_dir, limit, max_side)[0])
+    _POOL_FN = _side(side)
+    _POOL_FN(_POOL_IMAGES[0])  # warm-up
+
+
+def _pool_encode(i: int) -> int:
+    assert _POOL_FN is not None
+    return _POOL_FN(_POOL_IMAGES[i])
+
+
+def _side(side: str):
+    if side == "ours":
+        from idlock.faces.engine import IdentityEngine
+        from services.identity.settings import IdentitySettings
+
+        engine = IdentityEngine(IdentitySettings(encoder="dlib"))
+        return lambda im: len(engine.detect_faces(im, embed=True))
     import face_recognition
 
-    from idlock.faces.engine import IdentityEngine
-    from services.identity.settings import IdentitySettings
+    return lambda im: len(face_recognition.face_encodings(im))
 
-    images, source = bench_images(args.images, args.limit)
-    if args.max_side:
+
+def _cpu_images(images_dir: Path | None, limit: int, max_side: int) -> tuple[list[np.ndarray], str]:
+    images, source = bench_images(images_dir, limit)
+    if max_side:
         # give both sides images already at most this size (e.g. 1024: what generators produce), so the figure
         # shows the per-face gain without the peer's cost of scanning huge photos
         from idlock.faces.encoders import _downscale
 
-        images = [_downscale(im, args.max_side)[0] for im in images]
-        source += f", pre-downscaled to <= {args.max_side} px"
-    engine = IdentityEngine(IdentitySettings(encoder="dlib"))
+        images = [_downscale(im, max_side)[0] for im in images]
+        source += f", pre-downscaled to <= {max_side} px"
+    return images, source
+
+
+def pooled(side: str, args, n_images: int, procs: int) -> tuple[int, float]:
+    """Every image `repeat` times over `procs` worker processes (one core each), as the identity service runs
+    its models; seconds from the first task to the last answer."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    init = (side, args.images, args.limit, args.max_side)
+    with ProcessPoolExecutor(procs, mp_context=ctx, initializer=_pool_start, initargs=init) as pool:
+        list(pool.map(_pool_encode, [0] * procs))  # every worker up and warm
+        t0 = time.perf_counter()
+        faces = sum(pool.map(_pool_encode, [i for _ in range(args.repeat) for i in range(n_images)]))
+        return faces, time.perf_counter() - t0
+
+
+def cpu(args) -> dict:
+    images, source = _cpu_images(args.images, args.limit, args.max_side)
     sizes = [f"{i.shape[1]}x{i.shape[0]}" for i in images]
     print(f"images: {source}: {', '.join(sizes)}")
-    ours_faces, ours_s = timed(lambda im: len(engine.detect_faces(im, embed=True)), images, args.repeat)
+    ours_faces, ours_s = timed(_side("ours"), images, args.repeat)
     ours = ours_faces / ours_s
-    print(f"ours (idlock dlib)          {ours_faces:4d} faces in {ours_s:7.2f} s = {ours:7.2f} faces/s")
-    peer_faces, peer_s = timed(lambda im: len(face_recognition.face_encodings(im)), images, args.repeat)
+    print(f"ours (idlock dlib), 1 process     {ours_faces:4d} faces in {ours_s:7.2f} s = {ours:7.2f} faces/s")
+    peer_faces, peer_s = timed(_side("peer"), images, args.repeat)
     peer = peer_faces / peer_s
-    print(f"peer (face_recognition)     {peer_faces:4d} faces in {peer_s:7.2f} s = {peer:7.2f} faces/s")
+    print(f"peer (face_recognition), 1 proc.  {peer_faces:4d} faces in {peer_s:7.2f} s = {peer:7.2f} faces/s")
     ratio = ours / peer if peer > 0 else float("inf")
     print(f"ratio ours / face_recognition = {ratio:.2f}x")
-    return {
+    result = {
         "mode": "cpu",
         "images": len(images),
         "repeat": args.repeat,
@@ -105,6 +153,22 @@ def cpu(args) -> dict:
         "peer_faces_per_s": round(peer, 2),
         "ratio": round(ratio, 2),
     }
+    procs = args.procs or os.cpu_count() or 1
+    if procs > 1:
+        # both sides on every core, one process each: what a replica of the identity service does with its CPUs
+        ours_n, ours_t = pooled("ours", args, len(images), procs)
+        peer_n, peer_t = pooled("peer", args, len(images), procs)
+        result.update(
+            procs=procs,
+            ours_faces_per_s_all_cores=round(ours_n / ours_t, 2),
+            peer_faces_per_s_all_cores=round(peer_n / peer_t, 2),
+            ratio_all_cores=round((ours_n / ours_t) / (peer_n / peer_t), 2) if peer_n else None,
+        )
+        print(
+            f"{procs} processes: ours {result['ours_faces_per_s_all_cores']} faces/s, face_recognition "
+            f"{result['peer_faces_per_s_all_cores']} faces/s, ratio {result['ratio_all_cores']}x"
+        )
+    return result
 
 
 def gpu(args) -> dict:
@@ -161,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="passes over the images")
     ap.add_argument(
         "--max-side", type=int, default=0, help="cpu mode: pre-downscale the images (0: as they are)"
+    )
+    ap.add_argument(
+        "--procs",
+        type=int,
+        default=0,
+        help="cpu mode: also run both sides on this many processes (0: one per CPU; 1: only the 1-process run)",
     )
     ap.add_argument("--gpu", action="store_true", help="arcface recognition throughput, batch sizes 1..64")
     ap.add_argument(

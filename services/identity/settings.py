@@ -30,6 +30,14 @@ class IdentitySettings(ModelServiceSettings, FaceSettings):
         "other RPCs never wait behind a face; each worker holds its own copy of the models) or thread (in this "
         "process: less memory, and the loop stalls ~70 ms per face with dlib).",
     )
+    batch_max: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Scene scorings that arrive while every worker is busy wait together and go to the next free "
+        "worker as one batch of at most this many (one embedding pass over all their faces: what a GPU encoder "
+        "is fast at; dlib on a CPU gains no compute, only fewer hand-offs). 1: no batching.",
+    )
     protected_gallery_dir: Path | None = Field(
         None,
         description="A folder of photos (one face each; a sub-folder per person) of identities that may not "

@@ -5,8 +5,9 @@ bytes and receives the results; `isolation=thread` keeps them in-process (one mo
 stalls back).
 
 Each worker holds one engine (`idlock.faces.engine`) and the protected gallery, loaded once when it starts; a call
-names an engine method (`ENGINE_CALLS`) or one of this module's own (`gallery_check`, `detect`). Calls that arrive
-together queue in the pool and go to the next free worker.
+names an engine method (`ENGINE_CALLS`) or one of this module's own (`gallery_check`, `detect`). Scene scorings
+that arrive while every worker is busy wait in the service and go to the next free worker as one batch
+(`SceneBatcher`, one embedding pass over all their faces); other calls queue in the pool.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import logging
 import multiprocessing
 import os
 import signal
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +36,8 @@ PR_SET_PDEATHSIG = 1
 ENGINE_CALLS = frozenset(
     {"encode_references", "reference_prints", "score_identity", "compare_images", "detect_faces"}
 )
+#: calls batched when they arrive together: the engine method that takes a list of them
+BATCHED = {"score_identity": "score_identity_many"}
 
 
 @dataclass(frozen=True)
@@ -83,9 +88,68 @@ def _call(method: str, args: tuple) -> Any:
     if method == "detect":  # faces and the decoded size, from one decode
         rgb = engine.pixels(args[0])
         return engine.detect_faces(rgb), rgb.shape[1], rgb.shape[0]
+    if method in BATCHED.values():
+        return getattr(engine, method)(*args)
     if method not in ENGINE_CALLS:
         raise ValueError(f"not an identity model call: {method}")
     return getattr(engine, method)(*args)
+
+
+class SceneBatcher:
+    """Calls of one batched method: sent at once while a worker is free, else held until one is, and then sent
+    together (split evenly over the workers that are free, at most `batch_max` a batch). A lone caller never
+    waits for company."""
+
+    def __init__(
+        self, submit: Callable[..., asyncio.Future], method: str, slots: int, batch_max: int
+    ) -> None:
+        self._submit = submit
+        self._method = BATCHED[method]
+        self._slots = slots
+        self._batch_max = batch_max
+        self._pending: deque[tuple[tuple, asyncio.Future]] = deque()
+        self._busy = 0
+        #: sizes of the batches sent, newest last
+        self.sizes: deque[int] = deque(maxlen=1024)
+
+    async def run(self, args: tuple) -> Any:
+        answer = asyncio.get_running_loop().create_future()
+        self._pending.append((args, answer))
+        self._dispatch()
+        return await answer
+
+    def _dispatch(self) -> None:
+        while self._pending and self._busy < self._slots:
+            free = self._slots - self._busy
+            size = min(self._batch_max, -(-len(self._pending) // free))
+            batch = [self._pending.popleft() for _ in range(size)]
+            batch = [(args, answer) for args, answer in batch if not answer.done()]  # a caller gone
+            if not batch:
+                continue
+            try:
+                sent = self._submit(self._method, [args for args, _ in batch])
+            except Exception as e:  # noqa: BLE001 - a pool shut down: its callers hear why
+                for _, answer in batch:
+                    answer.set_exception(e)
+                continue
+            self._busy += 1
+            self.sizes.append(len(batch))
+            sent.add_done_callback(lambda done, batch=batch: self._answer(done, batch))
+
+    def _answer(self, done: asyncio.Future, batch: list[tuple[tuple, asyncio.Future]]) -> None:
+        self._busy -= 1
+        error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+        outcomes = done.result() if error is None else [None] * len(batch)
+        for (_, answer), outcome in zip(batch, outcomes, strict=True):
+            if answer.done():
+                continue
+            if error is not None:
+                answer.set_exception(error)
+            elif outcome.error is not None:
+                answer.set_exception(outcome.error)
+            else:
+                answer.set_result(outcome.value)
+        self._dispatch()
 
 
 class IdentityModels:
@@ -96,6 +160,10 @@ class IdentityModels:
         self.isolation = settings.isolation
         self._pool: Executor | None = None
         self.info: EngineInfo | None = None
+        self.batchers = {
+            method: SceneBatcher(self._submit, method, settings.workers, settings.batch_max)
+            for method in BATCHED
+        }
 
     async def start(self) -> EngineInfo:
         s = self.settings
@@ -130,6 +198,9 @@ class IdentityModels:
         return asyncio.get_running_loop().run_in_executor(self._pool, _call, method, args)
 
     async def run(self, method: str, *args: Any) -> Any:
+        batcher = self.batchers.get(method)
+        if batcher is not None and self.settings.batch_max > 1:
+            return await batcher.run(args)
         return await self._submit(method, *args)
 
     async def close(self) -> None:
@@ -138,4 +209,4 @@ class IdentityModels:
             self._pool = None
 
 
-__all__ = ["ENGINE_CALLS", "EngineInfo", "IdentityModels"]
+__all__ = ["BATCHED", "ENGINE_CALLS", "EngineInfo", "IdentityModels", "SceneBatcher"]

@@ -7,6 +7,8 @@ is testable without gRPC, databases or Qdrant. `load_context` feeds it from the 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -31,8 +33,10 @@ from .prompt import (
     compose_template,
     sanitize_prompt,
 )
-from .state import Interval, SceneTags, StateCache, StoryState, compute_state
+from .state import Interval, SceneTags, StateCache, StateFold, StoryState, compute_state
 from .text_embed import PendingEmbedding, TextEmbedder, aembed, embed_soon, embed_text_soon
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -243,6 +247,13 @@ async def story_state(
     if states is None:
         return compute_state(await repo.scene_tags(session, character_id))
     fold = states.fold(character_id, scene_count)
+    if fold.last is None:  # not seen here since the process started: from the stored fold, when there is one
+        stored = await repo.stored_fold(session, character_id)
+        if stored is not None and stored.last_scene <= scene_count:
+            try:
+                fold = states.adopt(character_id, StateFold.from_dict(stored.fold))
+            except (ValueError, KeyError, TypeError) as e:  # an unreadable copy: the story is replayed
+                log.warning("stored story fold of %s not used: %s", character_id, e)
     for scene in await repo.scene_tags(session, character_id, after_scene=fold.last or 0):
         fold.add(scene)  # a scene folded meanwhile by another request is skipped
     return fold.state()
@@ -411,18 +422,22 @@ async def record_scene(
     if embedding is None and vectors is not None:
         embedding = embed_episode_soon(embedder, episode, clock)  # it runs while the row is written
     text, text_vector = (embedding.text, embedding.vector) if embedding is not None else ("", None)
+    face_write: asyncio.Future[str] | None = None
     try:
         ep, created = await repo.record_episode(session, character_id, job_id=job_id, **episode)
-        # re-indexing a replayed episode is harmless: point ids are deterministic
+        # re-indexing a replayed episode is harmless: point ids are deterministic. The face is written while the
+        # row commits and the text is indexed; the record ends when both writes have
         if vectors is not None and ep.face_embedding and encoder:
-            await vectors.upsert_episode_face(
-                character_id,
-                owner_id,
-                ep.id,
-                ep.scene_index,
-                encoder,
-                ep.face_embedding,
-                [r.get("uri", "") if isinstance(r, Mapping) else str(r) for r in ep.result_refs or []],
+            face_write = asyncio.ensure_future(
+                vectors.upsert_episode_face(
+                    character_id,
+                    owner_id,
+                    ep.id,
+                    ep.scene_index,
+                    encoder,
+                    ep.face_embedding,
+                    [r.get("uri", "") if isinstance(r, Mapping) else str(r) for r in ep.result_refs or []],
+                )
             )
         # the consolidation check reads only the episodes table: it runs while the text is still being embedded,
         # and its transaction ends before that is awaited (on SQLite it holds the write lock)
@@ -437,9 +452,15 @@ async def record_scene(
             await vectors.upsert_episode_text(
                 character_id, owner_id, ep.id, ep.scene_index, embedder.name, tv, ep.text
             )
+        if face_write is not None:
+            await face_write
     finally:
         if text_vector is not None:
             text_vector.cancel()  # a no-op once it was used
+        if face_write is not None and not face_write.done():
+            face_write.cancel()
+        elif face_write is not None and not face_write.cancelled():
+            face_write.exception()  # raised above, or the record failed first: not left unretrieved
     if not consolidate:
         return RecordResult(ep, created, None, model_seconds=clock.seconds, consolidation_due=due)
     summary = None

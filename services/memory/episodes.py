@@ -201,7 +201,7 @@ class Story:
         cid = required(character_id, "character_id")
         await self.settled(cid)
         async with rt.db.session(read_only=True) as s:
-            return await load_context(
+            ctx = await load_context(
                 s,
                 cid,
                 user_prompt,
@@ -214,6 +214,17 @@ class Story:
                 owner_id=owner,
                 states=rt.states,
             )
+        fold = rt.states.due(cid)
+        if fold is not None:  # after answering: the next replica to see the character starts from here
+            rt.soon(self._store_fold(cid, fold))
+        return ctx
+
+    async def _store_fold(self, character_id: str, fold: dict[str, Any]) -> None:
+        try:
+            async with self.rt.db.session() as s:
+                await repo.store_fold(s, character_id, fold)
+        except Exception as e:  # noqa: BLE001 - a cache: the story is replayed without it
+            log.warning("storing the story fold of %s failed: %s", character_id, e)
 
     async def consolidate(self, character_id: str) -> Summary:
         rt = self.rt

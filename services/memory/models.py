@@ -37,8 +37,8 @@ def utcnow() -> datetime:
 
 
 #: version of these models that `Database.migrate` records (2: episodes.context, episodes.provider_label;
-#: 3: episodes.copy_check; 4: erasures; 5: episodes.cast_members)
-SCHEMA_VERSION = 5
+#: 3: episodes.copy_check; 4: erasures; 5: episodes.cast_members; 6: story_folds)
+SCHEMA_VERSION = 6
 
 Base = make_base("memory", type_annotation_map={dict[str, Any]: JSON, list[Any]: JSON})
 
@@ -142,6 +142,21 @@ class Summary(Base):
     __table_args__ = (UniqueConstraint("character_id", "up_to_scene", name="uq_summaries_character_scene"),)
 
 
+class StoryFold(Base):
+    """A character's story state folded up to `last_scene` (`state.StateFold.to_dict`), so that a context build
+    on a replica that has not seen the character replays only the scenes after it, not the whole story. A cache of
+    what the episodes say: dropping it loses nothing."""
+
+    __tablename__ = "story_folds"
+
+    character_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("characters.id", ondelete="CASCADE"), primary_key=True
+    )
+    last_scene: Mapped[int] = mapped_column(Integer)
+    fold: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Erasure(Base):
     """A character's erasure, written before its first store is touched: one left unfinished by a crash is
     taken up again when the service starts. Once finished it keeps who owned the character, when, and how much
@@ -163,4 +178,5 @@ UPGRADES = {
     3: add_columns("episodes", "copy_check JSON"),
     4: new_tables_only,
     5: add_columns("episodes", "cast_members JSON"),
+    6: new_tables_only,
 }

@@ -28,6 +28,7 @@ from .models import (
     TAG_CATEGORIES,
     Character,
     Episode,
+    StoryFold,
     Summary,
     utcnow,
 )
@@ -216,6 +217,7 @@ async def delete_character(
     `must_exist` is False (an erasure taken up again after its rows went)."""
     if must_exist:
         await get_character(session, character_id)
+    await session.execute(delete(StoryFold).where(StoryFold.character_id == character_id))
     s = await session.execute(delete(Summary).where(Summary.character_id == character_id))
     e = await session.execute(delete(Episode).where(Episode.character_id == character_id))
     c = await session.execute(delete(Character).where(Character.id == character_id))
@@ -406,6 +408,23 @@ async def episodes_by_scene(session: AsyncSession, character_id: str, scenes: Se
         return []
     q = select(Episode).where(Episode.character_id == character_id, Episode.scene_index.in_(list(scenes)))
     return list((await session.execute(q.order_by(Episode.scene_index))).scalars())
+
+
+async def stored_fold(session: AsyncSession, character_id: str) -> StoryFold | None:
+    return await session.get(StoryFold, character_id)
+
+
+async def store_fold(session: AsyncSession, character_id: str, fold: Mapping[str, Any]) -> bool:
+    """Keep the character's story fold (a newer one than stored only); False when the character is gone."""
+    if await session.get(Character, character_id) is None:
+        return False
+    row = await session.get(StoryFold, character_id)
+    if row is None:
+        session.add(StoryFold(character_id=character_id, last_scene=fold["last"], fold=dict(fold)))
+    elif row.last_scene < fold["last"]:
+        row.last_scene, row.fold, row.updated_at = fold["last"], dict(fold), utcnow()
+    await session.commit()
+    return True
 
 
 async def scene_tags(session: AsyncSession, character_id: str, after_scene: int = 0) -> list[SceneTags]:

@@ -59,7 +59,7 @@ class MemoryRuntime:
         )
         await self.db.migrate(Base.metadata, version=SCHEMA_VERSION, upgrades=UPGRADES)
         self.store = await open_store(StorageSettings(), self.data_dir)
-        self.vectors = MemoryVectors.from_settings(s, self.data_dir)
+        self.vectors = await MemoryVectors.open(s, self.data_dir)
         self.bus = await EventBus.connect_optional(
             NatsSettings(),
             "memory",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -75,9 +75,24 @@ class MemorySettings(GrpcServerSettings):
     )
 
     # vectors
-    qdrant_url: str = Field("", description="Qdrant URL; empty: Qdrant local mode under qdrant_path.")
+    vector_engine: Literal["edge", "qdrant"] = Field(
+        "edge",
+        description=(
+            "Vector engine without qdrant_url: 'edge' (Qdrant Edge shards under vector_path, indexed, no server) or"
+            " 'qdrant' (qdrant-client's local mode under qdrant_path: scans in Python; tests and comparison)."
+            " With qdrant_url set, the Qdrant server is used."
+        ),
+    )
+    vector_path: Path | None = Field(
+        None, description="Folder of the Qdrant Edge shards; empty: <data_dir>/vectors."
+    )
+    qdrant_url: str = Field("", description="Qdrant server URL; empty: the embedded vector_engine.")
     qdrant_path: Path | None = Field(
-        None, description="Folder of Qdrant local mode; empty: <data_dir>/qdrant."
+        None,
+        description=(
+            "Folder of qdrant-client's local mode; empty: <data_dir>/qdrant. With vector_engine 'edge', points"
+            " found there are copied into the Edge shards once."
+        ),
     )
     qdrant_api_key: SecretStr = Field(SecretStr(""), description="Qdrant API key (server mode).")
     collection_prefix: str = Field("idlock", description="Prefix of the Qdrant collection names.")

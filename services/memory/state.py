@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from idlock.story import (
     ANY,
@@ -155,6 +156,27 @@ class StateFold:
                         self._close(other, idx)
                 open_[key] = StateItem(cat, cn, clean_label(n) or cn, idx)
 
+    def to_dict(self) -> dict[str, Any]:
+        """What `from_dict` reads back: the fold as plain JSON values."""
+        return {
+            "v": 1,
+            "infer": self.infer,
+            "last": self.last,
+            "open": [[it.category, it.name, it.label, it.since_scene] for it in self._open.values()],
+            "ended": [[iv.category, iv.name, iv.start_scene, iv.end_scene] for iv in self._ended],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StateFold:
+        if data.get("v") != 1:
+            raise ValueError(f"unknown story fold version {data.get('v')!r}")
+        fold = cls(infer=bool(data["infer"]))
+        fold.last = data["last"]
+        for cat, name, label, since in data["open"]:
+            fold._open[(cat, name)] = StateItem(cat, name, label, int(since))
+        fold._ended = [Interval(cat, name, int(start), int(end)) for cat, name, start, end in data["ended"]]
+        return fold
+
     def state(self) -> StoryState:
         order = {c: i for i, c in enumerate(CATEGORIES)}
         items = tuple(
@@ -172,18 +194,41 @@ class StateCache:
     """Each character's fold, kept between context builds so a long story replays only its new scenes (the least
     recently used characters are dropped)."""
 
-    def __init__(self, max_characters: int = 1024) -> None:
+    def __init__(self, max_characters: int = 1024, store_every: int = 32) -> None:
         self.max_characters = max_characters
+        #: a fold is due to be stored (`StoryFold`) once it is this many scenes past the stored one
+        self.store_every = store_every
         self._folds: OrderedDict[str, StateFold] = OrderedDict()
+        #: character -> the last scene of its stored fold (-1: none stored)
+        self._stored: dict[str, int] = {}
+
+    def adopt(self, character_id: str, fold: StateFold) -> StateFold:
+        """Start the character from a stored fold."""
+        self._folds[character_id] = fold
+        self._stored[character_id] = fold.last or 0
+        return fold
+
+    def due(self, character_id: str) -> dict[str, Any] | None:
+        """The character's fold as stored (`StateFold.to_dict`) when it is far enough past its stored copy to be
+        stored again; it then counts as stored."""
+        fold = self._folds.get(character_id)
+        if fold is None or fold.last is None:
+            return None
+        if fold.last - self._stored.get(character_id, -1) < self.store_every:
+            return None
+        self._stored[character_id] = fold.last
+        return fold.to_dict()
 
     def fold(self, character_id: str, scene_count: int) -> StateFold:
         """The character's fold; a new one when there is none or it holds scenes the story no longer has."""
         fold = self._folds.get(character_id)
         if fold is None or (fold.last or 0) > scene_count:
             fold = self._folds[character_id] = StateFold()
+            self._stored.pop(character_id, None)
         self._folds.move_to_end(character_id)
         while len(self._folds) > self.max_characters:
-            self._folds.popitem(last=False)
+            gone, _ = self._folds.popitem(last=False)
+            self._stored.pop(gone, None)
         return fold
 
     def scenes_seen(self, character_id: str) -> int:
@@ -194,6 +239,7 @@ class StateCache:
 
     def forget(self, character_id: str) -> None:
         self._folds.pop(character_id, None)
+        self._stored.pop(character_id, None)
 
 
 def compute_state(scenes: Iterable[SceneTags], *, infer: bool = True) -> StoryState:

@@ -190,6 +190,7 @@ def test_erasure_leaves_nothing_on_sqlite_and_files(tmp_path: Path, fake_gemini:
         # them) and in the prompt cache's stream files, the images in the object store
         assert any(".sqlite3" in p for p in before), before
         assert any(p.startswith("objects/") for p in before), before
+        assert any(p.startswith("vectors/") for p in before), before  # the episodes' texts in the Edge shards
         _erase(client, cid, jobs)
         left = _wait(lambda: scan_files(mesh.data_dir, needles))
     assert left == {}, left

@@ -63,11 +63,12 @@ async def test_memory_episodes_gain_their_context(db_url: str, db_schema: str, d
                     "('e1', 'c1', 'j1', 1, 'image', 'old scene', '[]', '{}', '{}', '', '', '[]', '', CURRENT_TIMESTAMP)"
                 )
             )
-        async with db.connect() as c:  # release 1 kept no erasure records
+        async with db.connect() as c:  # release 1 kept no erasure records nor stored story folds
             await c.execute(text("DROP TABLE erasures"))
+            await c.execute(text("DROP TABLE story_folds"))
         assert "context" not in await _columns(db, "episodes")
         version = memory_models.SCHEMA_VERSION
-        assert version == 5
+        assert version == 6
         assert (
             await db.migrate(memory_models.Base.metadata, version=version, upgrades=memory_models.UPGRADES)
             == 1
@@ -77,7 +78,7 @@ async def test_memory_episodes_gain_their_context(db_url: str, db_schema: str, d
             old = await s.get(memory_models.Episode, "e1")
             assert old.prompt == "old scene" and old.context is None and old.provider_label == ""
             assert old.copy_check is None and old.cast_members is None
-        assert "erasures" in await _tables(db)
+        assert {"erasures", "story_folds"} <= await _tables(db)
     finally:
         await db.close()
 

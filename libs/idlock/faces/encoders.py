@@ -84,6 +84,10 @@ class FaceEncoder(ABC):
     def embed(self, rgb: np.ndarray, faces: Sequence[RawFace]) -> np.ndarray:
         """(len(faces), dim) L2-normalised embeddings of faces found in `rgb` by `detect`."""
 
+    def embed_many(self, items: Sequence[tuple[np.ndarray, Sequence[RawFace]]]) -> list[np.ndarray]:
+        """`embed` of several images' faces; encoders with a batched forward pass run it once for all of them."""
+        return [self.embed(rgb, faces) for rgb, faces in items]
+
     @abstractmethod
     def eyes_nose(self, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(eye on the image's left, eye on the image's right, nose) from the 5 landmarks."""
@@ -185,6 +189,26 @@ class DlibEncoder(FaceEncoder):
                 np.ascontiguousarray(rgb), shapes, num_jitters=self.settings.num_jitters
             )
         return l2_normalize(np.array([np.array(d) for d in descs], dtype=np.float64))
+
+    def embed_many(self, items: Sequence[tuple[np.ndarray, Sequence[RawFace]]]) -> list[np.ndarray]:
+        """One descriptor call for the faces of every image (dlib's batch form)."""
+        present = [(rgb, faces) for rgb, faces in items if faces]
+        if len(present) < 2:
+            return super().embed_many(items)
+        batches = []
+        for _, faces in present:
+            shapes = self._dlib.full_object_detections()
+            for f in faces:
+                shapes.append(f.handle)
+            batches.append(shapes)
+        with self._lock:
+            descs = self._rec.compute_face_descriptor(
+                [np.ascontiguousarray(rgb) for rgb, _ in present],
+                batches,
+                num_jitters=self.settings.num_jitters,
+            )
+        found = iter(l2_normalize(np.array([np.array(d) for d in ds], dtype=np.float64)) for ds in descs)
+        return [next(found) if faces else np.zeros((0, self.dim)) for _, faces in items]
 
     def eyes_nose(self, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         a = landmarks[0:2].mean(axis=0)
@@ -302,6 +326,16 @@ class ArcFaceEncoder(FaceEncoder):
 
     def embed(self, rgb: np.ndarray, faces: Sequence[RawFace]) -> np.ndarray:
         return self.embed_aligned([self.align(rgb, f) for f in faces])
+
+    def embed_many(self, items: Sequence[tuple[np.ndarray, Sequence[RawFace]]]) -> list[np.ndarray]:
+        """One forward pass over the aligned faces of every image (the batch a GPU is fast at)."""
+        crops = [self.align(rgb, f) for rgb, faces in items for f in faces]
+        embs = self.embed_aligned(crops)
+        out, at = [], 0
+        for _, faces in items:
+            out.append(embs[at : at + len(faces)] if faces else np.zeros((0, self.dim)))
+            at += len(faces)
+        return out
 
     def eyes_nose(self, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         a, b = landmarks[0], landmarks[1]

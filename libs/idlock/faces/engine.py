@@ -12,6 +12,7 @@ import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -136,6 +137,19 @@ class Comparison:
     copy: CopyCheck | None = None
 
 
+@dataclass
+class Outcome:
+    """One request's answer in a batch: its value, or the error it alone raised."""
+
+    value: Any = None
+    error: Exception | None = None
+
+    def result(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = l2_normalize(a), l2_normalize(b)
     return float(np.clip(np.dot(a, b), -1.0, 1.0))
@@ -219,11 +233,18 @@ class IdentityEngine:
         )
 
     def _analyse(self, rgb: np.ndarray, *, limit: int | None = MAX_SCENE_FACES) -> list[FaceInfo]:
-        raw = self.encoder.detect(rgb)
-        if limit is not None:
-            raw = raw[:limit]
-        embs = self.encoder.embed(rgb, raw) if raw else np.zeros((0, self.encoder.dim))
-        return [self._face_info(rgb, i, f, embs[i]) for i, f in enumerate(raw)]
+        return self._analyse_many([rgb], limit=limit)[0]
+
+    def _analyse_many(
+        self, rgbs: Sequence[np.ndarray], *, limit: int | None = MAX_SCENE_FACES
+    ) -> list[list[FaceInfo]]:
+        """Detect in each image, then embed every image's faces in one batch."""
+        raws = [self.encoder.detect(rgb)[:limit] for rgb in rgbs]
+        embs = self.encoder.embed_many(list(zip(rgbs, raws, strict=True)))
+        return [
+            [self._face_info(rgb, i, f, e[i]) for i, f in enumerate(raw)]
+            for rgb, raw, e in zip(rgbs, raws, embs, strict=True)
+        ]
 
     def face_print(self, rgb: np.ndarray, landmarks: Sequence[Sequence[float]]) -> np.ndarray:
         """The face's print for copy detection (see `copies.py`), aligned on the eyes these landmarks give."""
@@ -345,14 +366,41 @@ class IdentityEngine:
         """For each character, its face of the scene (`idlock.faces.cast.assign`: one face per character, held to
         its place when every character has one), raw + calibrated IDR, verdict; with a character's reference prints
         (`reference_prints`), how close the face is to a copy of one."""
-        if isinstance(identities, ReferenceIdentity):
-            identities = {"character": identities.vector}
-        if not identities:
-            raise InvalidInput("at least one identity vector is needed")
-        names = list(identities)
-        mat = np.stack([self._check_vector(n, identities[n]) for n in names])
-        rgb = self.pixels(image, name="scene image")
-        faces = self._analyse(rgb)
+        return self.score_identity_many([(identities, image, references, placements)])[0].result()
+
+    def score_identity_many(self, requests: Sequence[tuple]) -> list[Outcome]:
+        """`score_identity` of several scenes, each request `(identities, image, references, placements)`, with one
+        batched embedding pass over every scene's faces; a request's error is its own outcome, not the batch's."""
+        outcomes: list[Outcome] = [Outcome() for _ in requests]
+        ready = []
+        for k, (identities, image, _, _) in enumerate(requests):
+            try:
+                if isinstance(identities, ReferenceIdentity):
+                    identities = {"character": identities.vector}
+                if not identities:
+                    raise InvalidInput("at least one identity vector is needed")
+                mat = np.stack([self._check_vector(n, identities[n]) for n in identities])
+                ready.append((k, list(identities), mat, self.pixels(image, name="scene image")))
+            except Exception as e:  # noqa: BLE001 - reported to its own caller
+                outcomes[k].error = e
+        analysed = self._analyse_many([rgb for *_, rgb in ready])
+        for (k, names, mat, rgb), faces in zip(ready, analysed, strict=True):
+            _, _, references, placements = requests[k]
+            try:
+                outcomes[k].value = self._score(names, mat, rgb, faces, references, placements)
+            except Exception as e:  # noqa: BLE001
+                outcomes[k].error = e
+        return outcomes
+
+    def _score(
+        self,
+        names: list[str],
+        mat: np.ndarray,
+        rgb: np.ndarray,
+        faces: list[FaceInfo],
+        references: Mapping[str, Sequence[np.ndarray | None]] | None,
+        placements: Mapping[str, str] | None,
+    ) -> SceneScore:
         matches = [IdentityMatch(character=n, found=False) for n in names]
         extras: list[int] = []
         bleeds: list[tuple[list[str], int]] = []

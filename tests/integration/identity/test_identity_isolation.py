@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from idlock.errors import PreconditionFailed
+from idlock.errors import InvalidInput, PreconditionFailed
 from idlock.images import encode_png
 from idlock.natsd import free_port
 from services.identity.settings import IdentitySettings
@@ -88,3 +88,47 @@ def test_workers_end_with_a_killed_service(tmp_path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+async def test_scene_scorings_that_arrive_together_go_to_a_worker_as_one_batch(
+    astronaut_png: bytes, isolation: str
+) -> None:
+    """With one worker busy on the first scene, the next three wait and are sent together: one embedding pass
+    over their faces, each caller still getting its own answer (or its own error)."""
+    models = IdentityModels(IdentitySettings(isolation=isolation, workers=1, batch_max=8))
+    await models.start()
+    try:
+        identity = (await models.run("encode_references", [astronaut_png])).vector
+        alone = await models.run("score_identity", {"a": identity}, astronaut_png, None, None)
+        assert list(models.batchers["score_identity"].sizes) == [1]
+        wrong_size = {"a": np.ones(7)}
+        calls = [
+            models.run("score_identity", {"a": identity}, astronaut_png, None, None),
+            models.run("score_identity", {"a": identity, "b": identity}, astronaut_png, None, None),
+            models.run("score_identity", wrong_size, astronaut_png, None, None),
+            models.run("score_identity", {"a": identity}, astronaut_png, None, None),
+        ]
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        assert list(models.batchers["score_identity"].sizes) == [1, 1, 3]
+        assert isinstance(answers[2], InvalidInput) and "'a' has 7 dimensions" in answers[2].message, answers[
+            2
+        ]
+        for answer in (answers[0], answers[1], answers[3]):
+            assert not isinstance(answer, Exception), answer
+            assert answer.matches[0].found
+            assert np.isclose(answer.matches[0].raw, alone.matches[0].raw, atol=1e-6)
+        assert [m.character for m in answers[1].matches] == ["a", "b"]
+        assert answers[1].matches[1].verdict == "unmatched"  # one face, two characters
+    finally:
+        await models.close()
+    # batch_max=1: no batching at all
+    single = IdentityModels(IdentitySettings(isolation="thread", workers=1, batch_max=1))
+    await single.start()
+    try:
+        await asyncio.gather(
+            *(single.run("score_identity", {"a": identity}, astronaut_png, None, None) for _ in range(3))
+        )
+        assert list(single.batchers["score_identity"].sizes) == []
+    finally:
+        await single.close()

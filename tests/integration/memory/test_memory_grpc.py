@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import shutil
 import sqlite3
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -149,18 +151,33 @@ class Mesh:
             await db.close()
 
     def qdrant_points(self, character_id: str | None = None) -> list[tuple[str, dict]]:
-        """Points in Qdrant's local-mode files (read-only SQLite per collection), optionally of one character."""
+        """Points in the vector engine's files, optionally of one character: a copy of the Qdrant Edge shards
+        opened apart from the service, or local mode's SQLite files read-only."""
         out = []
+        edge_root = self.data_dir / "vectors"
+        if edge_root.is_dir():
+            import qdrant_edge as qe
+
+            copy = Path(tempfile.mkdtemp()) / "vectors"
+            shutil.copytree(edge_root, copy)
+            try:
+                for folder in sorted(p for p in copy.iterdir() if p.is_dir()):
+                    shard = qe.EdgeShard.load(str(folder))
+                    try:
+                        page, _ = shard.scroll(qe.ScrollRequest(limit=100_000, with_payload=True))
+                    finally:
+                        shard.close()
+                    out += [(folder.name, dict(r.payload or {})) for r in page]
+            finally:
+                shutil.rmtree(copy.parent)
         for f in sorted((self.data_dir / "qdrant").glob("collection/*/storage.sqlite")):
             con = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
             try:
                 for (blob,) in con.execute("SELECT point FROM points"):
-                    payload = dict(pickle.loads(blob).payload or {})
-                    if character_id is None or payload.get("character_id") == character_id:
-                        out.append((f.parent.name, payload))
+                    out.append((f.parent.name, dict(pickle.loads(blob).payload or {})))
             finally:
                 con.close()
-        return out
+        return [(name, p) for name, p in out if character_id is None or p.get("character_id") == character_id]
 
     def objects(self, character_id: str | None = None) -> list[Path]:
         root = self.data_dir / "objects" / "characters"
@@ -198,7 +215,9 @@ async def identity_addr(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
 
 
 def _backend_params():
-    return ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+    """Database and vector engine: the embedded default on both databases, and the Qdrant server path's calls
+    (qdrant-client, run against its local mode) on SQLite."""
+    return ["sqlite", "sqlite-qdrant", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(scope="module", params=_backend_params())
@@ -206,6 +225,7 @@ async def mesh(request, identity_addr, nats_server, tmp_path_factory) -> AsyncIt
     data_dir = tmp_path_factory.mktemp(f"memory-{request.param}")
     schema = None
     url = ""
+    engine = "qdrant" if request.param.endswith("-qdrant") else "edge"
     if request.param == "postgres":
         url = os.environ.get(POSTGRES_ENV, "")
         if not url:
@@ -221,6 +241,7 @@ async def mesh(request, identity_addr, nats_server, tmp_path_factory) -> AsyncIt
         "IDLOCK_MEMORY_KV_BUCKET": bucket,
         "IDLOCK_MEMORY_GROQ_API_KEY": "",
         "IDLOCK_STORAGE_BACKEND": "local",
+        "IDLOCK_MEMORY_VECTOR_ENGINE": engine,
     }
     async with serving("memory", data_dir, **env) as svc:
         yield Mesh(

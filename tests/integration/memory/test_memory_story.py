@@ -81,7 +81,7 @@ async def env(tmp_path):
         await c.run_sync(Base.metadata.create_all)
     sm = async_sessionmaker(engine, expire_on_commit=False)
     sm.engine = engine  # for counting statements
-    vectors = MemoryVectors.local(str(tmp_path / "qdrant"), prefix="t")
+    vectors = MemoryVectors.edge(str(tmp_path / "qdrant"), prefix="t")
     yield sm, vectors
     await vectors.close()
     await engine.dispose()
@@ -265,23 +265,31 @@ async def test_overrides_sanitised_and_forced_consolidation(env):
         assert await maybe_consolidate(s, cid, force=True) is None  # nothing new since
 
 
-async def test_a_kept_story_state_reads_and_replays_only_new_scenes(env, monkeypatch):
-    sm, vectors = env
-    cid = await make_character(sm, vectors)
+UNSPIED_SCENE_TAGS = repo.scene_tags
+
+
+def spy_scene_reads(monkeypatch) -> list[int]:
+    """The `after_scene` of every read of a character's scene tags, in order."""
     read_after: list[int] = []
-    scene_tags = repo.scene_tags
 
     async def spied(session, character_id, after_scene=0):
         read_after.append(after_scene)
-        return await scene_tags(session, character_id, after_scene)
+        return await UNSPIED_SCENE_TAGS(session, character_id, after_scene)
 
     monkeypatch.setattr(repo, "scene_tags", spied)
+    return read_after
+
+
+async def test_a_kept_story_state_reads_and_replays_only_new_scenes(env, monkeypatch):
+    sm, vectors = env
+    cid = await make_character(sm, vectors)
+    read_after = spy_scene_reads(monkeypatch)
     states = StateCache()
     for i, scene in enumerate(SCENES):
         async with sm() as s:
             await record_scene(s, cid, **scene)
             ctx = await load_context(s, cid, "Aria at dawn", states=states)
-            whole = compute_state(await scene_tags(s, cid))
+            whole = compute_state(await UNSPIED_SCENE_TAGS(s, cid))
         # the same state as replaying the whole story, read from the scenes after the last one it held
         assert ctx.state == whole and ctx.state.last_scene == i + 1
         assert read_after[-1] == i
@@ -296,6 +304,44 @@ async def test_a_kept_story_state_reads_and_replays_only_new_scenes(env, monkeyp
         await record_scene(s, cid2, **SCENES[1])
         ctx = await load_context(s, cid2, "Aria at dawn", states=states)
     assert read_after[-1] == 0 and ctx.state.names("setting") == ["forest"] and ctx.state.last_scene == 1
+
+
+async def test_a_replica_new_to_a_character_starts_from_its_stored_fold(env, monkeypatch):
+    """A fold stored by one replica (`StoryFold`) lets another, which never saw the character, replay only the
+    scenes after it; the state is the whole replay's. Erasing the character erases the stored fold."""
+    from services.memory.models import StoryFold
+
+    sm, vectors = env
+    cid = await make_character(sm, vectors)
+    first = StateCache(store_every=2)
+    for scene in SCENES[:3]:
+        async with sm() as s:
+            await record_scene(s, cid, **scene)
+    async with sm() as s:
+        await load_context(s, cid, "Aria at dawn", states=first)
+        fold = first.due(cid)
+        assert fold is not None and fold["last"] == 3
+        assert await repo.store_fold(s, cid, fold)
+        stale = {**fold, "last": 2}
+        assert await repo.store_fold(s, cid, stale)  # an older fold does not replace a newer one
+        assert (await repo.stored_fold(s, cid)).last_scene == 3
+    for scene in SCENES[3:]:
+        async with sm() as s:
+            await record_scene(s, cid, **scene)
+
+    read_after = spy_scene_reads(monkeypatch)
+    other = StateCache()
+    async with sm() as s:
+        ctx = await load_context(s, cid, "Aria at dawn", states=other)
+        whole = compute_state(await UNSPIED_SCENE_TAGS(s, cid))
+    assert read_after == [3]  # only the scenes after the stored fold
+    assert ctx.state == whole and ctx.state.last_scene == len(SCENES)
+
+    async with sm() as s:
+        await repo.delete_character(s, cid)
+        assert await s.get(StoryFold, cid) is None
+        assert not await repo.store_fold(s, cid, fold)  # a late write for an erased character stores nothing
+        assert await s.get(StoryFold, cid) is None
 
 
 async def test_the_description_and_an_edited_sheet_reach_the_llm_and_its_prompt(env):

@@ -1,4 +1,11 @@
-"""Qdrant local mode: upsert / search / delete / count per character."""
+"""The memory collections on both vector engines: Qdrant Edge (the embedded default) and qdrant-client (the server
+path's calls, run against its local mode): upsert / search / delete / count per character, reopening, erasure."""
+
+import asyncio
+import signal
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,15 +14,30 @@ from idlock.errors import InvalidInput
 from services.memory.vectors import MemoryVectors, point_id
 from tests.metrics_probe import metrics_change
 
+ROOT = Path(__file__).resolve().parents[3]
+
 
 def unit(seed, dim=128):
     v = np.random.default_rng(seed).normal(size=dim)
     return v / np.linalg.norm(v)
 
 
+ENGINES = {"edge": MemoryVectors.edge, "qdrant": MemoryVectors.qdrant_local}
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def engine(request):
+    return request.param
+
+
+def open_vectors(engine: str, path) -> MemoryVectors:
+    return ENGINES[engine](str(path), prefix="t")
+
+
 @pytest.fixture
-async def vs(tmp_path):
-    v = MemoryVectors.local(str(tmp_path / "q"), prefix="t")
+async def vs(tmp_path, engine):
+    v = open_vectors(engine, tmp_path / "q")
+    assert v.engine.name == engine
     yield v
     await v.close()
 
@@ -57,9 +79,9 @@ async def test_dimension_checks(vs):
     assert await vs.search_episode_text("c", "hashing", unit(1, 384)) == []
 
 
-async def test_local_text_search_keeps_the_character_in_memory_and_in_step_with_writes(tmp_path):
-    path = str(tmp_path / "q")
-    vs = MemoryVectors.local(path, prefix="t")
+async def test_text_search_follows_writes_and_survives_a_reopen(tmp_path, engine):
+    path = tmp_path / "q"
+    vs = open_vectors(engine, path)
     for i in range(3):
         await vs.upsert_episode_text("a", "u1", f"ep{i}", i + 1, "hashing", unit(300 + i, 384), f"scene {i}")
     await vs.upsert_episode_text("b", "u2", "epb", 1, "hashing", unit(301, 384), "other character")
@@ -67,8 +89,7 @@ async def test_local_text_search_keeps_the_character_in_memory_and_in_step_with_
     assert hits[0].episode_id == "ep1" and hits[0].score > 0.99 and len(hits) == 2
     assert all(h.payload["character_id"] == "a" for h in hits)
 
-    # written after the first search: found without reading the collection again, and a re-recorded episode
-    # replaces its point instead of adding one
+    # a re-recorded episode replaces its point instead of adding one
     await vs.upsert_episode_text("a", "u1", "ep3", 4, "hashing", unit(303, 384), "scene 3")
     await vs.upsert_episode_text("a", "u1", "ep0", 1, "hashing", unit(310, 384), "scene 0 again")
     hits = await vs.search_episode_text("a", "hashing", unit(303, 384), limit=10)
@@ -77,7 +98,6 @@ async def test_local_text_search_keeps_the_character_in_memory_and_in_step_with_
     hits = await vs.search_episode_text("a", "hashing", unit(303, 384), limit=10, exclude_scenes=[4, 2])
     assert sorted(h.scene_index for h in hits) == [1, 3]
 
-    # a bulk load is read again on the next search
     await vs.upsert_episode_texts_bulk("hashing", [("a", "u1", "ep9", 9, unit(309, 384), "bulk")])
     assert (await vs.search_episode_text("a", "hashing", unit(309, 384), limit=1))[0].episode_id == "ep9"
 
@@ -88,17 +108,38 @@ async def test_local_text_search_keeps_the_character_in_memory_and_in_step_with_
     await vs.close()
 
     # a new process reads what is stored
-    again = MemoryVectors.local(path, prefix="t")
+    again = open_vectors(engine, path)
     hits = await again.search_episode_text("b", "hashing", unit(301, 384))
     assert [h.episode_id for h in hits] == ["epb"]
+    assert (await again.character_points("b"))[0][1]["text"] == "other character"
     await again.close()
 
 
-async def test_local_storage_commits_without_waiting_for_fsync_and_keeps_points(tmp_path):
+def _files_holding(root, needle: bytes) -> list[str]:
+    return sorted(str(p) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes())
+
+
+async def test_an_erased_character_leaves_no_bytes_in_the_engine_files(tmp_path, engine):
+    path = tmp_path / "q"
+    vs = open_vectors(engine, path)
+    secret, kept = "Zephyrine hides the astrolabe", "Orrin keeps the lantern"
+    for i in range(40):
+        await vs.upsert_episode_text("gone", "u1", f"g{i}", i + 1, "hashing", unit(i, 384), f"{secret} {i}")
+    await vs.upsert_episode_text("kept", "u2", "k1", 1, "hashing", unit(99, 384), kept)
+    await vs.upsert_episode_face("gone", "u1", "g1", 1, "dlib", unit(5), [f"s3://{secret}.png"])
+    assert _files_holding(path, secret.encode()), "the scan must see stored payloads"
+    assert await vs.delete_character("gone") == 41
+    assert _files_holding(path, secret.encode()) == []
+    assert _files_holding(path, kept.encode())
+    assert (await vs.search_episode_text("kept", "hashing", unit(99, 384)))[0].episode_id == "k1"
+    await vs.close()
+
+
+async def test_qdrant_local_storage_commits_without_waiting_for_fsync(tmp_path):
     import sqlite3
 
     path = tmp_path / "q"
-    vs = MemoryVectors.local(str(path), prefix="t")
+    vs = MemoryVectors.qdrant_local(str(path), prefix="t")
     await vs.upsert_episode_face("a", "u1", "ep1", 1, "dlib", unit(1), ["s3://out"])
     await vs.close()
     files = sorted(path.rglob("storage.sqlite"))
@@ -108,10 +149,33 @@ async def test_local_storage_commits_without_waiting_for_fsync_and_keeps_points(
             assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
     # collections that already exist are tuned when they are opened again, and their points are there
-    again = MemoryVectors.local(str(path), prefix="t")
-    collection = next(iter(again._c._client.collections.values()))
+    again = MemoryVectors.qdrant_local(str(path), prefix="t")
+    collection = next(iter(again.engine._client._client.collections.values()))
     assert collection.storage.storage.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert (await again.search_episode_faces("a", "dlib", unit(1)))[0].episode_id == "ep1"
+    await again.close()
+
+
+async def test_the_edge_default_moves_an_earlier_local_mode_folder_into_its_shards(tmp_path):
+    from services.memory.settings import MemorySettings
+
+    older = MemoryVectors.qdrant_local(str(tmp_path / "qdrant"), prefix="idlock")
+    await older.upsert_semantic("a", "u1", "dlib", unit(1), per_view=[unit(2)])
+    await older.upsert_episode_text("a", "u1", "ep1", 1, "hashing", unit(3, 384), "scene 1")
+    await older.close()
+
+    settings = MemorySettings()
+    assert settings.vector_engine == "edge" and not settings.qdrant_url
+    vs = await MemoryVectors.open(settings, tmp_path)
+    assert vs.engine.name == "edge" and (tmp_path / "vectors").is_dir()
+    assert not (tmp_path / "qdrant").exists()  # moved: an erasure has one copy to erase
+    assert np.allclose(await vs.get_semantic("a", "dlib", 128), unit(1), atol=1e-5)
+    assert (await vs.search_episode_text("a", "hashing", unit(3, 384)))[0].episode_id == "ep1"
+    assert await vs.count_character("a") == 3
+    await vs.delete_character("a")
+    await vs.close()
+    again = await MemoryVectors.open(settings, tmp_path)  # not copied a second time
+    assert await again.count_character("a") == 0
     await again.close()
 
 
@@ -123,3 +187,32 @@ async def test_point_reads_and_writes_are_timed_by_operation(vs):
     assert grew("idlock_vector_seconds_count", op="upsert") == 2
     assert grew("idlock_vector_seconds_count", op="query_points") >= 1
     assert grew("idlock_vector_errors_total") == 0
+
+
+async def test_an_edge_write_survives_a_killed_process(tmp_path):
+    """A write is durable once it returns (the shard's log), though segments are flushed only now and then."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os, signal, sys
+        sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "libs")!r}]
+        from services.memory.vectors import MemoryVectors
+
+        async def main():
+            vs = MemoryVectors.edge({str(tmp_path / "q")!r}, prefix="t")
+            await vs.upsert_episode_face("a", "u1", "ep1", 1, "dlib", [1.0] + [0.0] * 127, ["s3://out"])
+            await vs.upsert_episode_text("a", "u1", "ep1", 1, "hashing", [0.0, 1.0] + [0.0] * 382, "scene 1")
+            os.kill(os.getpid(), signal.SIGKILL)  # no close, no flush
+
+        asyncio.run(main())
+        """
+    )
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, stderr=asyncio.subprocess.PIPE)
+    _, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == -signal.SIGKILL, stderr.decode()
+    vs = MemoryVectors.edge(str(tmp_path / "q"), prefix="t")
+    try:
+        assert (await vs.search_episode_faces("a", "dlib", [1.0] + [0.0] * 127))[0].episode_id == "ep1"
+        hits = await vs.search_episode_text("a", "hashing", [0.0, 1.0] + [0.0] * 382)
+        assert hits[0].payload["text"] == "scene 1" and hits[0].score > 0.99
+    finally:
+        await vs.close()

@@ -74,6 +74,23 @@ def test_full_path_with_synthetic_detector(model_dir) -> None:
     with pytest.raises(PreconditionFailed, match="no face found in reference image 0"):
         eng.encode_references([_scene([])])
 
+    # scenes scored together: one forward pass over all their faces, each scene's answer as if alone
+    batch = eng.score_identity_many(
+        [
+            ({"a": ident.vector}, _scene([(96, 96)]), None, None),
+            ({"a": ident.vector}, _scene([]), None, None),
+            ({"a": ident.vector, "b": ident.vector}, _scene([(96, 96), (416, 416)]), None, None),
+        ]
+    )
+    alone = [same, empty, two]
+    for outcome, single in zip(batch, alone, strict=True):
+        got = outcome.result()
+        assert got.face_count == single.face_count
+        assert [(m.face_index, m.verdict) for m in got.matches] == [
+            (m.face_index, m.verdict) for m in single.matches
+        ]
+        assert [m.raw for m in got.matches] == pytest.approx([m.raw for m in single.matches], abs=1e-5)
+
 
 def test_encoder_is_cached_per_settings(model_dir) -> None:
     s = IdentitySettings(encoder="arcface", model_dir=model_dir)

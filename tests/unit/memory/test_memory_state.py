@@ -1,3 +1,5 @@
+import pytest
+
 from services.memory.state import (
     SceneTags,
     StateCache,
@@ -121,3 +123,38 @@ def test_the_cache_keeps_one_fold_per_character_and_starts_over_when_the_story_s
     assert cache.fold("b", 0).last is None and "a" not in cache._folds
     cache.forget("b")
     assert "b" not in cache._folds
+
+
+def test_a_stored_fold_read_back_goes_on_as_the_whole_replay():
+    import json
+
+    scenes = story() + [
+        SceneTags(4, added={"props": ["torch"], "mood": ["wary"]}, text="She drops the sword."),
+        SceneTags(5, added={"setting": ["cave"]}, removed={"injuries": ["cut on left cheek"]}),
+    ]
+    fold = StateFold()
+    for sc in scenes[:3]:
+        fold.add(sc)
+    stored = json.loads(json.dumps(fold.to_dict()))  # as the database gives it back
+    again = StateFold.from_dict(stored)
+    assert again.state() == fold.state() and again.last == 3
+    for sc in scenes[3:]:
+        again.add(sc)
+    assert again.state() == compute_state(scenes)
+    with pytest.raises(ValueError, match="unknown story fold version"):
+        StateFold.from_dict({**stored, "v": 99})
+
+
+def test_the_cache_says_when_a_fold_is_due_to_be_stored():
+    cache = StateCache(store_every=2)
+    a = cache.fold("a", 0)
+    assert cache.due("a") is None  # nothing folded yet
+    a.add(story()[0])
+    assert cache.due("a") is not None  # never stored: due at once
+    assert cache.due("a") is None  # counted as stored
+    a.add(story()[1])
+    assert cache.due("a") is None  # one scene past the stored copy
+    a.add(story()[2])
+    assert cache.due("a")["last"] == 3
+    adopted = cache.adopt("b", StateFold.from_dict(a.to_dict()))
+    assert cache.fold("b", 3) is adopted and cache.due("b") is None  # read from the store: already there
