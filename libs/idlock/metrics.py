@@ -130,6 +130,11 @@ REFINE_ATTEMPTS = Counter(
     "Refiner attempts by method and outcome (chosen, copy, rejected, not_better, failed)",
     ["method", "outcome"],
 )
+IDENTITY_BATCH = Histogram(
+    "idlock_identity_batch_size",
+    "Scene scorings sent to an identity worker together (1: a worker was free when it came)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from idlock import metrics
 from idlock.faces.engine import IdentityEngine, get_engine
 from idlock.threads import limit_cpu_threads, lower_this_thread, model_executor
 from services.identity.protected import ProtectedGallery
@@ -134,6 +135,7 @@ class SceneBatcher:
                 continue
             self._busy += 1
             self.sizes.append(len(batch))
+            metrics.IDENTITY_BATCH.observe(len(batch))
             sent.add_done_callback(lambda done, batch=batch: self._answer(done, batch))
 
     def _answer(self, done: asyncio.Future, batch: list[tuple[tuple, asyncio.Future]]) -> None:

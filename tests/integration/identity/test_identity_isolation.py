@@ -22,6 +22,7 @@ from idlock.images import encode_png
 from idlock.natsd import free_port
 from services.identity.settings import IdentitySettings
 from services.identity.workers import IdentityModels
+from tests.metrics_probe import metrics_change
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +110,10 @@ async def test_scene_scorings_that_arrive_together_go_to_a_worker_as_one_batch(
             models.run("score_identity", wrong_size, astronaut_png, None, None),
             models.run("score_identity", {"a": identity}, astronaut_png, None, None),
         ]
-        answers = await asyncio.gather(*calls, return_exceptions=True)
+        with metrics_change() as grew:
+            answers = await asyncio.gather(*calls, return_exceptions=True)
         assert list(models.batchers["score_identity"].sizes) == [1, 1, 3]
+        assert grew("idlock_identity_batch_size_count") == 2 and grew("idlock_identity_batch_size_sum") == 4
         assert isinstance(answers[2], InvalidInput) and "'a' has 7 dimensions" in answers[2].message, answers[
             2
         ]

@@ -34,7 +34,7 @@ async def stores(tmp_path):
     db = Database.open(DatabaseSettings(url=""), service="memory", data_dir=tmp_path)
     await db.migrate(Base.metadata, version=SCHEMA_VERSION)
     store = LocalObjectStore(tmp_path / "objects")
-    vectors = MemoryVectors.edge(str(tmp_path / "qdrant"))
+    vectors = MemoryVectors.edge(str(tmp_path / "vectors"))
     yield db, store, vectors
     await vectors.close()
     await db.close()

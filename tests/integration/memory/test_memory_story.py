@@ -81,7 +81,7 @@ async def env(tmp_path):
         await c.run_sync(Base.metadata.create_all)
     sm = async_sessionmaker(engine, expire_on_commit=False)
     sm.engine = engine  # for counting statements
-    vectors = MemoryVectors.edge(str(tmp_path / "qdrant"), prefix="t")
+    vectors = MemoryVectors.edge(str(tmp_path / "vectors"), prefix="t")
     yield sm, vectors
     await vectors.close()
     await engine.dispose()
