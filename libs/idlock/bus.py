@@ -107,6 +107,8 @@ class EventBus:
         self.nc = nc
         self.settings = settings
         self.js = nc.jetstream(timeout=max(settings.connect_timeout_s, 5.0))
+        #: for creating and checking streams, buckets and consumers (start-up, not the hot path)
+        self.js_setup = nc.jetstream(timeout=max(settings.setup_timeout_s, settings.connect_timeout_s))
         self.tracer = trace.get_tracer("idlock.bus", tracer_provider=tracer_provider)
         self._workers: list[Worker] = []
 
@@ -167,14 +169,14 @@ class EventBus:
         """Create JOBS, EVENTS and DEADLETTER, or verify the existing ones match our settings."""
         for cfg in _stream_configs(self.settings):
             try:
-                info = await self.js.stream_info(cfg.name)
+                info = await self.js_setup.stream_info(cfg.name)
             except nats.js.errors.NotFoundError:
                 try:
-                    await self.js.add_stream(cfg)
+                    await self.js_setup.add_stream(cfg)
                     log.info("created stream %s (%s)", cfg.name, cfg.subjects)
                     continue
                 except nats.js.errors.BadRequestError:
-                    info = await self.js.stream_info(cfg.name)  # created by a concurrent starter
+                    info = await self.js_setup.stream_info(cfg.name)  # created by a concurrent starter
             diffs = _mismatches(cfg, info.config)
             if diffs:
                 first, *rest = diffs
@@ -245,7 +247,7 @@ class EventBus:
         if ack_wait_s <= 0:
             raise InvalidInput(f"consumer {durable}: ack_wait_s must be positive, got {ack_wait_s}")
         try:
-            info = await self.js.stream_info(stream)
+            info = await self.js_setup.stream_info(stream)
         except nats.js.errors.NotFoundError:
             raise PreconditionFailed(f"stream {stream} does not exist; run ensure_streams() first") from None
         config = js_api.ConsumerConfig(
@@ -259,7 +261,7 @@ class EventBus:
             max_ack_pending=max_ack_pending or max(concurrency * 4, 64),
         )
         try:
-            await self.js.add_consumer(stream, config)
+            await self.js_setup.add_consumer(stream, config)
         except nats.js.errors.APIError as e:
             raise PreconditionFailed(
                 f"cannot create or update consumer {durable} on {stream} for {subject}: {e.description}"

@@ -51,6 +51,14 @@ class NatsSettings(IdlockSettings):
         2 * 3600, ge=1, description="JetStream de-duplication window for Nats-Msg-Id (seconds)."
     )
     connect_timeout_s: float = Field(5.0, gt=0, description="Timeout for connecting to NATS (seconds).")
+    setup_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "Timeout of the JetStream calls that create or check streams, buckets and consumers at start-up "
+            "(seconds): creating a file-backed stream on a busy disk can take longer than a message does."
+        ),
+    )
 
 
 class DatabaseSettings(IdlockSettings):

@@ -116,17 +116,25 @@ class NatsKvPromptCache:
 
     @classmethod
     async def open(
-        cls, js: Any, bucket: str = "idlock_prompt_cache", *, ttl_s: int = 0, replicas: int = 1
+        cls,
+        js: Any,
+        bucket: str = "idlock_prompt_cache",
+        *,
+        ttl_s: int = 0,
+        replicas: int = 1,
+        setup: Any | None = None,
     ) -> NatsKvPromptCache:
         """Open the bucket, creating its stream as a KV bucket's, except that messages may be deleted: erasure
         deletes them (the server overwrites their bytes). A bucket made by an earlier release denies that, and
-        a stream cannot be changed to allow it: being a cache, it is made again (its prompts are composed again)."""
+        a stream cannot be changed to allow it: being a cache, it is made again (its prompts are composed again).
+        `setup`: the JetStream context for creating the bucket (a longer timeout than `js`, which serves it)."""
         from nats.js import api
         from nats.js.errors import NotFoundError
 
         stream = f"KV_{bucket}"
+        admin = setup or js
         try:
-            info = await js.stream_info(stream)
+            info = await admin.stream_info(stream)
         except NotFoundError:
             info = None
         if info is not None and info.config.deny_delete:
@@ -135,10 +143,10 @@ class NatsKvPromptCache:
                 "files: making it again (cached prompts are composed again)",
                 bucket,
             )
-            await js.delete_stream(stream)
+            await admin.delete_stream(stream)
             info = None
         if info is None:
-            await js.add_stream(
+            await admin.add_stream(
                 api.StreamConfig(
                     name=stream,
                     description="IDLock composed-prompt cache",
@@ -210,8 +218,11 @@ class NatsKvPromptCache:
         return len(entries)
 
 
-async def cache_from_settings(settings: Any, js: Any | None = None) -> PromptCache | None:
-    """The cache `settings.cache_backend` names: a NATS KV bucket (needs `js`), in memory, or none."""
+async def cache_from_settings(
+    settings: Any, js: Any | None = None, setup: Any | None = None
+) -> PromptCache | None:
+    """The cache `settings.cache_backend` names: a NATS KV bucket (needs `js`; `setup` creates it), in memory,
+    or none."""
     backend = settings.cache_backend
     if backend == "none":
         return None
@@ -219,4 +230,4 @@ async def cache_from_settings(settings: Any, js: Any | None = None) -> PromptCac
         if backend == "nats":
             log.warning("prompt cache: no JetStream context given, using an in-memory cache")
         return InMemoryPromptCache()
-    return await NatsKvPromptCache.open(js, settings.kv_bucket, ttl_s=settings.cache_ttl_s)
+    return await NatsKvPromptCache.open(js, settings.kv_bucket, ttl_s=settings.cache_ttl_s, setup=setup)

@@ -247,7 +247,8 @@ async def story_state(
     if states is None:
         return compute_state(await repo.scene_tags(session, character_id))
     fold = states.fold(character_id, scene_count)
-    if fold.last is None:  # not seen here since the process started: from the stored fold, when there is one
+    if fold.last is None and states.may_have_stored(scene_count):
+        # not seen here since the process started: from the stored fold, when there is one
         stored = await repo.stored_fold(session, character_id)
         if stored is not None and stored.last_scene <= scene_count:
             try:
@@ -455,18 +456,25 @@ async def record_scene(
         if face_write is not None:
             await face_write
     finally:
-        if text_vector is not None:
-            text_vector.cancel()  # a no-op once it was used
-        if face_write is not None and not face_write.done():
-            face_write.cancel()
-        elif face_write is not None and not face_write.cancelled():
-            face_write.exception()  # raised above, or the record failed first: not left unretrieved
+        _settle(text_vector, face_write)
     if not consolidate:
         return RecordResult(ep, created, None, model_seconds=clock.seconds, consolidation_due=due)
     summary = None
     if due:
         summary = await maybe_consolidate(session, character_id, llm=llm, config=cfg, clock=clock)
     return RecordResult(ep, created, summary, model_seconds=clock.seconds)
+
+
+def _settle(*started: asyncio.Future[Any] | None) -> None:
+    """Work a record started ahead: cancelled when the record ended first, its error (raised by the record, or
+    made moot by the record failing first) retrieved so that none is logged as never retrieved."""
+    for future in started:
+        if future is None or future.cancelled():
+            continue
+        if not future.done():
+            future.cancel()
+        else:
+            future.exception()
 
 
 async def consolidation_due(session: Any, character_id: str, config: ContextConfig) -> bool:

@@ -46,6 +46,7 @@ class EdgeEngine:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self.where = f"Qdrant Edge shards in {self.root}"
         self.root.mkdir(parents=True, exist_ok=True)
         self._shards: dict[str, Any] = {}
         self._write = asyncio.Lock()
@@ -187,14 +188,9 @@ class EdgeEngine:
             must_not = [qe.FieldCondition(key="scene_index", match=any_of)]
         return qe.Filter(must=must, must_not=must_not)
 
-    @staticmethod
-    def _point(p: Any, with_vectors: bool, score: float = 0.0) -> StoredPoint:
-        vector = list(p.vector) if with_vectors and p.vector is not None else None
-        return StoredPoint(str(p.id), dict(p.payload or {}), vector, score)
-
     async def retrieve(self, collection: str, ids: Sequence[str], with_vectors: bool) -> list[StoredPoint]:
         records = self._shard(collection).retrieve(list(ids), with_payload=True, with_vector=with_vectors)
-        return [self._point(r, with_vectors) for r in records]
+        return [StoredPoint.of(r, with_vectors) for r in records]
 
     async def query_points(
         self, collection: str, vector: list[float], where: PointFilter, limit: int, with_vectors: bool
@@ -207,7 +203,9 @@ class EdgeEngine:
             with_payload=True,
             with_vector=with_vectors,
         )
-        return [self._point(p, with_vectors, float(p.score)) for p in self._shard(collection).query(request)]
+        return [
+            StoredPoint.of(p, with_vectors, float(p.score)) for p in self._shard(collection).query(request)
+        ]
 
     async def scroll(self, collection: str, where: PointFilter | None = None) -> list[StoredPoint]:
         qe = _edge()
@@ -223,7 +221,7 @@ class EdgeEngine:
                 with_vector=True,
             )
             page, offset = shard.scroll(request)
-            out += [self._point(r, True) for r in page]
+            out += [StoredPoint.of(r, True) for r in page]
             if offset is None:
                 return out
 

@@ -21,6 +21,7 @@ class QdrantEngine:
         from qdrant_client import AsyncQdrantClient
 
         self.local = not url
+        self.where = f"Qdrant server at {url}" if url else f"qdrant-client local mode in {path}"
         self._client = (
             AsyncQdrantClient(url=url, api_key=api_key or None) if url else AsyncQdrantClient(path=path)
         )
@@ -90,12 +91,7 @@ class QdrantEngine:
     # ---- reads ----
     async def retrieve(self, collection: str, ids: Sequence[str], with_vectors: bool) -> list[StoredPoint]:
         points = await self._client.retrieve(collection, ids=list(ids), with_vectors=with_vectors)
-        return [self._point(p, with_vectors) for p in points]
-
-    @staticmethod
-    def _point(p: Any, with_vectors: bool, score: float = 0.0) -> StoredPoint:
-        vector = list(p.vector) if with_vectors and p.vector is not None else None
-        return StoredPoint(str(p.id), dict(p.payload or {}), vector, score)
+        return [StoredPoint.of(p, with_vectors) for p in points]
 
     async def query_points(
         self, collection: str, vector: list[float], where: PointFilter, limit: int, with_vectors: bool
@@ -108,7 +104,7 @@ class QdrantEngine:
             with_payload=True,
             with_vectors=with_vectors,
         )
-        return [self._point(p, with_vectors, float(p.score)) for p in res.points]
+        return [StoredPoint.of(p, with_vectors, float(p.score)) for p in res.points]
 
     async def scroll(self, collection: str, where: PointFilter | None = None) -> list[StoredPoint]:
         out: list[StoredPoint] = []
@@ -122,7 +118,7 @@ class QdrantEngine:
                 with_payload=True,
                 with_vectors=True,
             )
-            out += [self._point(p, True) for p in page]
+            out += [StoredPoint.of(p, True) for p in page]
             if offset is None:
                 return out
 

@@ -60,6 +60,7 @@ class MemoryRuntime:
         await self.db.migrate(Base.metadata, version=SCHEMA_VERSION, upgrades=UPGRADES)
         self.store = await open_store(StorageSettings(), self.data_dir)
         self.vectors = await MemoryVectors.open(s, self.data_dir)
+        log.info("vector engine: %s", self.vectors.engine.where)
         self.bus = await EventBus.connect_optional(
             NatsSettings(),
             "memory",
@@ -67,7 +68,10 @@ class MemoryRuntime:
             without="events are not published and the prompt cache is in memory",
         )
         self.cache = WriteBehindCache(
-            await cache_from_settings(s, self.bus.js if self.bus is not None else None), self.soon
+            await cache_from_settings(
+                s, self.bus.js if self.bus else None, self.bus.js_setup if self.bus else None
+            ),
+            self.soon,
         )
         self.embedder = await embedder
 

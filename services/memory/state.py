@@ -208,6 +208,10 @@ class StateCache:
         self._stored[character_id] = fold.last or 0
         return fold
 
+    def may_have_stored(self, scene_count: int) -> bool:
+        """Whether a story this long can have a stored fold: none is stored before `store_every` scenes."""
+        return scene_count >= self.store_every - 1
+
     def due(self, character_id: str) -> dict[str, Any] | None:
         """The character's fold as stored (`StateFold.to_dict`) when it is far enough past its stored copy to be
         stored again; it then counts as stored."""

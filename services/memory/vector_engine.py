@@ -36,6 +36,12 @@ class StoredPoint:
     vector: list[float] | None = None
     score: float = 0.0
 
+    @classmethod
+    def of(cls, p: Any, with_vectors: bool, score: float = 0.0) -> StoredPoint:
+        """From either engine's point or record (both carry `id`, `payload`, `vector`)."""
+        vector = list(p.vector) if with_vectors and p.vector is not None else None
+        return cls(str(p.id), dict(p.payload or {}), vector, score)
+
 
 @dataclass(frozen=True)
 class PointWrite:
@@ -48,6 +54,8 @@ class VectorEngine(Protocol):
     """Collections named by the caller, each of one cosine vector size. Writes are durable when they return."""
 
     name: str
+    #: what and where, for the start-up log ("Qdrant Edge shards in /data/vectors")
+    where: str
 
     async def collection_exists(self, collection: str) -> bool: ...
 

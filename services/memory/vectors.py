@@ -65,6 +65,15 @@ class VectorHit:
 _TIMED = frozenset({"upsert", "query_points", "scroll", "retrieve", "delete", "count"})
 
 
+def _data_dir(data_dir: Any) -> Path:
+    return Path(data_dir or Path.cwd() / ".idlock")
+
+
+def _local_mode_path(s: Any, data_dir: Any) -> Path:
+    """qdrant-client local mode's folder: the `qdrant` engine's, and where an earlier embedded default kept points."""
+    return Path(s.qdrant_path or _data_dir(data_dir) / "qdrant")
+
+
 def _hit(p: StoredPoint) -> VectorHit:
     vector = np.asarray(p.vector, dtype=np.float32) if p.vector is not None else None
     return VectorHit(p.id, p.score, p.payload, vector)
@@ -102,12 +111,11 @@ class MemoryVectors:
     def from_settings(cls, s: Any, data_dir: Any = None) -> MemoryVectors:
         if s.qdrant_url:
             return cls.remote(s.qdrant_url, s.qdrant_api_key.get_secret_value(), s.collection_prefix)
-        base = Path(data_dir or Path.cwd() / ".idlock")
         if s.vector_engine == "qdrant":
-            path = s.qdrant_path or base / "qdrant"
-            Path(path).mkdir(parents=True, exist_ok=True)
+            path = _local_mode_path(s, data_dir)
+            path.mkdir(parents=True, exist_ok=True)
             return cls.qdrant_local(path, s.collection_prefix)
-        return cls.edge(s.vector_path or base / "vectors", s.collection_prefix)
+        return cls.edge(s.vector_path or _data_dir(data_dir) / "vectors", s.collection_prefix)
 
     @classmethod
     async def open(cls, s: Any, data_dir: Any = None) -> MemoryVectors:
@@ -115,8 +123,8 @@ class MemoryVectors:
         first (copied, then the folder removed, so an erasure has one copy to erase). Copying is idempotent: one a
         crash cut short is done again at the next start, before the service answers anything."""
         vectors = cls.from_settings(s, data_dir)
-        older_path = Path(s.qdrant_path or Path(data_dir or Path.cwd() / ".idlock") / "qdrant")
-        if vectors.engine.name != "edge" or s.qdrant_url or not (older_path / "collection").is_dir():
+        older_path = _local_mode_path(s, data_dir)
+        if vectors.engine.name != "edge" or not (older_path / "collection").is_dir():
             return vectors
         older = cls.qdrant_local(older_path, s.collection_prefix)
         try:

@@ -48,7 +48,7 @@ async def test_nats_kv_cache(nats_url):
 
     nc = await nats.connect(nats_url)
     try:
-        js = nc.jetstream()
+        js = nc.jetstream(timeout=30)  # stream creation on a cold disk can take seconds
         cache = await NatsKvPromptCache.open(js, "test_prompt_cache")
         again = await NatsKvPromptCache.open(js, "test_prompt_cache")  # opening twice reuses the bucket
         with_ttl = await NatsKvPromptCache.open(js, "test_prompt_cache_ttl", ttl_s=60)
@@ -87,7 +87,7 @@ async def test_erased_entries_leave_no_bytes_in_the_stream_files(nats_server):
     )
     nc = await nats.connect(nats_server.url)
     try:
-        cache = await NatsKvPromptCache.open(nc.jetstream(), "test_prompt_cache_erase")
+        cache = await NatsKvPromptCache.open(nc.jetstream(timeout=30), "test_prompt_cache_erase")
         await cache.put(key(cid="erased-1"), value)
         await cache.put(key(cid="erased-1"), value)  # a second write of the key leaves no second copy
         await cache.put(key(cid="erased-1", v=2), value)
@@ -107,7 +107,7 @@ async def test_a_bucket_that_denies_deletes_is_made_again(nats_server):
 
     nc = await nats.connect(nats_server.url)
     try:
-        js = nc.jetstream()
+        js = nc.jetstream(timeout=30)  # stream creation on a cold disk can take seconds
         old = await js.create_key_value(
             bucket="test_prompt_cache_old", history=1
         )  # as an earlier release did

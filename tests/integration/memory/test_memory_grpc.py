@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
 import shutil
-import sqlite3
 import tempfile
 import time
 import uuid
@@ -38,6 +36,7 @@ from idlock.v1 import memory_service_pb2_grpc as pb_grpc
 from services.memory.cache import character_token
 from services.memory.erasure import record_erasure
 from services.memory.models import Character, Episode, Erasure, Summary
+from services.memory.vectors import MemoryVectors
 from tests.harness import serving
 
 POSTGRES_ENV = "IDLOCK_TEST_POSTGRES_URL"
@@ -150,34 +149,22 @@ class Mesh:
         finally:
             await db.close()
 
-    def qdrant_points(self, character_id: str | None = None) -> list[tuple[str, dict]]:
-        """Points in the vector engine's files, optionally of one character: a copy of the Qdrant Edge shards
-        opened apart from the service, or local mode's SQLite files read-only."""
+    async def vector_points(self, character_id: str | None = None) -> list[tuple[str, dict]]:
+        """(collection, payload) of the points in the vector engine's files, optionally of one character: a copy of
+        the service's folder (Qdrant Edge shards, or local mode's) opened apart from the service."""
         out = []
-        edge_root = self.data_dir / "vectors"
-        if edge_root.is_dir():
-            import qdrant_edge as qe
-
-            copy = Path(tempfile.mkdtemp()) / "vectors"
-            shutil.copytree(edge_root, copy)
+        for folder, open_copy in (("vectors", MemoryVectors.edge), ("qdrant", MemoryVectors.qdrant_local)):
+            if not (self.data_dir / folder).is_dir():
+                continue
+            copy = Path(tempfile.mkdtemp()) / folder
+            shutil.copytree(self.data_dir / folder, copy, ignore=shutil.ignore_patterns(".lock"))
+            vectors = open_copy(copy)
             try:
-                for folder in sorted(p for p in copy.iterdir() if p.is_dir()):
-                    shard = qe.EdgeShard.load(str(folder))
-                    try:
-                        page, _ = shard.scroll(qe.ScrollRequest(limit=100_000, with_payload=True))
-                    finally:
-                        shard.close()
-                    out += [(folder.name, dict(r.payload or {})) for r in page]
+                out += await vectors.character_points(character_id)
             finally:
+                await vectors.close()
                 shutil.rmtree(copy.parent)
-        for f in sorted((self.data_dir / "qdrant").glob("collection/*/storage.sqlite")):
-            con = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
-            try:
-                for (blob,) in con.execute("SELECT point FROM points"):
-                    out.append((f.parent.name, dict(pickle.loads(blob).payload or {})))
-            finally:
-                con.close()
-        return [(name, p) for name, p in out if character_id is None or p.get("character_id") == character_id]
+        return out
 
     def objects(self, character_id: str | None = None) -> list[Path]:
         root = self.data_dir / "objects" / "characters"
@@ -319,7 +306,7 @@ async def test_create_is_ready_with_identity_and_owner_scoped(mesh: Mesh, astron
     assert [p.name for p in mesh.objects(ch.id)] == ["ref_0.png"]
     assert mesh.objects(ch.id)[0].read_bytes() == astronaut_png
     # semantic + one view point in Qdrant, with the payload the memory core writes
-    points = mesh.qdrant_points(ch.id)
+    points = await mesh.vector_points(ch.id)
     assert sorted(p["type"] for _, p in points) == ["semantic", "view"]
     assert all(p["owner_id"] == OWNER and p["encoder"] == "dlib" for _, p in points)
     assert (await mesh.rows(ch.id))["characters"] == 1
@@ -393,7 +380,7 @@ async def test_retried_create_returns_the_same_character(mesh: Mesh, astronaut_p
 
 async def test_refused_creates_store_nothing(mesh: Mesh, astronaut_png: bytes, sky_png: bytes) -> None:
     owner = f"refused-{uuid.uuid4().hex[:6]}"
-    before_points = len(mesh.qdrant_points())
+    before_points = len(await mesh.vector_points())
     before_objects = mesh.objects()
 
     # no consent: FAILED_PRECONDITION before anything is read or stored
@@ -452,8 +439,8 @@ async def test_refused_creates_store_nothing(mesh: Mesh, astronaut_png: bytes, s
     # nothing stored anywhere: rows, objects, Qdrant points
     assert await mesh.owner_rows(owner) == 0
     assert mesh.objects() == before_objects
-    assert len(mesh.qdrant_points()) == before_points
-    assert not [p for _, p in mesh.qdrant_points() if p.get("owner_id") == owner]
+    assert len(await mesh.vector_points()) == before_points
+    assert not [p for _, p in await mesh.vector_points() if p.get("owner_id") == owner]
 
 
 async def test_three_scene_story_and_context(mesh: Mesh, astronaut_png: bytes) -> None:
@@ -597,7 +584,9 @@ async def test_erasure_reaches_every_store_and_events_go_out(mesh: Mesh, astrona
     await mesh.stub.Consolidate(pb.ConsolidateRequest(character_id=ch.id))
     await mesh.stub.BuildContext(pb.BuildContextRequest(character_id=ch.id, user_prompt="scene 3"))
     assert (await mesh.rows(ch.id)) == {"characters": 1, "episodes": 2, "summaries": 1}
-    assert len(mesh.qdrant_points(ch.id)) == 2 + 2 + 2  # semantic + view, 2 episode faces, 2 episode texts
+    assert (
+        len(await mesh.vector_points(ch.id)) == 2 + 2 + 2
+    )  # semantic + view, 2 episode faces, 2 episode texts
     assert mesh.objects(ch.id) and await mesh.written_cache_keys(ch.id)
 
     res = await mesh.stub.DeleteCharacter(pb.DeleteCharacterRequest(character_id=ch.id, owner_id=OWNER))
@@ -611,7 +600,7 @@ async def test_erasure_reaches_every_store_and_events_go_out(mesh: Mesh, astrona
     assert report["prompt_cache"].removed >= 1
 
     assert await mesh.rows(ch.id) == {"characters": 0, "episodes": 0, "summaries": 0}
-    assert mesh.qdrant_points(ch.id) == []
+    assert await mesh.vector_points(ch.id) == []
     assert mesh.objects(ch.id) == []
     assert await mesh.cache_keys(ch.id) == []
     await _fails(

@@ -330,12 +330,16 @@ async def test_a_replica_new_to_a_character_starts_from_its_stored_fold(env, mon
             await record_scene(s, cid, **scene)
 
     read_after = spy_scene_reads(monkeypatch)
-    other = StateCache()
+    other = StateCache(store_every=2)  # replicas share the spacing
     async with sm() as s:
         ctx = await load_context(s, cid, "Aria at dawn", states=other)
         whole = compute_state(await UNSPIED_SCENE_TAGS(s, cid))
     assert read_after == [3]  # only the scenes after the stored fold
     assert ctx.state == whole and ctx.state.last_scene == len(SCENES)
+    # a story shorter than the spacing can have no stored fold: it is replayed without looking for one
+    async with sm() as s:
+        ctx = await load_context(s, cid, "Aria at dawn", states=StateCache(store_every=len(SCENES) + 2))
+    assert read_after == [3, 0] and ctx.state == whole
 
     async with sm() as s:
         await repo.delete_character(s, cid)
