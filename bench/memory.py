@@ -6,7 +6,8 @@
 
 Set-up (not timed as part of the figures): SQLite + Qdrant Edge (the embedded default) + objects on disk under a
 temp folder, a real nats-server (JetStream KV bucket for the prompt cache, as deployed). The same points also go
-into qdrant-client's local mode, the peer measured in the same run (it filters in Python over every point). 100 characters x 100 episodes are written in
+into qdrant-client's local mode, the peer measured in the same run (it filters in Python over every point; its
+folder's points are counted after it is measured: `peer_points`). 100 characters x 100 episodes are written in
 bulk straight through the memory core (one multi-row INSERT for the episodes, batched vector upserts of the same
 points `record_scene` writes: face + text vector per episode), never through 10,000 RPCs. Episode texts come from a
 few hundred distinct sentences, embedded once each. Every episode carries state tags (clothing put on and taken
@@ -149,11 +150,16 @@ def unit(rng: np.random.Generator, base: np.ndarray | None = None, noise: float 
     return v / np.linalg.norm(v)
 
 
+#: the peer's folder: not `<data_dir>/qdrant`, where the memory service on Qdrant Edge would find an earlier local-mode
+#: memory and move its points in (and remove the folder) before the peer is measured
+PEER_FOLDER = "peer-qdrant"
+
+
 def open_engine(data_dir: Path, engine: str) -> MemoryVectors:
     """The folder the memory service opens for `engine` under the same data dir."""
     if engine == "edge":
         return MemoryVectors.edge(data_dir / "vectors")
-    return MemoryVectors.qdrant_local(data_dir / "qdrant")
+    return MemoryVectors.qdrant_local(data_dir / PEER_FOLDER)
 
 
 async def populate(
@@ -312,12 +318,28 @@ async def context_latency(data_dir: Path, ids: list[str], engine: str, embedder:
         "IDLOCK_MEMORY_VECTOR_ENGINE": engine,
         "IDLOCK_MEMORY_GROQ_API_KEY": "",
     }
+    if engine == "qdrant":  # (set for Qdrant Edge, it would be read as an earlier memory to move in)
+        env["IDLOCK_MEMORY_QDRANT_PATH"] = str(data_dir / PEER_FOLDER)
     try:
         async with memory_service(data_dir, **env) as stub:
             await timed(stub, requests(ids, 5, "warm-up", 0), expect_hit=False, engine="template")
             return await timed(stub, requests(ids, n, "sweep", 1), expect_hit=False, engine="template")
     finally:
         nats_srv.stop()
+
+
+async def peer_points(data_dir: Path) -> int:
+    """The points in the peer's folder after it was measured: all of them, none moved into Qdrant Edge by a
+    service that took the folder for an earlier memory (the peer would then have searched an empty store)."""
+    if not (data_dir / PEER_FOLDER / "collection").is_dir():
+        raise SystemExit(
+            f"the peer's folder {data_dir / PEER_FOLDER} is gone: its figures are not the peer's"
+        )
+    peer = open_engine(data_dir, "qdrant")
+    try:
+        return len(await peer.character_points())
+    finally:
+        await peer.close()
 
 
 async def sweep(sizes: list[int], n_requests: int, embedder: str, peer_max: int) -> dict:
@@ -335,6 +357,7 @@ async def sweep(sizes: list[int], n_requests: int, embedder: str, peer_max: int)
             ids = await populate(data_dir, n_chars, n_eps, embedder, engines)
             populated_s = time.perf_counter() - t0
             ms = {e: await context_latency(data_dir, ids, e, embedder, n_requests) for e in engines}
+            points = await peer_points(data_dir) if "qdrant" in engines else 0
         row = {
             "characters": n_chars,
             "episodes_per_character": n_eps,
@@ -347,6 +370,7 @@ async def sweep(sizes: list[int], n_requests: int, embedder: str, peer_max: int)
             row["peer_qdrant_local_p50_ms"] = pct(ms["qdrant"], 50)
             row["peer_qdrant_local_p95_ms"] = pct(ms["qdrant"], 95)
             row["p95_ratio_vs_peer"] = round(row["p95_ms"] / row["peer_qdrant_local_p95_ms"], 3)
+            row["peer_points"] = points
             line += f"; qdrant-client local mode p95 {row['peer_qdrant_local_p95_ms']} ms"
         out[str(n_chars * n_eps)] = row
         print(line, flush=True)
@@ -411,6 +435,7 @@ async def main() -> None:
                     calls = fake.calls
                     hit = await timed(stub, reqs, expect_hit=True, engine="llm:fake-llm")
                     assert fake.calls == calls, "cached answers must not call the LLM"
+            points = await peer_points(data_dir)
         finally:
             nats_srv.stop()
 
@@ -425,6 +450,7 @@ async def main() -> None:
         "peer_qdrant_local_p50_ms": pct(peer, 50),
         "peer_qdrant_local_p95_ms": pct(peer, 95),
         "p95_ratio_vs_peer": round(pct(tmpl, 95) / pct(peer, 95), 3),
+        "peer_points": points,
         "template_cached_p50_ms": pct(tmpl_hit, 50),
         "template_cached_p95_ms": pct(tmpl_hit, 95),
         "llm_latency_ms": args.llm_latency_ms,

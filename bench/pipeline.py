@@ -4,12 +4,14 @@ process, SQLite, Qdrant local mode, the offline compositor).
 For each job: end-to-end = from the gateway accepting the submission (job created_at) to the job's terminal update
 (updated_at), both stamped by the orchestrator's clock, so the client's waiting does not inflate it (clients follow
 the job's server-sent events, as `idlock demo` does). Model and provider time = the job's `step_model_seconds`: the
-render, score and refine steps whole (renderer, face models, refiner), and inside the memory steps the time its
+render, regenerate, score and refine steps whole (renderer, face models, refiner), and inside the memory steps the time its
 text embedder (and LLM, when one is set) took, as the memory service reports it. Orchestration overhead =
 end-to-end - model and provider time: queueing on NATS, the database, gRPC hops, the memory service's queries and
 vector search, the orchestrator's claim, checkpoints and events. `orchestration_only` also leaves out every step's
-own time: what the orchestrator adds between and around the steps. `overhead_with_memory_models` counts the text
-embedder as overhead too (the stricter reading). `step_outside_models` is each step's time less the model time in
+own time: what the orchestrator adds between and around the steps, split into `queue_and_end` (from the
+submission to the worker's claim, plus writing the job's end) and `between_steps` (from the claim to the job's
+metrics, outside every step). `overhead_with_memory_models` counts the text embedder as overhead too (the
+stricter reading). `step_outside_models` is each step's time less the model time in
 it (for context and record: the memory service's own work and the hop to it). Jobs are kept `--in-flight` at a time (the orchestrator's
 concurrency), so the figures are not a queue-length measurement; jobs/s is the throughput at that level.
 
@@ -107,7 +109,7 @@ def run(jobs: int, in_flight: int, warmup: int) -> dict:
             wall = time.perf_counter() - started
 
     done = [j for j in results if j["status"] == "succeeded"]
-    e2e, model, overhead, between, strict = [], [], [], [], []
+    e2e, model, overhead, between, strict, queued, in_run = [], [], [], [], [], [], []
     steps: dict[str, list[float]] = {}
     outside_models: dict[str, list[float]] = {}  # per step: its time less the model time inside it
     for job in done:
@@ -123,12 +125,17 @@ def run(jobs: int, in_flight: int, warmup: int) -> dict:
             steps.setdefault(name, []).append(seconds)
             outside_models.setdefault(name, []).append(seconds - in_step_models.get(name, 0.0))
         in_models = sum(in_step_models.values())
-        in_model_services = sum(in_step_models.get(k, 0.0) for k in ("render", "score", "refine"))
+        in_model_services = sum(
+            in_step_models.get(k, 0.0) for k in ("render", "regenerate", "score", "refine")
+        )
+        running = job["metrics"].get("total_seconds", 0.0)  # from the claim to the job's metrics
         e2e.append(total)
         model.append(in_models)
         overhead.append(total - in_models)
         strict.append(total - in_model_services)
         between.append(total - sum(step.values()))
+        queued.append(total - running)
+        in_run.append(running - sum(step.values()))
     ms = lambda v: round(v * 1000, 1)
     return {
         "jobs": jobs,
@@ -143,6 +150,10 @@ def run(jobs: int, in_flight: int, warmup: int) -> dict:
         "overhead_with_memory_models_p95_ms": ms(pct(strict, 95)),
         "orchestration_only_p50_ms": ms(statistics.median(between)),
         "orchestration_only_p95_ms": ms(pct(between, 95)),
+        "queue_and_end_p50_ms": ms(statistics.median(queued)),
+        "queue_and_end_p95_ms": ms(pct(queued, 95)),
+        "between_steps_p50_ms": ms(statistics.median(in_run)),
+        "between_steps_p95_ms": ms(pct(in_run, 95)),
         "model_p50_ms": ms(statistics.median(model)),
         "step_p50_ms": {k: ms(statistics.median(v)) for k, v in sorted(steps.items())},
         "step_p95_ms": {k: ms(pct(v, 95)) for k, v in sorted(steps.items())},
