@@ -41,3 +41,21 @@ def test_hashing_embedder():
     e = HashingTextEmbedder()
     v = e.embed(["sword fight", "sword fight", ""])
     assert v.shape == (3, 384) and np.allclose(v[0], v[1]) and not v[2].any()
+
+
+@pytest.mark.slow
+def test_minilm_runs_in_onnxruntime_with_the_eager_forwards_vectors():
+    """The forward runs in ONNX Runtime (off the GIL); its vectors are the torch forward's, for other batch and
+    sequence sizes than the export's."""
+    emb = get_text_embedder("minilm")
+    assert emb.runtime == "onnxruntime"
+    texts = ["a", "Arya rides through the snow in a fur cloak, her sword at her side", "a tavern"]
+    ids, mask = emb._encode(texts)
+    session = emb._session
+    try:
+        emb._session = None  # the fallback: the eager forward
+        eager = emb.embed(texts)
+    finally:
+        emb._session = session
+    assert ids.shape[0] == 3 and mask[0].sum() < ids.shape[1]  # a batch with padding
+    assert np.abs(emb.embed(texts) - eager).max() < 1e-5
