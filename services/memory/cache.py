@@ -14,9 +14,12 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .prompt import ComposedPrompt
+
+if TYPE_CHECKING:
+    from idlock.bus import EventBus
 
 log = logging.getLogger(__name__)
 _TOKEN_RE = re.compile(r"^[-_=A-Za-z0-9]{1,64}$")
@@ -218,16 +221,15 @@ class NatsKvPromptCache:
         return len(entries)
 
 
-async def cache_from_settings(
-    settings: Any, js: Any | None = None, setup: Any | None = None
-) -> PromptCache | None:
-    """The cache `settings.cache_backend` names: a NATS KV bucket (needs `js`; `setup` creates it), in memory,
-    or none."""
+async def cache_from_settings(settings: Any, bus: EventBus | None = None) -> PromptCache | None:
+    """The cache `settings.cache_backend` names: a NATS KV bucket (needs `bus`), in memory, or none."""
     backend = settings.cache_backend
     if backend == "none":
         return None
-    if backend == "memory" or js is None:
+    if backend == "memory" or bus is None:
         if backend == "nats":
-            log.warning("prompt cache: no JetStream context given, using an in-memory cache")
+            log.warning("prompt cache: no NATS connection, using an in-memory cache")
         return InMemoryPromptCache()
-    return await NatsKvPromptCache.open(js, settings.kv_bucket, ttl_s=settings.cache_ttl_s, setup=setup)
+    return await NatsKvPromptCache.open(
+        bus.js, settings.kv_bucket, ttl_s=settings.cache_ttl_s, setup=bus.js_setup
+    )

@@ -67,12 +67,7 @@ class MemoryRuntime:
             wait_s=s.nats_wait_s,
             without="events are not published and the prompt cache is in memory",
         )
-        self.cache = WriteBehindCache(
-            await cache_from_settings(
-                s, self.bus.js if self.bus else None, self.bus.js_setup if self.bus else None
-            ),
-            self.soon,
-        )
+        self.cache = WriteBehindCache(await cache_from_settings(s, self.bus), self.soon)
         self.embedder = await embedder
 
     async def close(self) -> None:

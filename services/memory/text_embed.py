@@ -71,15 +71,17 @@ class MiniLmEmbedder:
         self._device = device
         self._lock = threading.Lock()  # one forward at a time: the pools are sized for this process
         self._session: Any = None
-        #: what runs the forward: "onnxruntime", or "torch" when the export failed
-        self.runtime = "torch"
         try:
             self._session = self._onnx_session()
-            self.runtime = "onnxruntime"
         except Exception as e:  # noqa: BLE001 - the eager forward computes the same vectors
             log.warning(
                 "text embedder: ONNX export failed (%s: %s), the forward runs in torch", type(e).__name__, e
             )
+
+    @property
+    def runtime(self) -> str:
+        """What runs the forward: "onnxruntime", or "torch" when the export failed."""
+        return "torch" if self._session is None else "onnxruntime"
 
     def _onnx_session(self) -> Any:
         """The forward exported to ONNX (in memory, ~2 s) and loaded in ONNX Runtime, with its batch and sequence

@@ -41,6 +41,12 @@ def test_readme_configuration_table_matches_settings() -> None:
 def test_env_overrides_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IDLOCK_NATS_URL", "nats://10.0.0.1:4333")
     assert NatsSettings().url == "nats://10.0.0.1:4333"
+    monkeypatch.setenv("IDLOCK_NATS_SETUP_TIMEOUT_S", "12.5")
+    assert NatsSettings().setup_timeout_s == 12.5
+    monkeypatch.setenv("IDLOCK_NATS_SETUP_TIMEOUT_S", "0")
+    with pytest.raises(ValidationError, match="setup_timeout_s"):
+        NatsSettings()
+    monkeypatch.delenv("IDLOCK_NATS_SETUP_TIMEOUT_S")
     monkeypatch.setenv("IDLOCK_DATABASE_URL", "postgres://u@h/db")
     assert DatabaseSettings().url == "postgresql+asyncpg://u@h/db"
     monkeypatch.setenv("IDLOCK_DATABASE_URL", "mysql://u@h/db")
