@@ -5,37 +5,65 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any
 
 from sqlalchemy import select
 
 from idlock.db import Database
 from idlock.errors import PreconditionFailed
-from services.orchestrator.models import Feedback, Job, Usage, utcnow
+from services.orchestrator.models import Feedback, Job, Usage, utcnow, with_values
+
+
+class JobWatch:
+    """One watcher's view of a job's changes in this process: what each change wrote, when it said so."""
+
+    def __init__(self) -> None:
+        self.changed = asyncio.Event()
+        #: since the last `take`: the row a change returned, the columns it set, or None (read the row)
+        self._updates: list[Job | Mapping[str, Any] | None] = []
+
+    def push(self, update: Job | Mapping[str, Any] | None) -> None:
+        self._updates.append(update)
+        self.changed.set()
+
+    def take(self, job: Job) -> Job | None:
+        """`job` with the changes signalled since the last take applied; None when the row has to be read
+        (nothing was signalled, or a change did not say what it wrote)."""
+        updates, self._updates = self._updates, []
+        self.changed.clear()
+        if not updates or any(u is None for u in updates):
+            return None
+        for update in updates:
+            job = update if isinstance(update, Job) else with_values(job, update)
+        return job
 
 
 class JobChanges:
-    """Wakes this process's watchers of a job when this process changes it. Changes made by another replica are
-    not signalled: watchers also look at the row every so often."""
+    """Wakes this process's watchers of a job when this process changes it, with what the change wrote when the
+    writer knows it (the row its statement returned, or the columns it set), so that a watcher need not read the
+    row again. Changes made by another replica are not signalled: watchers also look at the row every so often."""
 
     def __init__(self) -> None:
-        self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._watchers: dict[str, set[JobWatch]] = {}
 
     @contextlib.contextmanager
-    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
-        changed = asyncio.Event()
-        self._watchers.setdefault(job_id, set()).add(changed)
+    def watch(self, job_id: str) -> Iterator[JobWatch]:
+        watch = JobWatch()
+        self._watchers.setdefault(job_id, set()).add(watch)
         try:
-            yield changed
+            yield watch
         finally:
             watchers = self._watchers.get(job_id, set())
-            watchers.discard(changed)
+            watchers.discard(watch)
             if not watchers:
                 self._watchers.pop(job_id, None)
 
-    def changed(self, job_id: str) -> None:
-        for event in self._watchers.get(job_id, ()):
-            event.set()
+    def changed(self, job_id: str, update: Job | Mapping[str, Any] | None = None) -> None:
+        """`update`: the job's row as the change left it, or the columns it set to plain values; None when the
+        watchers have to read it."""
+        for watch in self._watchers.get(job_id, ()):
+            watch.push(update)
 
 
 class FeedbackRecords:

@@ -108,12 +108,18 @@ class ImageFlow:
             "refine",
             lambda: self.refine_gate(job, run, options, render, score),
             carry=lambda r: not r.HasField("attempts"),  # the refiner's work is kept; a gate's verdict is not
+            confirms_own_calls=True,  # the refiner's call is confirmed where it is made (steps.refine)
         )
         image, scored = render.image, score
         if refine.refined:  # the refined image is the job's result, and the episode gets its face's IDR
             image = refine.image
             scored = ck.ScoreStep(face_found=True, idr=refine.idr_after, copy=refine.copy_after)
-        state = await run.step("state", lambda: self.state(job, image), carry=lambda r: not r.model_seconds)
+        state = await run.step(
+            "state",
+            lambda: self.state(job, run, image),
+            carry=lambda r: not r.model_seconds,
+            confirms_own_calls=True,
+        )
         record = await run.step(
             "record", lambda: self.record(job, ctx, render, image, scored, state), carry=True
         )  # idempotent: written with the job's end
@@ -275,7 +281,9 @@ class ImageFlow:
             )
         return out
 
-    async def state(self, job: Job, image: common_pb2.ImageRef) -> ck.StateStep:
+    async def state(self, job: Job, run: StepRunner, image: common_pb2.ImageRef) -> ck.StateStep:
+        if self.extractor.uses_vision:  # a vision model is a paid call: a job cancelled meanwhile stops here
+            await run.confirm("state")
         return await steps.read_state(self.extractor, self.objects, job, image)
 
     async def record(

@@ -317,7 +317,7 @@ class JobStore(FeedbackRecords):
                 if job.status in TERMINAL:
                     return Claim("terminal", job)
                 return Claim("busy", job, aware(job.lease_until))
-        self.changes.changed(job_id)
+        self.changes.changed(job_id, job)
         return Claim("claimed", job)
 
     async def renew(self, job_id: str, worker_id: str, lease_s: float) -> bool:
@@ -355,8 +355,33 @@ class JobStore(FeedbackRecords):
             "step": step,
             "updated_at": now,
         }
+        stmt = (
+            update(JOBS)
+            .where(JOBS.c.id == job_id, JOBS.c.status == RUNNING, JOBS.c.lease_owner == worker_id)
+            .values(**values)
+        )
         if commit:
-            values["committed_at"] = func.coalesce(JOBS.c.committed_at, now)
+            stmt = stmt.values(committed_at=func.coalesce(JOBS.c.committed_at, now)).returning(
+                JOBS.c.committed_at
+            )
+        async with self.db.connect() as c:
+            res = await c.execute(stmt)
+            if commit:
+                committed = res.first()
+                if committed is None:
+                    return False
+                values["committed_at"] = committed.committed_at
+            elif res.rowcount != 1:
+                return False
+        self.changes.changed(job_id, values)
+        return True
+
+    async def set_waiting(
+        self, job_id: str, worker_id: str, waiting_for: str, since: datetime | None
+    ) -> bool:
+        """Say what the running job waits for (a peer, "storage") and since when; "" when it no longer waits.
+        False when the job is no longer running for this worker."""
+        values = {"waiting_for": waiting_for, "waiting_since": since, "updated_at": utcnow()}
         async with self.db.connect() as c:
             res = await c.execute(
                 update(JOBS)
@@ -365,23 +390,7 @@ class JobStore(FeedbackRecords):
             )
         if res.rowcount != 1:
             return False
-        self.changes.changed(job_id)
-        return True
-
-    async def set_waiting(
-        self, job_id: str, worker_id: str, waiting_for: str, since: datetime | None
-    ) -> bool:
-        """Say what the running job waits for (a peer, "storage") and since when; "" when it no longer waits.
-        False when the job is no longer running for this worker."""
-        async with self.db.connect() as c:
-            res = await c.execute(
-                update(JOBS)
-                .where(JOBS.c.id == job_id, JOBS.c.status == RUNNING, JOBS.c.lease_owner == worker_id)
-                .values(waiting_for=waiting_for, waiting_since=since, updated_at=utcnow())
-            )
-        if res.rowcount != 1:
-            return False
-        self.changes.changed(job_id)
+        self.changes.changed(job_id, values)
         return True
 
     async def finish(
@@ -451,7 +460,7 @@ class JobStore(FeedbackRecords):
                     .values(job_id=job_id, created_at=now, **dict(usage))
                     .on_conflict_do_nothing(index_elements=[Usage.__table__.c.job_id])
                 )
-        self.changes.changed(job_id)
+        self.changes.changed(job_id, ended)
         return ended
 
     # --- the reconciler ---------------------------------------------------------------------------------------

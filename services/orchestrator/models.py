@@ -3,6 +3,7 @@ messages that leave with a job's change (published by `outbox.Relay`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -86,6 +87,13 @@ class Job(Base):
         Index("ix_jobs_status_updated", "status", "updated_at"),
         Index("ix_jobs_character", "character_id"),
     )
+
+
+def with_values(job: Job, values: Mapping[str, Any]) -> Job:
+    """A detached copy of `job` with some columns set (what a statement wrote)."""
+    row = {c.key: getattr(job, c.key) for c in Job.__table__.c}
+    row.update(values)
+    return Job(**row)
 
 
 async def _v2_erasure(conn: Any) -> None:

@@ -1,8 +1,8 @@
 """The step runner: claim a job, hold its lease, run its steps against its checkpoint, and end it.
 
 A step that cost money or long work (render, refinement, a vision model's state) is written to the job row
-before the next starts; a redelivered job (a worker crashed, a reconciler re-enqueue) skips what is done, so it
-never renders twice. Steps that are cheap and safe to redo (context, score, the heuristic state, the idempotent
+before the job's next call out starts (a gate in between that calls nothing does not wait for the write); a
+redelivered job (a worker crashed, a reconciler re-enqueue) skips what is done, so it never renders twice. Steps that are cheap and safe to redo (context, score, the heuristic state, the idempotent
 RecordEpisode) ride along with the next write instead of costing one each. Before a paid step the runner makes
 a conditional write, so a job cancelled meanwhile stops there. Every write is conditional on the job still
 running for this worker: a cancellation or a takeover stops the job (`StopJob`).
@@ -108,23 +108,27 @@ class StepRunner:
         *,
         carry: bool | Callable[[Step], bool] = False,
         reads_only: bool = False,
+        confirms_own_calls: bool = False,
     ) -> Step:
         """Run a step unless the checkpoint holds it. Its result is written to the job row before the job goes
         on, or, when `carry` says it is cheap and safe to redo, with the next write.
 
         A `reads_only` step (no effect anywhere) runs while the previous step's result is written: its call goes
-        out first, and the job goes on only once the write has found the job still running here."""
+        out first, and the job goes on only once the write has found the job still running here. A step that
+        `confirms_own_calls` (`confirm` before any call it makes: a gate, the heuristic state) is not written
+        before: what is unwritten goes with its confirm, or with the next write when it calls nothing."""
         ckpt = self.ckpt
         if ckpt.done(name):
             return ckpt.get(name)
+        write_first = bool(ckpt.unwritten) and not (reads_only or confirms_own_calls)
         if name in EFFECT_STEPS:
             await self.write(name, commit=True)  # the effect boundary: a cancel after this comes too late
-        elif name in PAID_STEPS or (ckpt.unwritten and not reads_only):
+        elif name in PAID_STEPS or write_first:
             await self.confirm(name)
         t0 = time.perf_counter()
         with telemetry.bound(step=name):  # the step's calls carry it to the peers' log lines
             call = asyncio.ensure_future(self._attempts(name, fn))
-        if ckpt.unwritten:
+        if ckpt.unwritten and not confirms_own_calls:
             # the call is on its way before the write holds the loop (SQLite runs inline)
             await asyncio.sleep(0)
             try:

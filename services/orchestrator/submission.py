@@ -239,10 +239,11 @@ class Submissions:
 
     async def watch(self, job_id: str, owner_id: str) -> AsyncIterator[tuple[Job, str, str]]:
         """The job now and at each change of status, step or attempt, as (job, event, message), until it ends."""
-        job = await self.rt.store.get_owned(job_id, owner_id)
         last = None
-        # a change made here wakes the watch at once; one made by another replica is seen at the next look
-        with self.rt.store.changes.watch(job.id) as changed:
+        # a change made here wakes the watch at once; one made by another replica is seen at the next look. The
+        # watch starts before the first read, so every change made here after that read is among its updates
+        with self.rt.store.changes.watch(job_id) as changes:
+            job = await self.rt.store.get_owned(job_id, owner_id)
             while True:
                 key = (job.status, job.step, job.attempts, job.waiting_for)
                 if key != last:
@@ -260,9 +261,9 @@ class Submissions:
                 if job.status in TERMINAL:
                     return
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), self.rt.settings.watch_poll_s)
-                changed.clear()
-                fresh = await self.rt.store.get(job.id)
+                    await asyncio.wait_for(changes.changed.wait(), self.rt.settings.watch_poll_s)
+                # what this process wrote is applied as it was written; the row is read otherwise
+                fresh = changes.take(job) or await self.rt.store.get(job.id)
                 if fresh is None:  # erased meanwhile
                     return
                 job = fresh

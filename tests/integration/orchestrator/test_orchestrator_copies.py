@@ -65,11 +65,28 @@ async def test_a_copy_is_regenerated_and_an_honest_answer_kept(
     fake_gemini.reset()
     fake_gemini.script(Reply.copy(), Reply.ok(image=photos[1]))
     async with orchestrator(gemini_peers, tmp_path, near_copy="regenerate") as o:
+        writes: list[tuple] = []
+        save_steps = o.servicer.store.save_steps
+
+        async def counted(job_id, worker_id, checkpoint, *, step, commit=False):
+            writes.append((step, sorted(checkpoint)) + (("commit",) if commit else ()))
+            return await save_steps(job_id, worker_id, checkpoint, step=step, commit=commit)
+
+        o.servicer.store.save_steps = counted
         with metrics_change() as grew:
             job = await _run(o, gemini_peers)
     assert job.status == common_pb2.JOB_STATUS_SUCCEEDED, job.error_message
     m = job.metrics
     assert m.regenerated and m.copy.checked and not m.copy.near_copy, m
+    # written before each render (a cancel stops it there) and with the score; the second render rides with the
+    # commit, since the refiner's gate and the heuristic state that come between call nothing
+    assert not m.refine_needed and m.state_source == "heuristic"
+    assert writes == [
+        ("render", ["context"]),
+        ("render", ["context", "render"]),
+        ("regenerate", ["context", "render", "score"]),
+        ("record", ["context", "refine", "regenerate", "render", "score", "state"], "commit"),
+    ], writes
     assert grew("idlock_near_copies_total", action="regenerated") == 1
     assert grew("idlock_job_step_seconds_count", step="regenerate") == 1
     assert m.copy_note.startswith(

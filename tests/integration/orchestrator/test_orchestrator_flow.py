@@ -4,6 +4,7 @@ memory service and the orchestrator itself on port 0."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 import grpc
@@ -16,6 +17,7 @@ from idlock.v1 import common_pb2, events_pb2
 from idlock.v1 import memory_service_pb2 as mpb
 from idlock.v1 import orchestrator_service_pb2 as pb
 from services.orchestrator.image_flow import REFINER_UNAVAILABLE
+from services.orchestrator.views import to_proto
 from tests.integration.orchestrator.conftest import OWNER, orchestrator
 
 
@@ -241,6 +243,37 @@ async def test_a_watch_is_woken_by_the_changes_made_here(peers, tmp_path) -> Non
         assert time.monotonic() - t0 < 6, events
         assert events[-1] == "succeeded" and "progress" in events, events
         assert orch.servicer.store.changes._watchers == {}  # the watch let go when it ended
+
+
+async def test_a_watch_takes_what_this_process_wrote_without_reading_the_row(peers, tmp_path) -> None:
+    async with orchestrator(peers, tmp_path, watch_poll_s=10.0, worker_enabled=False) as orch:
+        cid = peers.add_character()
+        job = (await orch.submit(cid)).job
+        store = orch.servicer.store
+        real_get = store.get
+        readers: list[str] = []
+
+        async def get(job_id):
+            readers.append(sys._getframe(1).f_code.co_name)
+            return await real_get(job_id)
+
+        store.get = get
+        try:
+            stream = orch.stub.WatchJob(pb.WatchJobRequest(job_id=job.id, owner_id=OWNER))
+            seen = [await stream.read()]
+            await orch.servicer.start_worker()
+            while (r := await stream.read()) is not grpc.aio.EOF:
+                seen.append(r)
+        finally:
+            store.get = real_get
+        assert "watch" not in readers and readers.count("get_owned") == 1, readers  # the one first look
+        assert [r.event for r in seen][:2] == ["queued", "started"] and seen[-1].event == "succeeded"
+        running = {r.message: r.job for r in seen if r.event == "progress"}  # a progress message is the step
+        assert set(running) >= {"render", "record"}, list(running)
+        assert all(j.status == common_pb2.JOB_STATUS_RUNNING and j.attempts == 1 for j in running.values())
+        # the job the watch built from the writes is the row's
+        assert seen[-1].job == to_proto(await real_get(job.id))
+        assert running["record"].context.prompt and running["record"].context == seen[-1].job.context
 
 
 async def test_the_context_is_asked_for_while_the_job_is_claimed(peers, tmp_path) -> None:

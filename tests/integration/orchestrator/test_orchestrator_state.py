@@ -97,6 +97,14 @@ async def test_a_job_uses_vision_state_extraction_when_a_key_is_configured(peers
         async with orchestrator(
             peers, tmp_path, gemini_api_key="test-key", gemini_base_url=fake.base_url
         ) as orch:
+            writes: list[tuple[str, int]] = []  # (step, vision requests made before the write)
+            save_steps = orch.servicer.store.save_steps
+
+            async def counted(job_id, worker_id, checkpoint, *, step, commit=False):
+                writes.append((step, len(fake.requests)))
+                return await save_steps(job_id, worker_id, checkpoint, step=step, commit=commit)
+
+            orch.servicer.store.save_steps = counted
             cid = peers.add_character()
             job = (await orch.submit(cid, prompt="Arya stands at the launch pad")).job
             done = await orch.wait_status(
@@ -104,6 +112,8 @@ async def test_a_job_uses_vision_state_extraction_when_a_key_is_configured(peers
             )
             assert done.status == common_pb2.JOB_STATUS_SUCCEEDED, done.error_message
             assert done.metrics.state_source == "vision:gemini-2.5-flash"
+            # the paid vision call is confirmed first (a job cancelled meanwhile stops before it)
+            assert ("state", 0) in writes and writes[-1][0] == "record", writes
             assert list(done.metrics.tags.clothing) == ["space suit"] and list(done.metrics.tags.setting) == [
                 "launch pad"
             ]
