@@ -143,6 +143,21 @@ def _drop_removed(added: dict[str, list[str]], removed: Mapping[str, Sequence[st
     return {cat: [n for n in names if kept(n)] for cat, names in added.items()}
 
 
+def _term_patterns() -> list[tuple[str, str, re.Pattern[str]]]:
+    """Each vocabulary term with its pattern, in the order terms are tried (compiled once: a prompt is read
+    several times a job)."""
+    out = []
+    for cat in CATEGORIES:
+        for term in VOCAB[cat]:
+            mod = r"(?:(?:" + _MODIFIERS + r")\s+)?" if cat in ("clothing", "props") else ""
+            plural = "" if term.endswith("s") or " " in term else "(?:s|es)?"
+            out.append((cat, term, re.compile(r"\b(" + mod + re.escape(term) + plural + r")\b")))
+    return out
+
+
+_TERM_PATTERNS = _term_patterns()
+
+
 def heuristic_state(user_prompt: str) -> ExtractedState:
     """Keyword extraction from the user's prompt: a labelled heuristic, never presented as vision."""
     text = (user_prompt or "").casefold().replace("\u2019", "'")
@@ -152,24 +167,23 @@ def heuristic_state(user_prompt: str) -> ExtractedState:
     def free(a: int, b: int) -> bool:
         return all(b <= s or a >= e for s, e in taken)
 
-    for cat in CATEGORIES:
-        for term in VOCAB[cat]:
-            mod = r"(?:(?:" + _MODIFIERS + r")\s+)?" if cat in ("clothing", "props") else ""
-            plural = "" if term.endswith("s") or " " in term else "(?:s|es)?"
-            for m in re.finditer(r"\b(" + mod + re.escape(term) + plural + r")\b", text):
-                if not free(m.start(), m.end()):
-                    continue
-                name = m.group(1)
-                end = m.end()
-                if cat == "injuries":
-                    ctx = _INJURY_CONTEXT.match(text, m.end())
-                    if ctx:
-                        name = f"{name} on {(ctx.group(1) or '')}{ctx.group(2)}"
-                        end = ctx.end()
-                if cat == "mood":
-                    name = _MOOD_ALIASES.get(name, name)
-                taken.append((m.start(), end))
-                found[cat].append((m.start(), name))
+    for cat, term, pattern in _TERM_PATTERNS:
+        if term not in text:  # each pattern holds its term as written
+            continue
+        for m in pattern.finditer(text):
+            if not free(m.start(), m.end()):
+                continue
+            name = m.group(1)
+            end = m.end()
+            if cat == "injuries":
+                ctx = _INJURY_CONTEXT.match(text, m.end())
+                if ctx:
+                    name = f"{name} on {(ctx.group(1) or '')}{ctx.group(2)}"
+                    end = ctx.end()
+            if cat == "mood":
+                name = _MOOD_ALIASES.get(name, name)
+            taken.append((m.start(), end))
+            found[cat].append((m.start(), name))
     added: dict[str, list[str]] = {}
     for cat, hits in found.items():
         names = _dedupe(n for _, n in sorted(hits))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,6 +23,7 @@ from idlock.errors import (
     Unimplemented,
 )
 from idlock.provenance import mark_video
+from idlock.threads import model_executor
 from services.render import observe
 from services.render.models import EditRequest, MediaKind, RenderRequest, RenderResult
 from services.render.providers.base import RenderProvider, VideoProgress
@@ -62,6 +64,8 @@ class Renderer:
     ) -> None:
         self.settings = settings
         self._providers: dict[str, RenderProvider] = dict(providers or {})
+        # marking an image decodes and encodes it (tens of ms): off the loop, at the model priority
+        self._marking = model_executor(2, "watermark", settings.model_thread_priority)
 
     @classmethod
     def from_settings(cls, settings: RenderSettings | None = None) -> Renderer:
@@ -262,8 +266,16 @@ class Renderer:
                 result.estimated_cost_usd = float(self.settings.cost_per_image_usd.get(name, 0.0))
             wm = self.settings.watermark if req.watermark is None else req.watermark
             # every image says it was made by AI in its metadata; the visible mark is the setting's call
-            result.image = apply_watermark(
-                result.image, job_id=req.job_id, provider=result.provider, label=result.label, visible=wm
+            result.image = await asyncio.get_running_loop().run_in_executor(
+                self._marking,
+                functools.partial(
+                    apply_watermark,
+                    result.image,
+                    job_id=req.job_id,
+                    provider=result.provider,
+                    label=result.label,
+                    visible=wm,
+                ),
             )
             result.mime = "image/png"
             result.watermarked = wm
@@ -279,3 +291,4 @@ class Renderer:
     async def aclose(self) -> None:
         for p in self._providers.values():
             await p.aclose()
+        self._marking.shutdown(wait=False, cancel_futures=True)

@@ -142,6 +142,26 @@ async def test_watermark_per_request_override_leaves_the_metadata_mark():
     assert mark["xmp_digital_source_type"] == DIGITAL_SOURCE_TYPE
 
 
+async def test_the_mark_is_drawn_off_the_loop_at_the_model_priority(monkeypatch):
+    import threading
+
+    from services.render import engine
+
+    drawn_on: list[str] = []
+    real = engine.apply_watermark
+
+    def spy(*args, **kwargs):
+        drawn_on.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "apply_watermark", spy)
+    r = Renderer(_settings(watermark=True, model_thread_priority="idle"), {"compositor": Stub("compositor")})
+    res = await r.render(RenderRequest(prompt="x", providers=["compositor"], job_id="j-2"))
+    # decoding and encoding the image would hold the service's loop for tens of ms
+    assert res.watermarked and len(drawn_on) == 1 and drawn_on[0].startswith("watermark"), drawn_on
+    await r.aclose()
+
+
 async def test_video_needs_a_provider_that_renders_video():
     r = Renderer(_settings(video_providers=["compositor"]), {"compositor": Stub("compositor")})
     with pytest.raises(Unavailable, match="does not render videos"):
