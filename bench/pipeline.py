@@ -15,7 +15,11 @@ stricter reading). `step_outside_models` is each step's time less the model time
 it (for context and record: the memory service's own work and the hop to it). Jobs are kept `--in-flight` at a time (the orchestrator's
 concurrency), so the figures are not a queue-length measurement; jobs/s is the throughput at that level.
 
-    .venv/bin/python bench/pipeline.py [--jobs 200] [--in-flight 2]
+    .venv/bin/python bench/pipeline.py [--jobs 200] [--in-flight 2] [--near-copy regenerate|flag]
+
+The offline compositor pastes the reference's face, so every output is a near-copy: with the default
+`--near-copy regenerate` (the orchestrator's default) every job renders and scores twice. `--near-copy flag` runs
+the path of a job whose output is not a copy (one render, one score), the usual one with a real model.
 
 Last line: RESULT {"jobs", "succeeded", "jobs_per_s", "e2e_p50_ms", "e2e_p95_ms", "overhead_p50_ms",
 "overhead_p95_ms", "orchestration_only_p50_ms", "orchestration_only_p95_ms", "model_p50_ms", ...}
@@ -63,7 +67,7 @@ def ts(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
-def run(jobs: int, in_flight: int, warmup: int) -> dict:
+def run(jobs: int, in_flight: int, warmup: int, near_copy: str = "regenerate") -> dict:
     buf = io.BytesIO()
     Image.fromarray(skdata.astronaut()).save(buf, format="PNG")
     env = {
@@ -75,6 +79,7 @@ def run(jobs: int, in_flight: int, warmup: int) -> dict:
         "IDLOCK_GATEWAY_RATE_LIMIT_BURST": "100000",
         "IDLOCK_ORCHESTRATOR_MAX_ACTIVE_JOBS_PER_OWNER": "1000",
         "IDLOCK_LOG_LEVEL": "WARNING",
+        "IDLOCK_ORCHESTRATOR_NEAR_COPY": near_copy,
     }
     tmp = tempfile.mkdtemp(prefix="idlock-bench-")
     with LocalMesh(Path(tmp), free_ports=True, nats_port=0, extra_env=env) as mesh:
@@ -142,6 +147,7 @@ def run(jobs: int, in_flight: int, warmup: int) -> dict:
         "succeeded": len(done),
         "in_flight": in_flight,
         "warmup": warmup,
+        "near_copy": near_copy,
         "jobs_per_s": round(len(done) / wall, 3),
         "e2e_p50_ms": ms(statistics.median(e2e)),
         "e2e_p95_ms": ms(pct(e2e, 95)),
@@ -170,8 +176,14 @@ def main() -> None:
     ap.add_argument("--in-flight", type=int, default=2)
     ap.add_argument("--debug", action="store_true", help="print each job's timings")
     ap.add_argument("--warmup", type=int, default=4, help="jobs run first and left out of the figures")
+    ap.add_argument(
+        "--near-copy",
+        choices=["regenerate", "flag"],
+        default="regenerate",
+        help="the orchestrator's answer to a near-copy (every compositor output is one)",
+    )
     args = ap.parse_args()
-    result = run(args.jobs, args.in_flight, args.warmup)
+    result = run(args.jobs, args.in_flight, args.warmup, args.near_copy)
     print(
         f"{result['succeeded']}/{result['jobs']} jobs, {result['jobs_per_s']} jobs/s; end-to-end p50 "
         f"{result['e2e_p50_ms']} ms p95 {result['e2e_p95_ms']} ms; orchestration overhead p50 "

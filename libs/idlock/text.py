@@ -21,8 +21,14 @@ SECTION_NAMES: tuple[str, ...] = (
 _WS_RE = re.compile(r"\s+")
 
 
+#: in ASCII the only control or format characters are C0 and DEL (category Cc), and NFC changes nothing
+_ASCII_CONTROL = {c: (" " if chr(c) in "\n\r\t\v\f" else None) for c in (*range(0x20), 0x7F)}
+
+
 def strip_control(text: str) -> str:
     """NFC-normalise, turn newlines/tabs into spaces, drop every other control or format character."""
+    if text.isascii():  # the usual case, without a look at each character's category
+        return _WS_RE.sub(" ", text.translate(_ASCII_CONTROL)).strip()
     t = unicodedata.normalize("NFC", text)
     out = []
     for ch in t:
