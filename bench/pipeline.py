@@ -12,7 +12,9 @@ own time: what the orchestrator adds between and around the steps, split into `q
 submission to the worker's claim, plus writing the job's end) and `between_steps` (from the claim to the job's
 metrics, outside every step). `overhead_with_memory_models` counts the text embedder as overhead too (the
 stricter reading). `step_outside_models` is each step's time less the model time in
-it (for context and record: the memory service's own work and the hop to it). Jobs are kept `--in-flight` at a time (the orchestrator's
+it (for context and record: the memory service's own work and the hop to it). `cpu_ms_per_job` is the CPU each
+component's processes (with their children) used per job over the measured jobs, the input of the capacity model
+in docs/SCALING.md. Jobs are kept `--in-flight` at a time (the orchestrator's
 concurrency), so the figures are not a queue-length measurement; jobs/s is the throughput at that level.
 
     .venv/bin/python bench/pipeline.py [--jobs 200] [--in-flight 2] [--near-copy regenerate|flag]
@@ -22,7 +24,7 @@ The offline compositor pastes the reference's face, so every output is a near-co
 the path of a job whose output is not a copy (one render, one score), the usual one with a real model.
 
 Last line: RESULT {"jobs", "succeeded", "jobs_per_s", "e2e_p50_ms", "e2e_p95_ms", "overhead_p50_ms",
-"overhead_p95_ms", "orchestration_only_p50_ms", "orchestration_only_p95_ms", "model_p50_ms", ...}
+"overhead_p95_ms", "orchestration_only_p50_ms", "orchestration_only_p95_ms", "model_p50_ms", "cpu_ms_per_job", ...}
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -65,6 +68,24 @@ def pct(values: list[float], q: float) -> float:
 
 def ts(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system) so far of each component's process and its children (the identity service's model
+    workers), from /proc; empty where there is no /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, seconds)
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+
+    def tree(pid: int) -> float:
+        return stats.get(pid, (0, 0.0))[1] + sum(tree(c) for c, (parent, _) in stats.items() if parent == pid)
+
+    return {name: tree(pid) for name, pid in pids.items()}
 
 
 def run(jobs: int, in_flight: int, warmup: int, near_copy: str = "regenerate") -> dict:
@@ -109,9 +130,12 @@ def run(jobs: int, in_flight: int, warmup: int, near_copy: str = "regenerate") -
 
         with ThreadPoolExecutor(max_workers=in_flight) as pool:
             list(pool.map(one, range(warmup)))  # lazy model loads and first connections, not measured
+            pids = {name: c.pid for name, c in mesh.components.items() if c.pid}
+            cpu_before = cpu_seconds(pids)
             started = time.perf_counter()
             results = list(pool.map(one, range(jobs)))
             wall = time.perf_counter() - started
+            cpu_after = cpu_seconds(pids)
 
     done = [j for j in results if j["status"] == "succeeded"]
     e2e, model, overhead, between, strict, queued, in_run = [], [], [], [], [], [], []
@@ -161,6 +185,8 @@ def run(jobs: int, in_flight: int, warmup: int, near_copy: str = "regenerate") -
         "between_steps_p50_ms": ms(statistics.median(in_run)),
         "between_steps_p95_ms": ms(pct(in_run, 95)),
         "model_p50_ms": ms(statistics.median(model)),
+        # what each component's processes spent of the CPU per job (the capacity model's input)
+        "cpu_ms_per_job": {k: ms((cpu_after[k] - cpu_before[k]) / jobs) for k in sorted(cpu_after)},
         "step_p50_ms": {k: ms(statistics.median(v)) for k, v in sorted(steps.items())},
         "step_p95_ms": {k: ms(pct(v, 95)) for k, v in sorted(steps.items())},
         "step_outside_models_p50_ms": {
@@ -189,7 +215,7 @@ def main() -> None:
         f"{result['e2e_p50_ms']} ms p95 {result['e2e_p95_ms']} ms; orchestration overhead p50 "
         f"{result['overhead_p50_ms']} ms p95 {result['overhead_p95_ms']} ms (outside every step: p50 "
         f"{result['orchestration_only_p50_ms']} ms p95 {result['orchestration_only_p95_ms']} ms); "
-        f"steps p95 {result['step_p95_ms']}"
+        f"steps p95 {result['step_p95_ms']}; CPU ms a job {result['cpu_ms_per_job']}"
     )
     print("RESULT " + json.dumps(result))
 
