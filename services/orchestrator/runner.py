@@ -2,8 +2,9 @@
 
 A step that cost money or long work (render, refinement, a vision model's state) is written to the job row
 before the job's next call out starts (a gate in between that calls nothing does not wait for the write); a
-redelivered job (a worker crashed, a reconciler re-enqueue) skips what is done, so it never renders twice. Steps that are cheap and safe to redo (context, score, the heuristic state, the idempotent
-RecordEpisode) ride along with the next write instead of costing one each. Before a paid step the runner makes
+redelivered job (a worker crashed, a reconciler re-enqueue) skips what is done, so it never renders twice. Steps
+that are cheap and safe to redo (context, score, the heuristic state, the idempotent RecordEpisode) ride along
+with the next write instead of costing one each. Before a paid step the runner makes
 a conditional write, so a job cancelled meanwhile stops there. Every write is conditional on the job still
 running for this worker: a cancellation or a takeover stops the job (`StopJob`).
 

@@ -13,6 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from idlock.errors import (
     DeadlineExceeded,
@@ -64,7 +65,8 @@ class Renderer:
     ) -> None:
         self.settings = settings
         self._providers: dict[str, RenderProvider] = dict(providers or {})
-        # marking an image decodes and encodes it (tens of ms): off the loop, at the model priority
+        # drawing a mark decodes and encodes the image or clip (tens of ms and more): off the loop, at the model
+        # priority
         self._marking = model_executor(2, "watermark", settings.model_thread_priority)
 
     @classmethod
@@ -189,6 +191,11 @@ class Renderer:
             ) from last_error
         raise Unavailable(f"no video provider available: {summary}", details={"fallback_reasons": reasons})
 
+    async def _marked(self, mark: Callable[..., bytes], media: bytes, *args: Any, **kwargs: Any) -> bytes:
+        """`media` with a mark drawn (decoding and encoding it): on the marking threads, off the loop."""
+        call = functools.partial(mark, media, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._marking, call)
+
     async def _mark_video(self, result: RenderResult, req: RenderRequest) -> None:
         """The poster image and the clip carry the metadata mark. The poster's visible mark follows `watermark`;
         the clip's frames are stamped when the request asks for a watermark or `watermark_video_frames` says so
@@ -198,11 +205,11 @@ class Renderer:
         poster = s.watermark if req.watermark is None else req.watermark
         frames = s.watermark_video_frames if req.watermark is None else req.watermark
         if result.image:
-            result.image = apply_watermark(result.image, visible=poster, **fields)
+            result.image = await self._marked(apply_watermark, result.image, visible=poster, **fields)
             result.mime = "image/png"
         if result.video:
             if frames:
-                result.video = await asyncio.to_thread(stamp_video, result.video, draw_mark)
+                result.video = await self._marked(stamp_video, result.video, draw_mark)
                 result.video_mime = VIDEO_MIME
             result.video = mark_video(result.video, result.video_mime or "video/mp4", **fields)
         result.watermarked = bool(poster or frames)
@@ -266,16 +273,13 @@ class Renderer:
                 result.estimated_cost_usd = float(self.settings.cost_per_image_usd.get(name, 0.0))
             wm = self.settings.watermark if req.watermark is None else req.watermark
             # every image says it was made by AI in its metadata; the visible mark is the setting's call
-            result.image = await asyncio.get_running_loop().run_in_executor(
-                self._marking,
-                functools.partial(
-                    apply_watermark,
-                    result.image,
-                    job_id=req.job_id,
-                    provider=result.provider,
-                    label=result.label,
-                    visible=wm,
-                ),
+            result.image = await self._marked(
+                apply_watermark,
+                result.image,
+                job_id=req.job_id,
+                provider=result.provider,
+                label=result.label,
+                visible=wm,
             )
             result.mime = "image/png"
             result.watermarked = wm

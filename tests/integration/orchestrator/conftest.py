@@ -129,6 +129,23 @@ class Orchestrator:
                 raise AssertionError(f"job {job_id} still {common_pb2.JobStatus.Name(job.status)}: {job}")
             await asyncio.sleep(0.1)
 
+    def log_writes(self, entry=None) -> list:
+        """Every step write of the job store from now on, as `entry(step, checkpoint, commit)` (default: the step,
+        the steps it holds, sorted, and "commit" for the effect boundary)."""
+        writes: list = []
+        store = self.servicer.store
+        save_steps = store.save_steps
+
+        def default(step, checkpoint, commit):
+            return (step, sorted(checkpoint)) + (("commit",) if commit else ())
+
+        async def logged(job_id, worker_id, checkpoint, *, step, commit=False):
+            writes.append((entry or default)(step, checkpoint, commit))
+            return await save_steps(job_id, worker_id, checkpoint, step=step, commit=commit)
+
+        store.save_steps = logged
+        return writes
+
     async def submit(
         self,
         character_id: str,

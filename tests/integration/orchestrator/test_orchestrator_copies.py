@@ -65,14 +65,7 @@ async def test_a_copy_is_regenerated_and_an_honest_answer_kept(
     fake_gemini.reset()
     fake_gemini.script(Reply.copy(), Reply.ok(image=photos[1]))
     async with orchestrator(gemini_peers, tmp_path, near_copy="regenerate") as o:
-        writes: list[tuple] = []
-        save_steps = o.servicer.store.save_steps
-
-        async def counted(job_id, worker_id, checkpoint, *, step, commit=False):
-            writes.append((step, sorted(checkpoint)) + (("commit",) if commit else ()))
-            return await save_steps(job_id, worker_id, checkpoint, step=step, commit=commit)
-
-        o.servicer.store.save_steps = counted
+        writes = o.log_writes()
         with metrics_change() as grew:
             job = await _run(o, gemini_peers)
     assert job.status == common_pb2.JOB_STATUS_SUCCEEDED, job.error_message

@@ -22,14 +22,7 @@ from tests.integration.orchestrator.conftest import OWNER, orchestrator
 
 
 async def test_submit_runs_to_succeeded_with_metrics_and_a_stored_image(orch) -> None:
-    writes: list[tuple[str, list[str]]] = []
-    save_steps = orch.servicer.jobs.store.save_steps
-
-    async def counted(job_id, worker_id, checkpoint, *, step, commit=False):
-        writes.append((step, sorted(checkpoint)) + (("commit",) if commit else ()))
-        return await save_steps(job_id, worker_id, checkpoint, step=step, commit=commit)
-
-    orch.servicer.jobs.store.save_steps = counted
+    writes = orch.log_writes()
     cid = orch.peers.add_character()
     resp = await orch.submit(cid, idempotency_key="k-1")
     assert resp.created and resp.job.id.startswith("job_") and resp.job.status == common_pb2.JOB_STATUS_QUEUED

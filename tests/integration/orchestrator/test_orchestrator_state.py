@@ -97,14 +97,8 @@ async def test_a_job_uses_vision_state_extraction_when_a_key_is_configured(peers
         async with orchestrator(
             peers, tmp_path, gemini_api_key="test-key", gemini_base_url=fake.base_url
         ) as orch:
-            writes: list[tuple[str, int]] = []  # (step, vision requests made before the write)
-            save_steps = orch.servicer.store.save_steps
-
-            async def counted(job_id, worker_id, checkpoint, *, step, commit=False):
-                writes.append((step, len(fake.requests)))
-                return await save_steps(job_id, worker_id, checkpoint, step=step, commit=commit)
-
-            orch.servicer.store.save_steps = counted
+            # (step, vision requests made before the write)
+            writes = orch.log_writes(lambda step, checkpoint, commit: (step, len(fake.requests)))
             cid = peers.add_character()
             job = (await orch.submit(cid, prompt="Arya stands at the launch pad")).job
             done = await orch.wait_status(
