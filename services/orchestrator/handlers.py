@@ -5,6 +5,7 @@ ORCHESTRATOR_CHARACTER_DELETED): the character's jobs are erased, retried until 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from idlock import subjects
@@ -36,12 +37,14 @@ class GenerateConsumer:
                 concurrency=s.concurrency,
             )
         await self.start_erasures()
+        self.rt.local.open()  # with the queue's consumer: jobs accepted here may start here
         return self.worker
 
     async def stop(self, grace_s: float | None = None) -> None:
+        grace = self.rt.settings.generation_timeout_s if grace_s is None else grace_s
         if self.worker is not None:
             worker, self.worker = self.worker, None
-            await worker.stop(self.rt.settings.generation_timeout_s if grace_s is None else grace_s)
+            await asyncio.gather(worker.stop(grace), self.rt.local.close(grace))
         if self.erasures is not None:
             erasures, self.erasures = self.erasures, None
             await erasures.stop(self.rt.settings.ack_wait_s)
@@ -75,7 +78,7 @@ class GenerateConsumer:
             log.warning("ignoring a %s on %s: not a GenerateJobWork", type(work).__name__, delivery.subject)
             return
         final = delivery.num_delivered >= self.rt.settings.max_deliver
-        async with delivery.heartbeat():
+        async with delivery.heartbeat(), self.rt.local.slots:  # a slot a local start holds is waited for
             # a redelivery is most likely a resumed job, whose context is saved: no early context for it
             first = delivery.num_delivered == 1
             await self.rt.jobs.run(work.job_id, final_attempt=final, prefetch=first)

@@ -55,6 +55,8 @@ def job_event(job: Job, status: int, **fields: Any) -> events_pb2.JobEvent:
 
 #: jobs remembered as ended, so that a late progress event of theirs is dropped
 ENDED_REMEMBERED = 10_000
+#: the longest a job's events wait for its `queued` to go out first
+HOLD_S = 5.0
 
 
 class JobEvents:
@@ -62,8 +64,31 @@ class JobEvents:
         self.sink = sink
         #: per job, the last event still being published in the background
         self._tails: dict[str, asyncio.Future] = {}
+        #: per job started where it was accepted, what its events wait for: its `queued` on the wire
+        self._gates: dict[str, asyncio.Future] = {}
         #: jobs whose ending was published by this process: no progress event of theirs follows it
         self._ended: OrderedDict[str, None] = OrderedDict()
+
+    def hold(self, job_id: str, timeout_s: float = HOLD_S) -> None:
+        """The job's events wait until its `queued` (in the outbox) is on the wire (`release`): a job started where
+        it was accepted emits `started` before the relay has read its outbox. At most `timeout_s`, in case another
+        replica's relay publishes it."""
+        gate: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._tails[job_id] = self._gates[job_id] = gate
+        asyncio.get_running_loop().call_later(timeout_s, self._open, job_id, gate)
+
+    def release(self, job_id: str) -> None:
+        gate = self._gates.get(job_id)
+        if gate is not None:
+            self._open(job_id, gate)
+
+    def _open(self, job_id: str, gate: asyncio.Future) -> None:
+        if not gate.done():
+            gate.set_result(None)
+        if self._gates.get(job_id) is gate:
+            del self._gates[job_id]
+        if self._tails.get(job_id) is gate:  # no event waited for it
+            del self._tails[job_id]
 
     def ended(self, job_id: str) -> None:
         self._ended[job_id] = None

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -54,6 +54,12 @@ DEFAULT_PAGE = 20
 #: the hot paths (submit, claim, step writes, finish, reads while watching) use Core statements on the table: the
 #: ORM's session and unit of work cost about twice the statement itself here
 JOBS = Job.__table__
+OUTBOX = outbox.OUTBOX
+
+
+def _held_work(job_id: str) -> Any:
+    """The work message written with a job (its id is the job's): held while the job runs where it was accepted."""
+    return and_(OUTBOX.c.job_id == job_id, OUTBOX.c.kind == outbox.WORK, OUTBOX.c.msg_id == job_id)
 
 
 def _job(row: Any) -> Job | None:
@@ -320,14 +326,33 @@ class JobStore(FeedbackRecords):
         self.changes.changed(job_id, job)
         return Claim("claimed", job)
 
-    async def renew(self, job_id: str, worker_id: str, lease_s: float) -> bool:
+    async def renew(self, job_id: str, worker_id: str, lease_s: float, *, hold_work: bool = False) -> bool:
+        """Extend the lease; with `hold_work` (a job started where it was accepted) its held work message comes
+        due with the new expiry, not before."""
+        until = utcnow() + timedelta(seconds=lease_s)
         async with self.db.connect() as c:
             res = await c.execute(
                 update(JOBS)
                 .where(JOBS.c.id == job_id, JOBS.c.lease_owner == worker_id, JOBS.c.status == RUNNING)
-                .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+                .values(lease_until=until)
             )
+            if res.rowcount == 1 and hold_work:
+                await c.execute(update(OUTBOX).where(_held_work(job_id)).values(next_at=until))
             return res.rowcount == 1
+
+    async def release_work(self, job_id: str, delay_s: float = 0.0) -> bool:
+        """Hand a job started where it was accepted to the queue: its held work message comes due in `delay_s`.
+        False when there is none (already published, or the job ended)."""
+        async with self.db.connect() as c:
+            res = await c.execute(
+                update(OUTBOX).where(_held_work(job_id)).values(next_at=utcnow() + timedelta(seconds=delay_s))
+            )
+            return res.rowcount > 0
+
+    async def drop_work(self, job_id: str) -> None:
+        """Delete the held work message of a job that needs no delivery (it was cancelled or erased)."""
+        async with self.db.connect() as c:
+            await c.execute(delete(OUTBOX).where(_held_work(job_id)))
 
     async def release(self, job_id: str, worker_id: str) -> None:
         async with self.db.connect() as c:
@@ -451,6 +476,8 @@ class JobStore(FeedbackRecords):
             )
             if ended is None:
                 return None
+            # an ended job has no work to deliver (a job started where it was accepted holds its message)
+            await c.execute(delete(OUTBOX).where(OUTBOX.c.job_id == job_id, OUTBOX.c.kind == outbox.WORK))
             if announce is not None:
                 await outbox.insert(c, announce(ended))
             if usage is not None:  # one usage record per job, also when a finish is replayed

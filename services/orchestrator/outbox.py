@@ -3,9 +3,10 @@
 relay publishes it as soon as NATS answers. So a job accepted while NATS is down starts within seconds of NATS
 coming back, whichever process crashed meanwhile: any replica's relay publishes what is due.
 
-A message is deleted once JetStream acknowledged it; its `msg_id` (Nats-Msg-Id) makes a second publish (two
-relays, a crash between publish and delete) a duplicate the stream drops. No gRPC here; NATS only through the
-`publish` callable the runtime gives the relay.
+A job started where it was accepted holds its work message (`local_start.py`): it comes due only when the job's
+lease runs out, and the job's end deletes it. A message is deleted once JetStream acknowledged it; its `msg_id`
+(Nats-Msg-Id) makes a second publish (two relays, a crash between publish and delete) a duplicate the stream
+drops. No gRPC here; NATS only through the `publish` callable the runtime gives the relay.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ OUTBOX = OutboxMessage.__table__
 WORK = "work"
 #: a message never tried is left this long to the process that wrote it (it publishes at once)
 OTHERS_AFTER_S = 2.0
+QUEUED = "event:queued"
 #: the events that end a job
 ENDINGS = frozenset({"event:succeeded", "event:failed", "event:cancelled"})
 
@@ -47,6 +49,8 @@ class Outgoing:
     msg_id: str
     payload: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    #: due this long after it is written (a job run where it was accepted holds its work: `local_start.py`)
+    hold_s: float = 0.0
 
     def values(self) -> dict[str, Any]:
         now = utcnow()
@@ -59,7 +63,7 @@ class Outgoing:
             "created_at": now,
             "attempts": 0,
             "last_error": "",
-            "next_at": now,
+            "next_at": now + timedelta(seconds=self.hold_s) if self.hold_s else now,
         }
 
 
@@ -69,15 +73,15 @@ def _trace() -> dict[str, str]:
     return carrier
 
 
-def work(job: Job, msg_id: str) -> Outgoing:
-    """The job's work message (ids only: a prompt never sits in a stream)."""
+def work(job: Job, msg_id: str, hold_s: float = 0.0) -> Outgoing:
+    """The job's work message (ids only: a prompt never sits in a stream), due in `hold_s`."""
     message = events_pb2.GenerateJobWork(
         job_id=job.id,
         owner_id=job.owner_id,
         character_id=job.character_id,
         video=bool((job.options or {}).get("video")),
     )
-    return Outgoing(job.id, WORK, msg_id, message.SerializeToString(), _trace())
+    return Outgoing(job.id, WORK, msg_id, message.SerializeToString(), _trace(), hold_s)
 
 
 def event(verb: str, ev: events_pb2.JobEvent, msg_id: str) -> Outgoing:
@@ -157,7 +161,7 @@ class Relay:
         sent: list[tuple[Any, asyncio.Future]] = []
         for row in rows:
             subject, message = decode(row)
-            if row.kind != WORK and self.job_events is not None:
+            if row.kind not in (WORK, QUEUED) and self.job_events is not None:
                 if row.kind in ENDINGS:  # the ending is committed: no progress of the job goes out from now
                     self.job_events.ended(row.job_id)
                 await self.job_events.flush(row.job_id)
@@ -170,6 +174,8 @@ class Relay:
                 )
             )
             await asyncio.sleep(0)  # this one is written before the next
+            if row.kind == QUEUED and self.job_events is not None:
+                self.job_events.release(row.job_id)  # a job started here: its progress may follow now
         done: list[int] = []
         failed: tuple[Any, BaseException] | None = None
         for row, publish in sent:

@@ -67,13 +67,16 @@ async def claim(
         await asyncio.sleep(min(max(wait, 0.05) + 0.05, max(0.05, give_up - time.monotonic())))
 
 
-async def keep_lease(store: JobStore, job_id: str, worker_id: str, lease_s: float) -> None:
-    """Renew the lease every third of it until cancelled (or until the job is no longer ours)."""
+async def keep_lease(
+    store: JobStore, job_id: str, worker_id: str, lease_s: float, *, hold_work: bool = False
+) -> None:
+    """Renew the lease every third of it until cancelled (or until the job is no longer ours); `hold_work`: and
+    keep the job's held work message back as long (`local_start.py`)."""
     interval = max(lease_s / 3.0, 0.05)
     while True:
         await asyncio.sleep(interval)
         try:
-            if not await store.renew(job_id, worker_id, lease_s):
+            if not await store.renew(job_id, worker_id, lease_s, hold_work=hold_work):
                 return
         except Exception as e:  # noqa: BLE001 - retried next interval
             log.warning("job %s: lease renewal failed: %s", job_id, e)

@@ -1,6 +1,7 @@
 """What one orchestrator process opens and closes, in one place: the job database, the bus (events and the job
 queue), the outbox relay that publishes on it, object storage, the peers (memory, render, identity, refiner), the
-state extractor (a vision model when a key is set, else the labelled heuristic) and the job worker built from them.
+state extractor (a vision model when a key is set, else the labelled heuristic), the job worker built from them and
+the job slots it runs in.
 Built once from the settings at start-up; nothing below it reads the environment."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from idlock.v1 import events_pb2
 from services.orchestrator.clients import GrpcPeers
 from services.orchestrator.flow import FlowConfig, Peers
 from services.orchestrator.jobs import JobStore
+from services.orchestrator.local_start import LocalStarts
 from services.orchestrator.models import SCHEMA_VERSION, UPGRADES, Base
 from services.orchestrator.outbox import Relay
 from services.orchestrator.settings import OrchestratorSettings
@@ -54,6 +56,8 @@ class OrchestratorRuntime:
         self.jobs: JobWorker | None = None
         self.relay: Relay | None = None
         self.usage: UsageReports | None = None
+        #: the job slots, and the jobs started where they were accepted (opened with the worker)
+        self.local: LocalStarts | None = None
 
     # --- lifecycle: opened in this order, closed in reverse ----------------------------------------------------
 
@@ -88,6 +92,15 @@ class OrchestratorRuntime:
             on_outbox=self.relay.wake,
         )
         self.relay.job_events = self.jobs.events
+        self.local = LocalStarts(
+            self.jobs,
+            self.store,
+            concurrency=s.concurrency,
+            enabled=s.local_start,
+            backoff_s=s.backoff_s,
+            ready=lambda: self.bus is not None and self.bus.nc.is_connected,
+            on_outbox=self.relay.wake,
+        )
 
     async def close(self) -> None:
         if self.bus is not None:

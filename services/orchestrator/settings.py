@@ -20,6 +20,11 @@ class OrchestratorSettings(GrpcServerSettings):
         description="Run the generation worker in this process (false: API only; another replica works).",
     )
     concurrency: int = Field(2, ge=1, le=64, description="Generation jobs one process runs at once.")
+    local_start: bool = Field(
+        True,
+        description="Run a job accepted here on this replica at once when it has a free slot, its work message "
+        "held in the outbox until the lease runs out (false: every job goes through the queue).",
+    )
     ack_wait_s: float = Field(
         30.0,
         gt=0,
@@ -30,7 +35,8 @@ class OrchestratorSettings(GrpcServerSettings):
         4,
         ge=1,
         le=20,
-        description="Deliveries of one job message before it is dead-lettered and the job ends failed.",
+        description="Deliveries of one job message before it is dead-lettered and the job ends failed (a job "
+        "started where it was accepted has its own attempt first).",
     )
     backoff_s: list[float] = Field(
         default_factory=lambda: [2.0, 10.0, 30.0],

@@ -199,7 +199,35 @@ class Submissions:
                 member["name"] = found.name
         else:
             await self.check_character(request.owner_id, character_id)
-        job, created = await self.rt.store.create(
+        # a free slot here: the job starts here at once, and its work waits in the outbox in case this replica dies
+        local = self.rt.local
+        here = local is not None and await local.take()
+        hold_s = self.rt.jobs.config.lease_s if here else 0.0
+        try:
+            job, created = await self._create(request, character_id, cast, prompt, overrides, hold_s)
+        except BaseException:
+            if here:
+                local.give_back()
+            raise
+        if created and here:
+            local.start(job)
+        elif here:
+            local.give_back()
+        if created:
+            self.rt.relay.wake()
+            observe.submitted(job)
+        return job, created
+
+    async def _create(
+        self,
+        request: pb.SubmitGenerationRequest,
+        character_id: str,
+        cast: list[dict[str, str]],
+        prompt: str,
+        overrides: list[str],
+        hold_s: float,
+    ) -> tuple[Job, bool]:
+        return await self.rt.store.create(
             owner_id=request.owner_id,
             character_id=character_id,
             cast=cast,
@@ -216,13 +244,9 @@ class Submissions:
                     job_event(job, common_pb2.JOB_STATUS_QUEUED, message="queued"),
                     f"{job.id}:queued",
                 ),
-                outbox.work(job, job.id),
+                outbox.work(job, job.id, hold_s),
             ],
         )
-        if created:
-            self.rt.relay.wake()
-            observe.submitted(job)
-        return job, created
 
     async def cancel(self, job_id: str, owner_id: str) -> Job:
         def cancelled(job: Job) -> list[outbox.Outgoing]:

@@ -72,16 +72,27 @@ class JobWorker:
             return self.cast
         return self.video if video else self.image
 
-    async def run(self, job_id: str, *, final_attempt: bool = False, prefetch: bool = False) -> Outcome:
+    async def run(
+        self,
+        job_id: str,
+        *,
+        final_attempt: bool = False,
+        prefetch: bool = False,
+        queued: Job | None = None,
+        hold_work: bool = False,
+    ) -> Outcome:
         """Run (or resume) a job. Raises on a transient failure (redeliver).
 
-        `prefetch`: read the queued row first, and let its flow start reads from it while the job is being claimed
-        (they are dropped when the job is not run, or the claimed row says otherwise). The queue's message
-        carries ids only: a prompt never sits in a stream."""
+        `prefetch`: read the queued row first (or take `queued`, the row just written), and let its flow start
+        reads from it while the job is being claimed (they are dropped when the job is not run, or the claimed row
+        says otherwise). The queue's message carries ids only: a prompt never sits in a stream. `hold_work`: the
+        job was started where it was accepted, and the lease's renewals hold its work message back
+        (`local_start.py`)."""
         prefetch_flow: Flow | None = None
         early: Prefetch | None = None
         if prefetch:
-            queued = await self.store.get(job_id)
+            if queued is None:
+                queued = await self.store.get(job_id)
             if queued is not None:
                 prefetch_flow = self.flow_for(
                     bool((queued.options or {}).get("video")), bool(queued.cast_members)
@@ -110,7 +121,8 @@ class JobWorker:
                 return Outcome(taken.outcome)
             job = taken.job
             lease = asyncio.create_task(
-                keep_lease(self.store, job_id, self.worker_id, self.config.lease_s), name=f"lease-{job_id}"
+                keep_lease(self.store, job_id, self.worker_id, self.config.lease_s, hold_work=hold_work),
+                name=f"lease-{job_id}",
             )
             try:
                 # "job": lines outside any one step (claim, ending); each step binds its own name

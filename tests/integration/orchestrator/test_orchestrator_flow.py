@@ -293,7 +293,7 @@ async def test_the_context_is_asked_for_while_the_job_is_claimed(peers, tmp_path
 
 async def test_an_early_context_that_does_not_match_the_row_is_dropped(peers, tmp_path) -> None:
     peers.memory.context_prompts.clear()
-    async with orchestrator(peers, tmp_path) as orch:
+    async with orchestrator(peers, tmp_path, local_start=False) as orch:  # the queue's delivery reads the row
         publish, get = orch.servicer.bus.publish, orch.servicer.store.get
         sent: list[events_pb2.GenerateJobWork] = []
 

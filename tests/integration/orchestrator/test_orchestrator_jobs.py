@@ -163,3 +163,43 @@ async def test_a_cancel_after_the_effect_boundary_comes_too_late(store: JobStore
     assert changed
     assert not await store.save_steps(other.id, "w1", {}, step="record", commit=True)
     assert (await store.get(other.id)).committed_at is None
+
+
+async def test_a_held_work_message_comes_due_with_the_lease_and_goes_with_the_end(store: JobStore) -> None:
+    """A job started where it was accepted (`local_start.py`): its work message waits in the outbox."""
+    published: list[str] = []
+
+    async def publish(subject, message, msg_id, headers) -> None:
+        published.append(msg_id)
+
+    relay = Relay(store.db, publish)
+    job, _ = await store.create(
+        owner_id="o", character_id="c", prompt="p", announce=lambda j: [outbox.work(j, j.id, hold_s=60)]
+    )
+    assert await relay.once() == 0 and published == []  # held: not due
+    assert (await store.claim(job.id, "w1", lease_s=60)).outcome == "claimed"
+    (held,) = await relay.pending(job.id)
+    # a renewal that holds the work moves it to the lease's new end; one that does not leaves it
+    assert await store.renew(job.id, "w1", lease_s=600, hold_work=True)
+    (renewed,) = await relay.pending(job.id)
+    assert renewed.next_at > held.next_at
+    assert not await store.renew(job.id, "w2", lease_s=6000, hold_work=True)  # not w2's: nothing moves
+    assert (await relay.pending(job.id))[0].next_at == renewed.next_at
+    # handed to the queue: due now, and published
+    assert await store.release_work(job.id) and await relay.once() == 1 and published == [job.id]
+    assert not await store.release_work(job.id)  # nothing left to hand over
+
+    # an ended job has no work left to deliver: its end deletes the held message in its transaction
+    other, _ = await store.create(
+        owner_id="o", character_id="c", prompt="q", announce=lambda j: [outbox.work(j, j.id, hold_s=60)]
+    )
+    await store.claim(other.id, "w1", lease_s=60)
+    assert len(await relay.pending(other.id)) == 1
+    assert await store.finish(other.id, "succeeded", worker_id="w1") is not None
+    assert await relay.pending(other.id) == []
+    # and a cancelled one's is dropped
+    third, _ = await store.create(
+        owner_id="o", character_id="c", prompt="r", announce=lambda j: [outbox.work(j, j.id, hold_s=60)]
+    )
+    await store.drop_work(third.id)
+    assert await relay.pending(third.id) == [] and published == [job.id]

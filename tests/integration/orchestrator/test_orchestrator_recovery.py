@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from unittest import mock
 
+import pytest
 from google.protobuf import json_format
 
 from idlock import subjects
@@ -172,8 +173,9 @@ async def test_a_peer_down_past_the_retry_window_fails_the_job_naming_it(peers, 
         assert (cid, job.id) not in peers.memory.episodes
 
 
-async def test_a_job_that_keeps_failing_ends_failed_with_a_dead_letter(peers, tmp_path) -> None:
-    async with orchestrator(peers, tmp_path, max_deliver=3) as orch:
+@pytest.mark.parametrize("local_start", [False, True], ids=["through-the-queue", "started-where-accepted"])
+async def test_a_job_that_keeps_failing_ends_failed_with_a_dead_letter(peers, tmp_path, local_start) -> None:
+    async with orchestrator(peers, tmp_path, max_deliver=3, local_start=local_start) as orch:
         renders = count_renders(orch)
         cid = peers.add_character()
         record = orch.servicer.peers.record_episode
@@ -190,7 +192,8 @@ async def test_a_job_that_keeps_failing_ends_failed_with_a_dead_letter(peers, tm
         assert (
             done.error_code == "retries_exhausted" and "answered something unexpected" in done.error_message
         )
-        assert done.attempts == 3 and renders == [job.id]
+        # a job started where it was accepted has its own attempt, then the queue's deliveries
+        assert done.attempts == 3 + local_start and renders == [job.id]
         await asyncio.sleep(0.5)
         letters = await orch.servicer.bus.list_dead_letters(subjects.JOB_GENERATE)
         mine = [d for d in letters if d.msg_id == job.id]

@@ -1,5 +1,5 @@
 """One trace per job: the gateway's request (FastAPI's own server span), the orchestrator's RPC, the outbox's publish and the worker's delivery
-through NATS, each step, and every service's RPC (memory, render, identity) share one trace id, and carry the job
+through NATS (or the run of a job started where it was accepted), each step, and every service's RPC (memory, render, identity) share one trace id, and carry the job
 id. Every component runs in this process with its real server; spans go to an in-memory exporter."""
 
 from __future__ import annotations
@@ -37,11 +37,12 @@ def spans() -> InMemorySpanExporter:
     return exporter
 
 
+@pytest.mark.parametrize("local_start", [True, False], ids=["started-where-accepted", "through-the-queue"])
 async def test_one_trace_runs_from_the_gateway_through_nats_to_every_service(
-    real_mesh, spans, nats_server, tmp_path
+    real_mesh, spans, nats_server, tmp_path, local_start
 ) -> None:
     peers, memory = real_mesh
-    async with orchestrator(peers, tmp_path) as orch:
+    async with orchestrator(peers, tmp_path, local_start=local_start) as orch:
         dead = "127.0.0.1:1"
         mesh = MeshSettings(
             identity_addr=peers.env["IDLOCK_IDENTITY_ADDR"],
@@ -100,10 +101,16 @@ async def test_one_trace_runs_from_the_gateway_through_nats_to_every_service(
     assert request.attributes["http.response.status_code"] == 202
     in_trace = [s for s in finished if s.context.trace_id == request.context.trace_id]
     names = {s.name for s in in_trace}
+    # through the queue: the outbox's relay publishes the work and a worker's delivery runs it; a job started where
+    # it was accepted runs in a span of its own, and its work is never published
+    hops = ["idlock.jobs.generate publish", "idlock.jobs.generate process"]
+    run_span = "job local start" if local_start else "idlock.jobs.generate process"
+    if local_start:
+        assert not names & set(hops), sorted(names)
+        hops = [run_span]
     for expected in (
         "idlock.v1.OrchestratorService/SubmitGeneration",  # gateway -> orchestrator
-        "idlock.jobs.generate publish",  # the outbox's relay
-        "idlock.jobs.generate process",  # the worker's delivery, through NATS
+        *hops,
         "job step context",
         "idlock.v1.MemoryService/BuildContext",  # -> memory
         "job step render",
@@ -114,9 +121,7 @@ async def test_one_trace_runs_from_the_gateway_through_nats_to_every_service(
         assert expected in names, f"{expected} is not in the job's trace: {sorted(names)}"
     # the gateway's endpoint names the job it made; the job's own spans, and the RPCs they make, name it too
     assert any(s.attributes.get("idlock.job_id") == job_id for s in in_trace if s.name.startswith("fastapi."))
-    job_spans = [
-        s for s in in_trace if s.name.startswith("job step") or s.name == "idlock.jobs.generate process"
-    ]
+    job_spans = [s for s in in_trace if s.name.startswith("job step") or s.name == run_span]
     parents = {s.context.span_id for s in job_spans}
     calls = [
         s for s in in_trace if s.name.startswith("idlock.v1.") and s.parent and s.parent.span_id in parents
