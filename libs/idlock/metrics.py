@@ -26,6 +26,12 @@ JOBS_SUBMITTED = Counter(
     "idlock_jobs_submitted_total", "Jobs accepted (an idempotent resubmission is not counted again)", ["kind"]
 )
 JOBS_FINISHED = Counter("idlock_jobs_finished_total", "Jobs that ended, by how", ["kind", "status"])
+JOBS_STARTED = Counter(
+    "idlock_jobs_started_total",
+    "Job attempts a worker claimed, by how the job came: started by the replica that accepted it (here) or "
+    "delivered by the job queue (queue)",
+    ["kind", "via"],
+)
 JOB_SECONDS = Histogram(
     "idlock_job_duration_seconds",
     "A job's time from submission to its end (the SLO: 95% of image jobs under 7 s)",

@@ -21,6 +21,10 @@ def submitted(job: Job) -> None:
     m.JOBS_SUBMITTED.labels(kind_of(job)).inc()
 
 
+def started(job: Job, here: bool) -> None:
+    m.JOBS_STARTED.labels(kind_of(job), "here" if here else "queue").inc()
+
+
 def prompt_checked(refused: bool) -> None:
     m.MODERATION.labels("prompt", "refused" if refused else "passed").inc()
 

@@ -19,6 +19,7 @@ from idlock.errors import IdlockError
 from idlock.storage import ObjectStore
 from idlock.v1 import common_pb2
 from idlock.v1 import orchestrator_service_pb2 as pb
+from services.orchestrator import observe
 from services.orchestrator.cast_flow import CastFlow
 from services.orchestrator.flow import (
     PERMANENT,
@@ -120,6 +121,7 @@ class JobWorker:
                 log.info("job %s: %s, nothing to do", job_id, taken.outcome)
                 return Outcome(taken.outcome)
             job = taken.job
+            observe.started(job, here=hold_work)
             lease = asyncio.create_task(
                 keep_lease(self.store, job_id, self.worker_id, self.config.lease_s, hold_work=hold_work),
                 name=f"lease-{job_id}",

@@ -13,6 +13,7 @@ from idlock.grpc_server import deadline_var
 from idlock.v1 import common_pb2, events_pb2
 from idlock.v1 import orchestrator_service_pb2 as pb
 from tests.integration.orchestrator.conftest import OWNER, orchestrator
+from tests.metrics_probe import Change
 
 
 def record_work(orch) -> list[str]:
@@ -57,6 +58,7 @@ async def test_a_job_accepted_with_a_free_slot_runs_here_without_the_queue(peers
         sent = record_work(orch)
         cid = peers.add_character()
         peers.memory.context_delay_s = 0.3
+        grew = Change()  # the metrics from now on
         try:
             job = (await orch.submit(cid)).job
             assert job.status == common_pb2.JOB_STATUS_QUEUED  # accepted as before
@@ -67,6 +69,9 @@ async def test_a_job_accepted_with_a_free_slot_runs_here_without_the_queue(peers
             peers.memory.context_delay_s = 0.0
         done = await orch.wait_status(job.id, common_pb2.JOB_STATUS_SUCCEEDED)
         assert done.attempts == 1 and sent == [] and orch.servicer.rt.local.started == 1
+        # counted by how it came
+        assert grew("idlock_jobs_started_total", via="here") == 1
+        assert grew("idlock_jobs_started_total", via="queue") == 0
         assert await held(orch, job.id) == []  # deleted with the job's end
         await wait_for(lambda: asyncio.sleep(0, "succeeded" in orch.events_of(job.id)))
         # its queued event went out (from the outbox) before its started
@@ -78,6 +83,7 @@ async def test_with_every_slot_taken_a_job_goes_through_the_queue_and_waits(peer
         sent = record_work(orch)
         cid = peers.add_character()
         peers.memory.context_delay_s = 0.5
+        grew = Change()  # the metrics from now on
         try:
             first = (await orch.submit(cid, prompt="Arya rides a horse through a forest")).job
             second = (await orch.submit(cid, prompt="Arya reads a book in a library")).job
@@ -89,6 +95,11 @@ async def test_with_every_slot_taken_a_job_goes_through_the_queue_and_waits(peer
         a = await orch.wait_status(first.id, common_pb2.JOB_STATUS_SUCCEEDED)
         b = await orch.wait_status(second.id, common_pb2.JOB_STATUS_SUCCEEDED)
         assert a.attempts == b.attempts == 1 and orch.servicer.rt.local.started == 1
+        assert (
+            grew("idlock_jobs_started_total", via="here")
+            == grew("idlock_jobs_started_total", via="queue")
+            == 1
+        )
         rows = [await orch.servicer.store.get(j.id) for j in (first, second)]
         assert rows[1].started_at >= rows[0].finished_at  # never two at once on the one slot
 
