@@ -4,8 +4,9 @@ NATS and a worker's read of the queued row.
 The job's work message is still written to the outbox with the job, but held: it is due only when the lease
 runs out, and the lease's renewals push it on. So a replica that dies mid-job leaves a message that any replica's
 relay publishes once the lease has run out, as a worker's unacknowledged delivery comes back after ack_wait.
-The job's end (or its cancel) deletes the held message in its transaction. A local run that fails transiently,
-or that a shutdown interrupts, hands its message to the queue: the job is then redelivered like any other.
+The job's end deletes the held message in its transaction (a cancelled job's goes when its run stops). A local
+run that fails transiently, or that a shutdown interrupts, hands its message to the queue: the job is then
+delivered like any other.
 
 The replica's slots (its `concurrency`) are shared with the queue's deliveries: a local start takes a free slot
 only, and a delivery that finds every slot taken waits for one (its heartbeats going on meanwhile).

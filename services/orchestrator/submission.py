@@ -179,8 +179,8 @@ class Submissions:
         return character
 
     async def submit(self, request: pb.SubmitGenerationRequest) -> tuple[Job, bool]:
-        """A new queued job (announced and enqueued), or the one an earlier submission with the same idempotency
-        key made (created False)."""
+        """A new queued job (announced; started here when a slot is free, else enqueued), or the one an earlier
+        submission with the same idempotency key made (created False)."""
         prompt, overrides = self.validate(request)
         cast = self.cast(request)
         character_id = request.character_id or request.cast[0].character_id
