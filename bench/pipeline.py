@@ -74,16 +74,19 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     """CPU time (user + system) so far of each component's process and its children (the identity service's model
     workers), from /proc; empty where there is no /proc."""
     tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, seconds)
+    seconds: dict[int, float] = {}
+    children: dict[int, list[int]] = {}
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+        pid = int(entry.name)
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / tick
+        children.setdefault(int(fields[1]), []).append(pid)
 
     def tree(pid: int) -> float:
-        return stats.get(pid, (0, 0.0))[1] + sum(tree(c) for c, (parent, _) in stats.items() if parent == pid)
+        return seconds.get(pid, 0.0) + sum(tree(c) for c in children.get(pid, ()))
 
     return {name: tree(pid) for name, pid in pids.items()}
 

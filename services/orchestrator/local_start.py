@@ -62,8 +62,6 @@ class LocalStarts:
         self.on_outbox = on_outbox
         self._open = False
         self._running: set[asyncio.Task[None]] = set()
-        #: jobs started here, for metrics and tests
-        self.started = 0
 
     def open(self) -> None:
         self._open = True
@@ -89,7 +87,6 @@ class LocalStarts:
         )
         self._running.add(task)
         task.add_done_callback(self._running.discard)
-        self.started += 1
 
     async def _run(self, job: Job, parent: otel_context.Context) -> None:
         try:

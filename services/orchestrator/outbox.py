@@ -63,7 +63,7 @@ class Outgoing:
             "created_at": now,
             "attempts": 0,
             "last_error": "",
-            "next_at": now + timedelta(seconds=self.hold_s) if self.hold_s else now,
+            "next_at": now + timedelta(seconds=self.hold_s),
         }
 
 

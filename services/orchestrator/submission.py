@@ -203,50 +203,38 @@ class Submissions:
         local = self.rt.local
         here = local is not None and await local.take()
         hold_s = self.rt.jobs.config.lease_s if here else 0.0
+        started = False
         try:
-            job, created = await self._create(request, character_id, cast, prompt, overrides, hold_s)
-        except BaseException:
-            if here:
+            job, created = await self.rt.store.create(
+                owner_id=request.owner_id,
+                character_id=character_id,
+                cast=cast,
+                prompt=prompt,
+                pose_image_uri=request.pose_image_uri,
+                style_overrides=overrides,
+                options=msg_to_dict(request.options),
+                idempotency_key=request.idempotency_key,
+                max_active=self.rt.settings.max_active_jobs_per_owner,
+                # job.queued, then the work: in the job's transaction, so neither is lost to a NATS outage or a crash
+                announce=lambda job: [
+                    outbox.event(
+                        "queued",
+                        job_event(job, common_pb2.JOB_STATUS_QUEUED, message="queued"),
+                        f"{job.id}:queued",
+                    ),
+                    outbox.work(job, job.id, hold_s),
+                ],
+            )
+            if created and here:
+                local.start(job)
+                started = True
+        finally:
+            if here and not started:  # refused, or an earlier submission's job: the slot goes back
                 local.give_back()
-            raise
-        if created and here:
-            local.start(job)
-        elif here:
-            local.give_back()
         if created:
             self.rt.relay.wake()
             observe.submitted(job)
         return job, created
-
-    async def _create(
-        self,
-        request: pb.SubmitGenerationRequest,
-        character_id: str,
-        cast: list[dict[str, str]],
-        prompt: str,
-        overrides: list[str],
-        hold_s: float,
-    ) -> tuple[Job, bool]:
-        return await self.rt.store.create(
-            owner_id=request.owner_id,
-            character_id=character_id,
-            cast=cast,
-            prompt=prompt,
-            pose_image_uri=request.pose_image_uri,
-            style_overrides=overrides,
-            options=msg_to_dict(request.options),
-            idempotency_key=request.idempotency_key,
-            max_active=self.rt.settings.max_active_jobs_per_owner,
-            # job.queued, then the work: in the job's transaction, so neither is lost to a NATS outage or a crash
-            announce=lambda job: [
-                outbox.event(
-                    "queued",
-                    job_event(job, common_pb2.JOB_STATUS_QUEUED, message="queued"),
-                    f"{job.id}:queued",
-                ),
-                outbox.work(job, job.id, hold_s),
-            ],
-        )
 
     async def cancel(self, job_id: str, owner_id: str) -> Job:
         def cancelled(job: Job) -> list[outbox.Outgoing]:

@@ -129,6 +129,19 @@ class Orchestrator:
                 raise AssertionError(f"job {job_id} still {common_pb2.JobStatus.Name(job.status)}: {job}")
             await asyncio.sleep(0.1)
 
+    def log_work(self) -> list[events_pb2.GenerateJobWork]:
+        """Every work message this orchestrator publishes on the job queue from now on."""
+        sent: list[events_pb2.GenerateJobWork] = []
+        publish = self.servicer.bus.publish
+
+        async def recorded(subject, message, **kwargs):
+            if isinstance(message, events_pb2.GenerateJobWork):
+                sent.append(message)
+            return await publish(subject, message, **kwargs)
+
+        self.servicer.bus.publish = recorded
+        return sent
+
     def log_writes(self, entry=None) -> list:
         """Every step write of the job store from now on, as `entry(step, checkpoint, commit)` (default: the step,
         the steps it holds, sorted, and "commit" for the effect boundary)."""

@@ -13,7 +13,7 @@ import pytest
 from idlock import nsfw
 from idlock.settings import StorageSettings
 from idlock.storage import open_store
-from idlock.v1 import common_pb2, events_pb2
+from idlock.v1 import common_pb2
 from idlock.v1 import memory_service_pb2 as mpb
 from idlock.v1 import orchestrator_service_pb2 as pb
 from services.orchestrator.image_flow import REFINER_UNAVAILABLE
@@ -294,13 +294,8 @@ async def test_the_context_is_asked_for_while_the_job_is_claimed(peers, tmp_path
 async def test_an_early_context_that_does_not_match_the_row_is_dropped(peers, tmp_path) -> None:
     peers.memory.context_prompts.clear()
     async with orchestrator(peers, tmp_path, local_start=False) as orch:  # the queue's delivery reads the row
-        publish, get = orch.servicer.bus.publish, orch.servicer.store.get
-        sent: list[events_pb2.GenerateJobWork] = []
-
-        async def recorded(subject, message, **kwargs):
-            if isinstance(message, events_pb2.GenerateJobWork):
-                sent.append(message)
-            return await publish(subject, message, **kwargs)
+        get = orch.servicer.store.get
+        sent = orch.log_work()
 
         async def stale(job_id):
             row = await get(job_id)
@@ -308,7 +303,6 @@ async def test_an_early_context_that_does_not_match_the_row_is_dropped(peers, tm
                 row.prompt = "Arya sails a ship"  # read before the claim; the claimed row is the truth
             return row
 
-        orch.servicer.bus.publish = recorded
         orch.servicer.store.get = stale
         cid = peers.add_character()
         job = (await orch.submit(cid)).job
