@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, and_, delete, func, or_, select, update
+from sqlalchemy import Integer, Text, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy import cast as sa_cast
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,6 +35,60 @@ from .models import (
 from .state import SceneTags
 
 MAX_PAGE = 200
+
+# The statements of every scene's path (BuildContext, RecordEpisode), built once with bound parameters: SQLAlchemy
+# otherwise builds and keys each statement in Python at every call, ~60 us each and some ten a scene.
+_EPISODE_BY_JOB = (
+    select(Episode)
+    .where(Episode.character_id == bindparam("cid"), Episode.job_id == bindparam("job_id"))
+    .execution_options(populate_existing=True)
+)
+_NEXT_SCENE = (  # bumps the counter: takes the character's lock (see record_episode)
+    update(Character)
+    .where(Character.id == bindparam("cid"))
+    .values(
+        episode_count=Character.episode_count + 1,
+        memory_version=Character.memory_version + 1,
+        updated_at=bindparam("now"),
+    )
+    .returning(Character.episode_count)
+    .execution_options(synchronize_session=False)
+)
+_RECENT = (
+    select(Episode)
+    .where(Episode.character_id == bindparam("cid"))
+    .order_by(Episode.scene_index.desc())
+    .limit(bindparam("limit", type_=Integer))
+)
+_BY_SCENE = (
+    select(Episode)
+    .where(
+        Episode.character_id == bindparam("cid"), Episode.scene_index.in_(bindparam("scenes", expanding=True))
+    )
+    .order_by(Episode.scene_index)
+)
+_SCENE_TAGS = (
+    select(Episode.scene_index, Episode.tags_added, Episode.tags_removed, Episode.prompt, Episode.description)
+    .where(Episode.character_id == bindparam("cid"), Episode.scene_index > bindparam("after"))
+    .order_by(Episode.scene_index)
+)
+_KINDS_SINCE_SUMMARY = (
+    select(Episode.kind)
+    .where(
+        Episode.character_id == bindparam("cid"),
+        Episode.scene_index
+        > select(func.coalesce(func.max(Summary.up_to_scene), 0))
+        .where(Summary.character_id == bindparam("cid"))
+        .scalar_subquery(),
+    )
+    .order_by(Episode.scene_index)
+)
+_LATEST_SUMMARY = (
+    select(Summary)
+    .where(Summary.character_id == bindparam("cid"))
+    .order_by(Summary.up_to_scene.desc())
+    .limit(1)
+)
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------------
@@ -247,8 +301,9 @@ async def _forget_in_scenes(session: AsyncSession, character_id: str) -> int:
 
 
 async def _episode_by_job(session: AsyncSession, character_id: str, job_id: str) -> Episode | None:
-    q = select(Episode).where(Episode.character_id == character_id, Episode.job_id == job_id)
-    return (await session.execute(q.execution_options(populate_existing=True))).scalar_one_or_none()
+    return (
+        await session.execute(_EPISODE_BY_JOB, {"cid": character_id, "job_id": job_id})
+    ).scalar_one_or_none()
 
 
 async def record_episode(
@@ -299,17 +354,7 @@ async def record_episode(
             # bumping the counter first takes the character's lock (row lock on Postgres, write lock on SQLite), so
             # the look for this job's episode below cannot race another recording of it
             scene = (
-                await session.execute(
-                    update(Character)
-                    .where(Character.id == character_id)
-                    .values(
-                        episode_count=Character.episode_count + 1,
-                        memory_version=Character.memory_version + 1,
-                        updated_at=utcnow(),
-                    )
-                    .returning(Character.episode_count)
-                    .execution_options(synchronize_session=False)
-                )
+                await session.execute(_NEXT_SCENE, {"cid": character_id, "now": utcnow()})
             ).scalar_one_or_none()
             if scene is None:
                 await session.commit()  # nothing was written; commit keeps the session's objects loaded
@@ -394,20 +439,13 @@ async def recent_episodes(session: AsyncSession, character_id: str, limit: int) 
     """The latest `limit` episodes, newest first."""
     if limit <= 0:
         return []
-    q = (
-        select(Episode)
-        .where(Episode.character_id == character_id)
-        .order_by(Episode.scene_index.desc())
-        .limit(limit)
-    )
-    return list((await session.execute(q)).scalars())
+    return list((await session.execute(_RECENT, {"cid": character_id, "limit": limit})).scalars())
 
 
 async def episodes_by_scene(session: AsyncSession, character_id: str, scenes: Sequence[int]) -> list[Episode]:
     if not scenes:
         return []
-    q = select(Episode).where(Episode.character_id == character_id, Episode.scene_index.in_(list(scenes)))
-    return list((await session.execute(q.order_by(Episode.scene_index))).scalars())
+    return list((await session.execute(_BY_SCENE, {"cid": character_id, "scenes": list(scenes)})).scalars())
 
 
 async def stored_fold(session: AsyncSession, character_id: str) -> StoryFold | None:
@@ -429,13 +467,7 @@ async def store_fold(session: AsyncSession, character_id: str, fold: Mapping[str
 
 async def scene_tags(session: AsyncSession, character_id: str, after_scene: int = 0) -> list[SceneTags]:
     """The episodes' tags and text after `after_scene` (all by default), oldest first, for `state.compute_state`."""
-    q = (
-        select(
-            Episode.scene_index, Episode.tags_added, Episode.tags_removed, Episode.prompt, Episode.description
-        )
-        .where(Episode.character_id == character_id, Episode.scene_index > after_scene)
-        .order_by(Episode.scene_index)
-    )
+    rows = await session.execute(_SCENE_TAGS, {"cid": character_id, "after": after_scene})
     return [
         SceneTags(
             r.scene_index,
@@ -443,24 +475,14 @@ async def scene_tags(session: AsyncSession, character_id: str, after_scene: int 
             dict(r.tags_removed or {}),
             " ".join(x for x in (r.prompt, r.description) if x),
         )
-        for r in (await session.execute(q)).all()
+        for r in rows.all()
     ]
 
 
 async def episode_kinds_since_summary(session: AsyncSession, character_id: str) -> list[str]:
     """Kinds of the episodes after the latest summary (all when none), oldest first, in one round trip: the
     consolidation trigger runs on every recorded episode and is rarely due."""
-    last = (
-        select(func.coalesce(func.max(Summary.up_to_scene), 0))
-        .where(Summary.character_id == character_id)
-        .scalar_subquery()
-    )
-    q = (
-        select(Episode.kind)
-        .where(Episode.character_id == character_id, Episode.scene_index > last)
-        .order_by(Episode.scene_index)
-    )
-    return list((await session.execute(q)).scalars())
+    return list((await session.execute(_KINDS_SINCE_SUMMARY, {"cid": character_id})).scalars())
 
 
 async def count_episodes(session: AsyncSession, character_id: str) -> int:
@@ -472,13 +494,7 @@ async def count_episodes(session: AsyncSession, character_id: str) -> int:
 
 
 async def latest_summary(session: AsyncSession, character_id: str) -> Summary | None:
-    q = (
-        select(Summary)
-        .where(Summary.character_id == character_id)
-        .order_by(Summary.up_to_scene.desc())
-        .limit(1)
-    )
-    return (await session.execute(q)).scalar_one_or_none()
+    return (await session.execute(_LATEST_SUMMARY, {"cid": character_id})).scalar_one_or_none()
 
 
 async def add_summary(

@@ -23,7 +23,7 @@ from services.orchestrator.reconciler import Reconciler
 from services.orchestrator.runtime import OrchestratorRuntime
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.submission import Submissions
-from services.orchestrator.views import to_proto
+from services.orchestrator.views import JobProtos, to_proto
 from services.orchestrator.worker import JobWorker
 
 SETTINGS = OrchestratorSettings
@@ -129,8 +129,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         return pb.ListJobsResponse(jobs=[to_proto(j) for j in jobs], next_page_token=token)
 
     async def WatchJob(self, request: pb.WatchJobRequest, context):
+        protos = JobProtos()
         async for job, event, message in self.submissions.watch(request.job_id, request.owner_id):
-            yield pb.WatchJobResponse(job=to_proto(job), event=event, message=message)
+            yield pb.WatchJobResponse(job=protos.to_proto(job), event=event, message=message)
 
     async def RecordFeedback(self, request: pb.RecordFeedbackRequest, context) -> pb.RecordFeedbackResponse:
         await self.submissions.feedback(request)

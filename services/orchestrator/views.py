@@ -3,7 +3,7 @@ JSON columns."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from google.protobuf import json_format
@@ -42,7 +42,16 @@ def dict_to_msg(d: Mapping[str, Any] | None, msg: Any) -> Any:
     return msg
 
 
-def to_proto(job: Job) -> pb.Job:
+#: fills a message from a JSON column: (column name, its value, the message)
+Fill = Callable[[str, Mapping[str, Any] | None, Any], Any]
+
+
+def _parse(_column: str, d: Mapping[str, Any] | None, msg: Any) -> None:
+    dict_to_msg(d, msg)
+
+
+def to_proto(job: Job, fill: Fill = _parse) -> pb.Job:
+    """The job as the API shows it (`fill`: how its JSON columns become messages; see `JobProtos`)."""
     out = pb.Job(
         id=job.id,
         owner_id=job.owner_id,
@@ -55,17 +64,17 @@ def to_proto(job: Job) -> pb.Job:
         error_message=job.error_message or "",
         attempts=job.attempts or 0,
     )
-    dict_to_msg(job.options, out.options)
+    fill("options", job.options, out.options)
     for member in job.cast_members or ():
         dict_to_msg(member, out.cast.add())
-    dict_to_msg(job.result_image, out.result_image)
-    dict_to_msg(job.metrics, out.metrics)
+    fill("result_image", job.result_image, out.result_image)
+    fill("metrics", job.metrics, out.metrics)
     ckpt = job.checkpoint or {}
-    dict_to_msg(ckpt.get("result_video"), out.result_video)  # video jobs
+    fill("result_video", ckpt.get("result_video"), out.result_video)  # video jobs
     out.provider_operation = latest_operation(ckpt)
     context = ckpt.get("context")
     if isinstance(context, Mapping):  # the scene context's fields, without the step's identity and references
-        dict_to_msg({k: v for k, v in context.items() if k in SCENE_CONTEXT_FIELDS}, out.context)
+        fill("context", {k: v for k, v in context.items() if k in SCENE_CONTEXT_FIELDS}, out.context)
     if job.waiting_for:
         out.waiting_for = job.waiting_for
         if job.waiting_since is not None:
@@ -75,4 +84,25 @@ def to_proto(job: Job) -> pb.Job:
     return out
 
 
-__all__ = ["STATUS_PB", "dict_to_msg", "msg_to_dict", "to_proto"]
+class JobProtos:
+    """One job's successive protos (a watch sends the job at each step): a JSON column equal to the one parsed
+    last time is copied from that proto instead of parsed again, as json_format walks each field in Python."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[str, tuple[Mapping[str, Any], Any]] = {}
+
+    def to_proto(self, job: Job) -> pb.Job:
+        return to_proto(job, self._fill)
+
+    def _fill(self, column: str, d: Mapping[str, Any] | None, msg: Any) -> None:
+        if not d:
+            return
+        last = self._parsed.get(column)
+        if last is not None and last[0] == d:
+            msg.CopyFrom(last[1])
+            return
+        dict_to_msg(d, msg)
+        self._parsed[column] = (d, msg)  # the row's columns are never changed in place, only replaced
+
+
+__all__ = ["STATUS_PB", "JobProtos", "dict_to_msg", "msg_to_dict", "to_proto"]
