@@ -13,6 +13,7 @@ from opentelemetry import propagate
 
 from idlock import errors, mesh_auth, telemetry
 from idlock.grpc_server import remaining_s
+from idlock.settings import MeshSettings
 
 #: RPCs that are safe to retry after UNAVAILABLE (reads, pure computations, idempotent-by-key writes).
 IDEMPOTENT_RPCS: dict[str, list[str]] = {
@@ -41,11 +42,15 @@ IDEMPOTENT_RPCS: dict[str, list[str]] = {
 }
 
 
-def service_config(idempotent: dict[str, list[str]] | None = None, *, max_attempts: int = 4) -> str:
-    """gRPC service config JSON: retry UNAVAILABLE with backoff on the idempotent RPCs only."""
+def service_config(
+    idempotent: dict[str, list[str]] | None = None, *, max_attempts: int = 4, balancing: str = "pick_first"
+) -> str:
+    """gRPC service config JSON: the load-balancing policy over the target's addresses (`MeshSettings.peer_balancing`),
+    and UNAVAILABLE retried with backoff on the idempotent RPCs only."""
     idempotent = IDEMPOTENT_RPCS if idempotent is None else idempotent
     names = [{"service": svc, "method": m} for svc, methods in idempotent.items() for m in methods]
     config = {
+        "loadBalancingConfig": [{balancing: {}}],
         "methodConfig": [
             {
                 "name": names,
@@ -59,7 +64,7 @@ def service_config(idempotent: dict[str, list[str]] | None = None, *, max_attemp
             }
         ]
         if names
-        else []
+        else [],
     }
     return json.dumps(config)
 
@@ -123,13 +128,16 @@ def channel(
     max_message_mb: int = 32,
     idempotent: dict[str, list[str]] | None = None,
     extra_options: Iterable[tuple[str, object]] = (),
+    balancing: str | None = None,
 ) -> grpc.aio.Channel:
-    """An insecure aio channel (the mesh runs inside the cluster network; mTLS belongs to the service mesh)."""
+    """An insecure aio channel (the mesh runs inside the cluster network; mTLS belongs to the service mesh).
+    `balancing`: the load-balancing policy, by default `IDLOCK_PEER_BALANCING`."""
     limit = max_message_mb * 1024 * 1024
+    policy = balancing or MeshSettings().peer_balancing
     return grpc.aio.insecure_channel(
         target,
         options=[
-            ("grpc.service_config", service_config(idempotent)),
+            ("grpc.service_config", service_config(idempotent, balancing=policy)),
             ("grpc.enable_retries", 1),
             ("grpc.max_send_message_length", limit),
             ("grpc.max_receive_message_length", limit),

@@ -133,6 +133,12 @@ class GrpcServerSettings(IdlockSettings):
     max_concurrent_rpcs: int = Field(
         64, ge=1, description="RPCs served at once; more are refused with RESOURCE_EXHAUSTED (callers retry)."
     )
+    max_connection_age_s: float = Field(
+        300.0,
+        ge=0,
+        description="Seconds after which a client connection is asked to go (GOAWAY; its calls finish first), so "
+        "that callers resolve the service again and spread over replicas added since; 0 keeps connections.",
+    )
     drain_s: float = Field(
         1.0,
         ge=0,
@@ -187,6 +193,12 @@ class MeshSettings(IdlockSettings):
         f"127.0.0.1:{DEFAULT_PORTS['orchestrator']}", description="Orchestrator service address."
     )
     rpc_timeout_s: float = Field(30.0, gt=0, description="Default deadline of a call to a peer (seconds).")
+    peer_balancing: Literal["pick_first", "round_robin"] = Field(
+        "pick_first",
+        description="How a channel spreads its calls over the addresses a peer's name resolves to: pick_first uses "
+        "one (a call made while it reconnects waits for the connection); round_robin uses every ready one (for "
+        "headless Services with several replicas, as k8s/ sets; while no replica is ready, calls fail at once).",
+    )
 
 
 def dev_secret(path: Path, setting: str) -> str:

@@ -23,6 +23,12 @@ SERVICE = "idlock.v1.IdentityService"
 class ProbeServicer(pb_grpc.IdentityServiceServicer):
     def __init__(self) -> None:
         self.compare_calls = 0
+        #: the client address (ip:port) of each EncodeReferences call
+        self.callers: list[str] = []
+
+    async def EncodeReferences(self, request, context):
+        self.callers.append(context.peer())
+        return pb.EncodeReferencesResponse()
 
     async def DetectFaces(self, request, context):
         raise NotFound("character char_404 does not exist")
@@ -41,7 +47,7 @@ class ProbeServicer(pb_grpc.IdentityServiceServicer):
         raise RuntimeError("secret internals")
 
 
-async def _start(servicer: ProbeServicer, startup_gate: asyncio.Event | None = None):
+async def _start(servicer: ProbeServicer, startup_gate: asyncio.Event | None = None, **settings):
     async def startup() -> None:
         if startup_gate is not None:
             await startup_gate.wait()
@@ -52,7 +58,7 @@ async def _start(servicer: ProbeServicer, startup_gate: asyncio.Event | None = N
         registrations=[lambda server: pb_grpc.add_IdentityServiceServicer_to_server(servicer, server)],
         on_startup=[startup],
     )
-    service = GrpcService(spec, GrpcServerSettings(port=0, grace_s=1.0))
+    service = GrpcService(spec, GrpcServerSettings(port=0, grace_s=1.0, **settings))
     task = asyncio.ensure_future(service.start())
     while service.port == 0:
         await asyncio.sleep(0.01)
@@ -205,6 +211,50 @@ async def test_a_restarted_peer_is_found_again_on_the_same_channel_within_a_seco
         finally:
             await again.stop(drain_s=0)
     assert found_after < 1.5, f"the restarted peer was found after {found_after:.2f} s"
+
+
+@pytest.mark.parametrize("balancing", ["round_robin", "pick_first"])
+async def test_calls_spread_over_every_address_of_a_service_with_round_robin(
+    balancing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a headless Service resolves to every replica: with round_robin (k8s/ sets it) one channel reaches them all
+    monkeypatch.setenv("IDLOCK_PEER_BALANCING", balancing)
+    first, second = ProbeServicer(), ProbeServicer()
+    services = [await _start(first), await _start(second)]
+    for _, started in services:
+        await started
+    target = "ipv4:" + ",".join(f"127.0.0.1:{service.port}" for service, _ in services)
+    try:
+        async with grpc_client.channel(target, default_timeout_s=5) as ch:
+            stub = pb_grpc.IdentityServiceStub(ch)
+            for _ in range(20):
+                await stub.EncodeReferences(pb.EncodeReferencesRequest())
+    finally:
+        for service, _ in services:
+            await service.stop(drain_s=0)
+    calls = (len(first.callers), len(second.callers))
+    if balancing == "round_robin":  # over the ready connections: the first calls may go before the second is
+        assert sum(calls) == 20 and min(calls) >= 5, calls
+    else:  # the default: one address at a time, and a call waits while its connection is made
+        assert sorted(calls) == [0, 20], calls
+
+
+async def test_a_connection_is_renewed_after_its_age_and_no_call_fails() -> None:
+    # the client re-resolves and reconnects when the server ends an old connection: it finds replicas added since
+    servicer = ProbeServicer()
+    service, started = await _start(servicer, max_connection_age_s=0.5)
+    await started
+    try:
+        async with grpc_client.channel(service.address, default_timeout_s=5) as ch:
+            stub = pb_grpc.IdentityServiceStub(ch)
+            deadline = asyncio.get_running_loop().time() + 2.0
+            while asyncio.get_running_loop().time() < deadline:
+                await stub.EncodeReferences(pb.EncodeReferencesRequest())
+                await asyncio.sleep(0.05)
+    finally:
+        await service.stop(drain_s=0)
+    connections = list(dict.fromkeys(servicer.callers))  # each client port is one connection, in order
+    assert len(connections) >= 2, f"one connection served every call: {connections}"
 
 
 async def test_a_storage_error_keeps_its_type_across_the_mesh() -> None:

@@ -338,6 +338,13 @@ def test_services_select_deployments_and_expose_their_ports(source: str) -> None
         for port in svc["spec"]["ports"]:
             assert resolve_port(port.get("targetPort", port["port"]), container) is not None, (name, port)
         assert [p["port"] for p in svc["spec"]["ports"]] == [DEFAULT_PORTS[name]], name
+        # a gRPC peer's Service is headless and its callers balance round_robin, so a caller's channel reaches
+        # every replica, not the one its connection landed on
+        grpc_port = any(p.get("appProtocol") == "grpc" for p in svc["spec"]["ports"])
+        assert (svc["spec"].get("clusterIP") == "None") == grpc_port, f"Service {name}: headless iff gRPC"
+    for dep in deployments.values():
+        env = env_of(main_container(dep), shared_config(docs))
+        assert env.get("IDLOCK_PEER_BALANCING") == "round_robin", dep["metadata"]["name"]
 
 
 @pytest.mark.parametrize("source", SOURCES)
