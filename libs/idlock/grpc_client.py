@@ -13,7 +13,7 @@ from opentelemetry import propagate
 
 from idlock import errors, mesh_auth, telemetry
 from idlock.grpc_server import remaining_s
-from idlock.settings import MeshSettings
+from idlock.settings import MeshSettings, PeerBalancing
 
 #: RPCs that are safe to retry after UNAVAILABLE (reads, pure computations, idempotent-by-key writes).
 IDEMPOTENT_RPCS: dict[str, list[str]] = {
@@ -43,7 +43,10 @@ IDEMPOTENT_RPCS: dict[str, list[str]] = {
 
 
 def service_config(
-    idempotent: dict[str, list[str]] | None = None, *, max_attempts: int = 4, balancing: str = "pick_first"
+    idempotent: dict[str, list[str]] | None = None,
+    *,
+    max_attempts: int = 4,
+    balancing: PeerBalancing = "pick_first",
 ) -> str:
     """gRPC service config JSON: the load-balancing policy over the target's addresses (`MeshSettings.peer_balancing`),
     and UNAVAILABLE retried with backoff on the idempotent RPCs only."""
@@ -128,7 +131,7 @@ def channel(
     max_message_mb: int = 32,
     idempotent: dict[str, list[str]] | None = None,
     extra_options: Iterable[tuple[str, object]] = (),
-    balancing: str | None = None,
+    balancing: PeerBalancing | None = None,
 ) -> grpc.aio.Channel:
     """An insecure aio channel (the mesh runs inside the cluster network; mTLS belongs to the service mesh).
     `balancing`: the load-balancing policy, by default `IDLOCK_PEER_BALANCING`."""

@@ -270,6 +270,12 @@ class GrpcService:
     def address(self) -> str:
         return f"{self.settings.host}:{self.port}"
 
+    def _connection_age(self) -> list[tuple[str, int]]:
+        """Callers balance over the connections they have (round_robin over a headless Service's addresses,
+        IDLOCK_PEER_BALANCING): one that ends lets them find replicas a scale-up added."""
+        age_s = self.settings.max_connection_age_s
+        return [("grpc.max_connection_age_ms", int(age_s * 1000))] if age_s > 0 else []
+
     async def start(self) -> int:
         limit = self.settings.max_message_mb * 1024 * 1024
         self.server = grpc.aio.server(
@@ -286,13 +292,7 @@ class GrpcService:
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
                 ("grpc.http2.max_ping_strikes", 0),
-                *(
-                    # callers balance over the connections they have (round_robin over a headless Service's
-                    # addresses, IDLOCK_PEER_BALANCING): one that ends lets them find replicas a scale-up added
-                    [("grpc.max_connection_age_ms", int(self.settings.max_connection_age_s * 1000))]
-                    if self.settings.max_connection_age_s > 0
-                    else []
-                ),
+                *self._connection_age(),
             ],
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
         )

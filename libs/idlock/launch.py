@@ -9,12 +9,16 @@ import asyncio
 import importlib
 import sys
 from types import ModuleType
+from typing import TypeVar
 
 from pydantic import ValidationError
 
 from idlock import telemetry
 from idlock.grpc_server import ServiceSpec, pending_rpcs, run_forever
+from idlock.settings import MeshSettings
 from idlock.threads import limit_cpu_threads
+
+T = TypeVar("T")
 
 SERVICES = ("identity", "memory", "render", "refiner", "trainer", "orchestrator")
 #: the services running models on threads of their own (settings: `ModelServiceSettings`)
@@ -29,21 +33,27 @@ def server_module(component: str) -> ModuleType:
 
 def serve_main(component: str) -> None:
     module = server_module(component)
-    try:
-        settings = module.SETTINGS()
-    except ValidationError as err:
-        # Fail fast and name the variables: configuration errors are the operator's to fix.
-        print(f"{component}: invalid configuration:", file=sys.stderr)
-        for e in err.errors():
-            name = "_".join(str(p) for p in e["loc"]).upper()
-            print(f"  {settings_prefix(module.SETTINGS)}{name}: {e['msg']}", file=sys.stderr)
-        raise SystemExit(2) from None
+    # Fail fast and name the variables: configuration errors are the operator's to fix. The peers' settings are
+    # read where a channel is made, so they are checked here too.
+    settings = _checked(component, module.SETTINGS)
+    _checked(component, MeshSettings)
     telemetry.setup(component)
     limit_cpu_threads(settings.cpu_threads)
     try:
         asyncio.run(run_forever(module.build(settings), settings))
     except KeyboardInterrupt:
         pass
+
+
+def _checked(component: str, cls: type[T]) -> T:
+    try:
+        return cls()
+    except ValidationError as err:
+        print(f"{component}: invalid configuration:", file=sys.stderr)
+        for e in err.errors():
+            name = "_".join(str(p) for p in e["loc"]).upper()
+            print(f"  {settings_prefix(cls)}{name}: {e['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def settings_prefix(cls: type) -> str:

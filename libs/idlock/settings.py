@@ -176,6 +176,10 @@ DEFAULT_PORTS: dict[str, int] = {
 }
 
 
+#: gRPC load-balancing policies a channel may use over a peer's addresses
+PeerBalancing = Literal["pick_first", "round_robin"]
+
+
 class MeshSettings(IdlockSettings):
     """Where each service finds its peers."""
 
@@ -193,7 +197,7 @@ class MeshSettings(IdlockSettings):
         f"127.0.0.1:{DEFAULT_PORTS['orchestrator']}", description="Orchestrator service address."
     )
     rpc_timeout_s: float = Field(30.0, gt=0, description="Default deadline of a call to a peer (seconds).")
-    peer_balancing: Literal["pick_first", "round_robin"] = Field(
+    peer_balancing: PeerBalancing = Field(
         "pick_first",
         description="How a channel spreads its calls over the addresses a peer's name resolves to: pick_first uses "
         "one (a call made while it reconnects waits for the connection); round_robin uses every ready one (for "

@@ -54,8 +54,11 @@ def test_env_overrides_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
         DatabaseSettings()
 
 
-def test_service_refuses_bad_configuration_naming_the_variable() -> None:
-    env = dict(os.environ, IDLOCK_REFINER_PORT="not-a-port")
+@pytest.mark.parametrize(
+    ("variable", "value"), [("IDLOCK_REFINER_PORT", "not-a-port"), ("IDLOCK_PEER_BALANCING", "random")]
+)
+def test_service_refuses_bad_configuration_naming_the_variable(variable: str, value: str) -> None:
+    env = dict(os.environ, **{variable: value})
     proc = subprocess.run(
         [sys.executable, "-m", "services.refiner"],
         check=False,
@@ -66,4 +69,4 @@ def test_service_refuses_bad_configuration_naming_the_variable() -> None:
         cwd=ROOT,
     )
     assert proc.returncode == 2
-    assert "IDLOCK_REFINER_PORT" in proc.stderr
+    assert variable in proc.stderr
