@@ -3,8 +3,9 @@ import uvicorn
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from idlock import telemetry
+from idlock.launch import checked_settings
 
-settings = GatewaySettings()
+settings = checked_settings("gateway", GatewaySettings)
 telemetry.setup("gateway")
 print(f"gateway listening on http://{settings.host}:{settings.port}", flush=True)
 uvicorn.run(

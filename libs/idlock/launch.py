@@ -15,7 +15,14 @@ from pydantic import ValidationError
 
 from idlock import telemetry
 from idlock.grpc_server import ServiceSpec, pending_rpcs, run_forever
-from idlock.settings import MeshSettings
+from idlock.settings import (
+    DatabaseSettings,
+    MeshSettings,
+    NatsSettings,
+    PathsSettings,
+    StorageSettings,
+    TelemetrySettings,
+)
 from idlock.threads import limit_cpu_threads
 
 T = TypeVar("T")
@@ -23,6 +30,16 @@ T = TypeVar("T")
 SERVICES = ("identity", "memory", "render", "refiner", "trainer", "orchestrator")
 #: the services running models on threads of their own (settings: `ModelServiceSettings`)
 MODEL_SERVICES = ("identity", "render", "refiner")
+#: what every process reads besides its own settings (where its peers are, its data, the bus, the database, the
+#: object store, telemetry), most of it where a runtime opens: checked at start-up with its own
+SHARED_SETTINGS: tuple[type, ...] = (
+    MeshSettings,
+    PathsSettings,
+    NatsSettings,
+    DatabaseSettings,
+    StorageSettings,
+    TelemetrySettings,
+)
 
 
 def server_module(component: str) -> ModuleType:
@@ -33,10 +50,7 @@ def server_module(component: str) -> ModuleType:
 
 def serve_main(component: str) -> None:
     module = server_module(component)
-    # Fail fast and name the variables: configuration errors are the operator's to fix. The peers' settings are
-    # read where a channel is made, so they are checked here too.
-    settings = _checked(component, module.SETTINGS)
-    _checked(component, MeshSettings)
+    settings = checked_settings(component, module.SETTINGS)
     telemetry.setup(component)
     limit_cpu_threads(settings.cpu_threads)
     try:
@@ -45,15 +59,25 @@ def serve_main(component: str) -> None:
         pass
 
 
-def _checked(component: str, cls: type[T]) -> T:
-    try:
-        return cls()
-    except ValidationError as err:
-        print(f"{component}: invalid configuration:", file=sys.stderr)
-        for e in err.errors():
-            name = "_".join(str(p) for p in e["loc"]).upper()
-            print(f"  {settings_prefix(cls)}{name}: {e['msg']}", file=sys.stderr)
-        raise SystemExit(2) from None
+def checked_settings(component: str, cls: type[T]) -> T:
+    """The process's own settings, read with `SHARED_SETTINGS`. Fails fast and names the variables: a bad value is
+    the operator's to fix, so every bad variable is said on stderr (not a traceback where it is first read) and
+    the process exits with code 2."""
+    bad: list[str] = []
+    own: T | None = None
+    for settings_cls in (cls, *SHARED_SETTINGS):
+        try:
+            made = settings_cls()
+        except ValidationError as err:
+            prefix = settings_prefix(settings_cls)
+            bad += [f"  {prefix}{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in err.errors()]
+            continue
+        if settings_cls is cls:
+            own = made
+    if bad or own is None:
+        print(f"{component}: invalid configuration:", *bad, sep="\n", file=sys.stderr)
+        raise SystemExit(2)
+    return own
 
 
 def settings_prefix(cls: type) -> str:

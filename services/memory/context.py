@@ -21,7 +21,7 @@ from idlock.errors import InvalidInput
 from .cache import CacheKey, PromptCache
 from .clock import ModelClock
 from .consolidation import ConsolidationPolicy, SceneRecord, SummaryResult, consolidate
-from .llm import NO_KEY_REASON, GroqLlm, format_prompt
+from .llm import GroqLlm, format_prompt
 from .merge import MergeConfig, episode_weights, merge_identity
 from .prompt import (
     DEFAULT_STYLE_GUIDE,
@@ -34,7 +34,15 @@ from .prompt import (
     sanitize_prompt,
 )
 from .state import Interval, SceneTags, StateCache, StateFold, StoryState, compute_state
-from .text_embed import PendingEmbedding, TextEmbedder, aembed, embed_soon, embed_text_soon
+from .text_embed import (
+    PendingEmbedding,
+    ScenePrompts,
+    TextEmbedder,
+    aembed,
+    embed_soon,
+    embed_text_soon,
+    embedded,
+)
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +215,9 @@ async def build_context(
         ended_window=cfg.ended_window,
     )
     template = compose_template(inputs)
+    if llm is None or not llm.enabled:
+        # the prompt is the template just composed: a cache read (a NATS round trip) would only find it again
+        cache = None
     key = CacheKey(character_id, memory_version, template.template_hash, ov.digest(), _engine_key(llm))
     composed: ComposedPrompt | None = await cache.get(key) if cache is not None else None
     hit = composed is not None
@@ -214,9 +225,9 @@ async def build_context(
         metrics.PROMPT_CACHE.labels("hit" if hit else "miss").inc()
     if composed is None:
         composed = await format_prompt(template, inputs, llm, deny_list=cfg.deny_list, clock=clock)
-        # cache what will not change: LLM answers, and template results when no LLM is configured
-        # (a template used because the LLM failed is not cached, so the next call tries the LLM again)
-        if cache is not None and (composed.engine == "llm" or composed.fallback_reason == NO_KEY_REASON):
+        # only LLM answers are cached: a template used because the LLM failed is not, so the next call tries the
+        # LLM again
+        if cache is not None and composed.engine == "llm":
             await cache.put(key, composed)
     return MemoryContext(
         character_id=character_id,
@@ -284,9 +295,11 @@ async def load_context(
     overrides: StyleOverrides | None = None,
     owner_id: str | None = None,
     states: StateCache | None = None,
+    scene_prompts: ScenePrompts | None = None,
 ) -> MemoryContext:
     """Read the character, its episodes, summary and vectors, then `build_context`. NotFound when missing.
-    With `states`, the story state is kept between calls and only new scenes are read and replayed.
+    With `states`, the story state is kept between calls and only new scenes are read and replayed. With
+    `scene_prompts`, the prompt's embedding (when one was made) is kept for recording the scene.
 
     The result carries the character row and the Episode rows of its recent and relevant scenes."""
     from . import repository as repo
@@ -358,6 +371,8 @@ async def load_context(
             cache=cache,
             clock=clock,
         )
+        if scene_prompts is not None and query is not None and _succeeded(query.vector):
+            scene_prompts.keep(character_id, query.text, query.vector.result()[0])
     finally:
         if query is not None:
             query.cancel()
@@ -376,16 +391,28 @@ class RecordResult:
     consolidation_due: bool = False
 
 
+def _succeeded(work: asyncio.Future[Any]) -> bool:
+    return work.done() and not work.cancelled() and work.exception() is None
+
+
 def embed_episode_soon(
-    embedder: TextEmbedder | None, episode: Mapping[str, Any], clock: ModelClock
+    embedder: TextEmbedder | None,
+    episode: Mapping[str, Any],
+    clock: ModelClock,
+    *,
+    character_id: str = "",
+    scene_prompts: ScenePrompts | None = None,
 ) -> PendingEmbedding | None:
     """Start embedding an episode's text (from `record_scene`'s episode keywords), so that the reads and writes
-    of recording it run meanwhile. None when there is no embedder or no text."""
+    of recording it run meanwhile; or take the vector its scene's context made of the same text from
+    `scene_prompts`. None when there is no embedder or no text."""
     from .models import episode_text
 
     text = episode_text(episode.get("prompt", ""), episode.get("description", ""))
     if embedder is None or not text.strip():
         return None
+    if scene_prompts is not None and (vector := scene_prompts.take(character_id, text)) is not None:
+        return embedded(text, vector)
     return embed_text_soon(embedder, text, clock)
 
 

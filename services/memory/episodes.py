@@ -129,7 +129,13 @@ class Story:
         job_id = required(job_id, "episode.job_id")
         clock = ModelClock()
         # the text model runs while the character is read and the episode written
-        embedding = embed_episode_soon(rt.embedder if rt.vectors else None, episode, clock)
+        embedding = embed_episode_soon(
+            rt.embedder if rt.vectors else None,
+            episode,
+            clock,
+            character_id=cid,
+            scene_prompts=rt.scene_prompts,
+        )
         try:
             async with rt.db.session() as s:
                 ch = await repo.get_character(s, cid)
@@ -213,6 +219,7 @@ class Story:
                 overrides=StyleOverrides.from_strings(style_overrides),
                 owner_id=owner,
                 states=rt.states,
+                scene_prompts=rt.scene_prompts,
             )
         fold = rt.states.due(cid)
         if fold is not None:  # after answering: the next replica to see the character starts from here

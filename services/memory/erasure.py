@@ -70,6 +70,7 @@ class Erasures:
         """Every store's step, then the event; the record is finished only when all of them went through."""
         rt = self.rt
         rt.states.forget(character_id)
+        rt.scene_prompts.forget(character_id)
         reports = await characters.erase_character(
             rt.db.session, rt.store, rt.vectors, rt.cache, character_id, resume=resume
         )

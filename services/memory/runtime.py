@@ -24,7 +24,7 @@ from services.memory.llm import GroqLlm, LlmConfig
 from services.memory.models import SCHEMA_VERSION, UPGRADES, Base
 from services.memory.settings import MemorySettings
 from services.memory.state import StateCache
-from services.memory.text_embed import TextEmbedder, get_text_embedder
+from services.memory.text_embed import ScenePrompts, TextEmbedder, get_text_embedder
 from services.memory.vectors import MemoryVectors
 
 log = logging.getLogger("idlock.memory")
@@ -45,6 +45,8 @@ class MemoryRuntime:
         self.bus: EventBus | None = None
         #: story states kept between context builds (episodes only append; a deleted character is forgotten)
         self.states = StateCache()
+        #: each scene's prompt embedding, from its context to its record (one model run a scene, not two)
+        self.scene_prompts = ScenePrompts()
         #: events and cache writes still on their way after the call that made them answered
         self.background: set[asyncio.Future[None]] = set()
 

@@ -103,7 +103,11 @@ class MemorySettings(GrpcServerSettings):
 
     # cache
     kv_bucket: str = Field("idlock_prompt_cache", description="NATS KV bucket of the prompt cache.")
-    cache_backend: str = Field("nats", description="Prompt cache: 'nats' (KV bucket), 'memory' or 'none'.")
+    cache_backend: str = Field(
+        "nats",
+        description="Cache of LLM-formatted prompts: 'nats' (KV bucket), 'memory' or 'none' (template prompts are "
+        "composed at each call, not cached).",
+    )
     cache_ttl_s: int = Field(
         7 * 24 * 3600, ge=0, description="Lifetime of cached prompts (seconds); 0: forever."
     )

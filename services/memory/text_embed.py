@@ -14,7 +14,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -273,6 +274,46 @@ class PendingEmbedding:
 
 def embed_text_soon(embedder: TextEmbedder, text: str, clock: ModelClock | None = None) -> PendingEmbedding:
     return PendingEmbedding(text, embed_soon(embedder, [text], clock))
+
+
+def embedded(text: str, vector: np.ndarray) -> PendingEmbedding:
+    """A text whose embedding is already known (no model run, no model time)."""
+    done: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+    done.set_result(vector[None, :])
+    return PendingEmbedding(text, done)
+
+
+class ScenePrompts:
+    """Prompt embeddings a scene's context computed, kept for recording the same scene. Without a vision model's
+    description an episode's text is its prompt, which its context embedded for the relevance search: the record
+    takes that vector instead of running the model a second time. Taken once (a context's vector serves its own
+    scene, not later scenes with the same words), bounded, and dropped after `ttl_s` or when the character is
+    erased. Per process: a record answered by another replica embeds its text itself."""
+
+    def __init__(
+        self, max_entries: int = 1024, ttl_s: float = 900.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_entries, self.ttl_s, self._clock = max_entries, ttl_s, clock
+        self._kept: OrderedDict[tuple[str, str], tuple[float, np.ndarray]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def keep(self, character_id: str, text: str, vector: np.ndarray) -> None:
+        self._kept[(character_id, text)] = (self._clock() + self.ttl_s, vector)
+        self._kept.move_to_end((character_id, text))
+        while len(self._kept) > self.max_entries:
+            self._kept.popitem(last=False)
+
+    def take(self, character_id: str, text: str) -> np.ndarray | None:
+        kept = self._kept.pop((character_id, text), None)
+        if kept is None or kept[0] < self._clock():
+            return None
+        return kept[1]
+
+    def forget(self, character_id: str) -> None:
+        for key in [k for k in self._kept if k[0] == character_id]:
+            del self._kept[key]
 
 
 async def aembed(embedder: TextEmbedder, texts: Sequence[str], clock: ModelClock | None = None) -> np.ndarray:

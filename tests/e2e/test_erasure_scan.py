@@ -21,6 +21,7 @@ from skimage import data as skdata
 
 from idlock.mesh import LocalMesh
 from tests.fakes.gemini_server import FakeGeminiServer
+from tests.fakes.groq_server import FakeGroqServer
 
 pytestmark = pytest.mark.slow
 
@@ -46,11 +47,21 @@ def fake_gemini() -> Iterator[FakeGeminiServer]:
         yield fake
 
 
-def _env(fake: FakeGeminiServer) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def fake_groq() -> Iterator[FakeGroqServer]:
+    """The prompt formatter: memory caches what it answers (the prompts, in NATS KV), which erasure must find."""
+    with FakeGroqServer() as fake:
+        fake.echo_user()
+        yield fake
+
+
+def _env(fake: FakeGeminiServer, groq: FakeGroqServer) -> dict[str, str]:
     return {
         "IDLOCK_RENDER_PROVIDERS": '["gemini"]',
         "IDLOCK_RENDER_GEMINI_API_KEY": "e2e",
         "IDLOCK_RENDER_GEMINI_BASE_URL": fake.base_url,
+        "IDLOCK_MEMORY_GROQ_API_KEY": "e2e",
+        "IDLOCK_MEMORY_GROQ_BASE_URL": groq.base_url,
         "IDLOCK_ORCHESTRATOR_NEAR_COPY": "flag",
         "IDLOCK_ORCHESTRATOR_ACK_WAIT_S": "3",
     }
@@ -178,10 +189,14 @@ def _erase(client: httpx.Client, cid: str, jobs: list[str]) -> None:
     assert not [j for j in listed if j["job_id"] in jobs]
 
 
-def test_erasure_leaves_nothing_on_sqlite_and_files(tmp_path: Path, fake_gemini: FakeGeminiServer) -> None:
+def test_erasure_leaves_nothing_on_sqlite_and_files(
+    tmp_path: Path, fake_gemini: FakeGeminiServer, fake_groq: FakeGroqServer
+) -> None:
     needles = Needles()
     with (
-        LocalMesh(tmp_path / "mesh", free_ports=True, nats_port=0, extra_env=_env(fake_gemini)) as mesh,
+        LocalMesh(
+            tmp_path / "mesh", free_ports=True, nats_port=0, extra_env=_env(fake_gemini, fake_groq)
+        ) as mesh,
         contextlib.closing(_client(mesh)) as client,
     ):
         cid, jobs = _story(client, needles)
@@ -198,7 +213,11 @@ def test_erasure_leaves_nothing_on_sqlite_and_files(tmp_path: Path, fake_gemini:
 
 @pytest.mark.postgres
 def test_erasure_leaves_nothing_on_postgres_and_s3(
-    tmp_path: Path, fake_gemini: FakeGeminiServer, postgres_url: str, s3_endpoint: str
+    tmp_path: Path,
+    fake_gemini: FakeGeminiServer,
+    fake_groq: FakeGroqServer,
+    postgres_url: str,
+    s3_endpoint: str,
 ) -> None:
     import asyncio
 
@@ -211,7 +230,7 @@ def test_erasure_leaves_nothing_on_postgres_and_s3(
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     memory_schema = f"memory_{uuid.uuid4().hex[:8]}"
     env = {
-        **_env(fake_gemini),
+        **_env(fake_gemini, fake_groq),
         "IDLOCK_DATABASE_URL": postgres_url,
         "IDLOCK_MEMORY_DB_SCHEMA": memory_schema,
         "IDLOCK_STORAGE_BACKEND": "s3",

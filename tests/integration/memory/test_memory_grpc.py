@@ -33,9 +33,10 @@ from idlock.settings import DatabaseSettings
 from idlock.v1 import common_pb2, events_pb2
 from idlock.v1 import memory_service_pb2 as pb
 from idlock.v1 import memory_service_pb2_grpc as pb_grpc
-from services.memory.cache import character_token
+from services.memory.cache import CacheKey, NatsKvPromptCache, character_token
 from services.memory.erasure import record_erasure
 from services.memory.models import Character, Episode, Erasure, Summary
+from services.memory.prompt import ComposedPrompt
 from services.memory.vectors import MemoryVectors
 from tests.harness import serving
 
@@ -172,13 +173,24 @@ class Mesh:
             root = root / character_id
         return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
-    async def written_cache_keys(self, character_id: str) -> list[str]:
-        """Cache keys once the write-behind has landed: memory caches a prompt after answering."""
-        for _ in range(100):
+    async def written_cache_keys(self, character_id: str, wait_s: float = 5.0) -> list[str]:
+        """Cache keys once the write-behind has landed (memory caches a prompt after answering), waiting at most
+        `wait_s` for one."""
+        for _ in range(int(wait_s / 0.05)):
             if keys := await self.cache_keys(character_id):
                 return keys
             await asyncio.sleep(0.05)
         return []
+
+    async def cache_llm_prompt(self, character_id: str) -> None:
+        """An LLM-formatted prompt of the character in the cache, as memory writes one with an LLM configured."""
+        nc = await nats.connect(self.nats_url)
+        try:
+            cache = await NatsKvPromptCache.open(nc.jetstream(), self.kv_bucket)
+            key = CacheKey(character_id, 1, "template-hash", "", "groq:m")
+            await cache.put(key, ComposedPrompt(prompt="P", negative_prompt="N", engine="llm"))
+        finally:
+            await nc.close()
 
     async def cache_keys(self, character_id: str) -> list[str]:
         nc = await nats.connect(self.nats_url)
@@ -528,8 +540,9 @@ async def test_three_scene_story_and_context(mesh: Mesh, astronaut_png: bytes) -
     assert ctx.character.id == ch.id and ctx.memory_version == ctx.character.memory_version
     assert not ctx.cache_hit
     again = await mesh.stub.BuildContext(req)
-    assert again.cache_hit and again.prompt.prompt == prompt
-    assert await mesh.written_cache_keys(ch.id)
+    # no LLM: the template is composed again (the same prompt); the prompt cache is neither read nor written
+    assert not again.cache_hit and again.prompt.prompt == prompt
+    assert not await mesh.written_cache_keys(ch.id, wait_s=0.5)
 
     # history, newest first, paginated
     page = await mesh.stub.ListHistory(
@@ -587,6 +600,7 @@ async def test_erasure_reaches_every_store_and_events_go_out(mesh: Mesh, astrona
     assert (
         len(await mesh.vector_points(ch.id)) == 2 + 2 + 2
     )  # semantic + view, 2 episode faces, 2 episode texts
+    await mesh.cache_llm_prompt(ch.id)
     assert mesh.objects(ch.id) and await mesh.written_cache_keys(ch.id)
 
     res = await mesh.stub.DeleteCharacter(pb.DeleteCharacterRequest(character_id=ch.id, owner_id=OWNER))
@@ -658,34 +672,64 @@ async def test_minilm_embedder_picks_the_relevant_scene(
         assert [e.prompt for e in ctx.relevant] == [prompts[1]]
         assert ctx.model_seconds > 0  # older scenes were ranked: the embedder's time is reported
 
+        # recording that scene indexes the vector its context made of the same text: no second model run
+        landing = "The rocket ship lands on a distant planet"
+        scene = pb.Episode(character_id=ch.id, job_id="m-landing", prompt=landing)
+        recorded = await stub.RecordEpisode(pb.RecordEpisodeRequest(episode=scene))
+        assert recorded.created and recorded.model_seconds == 0.0
+        # taken once: a replay of the record, or another scene with other words, runs the model
+        other = pb.Episode(character_id=ch.id, job_id="m-cake", prompt="She bakes a birthday cake")
+        assert (await stub.RecordEpisode(pb.RecordEpisodeRequest(episode=other))).model_seconds > 0
+        # the reused vector was indexed as the scene's own: a paraphrase finds the landing among the older scenes
+        found = await stub.BuildContext(
+            pb.BuildContextRequest(character_id=ch.id, user_prompt="A rocket touches down on a faraway world")
+        )
+        assert [e.prompt for e in found.relevant] == [landing]
+
 
 async def test_without_nats_the_service_still_serves(identity_addr, tmp_path, astronaut_png) -> None:
-    """NATS unreachable at start-up: no events, the prompt cache kept in memory, every RPC still answered."""
-    env = {
-        "IDLOCK_DATABASE_URL": "",
-        "IDLOCK_IDENTITY_ADDR": identity_addr,
-        "IDLOCK_NATS_URL": "nats://127.0.0.1:1",
-        "IDLOCK_MEMORY_NATS_WAIT_S": "0.5",
-        "IDLOCK_MEMORY_TEXT_EMBEDDER": "hashing",
-    }
-    async with serving("memory", tmp_path, **env) as svc:
-        stub = pb_grpc.MemoryServiceStub(svc.channel)
-        ch = await _consenting(stub, "Offline", astronaut_png)
-        req = pb.BuildContextRequest(character_id=ch.id, user_prompt="a quiet morning")
-        assert not (await stub.BuildContext(req)).cache_hit
-        assert (await stub.BuildContext(req)).cache_hit
-        res = await stub.DeleteCharacter(pb.DeleteCharacterRequest(character_id=ch.id))
-        # memory's own stores are clean; the other services could not be told, and the report says so
-        report = {r.store: r for r in res.report}
-        assert all(r.ok for name, r in report.items() if name != "events")
-        assert not report["events"].ok and "not told" in report["events"].error
-        # the rows are gone but the erasure is not finished: deleting again takes it up (and says so again)
-        again = {
-            r.store: r
-            for r in (await stub.DeleteCharacter(pb.DeleteCharacterRequest(character_id=ch.id))).report
+    """NATS unreachable at start-up: no events, the LLM's prompts cached in memory, every RPC still answered."""
+    from services.memory.prompt import CONSTRAINT_LINES, MANDATORY_NEGATIVE_TOKENS
+    from tests.fakes.groq_server import FakeGroqServer
+
+    with FakeGroqServer() as groq:
+        env = {
+            "IDLOCK_DATABASE_URL": "",
+            "IDLOCK_IDENTITY_ADDR": identity_addr,
+            "IDLOCK_NATS_URL": "nats://127.0.0.1:1",
+            "IDLOCK_MEMORY_NATS_WAIT_S": "0.5",
+            "IDLOCK_MEMORY_TEXT_EMBEDDER": "hashing",
+            "IDLOCK_MEMORY_GROQ_API_KEY": "test-key",
+            "IDLOCK_MEMORY_GROQ_BASE_URL": groq.base_url,
         }
-        assert again["database"].ok and again["database"].removed == 0 and not again["events"].ok
-        await _fails(stub.GetCharacter(pb.GetCharacterRequest(character_id=ch.id)), grpc.StatusCode.NOT_FOUND)
+        groq.reply(
+            "An astronaut with brown eyes on a quiet morning. "
+            + " ".join(CONSTRAINT_LINES)
+            + " Negative tokens: "
+            + ", ".join(MANDATORY_NEGATIVE_TOKENS)
+        )
+        async with serving("memory", tmp_path, **env) as svc:
+            stub = pb_grpc.MemoryServiceStub(svc.channel)
+            ch = await _consenting(stub, "Offline", astronaut_png)
+            req = pb.BuildContextRequest(character_id=ch.id, user_prompt="a quiet morning")
+            first = await stub.BuildContext(req)
+            assert first.prompt.engine.startswith("llm") and not first.cache_hit, first.prompt.fallback_reason
+            again = await stub.BuildContext(req)
+            assert again.cache_hit and again.prompt.prompt == first.prompt.prompt and groq.calls == 1
+            res = await stub.DeleteCharacter(pb.DeleteCharacterRequest(character_id=ch.id))
+            # memory's own stores are clean; the other services could not be told, and the report says so
+            report = {r.store: r for r in res.report}
+            assert all(r.ok for name, r in report.items() if name != "events")
+            assert not report["events"].ok and "not told" in report["events"].error
+            # the rows are gone but the erasure is not finished: deleting again takes it up (and says so again)
+            second = {
+                r.store: r
+                for r in (await stub.DeleteCharacter(pb.DeleteCharacterRequest(character_id=ch.id))).report
+            }
+            assert second["database"].ok and second["database"].removed == 0 and not second["events"].ok
+            await _fails(
+                stub.GetCharacter(pb.GetCharacterRequest(character_id=ch.id)), grpc.StatusCode.NOT_FOUND
+            )
 
 
 async def test_recording_does_not_wait_for_the_summariser(

@@ -55,12 +55,22 @@ def test_env_overrides_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    ("variable", "value"), [("IDLOCK_REFINER_PORT", "not-a-port"), ("IDLOCK_PEER_BALANCING", "random")]
+    ("module", "variable", "value"),
+    [
+        ("services.refiner", "IDLOCK_REFINER_PORT", "not-a-port"),
+        ("services.refiner", "IDLOCK_PEER_BALANCING", "random"),
+        ("services.refiner", "IDLOCK_DATABASE_URL", "mysql://u@h/db"),
+        ("gateway", "IDLOCK_GATEWAY_PORT", "not-a-port"),
+        ("gateway", "IDLOCK_PEER_BALANCING", "random"),
+        ("gateway", "IDLOCK_STORAGE_BACKEND", "tape"),
+    ],
 )
-def test_service_refuses_bad_configuration_naming_the_variable(variable: str, value: str) -> None:
+def test_a_process_refuses_bad_configuration_naming_the_variable(
+    module: str, variable: str, value: str
+) -> None:
     env = dict(os.environ, **{variable: value})
     proc = subprocess.run(
-        [sys.executable, "-m", "services.refiner"],
+        [sys.executable, "-m", module],
         check=False,
         env=env,
         capture_output=True,
@@ -68,5 +78,5 @@ def test_service_refuses_bad_configuration_naming_the_variable(variable: str, va
         timeout=60,
         cwd=ROOT,
     )
-    assert proc.returncode == 2
-    assert variable in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert variable in proc.stderr and "Traceback" not in proc.stderr
