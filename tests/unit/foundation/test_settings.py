@@ -60,6 +60,7 @@ def test_env_overrides_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
         ("services.refiner", "IDLOCK_REFINER_PORT", "not-a-port"),
         ("services.refiner", "IDLOCK_PEER_BALANCING", "random"),
         ("services.refiner", "IDLOCK_DATABASE_URL", "mysql://u@h/db"),
+        ("services.refiner", "IDLOCK_MESH_TOKEN_KEY", "too-short"),
         ("gateway", "IDLOCK_GATEWAY_PORT", "not-a-port"),
         ("gateway", "IDLOCK_PEER_BALANCING", "random"),
         ("gateway", "IDLOCK_STORAGE_BACKEND", "tape"),
