@@ -1,6 +1,7 @@
 """Process entry point shared by every service: `python -m services.<name>` and `idlock serve <name>`.
 
-Each service package has `server.py` exposing `SETTINGS` (its settings class) and `build(settings) -> ServiceSpec`.
+Each service package has `server.py` exposing `SETTINGS` (its settings class), optionally `ALSO_READS` (the kernel's
+settings classes it reads besides its own), and `build(settings) -> ServiceSpec`.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def server_module(component: str) -> ModuleType:
 
 def serve_main(component: str) -> None:
     module = server_module(component)
-    settings = checked_settings(component, module.SETTINGS)
+    settings = checked_settings(component, module.SETTINGS, *getattr(module, "ALSO_READS", ()))
     telemetry.setup(component)
     limit_cpu_threads(settings.cpu_threads)
     try:
@@ -62,13 +63,13 @@ def serve_main(component: str) -> None:
         pass
 
 
-def checked_settings(component: str, cls: type[T]) -> T:
-    """The process's own settings, read with `SHARED_SETTINGS`. Fails fast and names the variables: a bad value is
-    the operator's to fix, so every bad variable is said on stderr (not a traceback where it is first read) and
-    the process exits with code 2."""
+def checked_settings(component: str, cls: type[T], *also: type) -> T:
+    """The process's own settings, read with `SHARED_SETTINGS` and what else it reads (`also`: a server module's
+    `ALSO_READS`). Fails fast and names the variables: a bad value is the operator's to fix, so every bad variable
+    is said on stderr (not a traceback where it is first read) and the process exits with code 2."""
     bad: list[str] = []
     own: T | None = None
-    for settings_cls in (cls, *SHARED_SETTINGS):
+    for settings_cls in (cls, *SHARED_SETTINGS, *also):
         try:
             made = settings_cls()
         except ValidationError as err:

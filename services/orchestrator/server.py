@@ -14,6 +14,7 @@ import logging
 
 from idlock.bus import EventBus, Worker
 from idlock.grpc_server import ServiceSpec
+from idlock.moderation import ModerationSettings
 from idlock.v1 import orchestrator_service_pb2 as pb
 from idlock.v1 import orchestrator_service_pb2_grpc as pb_grpc
 from services.orchestrator.flow import Peers
@@ -27,6 +28,8 @@ from services.orchestrator.views import JobProtos, to_proto
 from services.orchestrator.worker import JobWorker
 
 SETTINGS = OrchestratorSettings
+#: the kernel's settings it reads besides its own (checked at start-up with them)
+ALSO_READS = (ModerationSettings,)
 log = logging.getLogger("idlock.orchestrator")
 
 

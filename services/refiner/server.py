@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from idlock.errors import InvalidInput
 from idlock.faces.proto import copy_pb, idr_pb
+from idlock.faces.settings import FaceSettings
 from idlock.grpc_server import ServiceSpec
 from idlock.v1 import common_pb2
 from idlock.v1 import refiner_service_pb2 as pb
@@ -26,6 +27,8 @@ def box_tuple(b) -> tuple[float, float, float, float]:
 
 
 SETTINGS = RefinerSettings
+#: the kernel's settings it reads besides its own (checked at start-up with them)
+ALSO_READS = (FaceSettings,)
 
 STRATEGY_NAMES = {
     pb.REFINE_STRATEGY_RENDER: "render",

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from idlock.grpc_server import ServiceSpec
 from idlock.launch import servicer_spec
+from idlock.nsfw import OutputModerationSettings
 from idlock.v1 import render_service_pb2 as pb
 from idlock.v1 import render_service_pb2_grpc as pb_grpc
 from services.render.rendering import Rendering
 from services.render.settings import RenderSettings
 
 SETTINGS = RenderSettings
+#: the kernel's settings it reads besides its own (checked at start-up with them)
+ALSO_READS = (OutputModerationSettings,)
 
 
 class RenderServicer(pb_grpc.RenderServiceServicer):

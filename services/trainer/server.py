@@ -15,6 +15,7 @@ import contextlib
 
 from idlock.bus import Worker
 from idlock.errors import InvalidInput
+from idlock.faces.settings import FaceSettings
 from idlock.grpc_server import ServiceSpec
 from idlock.v1 import trainer_service_pb2 as pb
 from idlock.v1 import trainer_service_pb2_grpc as pb_grpc
@@ -34,6 +35,8 @@ from services.trainer.views import check_character_id, golden_pb, lora_pb, run_p
 from services.trainer.watch import DegradationWatch
 
 SETTINGS = TrainerSettings
+#: the kernel's settings it reads besides its own (checked at start-up with them)
+ALSO_READS = (FaceSettings,)
 
 
 class TrainerServicer(pb_grpc.TrainerServiceServicer):
