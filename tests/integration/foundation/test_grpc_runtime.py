@@ -196,7 +196,9 @@ async def test_a_restarted_peer_is_found_again_on_the_same_channel_within_a_seco
         with pytest.raises(grpc.aio.AioRpcError) as err:  # down: refused at once, no wait
             await stub.ScoreIdentity(pb.ScoreIdentityRequest(), timeout=1)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-        await asyncio.sleep(3.0)  # long enough for gRPC's default reconnect backoff to have grown past 2 s
+        # long enough for gRPC's default reconnect backoff to have grown: with it, the peer was found 4.6-7.1 s
+        # after its restart (1.2-1.7 s after a 3 s outage, too close to this channel's worst under load)
+        await asyncio.sleep(10.0)
         again = GrpcService(service.spec, GrpcServerSettings(port=port, grace_s=1.0))
         await again.start()
         try:
@@ -210,7 +212,9 @@ async def test_a_restarted_peer_is_found_again_on_the_same_channel_within_a_seco
             found_after = asyncio.get_running_loop().time() - t0
         finally:
             await again.stop(drain_s=0)
-    assert found_after < 1.5, f"the restarted peer was found after {found_after:.2f} s"
+    # the channel waits at most 1 s (+20% jitter) between attempts: 0.25-0.33 s on a quiet machine, 1.56 s seen
+    # once in CI under load
+    assert found_after < 2.5, f"the restarted peer was found after {found_after:.2f} s"
 
 
 @pytest.mark.parametrize("balancing", ["round_robin", "pick_first"])
