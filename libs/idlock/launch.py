@@ -10,7 +10,7 @@ import asyncio
 import importlib
 import sys
 from types import ModuleType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -68,20 +68,17 @@ def checked_settings(component: str, cls: type[T], *also: type) -> T:
     `ALSO_READS`). Fails fast and names the variables: a bad value is the operator's to fix, so every bad variable
     is said on stderr (not a traceback where it is first read) and the process exits with code 2."""
     bad: list[str] = []
-    own: T | None = None
+    made: dict[type, Any] = {}
     for settings_cls in (cls, *SHARED_SETTINGS, *also):
         try:
-            made = settings_cls()
+            made[settings_cls] = settings_cls()
         except ValidationError as err:
             prefix = settings_prefix(settings_cls)
             bad += [f"  {prefix}{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in err.errors()]
-            continue
-        if settings_cls is cls:
-            own = made
-    if bad or own is None:
+    if bad:
         print(f"{component}: invalid configuration:", *bad, sep="\n", file=sys.stderr)
         raise SystemExit(2)
-    return own
+    return made[cls]
 
 
 def settings_prefix(cls: type) -> str:

@@ -12,7 +12,6 @@ import errno
 import hashlib
 import logging
 import os
-import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from idlock.errors import (
     StorageUnreachable,
     Unavailable,
 )
+from idlock.files import replace_whole
 from idlock.metrics import object_store_call
 from idlock.settings import StorageSettings
 
@@ -186,16 +186,7 @@ class LocalObjectStore(ObjectStore):
         if target.is_dir():
             raise InvalidInput(f"object key {key!r} names a folder of other objects")
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_dir / f"{uuid.uuid4().hex}.part"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)  # readers see the old object or the whole new one, never a partial file
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        replace_whole(target, data, tmp_dir=tmp_dir)  # readers see the old object or the whole new one
 
     async def _put(self, key: str, data: bytes, content_type: str) -> StoredObject:
         try:

@@ -68,6 +68,13 @@ def limit_cpu_threads(threads: int = 0) -> int:
     return n
 
 
+def pool_size() -> int:
+    """The pool size this process was given (`limit_cpu_threads` sets it in the environment at start-up), read
+    without importing torch: for libraries that take a thread count (onnxruntime's intra-op threads)."""
+    value = os.environ.get(POOL_VARIABLES[0], "")
+    return int(value) if value.isdigit() and int(value) > 0 else available_cpus()
+
+
 def lower_this_thread(priority: ModelThreadPriority) -> bool:
     """Give the calling thread (not its process) `priority`; True when it was lowered. "idle" is Linux's SCHED_IDLE:
     any other runnable thread on the machine preempts it. Elsewhere the thread stays as it is."""

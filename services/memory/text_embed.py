@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import re
 import threading
 import time
@@ -23,7 +22,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from idlock.threads import available_cpus
+from idlock.files import replace_whole
+from idlock.threads import pool_size
 
 from .clock import ModelClock
 
@@ -167,7 +167,7 @@ class MiniLmEmbedder:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = _cpu_threads()
+        options.intra_op_num_threads = pool_size()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CUDAExecutionProvider"] if self._device.startswith("cuda") else ["CPUExecutionProvider"]
         session = ort.InferenceSession(graph, options, providers=providers)
@@ -277,18 +277,9 @@ def _keep(path: Path, graph: bytes) -> None:
     only costs the next start an export."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(graph)
-        os.replace(tmp, path)
+        replace_whole(path, graph)
     except OSError as e:
         log.info("text embedder: the ONNX graph is not kept in %s (%s)", path.parent, e)
-
-
-def _cpu_threads() -> int:
-    """The session's intra-op threads: the process's pool size (`limit_cpu_threads` sets it in the environment at
-    start-up, as it sets torch's), read without importing torch."""
-    value = os.environ.get("OMP_NUM_THREADS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else available_cpus()
 
 
 def embed_soon(

@@ -18,6 +18,7 @@ from google.protobuf import json_format
 
 from idlock import refs
 from idlock.errors import DeadlineExceeded, IdlockError, InvalidInput, NotFound
+from idlock.files import replace_whole
 from idlock.nsfw import OutputClassifier, OutputModerationSettings
 from idlock.settings import MeshSettings, PathsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
@@ -124,11 +125,11 @@ class Rendering:
         data = await refs.fetch_ref(self.store, lora, "lora")
         digest = hashlib.sha256(data).hexdigest()
         path = Path(self.data_dir) / "cache" / "lora" / f"{digest}.safetensors"
-        if not path.exists():
+        if (
+            not path.exists()
+        ):  # two renders may fetch it at once: each writes its own copy whole, off the loop
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            await asyncio.to_thread(replace_whole, path, data, durable=False)
         return str(path)
 
     async def _store_result(self, result: RenderResult, prefix: str, job_id: str) -> common_pb2.ImageRef:

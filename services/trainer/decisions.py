@@ -4,11 +4,13 @@ announced as a `lora.*` event."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
 from idlock import subjects
 from idlock.errors import PreconditionFailed
+from idlock.files import replace_whole
 from idlock.metrics import LORA_ACTIVATIONS, LORA_ROLLBACKS
 from services.trainer import models as m
 from services.trainer.journal import ACTIVATED, REJECTED, ROLLED_BACK, record_decision
@@ -37,11 +39,12 @@ class LoraDecisions:
 
     async def _lora_file(self, row: m.LoraModel) -> str:
         path = self.rt.lora_cache_path(row)
-        if not path.exists():
+        if (
+            not path.exists()
+        ):  # two validations may fetch it at once: each writes its own copy whole, off the loop
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(await self.rt.store.get(row.file_uri))
-            tmp.replace(path)
+            data = await self.rt.store.get(row.file_uri)
+            await asyncio.to_thread(replace_whole, path, data, durable=False)
         return str(path)
 
     async def _scorer(self, character_id: str) -> ScoreFn:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from idlock.errors import InvalidInput, PreconditionFailed, Unavailable
+from idlock.files import replace_whole
 
 log = logging.getLogger("idlock.trainer.training")
 
@@ -232,9 +233,9 @@ def _save_checkpoint(
         "lora": {k: v.detach().float().cpu() for k, v in get_peft_model_state_dict(unet).items()},
         "optimizer": optimizer.state_dict(),
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    replace_whole(
+        path, lambda f: torch.save(state, f)
+    )  # a crash mid-save leaves the last checkpoint readable
 
 
 def _load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:

@@ -1,6 +1,7 @@
 """The three-scene story end to end over the core modules: SQLite repository, Qdrant local mode, text embeddings,
 prompt cache, template and LLM engines (fake Groq server with the real client), consolidation."""
 
+import asyncio
 import contextlib
 import time
 
@@ -170,6 +171,46 @@ async def test_three_scene_story_context(env):
     async with sm() as s:
         await repo.delete_character(s, cid)
     assert await vectors.delete_character(cid) == 7
+
+
+async def test_an_episode_is_indexed_only_once_its_row_has_committed(env, monkeypatch):
+    """A record whose commit fails leaves no vector behind (the episode id it would carry is in no row); one whose
+    index write fails has its row, and the replay of the same job indexes it."""
+    sm, vectors = env
+    emb = HashingTextEmbedder()
+    cid = await make_character(sm, vectors)
+    scene = {**SCENES[0], "face_embedding": unit(1).tolist()}
+
+    async def refused(*_a, **_k):
+        await asyncio.sleep(0.05)  # a commit that takes its time (a server's round trip), then fails
+        raise RuntimeError("commit refused")
+
+    async with sm() as s:
+        monkeypatch.setattr(s, "commit", refused)
+        with pytest.raises(RuntimeError, match="commit refused"):
+            await record_scene(s, cid, vectors=vectors, embedder=emb, **scene)
+        await s.rollback()
+    assert await vectors.count_character(cid) == 1  # the character's own vector only
+    async with sm() as s:
+        assert await repo.count_episodes(s, cid) == 0
+
+    real_upsert = vectors.upsert_episode_face
+
+    async def unavailable(*_a, **_k):
+        raise ConnectionError("vector store unavailable")
+
+    monkeypatch.setattr(vectors, "upsert_episode_face", unavailable)
+    async with sm() as s:
+        with pytest.raises(ConnectionError):
+            await record_scene(s, cid, vectors=vectors, embedder=emb, **scene)
+    monkeypatch.setattr(vectors, "upsert_episode_face", real_upsert)
+    async with sm() as s:
+        [ep] = await repo.recent_episodes(s, cid, 5)
+        again = await record_scene(s, cid, vectors=vectors, embedder=emb, **scene)
+    assert not again.created and again.episode.id == ep.id
+    [hit] = await vectors.search_episode_faces(cid, "dlib", unit(1))
+    assert hit.payload["episode_id"] == ep.id
+    assert await vectors.count_character(cid) == 1 + 1 + 1
 
 
 async def test_llm_engine_cache_and_consolidation(env):

@@ -45,7 +45,10 @@ def test_limit_sets_the_pools_of_this_process(monkeypatch: pytest.MonkeyPatch) -
         assert threads.limit_cpu_threads(1) == 1
         assert torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
         assert all(os.environ[name] == "1" for name in threads.POOL_VARIABLES)
-        assert threads.limit_cpu_threads(0) == threads.available_cpus()
+        assert threads.pool_size() == 1  # what a library sized afterwards reads
+        assert threads.limit_cpu_threads(0) == threads.available_cpus() == threads.pool_size()
+        monkeypatch.delenv(threads.POOL_VARIABLES[0])  # a process that set no pool: the CPUs it may use
+        assert threads.pool_size() == threads.available_cpus()
     finally:
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
