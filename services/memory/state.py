@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from idlock.story import (
@@ -61,11 +62,26 @@ class Interval:
 
 @dataclass(frozen=True)
 class StoryState:
-    """Current state after the last scene, plus everything that ended, in a deterministic order."""
+    """Current state after the last scene, plus everything that ended (`ended`: in the order the scenes ended them).
+
+    A context reads the current items and what ended lately; the whole history (`intervals`, sorted) is built only
+    when asked, so a long story's context does not sort every attribute it ever had."""
 
     items: tuple[StateItem, ...]
-    intervals: tuple[Interval, ...]
+    ended: tuple[Interval, ...]
     last_scene: int | None
+
+    @cached_property
+    def intervals(self) -> tuple[Interval, ...]:
+        """Every interval, ended and current, by category, name and start."""
+        order = {c: i for i, c in enumerate(CATEGORIES)}
+        current = (Interval(it.category, it.name, it.since_scene, None) for it in self.items)
+        return tuple(
+            sorted(
+                (*self.ended, *current),
+                key=lambda i: (order.get(i.category, 99), i.category, i.name, i.start_scene),
+            )
+        )
 
     def by_category(self) -> dict[str, list[StateItem]]:
         out: dict[str, list[StateItem]] = {c: [] for c in CATEGORIES}
@@ -78,12 +94,17 @@ class StoryState:
 
     def ended_since(self, scene_index: int) -> list[Interval]:
         """Attributes that ended at or after `scene_index` and are not valid now (for "no longer present")."""
+        lately: list[Interval] = []
+        for iv in reversed(self.ended):  # latest end last: only the tail is read
+            if (iv.end_scene or 0) < scene_index:
+                break
+            lately.append(iv)
         current = {(it.category, it.name) for it in self.items}
         seen: set[tuple[str, str]] = set()
         out: list[Interval] = []
-        for iv in sorted(self.intervals, key=lambda i: (-(i.end_scene or 0), i.category, i.name)):
+        for iv in sorted(lately, key=lambda i: (-(i.end_scene or 0), i.category, i.name)):
             key = (iv.category, iv.name)
-            if iv.end_scene is None or iv.end_scene < scene_index or key in current or key in seen:
+            if key in current or key in seen:
                 continue
             seen.add(key)
             out.append(iv)
@@ -174,7 +195,10 @@ class StateFold:
         fold.last = data["last"]
         for cat, name, label, since in data["open"]:
             fold._open[(cat, name)] = StateItem(cat, name, label, int(since))
-        fold._ended = [Interval(cat, name, int(start), int(end)) for cat, name, start, end in data["ended"]]
+        ended = [Interval(cat, name, int(start), int(end)) for cat, name, start, end in data["ended"]]
+        fold._ended = sorted(
+            ended, key=lambda i: i.end_scene or 0
+        )  # kept in end order (a stable sort: as written)
         return fold
 
     def state(self) -> StoryState:
@@ -185,9 +209,7 @@ class StateFold:
                 key=lambda i: (order.get(i.category, 99), i.category, i.since_scene, i.name),
             )
         )
-        intervals = [*self._ended, *(Interval(it.category, it.name, it.since_scene, None) for it in items)]
-        intervals.sort(key=lambda i: (order.get(i.category, 99), i.category, i.name, i.start_scene))
-        return StoryState(items=items, intervals=tuple(intervals), last_scene=self.last)
+        return StoryState(items=items, ended=tuple(self._ended), last_scene=self.last)
 
 
 class StateCache:

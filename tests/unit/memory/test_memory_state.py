@@ -158,3 +158,23 @@ def test_the_cache_says_when_a_fold_is_due_to_be_stored():
     assert cache.due("a")["last"] == 3
     adopted = cache.adopt("b", StateFold.from_dict(a.to_dict()))
     assert cache.fold("b", 3) is adopted and cache.due("b") is None  # read from the store: already there
+
+
+def test_a_long_story_reads_only_what_ended_lately():
+    """A context asks what ended in the last few scenes: that reads the tail of the ended attributes, and the
+    story's whole sorted history is built only when a history is asked for."""
+    fold = StateFold()
+    for i in range(1, 2001):  # a new setting every scene: 1999 settings ended
+        fold.add(SceneTags(i, added={"setting": [f"place {i}"], "props": ["lamp"] if i % 2 else []}))
+    st = fold.state()
+    assert [iv.end_scene for iv in st.ended] == sorted(iv.end_scene for iv in st.ended)  # in end order
+    assert [(iv.name, iv.end_scene) for iv in st.ended_since(1999)] == [
+        ("place 1999", 2000),
+        ("place 1998", 1999),
+    ]
+    assert "intervals" not in vars(st)  # the context's reads did not sort the whole story
+    assert len(st.intervals) == 2000 + 1  # every setting and the lamp, built when asked
+    assert [(i.start_scene, i.end_scene) for i in st.history("setting", "place 7")] == [(7, 8)]
+    # what was stored reads back in the same order, and answers the same
+    again = StateFold.from_dict(fold.to_dict()).state()
+    assert again.ended == st.ended and again.ended_since(1999) == st.ended_since(1999)
