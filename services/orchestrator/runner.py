@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from opentelemetry import trace
 
 from idlock import retry, telemetry
+from idlock.db import let_started_calls_leave
 from idlock.errors import IdlockError, Unavailable
 from idlock.v1 import common_pb2
 from idlock.v1 import orchestrator_service_pb2 as pb
@@ -134,7 +135,7 @@ class StepRunner:
             call = asyncio.ensure_future(self._attempts(name, fn))
         if ckpt.unwritten and not confirms_own_calls:
             # the call is on its way before the write holds the loop (SQLite runs inline)
-            await asyncio.sleep(0)
+            await let_started_calls_leave()
             try:
                 await self.write(ckpt.unwritten)
             except BaseException:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from opentelemetry import trace
 
 from idlock import telemetry
+from idlock.db import let_started_calls_leave
 from idlock.errors import IdlockError
 from idlock.storage import ObjectStore
 from idlock.v1 import common_pb2
@@ -115,7 +116,7 @@ class JobWorker:
 
         try:
             if early is not None:
-                await asyncio.sleep(0)  # the prefetch goes out before the claim's statement holds the loop
+                await let_started_calls_leave()  # the prefetch goes out before the claim holds the loop
             taken = await claim(self.store, job_id, self.worker_id, self.config.lease_s, on_wait=drop_early)
             if taken.outcome in ("missing", "terminal"):
                 log.info("job %s: %s, nothing to do", job_id, taken.outcome)

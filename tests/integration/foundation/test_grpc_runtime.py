@@ -4,6 +4,9 @@ deadline propagation and client retries."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import time
 
 import grpc
 import pytest
@@ -11,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from idlock import grpc_client
+from idlock.db import let_started_calls_leave
 from idlock.errors import NotFound, Unavailable
 from idlock.grpc_server import GrpcService, ServiceSpec, remaining_s
 from idlock.settings import GrpcServerSettings
@@ -281,3 +285,59 @@ async def test_a_storage_error_keeps_its_type_across_the_mesh() -> None:
         assert isinstance(mapped, Unavailable) and "storage is full" in mapped.message
     finally:
         await service.stop(drain_s=0)
+
+
+#: a peer in a process of its own, so it answers while the test's loop is held; it notes when each call arrives
+ARRIVALS_PEER = """
+import sys, time
+from concurrent import futures
+import grpc
+from idlock.v1 import identity_service_pb2 as pb, identity_service_pb2_grpc as pb_grpc
+
+class Peer(pb_grpc.IdentityServiceServicer):
+    def DetectFaces(self, request, context):
+        with open(sys.argv[1], "a") as f:
+            f.write(f"{time.time()}\\n")
+        return pb.DetectFacesResponse()
+
+server = grpc.server(futures.ThreadPoolExecutor(2))
+pb_grpc.add_IdentityServiceServicer_to_server(Peer(), server)
+print(server.add_insecure_port("127.0.0.1:0"), flush=True)
+server.start()
+server.wait_for_termination()
+"""
+
+
+@pytest.fixture
+def arrivals_peer(tmp_path):
+    """(port, file of arrival times) of a peer in a process of its own."""
+    arrivals = tmp_path / "arrivals"
+    peer = subprocess.Popen(
+        [sys.executable, "-c", ARRIVALS_PEER, str(arrivals)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        yield int(peer.stdout.readline()), arrivals
+    finally:
+        peer.kill()
+        peer.wait()
+
+
+async def test_a_call_started_before_an_inline_statement_is_sent_before_it_holds_the_loop(
+    arrivals_peer,
+) -> None:
+    """The orchestrator starts memory's read, then claims the job with an inline SQLite statement that holds the
+    loop: `let_started_calls_leave` lets the read's request out first, so the peer works during the claim."""
+    port, arrivals = arrivals_peer
+    async with grpc_client.channel(f"127.0.0.1:{port}", default_timeout_s=5) as ch:
+        stub = pb_grpc.IdentityServiceStub(ch)
+        await stub.DetectFaces(pb.DetectFacesRequest())  # connected
+        for _ in range(5):
+            call = asyncio.ensure_future(stub.DetectFaces(pb.DetectFacesRequest()))
+            await let_started_calls_leave()
+            held_from = time.time()
+            time.sleep(0.3)  # noqa: ASYNC251 - the inline statement that holds the loop
+            await call
+            arrived = float(arrivals.read_text().split()[-1])
+            assert arrived < held_from + 0.25, (
+                f"the request arrived {arrived - held_from:.3f} s into the hold"
+            )
