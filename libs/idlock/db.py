@@ -176,7 +176,7 @@ class Database:
 
         `read_only`: the block only reads. On SQLite its transactions do not take the write lock, so a read that
         awaits something else meanwhile (a model, a peer) holds no writer up; a write in it may fail as busy."""
-        async with (self._read_sessions if read_only else self._sessions)() as s:
+        async with self._closing((self._read_sessions if read_only else self._sessions)()) as s:
             try:
                 yield s
                 await s.commit()
@@ -188,8 +188,27 @@ class Database:
     async def connect(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction (committed on success), with the schema translation applied;
         `read_only` as for `session`."""
-        async with (self._read_engine if read_only else self.engine).begin() as conn:
+        engine = self._read_engine if read_only else self.engine
+        async with self._closing(engine.connect()) as conn, conn.begin():
             yield conn
+
+    @contextlib.asynccontextmanager
+    async def _closing(self, handle: Any) -> AsyncIterator[Any]:
+        """A session or connection, given back to the pool at the end. SQLAlchemy's own context managers close in
+        a task of their own, so that a cancel cannot cut the close short; that costs each transaction 3 loop turns,
+        in which any other ready work runs first (in the pipeline a job's claim took 3.8 ms at the median, 1.0 ms
+        alone). An inline SQLite connection closes without suspending, so no cancel can reach the close: it
+        closes at once. Other engines close the guarded way."""
+        if self.dialect != "sqlite":
+            async with handle as entered:
+                yield entered
+            return
+        if isinstance(handle, AsyncConnection):
+            await handle.start()
+        try:
+            yield handle
+        finally:
+            await handle.close()
 
     async def stored_version(self) -> int | None:
         """The recorded schema version; None for an empty schema."""

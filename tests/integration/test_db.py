@@ -184,6 +184,58 @@ async def test_sqlite_read_only_transactions_hold_no_writer_up(data_dir: Path) -
     await b.close()
 
 
+async def test_an_embedded_transaction_ends_without_handing_the_loop_to_other_work(data_dir: Path) -> None:
+    """On SQLite a short transaction runs to its end on the loop: other ready work waits for it, not it for them
+    (SQLAlchemy's own close takes 3 loop turns, in which everything else ready runs first: a job's claim took
+    3.8 ms in the pipeline against 1.0 ms alone). Each connection still goes back to the pool, also when the block
+    raises or is cancelled while it awaits."""
+    db = Database.open(DatabaseSettings(url=""), service=SERVICE, data_dir=data_dir)
+    await db.migrate(BaseV1.metadata, version=1)
+    turns = 0
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    try:
+        before = turns
+        for i in range(20):
+            async with db.session() as s:
+                s.add(CharacterV1(id=f"c{i}", name="Mira"))
+            async with db.connect(read_only=True) as c:
+                assert (await c.execute(select(CharacterV1.__table__.c.name))).first() is not None
+        assert turns == before
+    finally:
+        other.cancel()
+
+    pool = db.engine.sync_engine.pool
+    with pytest.raises(RuntimeError):
+        async with db.connect() as c:
+            await c.execute(text("SELECT 1"))
+            raise RuntimeError("a step failed")
+
+    async def held_in_a_transaction() -> None:
+        async with db.session() as s:
+            s.add(CharacterV1(id="cancelled", name="Tove"))
+            await s.flush()
+            await asyncio.sleep(10)
+
+    held = asyncio.create_task(held_in_a_transaction())
+    await asyncio.sleep(0.05)
+    assert pool.checkedout() == 1
+    held.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await held
+    assert pool.checkedout() == 0  # every connection is back, the cancelled one's write rolled back
+    async with db.session() as s:
+        assert (await s.get(CharacterV1, "cancelled")) is None
+    await db.close()
+
+
 async def test_foreign_keys_are_enforced(db: Database) -> None:
     await db.migrate(BaseV1.metadata, version=1)
     with pytest.raises(IntegrityError):
