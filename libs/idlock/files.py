@@ -23,9 +23,10 @@ def replace_whole(
 ) -> None:
     """Write `content` (bytes, or a function that writes into the open file) to `path`, whole or not at all.
 
-    The temporary file is made in `tmp_dir` (default: beside `path`; it must be on the same file system) under a
-    name no other writer uses, and is removed when anything fails. `durable`: flushed to disk before the rename, so
-    a crash right after cannot leave an empty file under the name."""
+    The folder of `path` is made when missing. The temporary file is made in `tmp_dir` (default: beside `path`; it
+    must be on the same file system) under a name no other writer uses, and is removed when anything fails.
+    `durable`: flushed to disk before the rename, so a crash right after cannot leave an empty file under the name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     folder = path.parent if tmp_dir is None else tmp_dir
     tmp = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:

@@ -185,7 +185,6 @@ class LocalObjectStore(ObjectStore):
         tmp_dir.mkdir(exist_ok=True)
         if target.is_dir():
             raise InvalidInput(f"object key {key!r} names a folder of other objects")
-        target.parent.mkdir(parents=True, exist_ok=True)
         replace_whole(target, data, tmp_dir=tmp_dir)  # readers see the old object or the whole new one
 
     async def _put(self, key: str, data: bytes, content_type: str) -> StoredObject:

@@ -27,6 +27,9 @@ from idlock.story import (
     normalize_name,
 )
 
+#: categories in the order a state lists them (an unknown one last)
+_CATEGORY_ORDER = {c: i for i, c in enumerate(CATEGORIES)}
+
 
 @dataclass(frozen=True)
 class SceneTags:
@@ -74,12 +77,11 @@ class StoryState:
     @cached_property
     def intervals(self) -> tuple[Interval, ...]:
         """Every interval, ended and current, by category, name and start."""
-        order = {c: i for i, c in enumerate(CATEGORIES)}
         current = (Interval(it.category, it.name, it.since_scene, None) for it in self.items)
         return tuple(
             sorted(
                 (*self.ended, *current),
-                key=lambda i: (order.get(i.category, 99), i.category, i.name, i.start_scene),
+                key=lambda i: (_CATEGORY_ORDER.get(i.category, 99), i.category, i.name, i.start_scene),
             )
         )
 
@@ -196,17 +198,15 @@ class StateFold:
         for cat, name, label, since in data["open"]:
             fold._open[(cat, name)] = StateItem(cat, name, label, int(since))
         ended = [Interval(cat, name, int(start), int(end)) for cat, name, start, end in data["ended"]]
-        fold._ended = sorted(
-            ended, key=lambda i: i.end_scene or 0
-        )  # kept in end order (a stable sort: as written)
+        # kept in end order (a stable sort keeps the order it was written in)
+        fold._ended = sorted(ended, key=lambda i: i.end_scene or 0)
         return fold
 
     def state(self) -> StoryState:
-        order = {c: i for i, c in enumerate(CATEGORIES)}
         items = tuple(
             sorted(
                 self._open.values(),
-                key=lambda i: (order.get(i.category, 99), i.category, i.since_scene, i.name),
+                key=lambda i: (_CATEGORY_ORDER.get(i.category, 99), i.category, i.since_scene, i.name),
             )
         )
         return StoryState(items=items, ended=tuple(self._ended), last_scene=self.last)

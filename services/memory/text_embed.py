@@ -276,7 +276,6 @@ def _keep(path: Path, graph: bytes) -> None:
     """Write the graph whole or not at all (another process may be loading it); a folder that cannot be written
     only costs the next start an export."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         replace_whole(path, graph)
     except OSError as e:
         log.info("text embedder: the ONNX graph is not kept in %s (%s)", path.parent, e)

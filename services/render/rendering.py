@@ -127,8 +127,7 @@ class Rendering:
         path = Path(self.data_dir) / "cache" / "lora" / f"{digest}.safetensors"
         if (
             not path.exists()
-        ):  # two renders may fetch it at once: each writes its own copy whole, off the loop
-            path.parent.mkdir(parents=True, exist_ok=True)
+        ):  # two renders may fetch it at once: each writes a whole copy of its own, off the loop
             await asyncio.to_thread(replace_whole, path, data, durable=False)
         return str(path)
 

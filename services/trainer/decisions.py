@@ -39,10 +39,7 @@ class LoraDecisions:
 
     async def _lora_file(self, row: m.LoraModel) -> str:
         path = self.rt.lora_cache_path(row)
-        if (
-            not path.exists()
-        ):  # two validations may fetch it at once: each writes its own copy whole, off the loop
-            path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():  # two validations may fetch it at once: each writes a whole copy, off the loop
             data = await self.rt.store.get(row.file_uri)
             await asyncio.to_thread(replace_whole, path, data, durable=False)
         return str(path)

@@ -224,7 +224,6 @@ def _save_checkpoint(
     import torch
     from peft.utils import get_peft_model_state_dict
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         "step": step,
         "losses": losses,
@@ -233,9 +232,8 @@ def _save_checkpoint(
         "lora": {k: v.detach().float().cpu() for k, v in get_peft_model_state_dict(unet).items()},
         "optimizer": optimizer.state_dict(),
     }
-    replace_whole(
-        path, lambda f: torch.save(state, f)
-    )  # a crash mid-save leaves the last checkpoint readable
+    # a crash mid-save leaves the last checkpoint readable
+    replace_whole(path, lambda f: torch.save(state, f))
 
 
 def _load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:

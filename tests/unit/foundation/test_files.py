@@ -54,8 +54,7 @@ def test_writers_of_the_same_file_do_not_share_a_temporary_name(tmp_path: Path) 
 def test_the_temporary_file_can_live_in_a_folder_of_its_own(tmp_path: Path) -> None:
     parts = tmp_path / ".tmp"
     parts.mkdir()
-    target = tmp_path / "objects" / "a.png"
-    target.parent.mkdir()
+    target = tmp_path / "objects" / "a.png"  # its folder is made
     seen: list[str] = []
     replace_whole(target, lambda f: (seen.append(f.name), f.write(b"png")), tmp_dir=parts)
     assert Path(seen[0]).parent == parts and target.read_bytes() == b"png"
