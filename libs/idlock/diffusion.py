@@ -152,6 +152,21 @@ class DiffusionPipeline:
         pipe.enable_lora()
         pipe.set_adapters([self._adapters[key]], adapter_weights=[scale])
 
+    def forget_lora(self, lora_path: str) -> bool:
+        """Unload the adapter loaded from `lora_path` (waits for a generation under way); False: none was."""
+        p = Path(lora_path)
+        if p.is_dir():
+            p = p / "pytorch_lora_weights.safetensors"
+        with self.lock:
+            name = self._adapters.pop(str(p.resolve()), None)
+            if name is None:
+                return False
+            try:
+                self._pipe.delete_adapters(name)
+            except Exception:  # noqa: BLE001 - left loaded; no path leads to it any more
+                log.warning("could not unload LoRA adapter %s", lora_path)
+            return True
+
     def fit(self, w: int, h: int) -> tuple[int, int]:
         f = getattr(self._pipe, "vae_scale_factor", 8) or 8
         return max(f, w // f * f), max(f, h // f * f)

@@ -18,7 +18,6 @@ from google.protobuf import json_format
 
 from idlock import refs
 from idlock.errors import DeadlineExceeded, IdlockError, InvalidInput, NotFound
-from idlock.files import replace_whole
 from idlock.nsfw import OutputClassifier, OutputModerationSettings
 from idlock.settings import MeshSettings, PathsSettings, StorageSettings
 from idlock.storage import ObjectStore, open_store
@@ -27,6 +26,7 @@ from idlock.v1 import render_service_pb2 as pb
 from services.render import paid
 from services.render.clients import TrainerClient
 from services.render.engine import Renderer
+from services.render.lora_cache import LoraCache
 from services.render.models import CastPart, EditRequest, RenderRequest, RenderResult, SceneState
 from services.render.settings import RenderSettings
 
@@ -68,6 +68,9 @@ class Rendering:
         self.settings = settings
         self.renderer = Renderer.from_settings(settings)
         self.store: ObjectStore | None = None
+        #: LoRA weights on local disk while their stored object exists (`lora_cache.py`)
+        self.loras: LoraCache | None = None
+        self._sweeping: asyncio.Task | None = None
         self.data_dir = PathsSettings().data_dir
         self.trainer = TrainerClient(MeshSettings().trainer_addr)
         #: the NSFW classifier every output passes before it is kept (`idlock.nsfw`; an optional extra)
@@ -79,13 +82,28 @@ class Rendering:
 
     async def open(self) -> None:
         self.store = await open_store(StorageSettings(), self.data_dir)
+        self.loras = LoraCache(self.store, Path(self.data_dir) / "cache" / "lora", self._forget_adapter)
+        self._sweeping = asyncio.create_task(
+            self.loras.sweep_every(self.settings.lora_cache_sweep_s), name="lora-cache-sweep"
+        )
         for name, why in self.renderer.status().items():
             if why:
                 log.info("provider %s unavailable: %s", name, why)
 
     async def close(self) -> None:
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeping
         await self.trainer.close()
         await self.renderer.aclose()
+
+    async def _forget_adapter(self, path: str) -> None:
+        """Unload the diffusers adapter loaded from `path` (its cached file is about to be deleted)."""
+        if "diffusers" in self.settings.providers:
+            pipeline = getattr(self.renderer.provider("diffusers"), "pipeline", None)
+            if pipeline is not None:
+                await asyncio.to_thread(pipeline.forget_lora, path)
 
     def _uses_diffusers(self, request: pb.RenderImageRequest) -> bool:
         try:
@@ -119,17 +137,10 @@ class Rendering:
         return [await refs.fetch_ref(self.store, ref, f"{what} {i}") for i, ref in enumerate(items)]
 
     async def _lora_path(self, lora: common_pb2.LoraRef) -> str | None:
-        """LoRA weights cached on local disk by content hash (the diffusers pipeline loads from a path)."""
         if not lora.uri:
             return None
-        data = await refs.fetch_ref(self.store, lora, "lora")
-        digest = hashlib.sha256(data).hexdigest()
-        path = Path(self.data_dir) / "cache" / "lora" / f"{digest}.safetensors"
-        if (
-            not path.exists()
-        ):  # two renders may fetch it at once: each writes a whole copy of its own, off the loop
-            await asyncio.to_thread(replace_whole, path, data, durable=False)
-        return str(path)
+        assert self.loras is not None, "Rendering.open() was not awaited"
+        return await self.loras.path(lora)
 
     async def _store_result(self, result: RenderResult, prefix: str, job_id: str) -> common_pb2.ImageRef:
         prefix = prefix.rstrip("/") or f"edits/{job_id or uuid.uuid4().hex}"

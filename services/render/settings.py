@@ -92,6 +92,14 @@ class RenderSettings(ModelServiceSettings):
     diffusers_default_size: int = Field(
         512, ge=32, le=2048, description="Image side when the request gives none (diffusers; 1024 for SDXL)."
     )
+    lora_cache_sweep_s: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        description="How often the LoRA files cached on this replica's disk are checked against object storage "
+        "(and at start): a file whose stored LoRA is gone (its character erased) is deleted and its adapter "
+        "unloaded.",
+    )
 
     # --- Veo video (google-genai, Vertex protocol: predictLongRunning + fetchPredictOperation) ---
     video_providers: list[str] = Field(

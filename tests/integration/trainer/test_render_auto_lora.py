@@ -1,9 +1,10 @@
 """Auto-deployment (seed task 3.3): the render service asks the trainer for the character's active LoRA and uses
 it for the diffusers provider; `bypass_lora` renders without it; a trainer that does not answer means no LoRA,
-said in the provenance."""
+said in the provenance. The render replica's copy of a LoRA goes once its stored weights are erased."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 from idlock.settings import StorageSettings
@@ -55,7 +56,11 @@ async def test_render_uses_the_active_lora_unless_bypassed(tiny_model, tmp_path)
         )
         await servicer.repo.update_lora(row.id, status=m.VALIDATING)
         await servicer.repo.activate(row.id)
-        env = {**_render_env(tiny_model), "IDLOCK_TRAINER_ADDR": trainer.address}
+        env = {
+            **_render_env(tiny_model),
+            "IDLOCK_TRAINER_ADDR": trainer.address,
+            "IDLOCK_RENDER_LORA_CACHE_SWEEP_S": "0.2",
+        }
         async with running_service("render", tmp_path, **env) as channel:
             stub = rpb_grpc.RenderServiceStub(channel)
             with_lora = await stub.RenderImage(_req("c1"))
@@ -77,6 +82,18 @@ async def test_render_uses_the_active_lora_unless_bypassed(tiny_model, tmp_path)
             assert compositor.provenance.provider == "compositor" and not compositor.provenance.HasField(
                 "lora"
             )
+
+            # erasing the character deletes its LoRA objects (the trainer); the replica's copy follows
+            cached = list((tmp_path / "cache" / "lora").glob("*.safetensors"))
+            assert [f.read_bytes() for f in cached] == [data]
+            await asyncio.sleep(0.5)  # sweeps while the object exists keep the file
+            assert cached[0].exists()
+            await store.delete(stored.uri)
+            for _ in range(100):
+                if not cached[0].exists():
+                    break
+                await asyncio.sleep(0.1)
+            assert not cached[0].exists() and not list((tmp_path / "cache" / "lora").iterdir())
 
 
 async def test_trainer_unreachable_renders_without_lora_and_says_so(tiny_model, tmp_path) -> None:

@@ -74,6 +74,20 @@ def test_lora_changes_output_and_repeats(provider, tiny):
     assert folder.image == with_lora.image
 
 
+def test_a_forgotten_lora_is_unloaded(provider, tiny):
+    lora = str(tiny[1])
+    plain = provider.render_sync(_req(seed=7))
+    with_lora = provider.render_sync(_req(seed=7, lora_path=lora))
+    pipe = provider.pipeline
+    name = pipe._adapters[str(tiny[1].resolve())]
+    assert name in pipe.load().get_list_adapters()["unet"]
+    assert pipe.forget_lora(lora) and not pipe.forget_lora(lora)
+    assert str(tiny[1].resolve()) not in pipe._adapters
+    assert name not in pipe.load().get_list_adapters().get("unet", [])
+    assert provider.render_sync(_req(seed=7)).image == plain.image
+    assert provider.render_sync(_req(seed=7, lora_path=lora)).image == with_lora.image  # loaded again
+
+
 def test_missing_or_bad_lora(provider, tmp_path):
     with pytest.raises(NotFound, match="LoRA adapter not found"):
         provider.render_sync(_req(seed=1, lora_path=str(tmp_path / "nope.safetensors")))

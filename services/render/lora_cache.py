@@ -1,0 +1,102 @@
+"""LoRA weights on the render replica's disk, for the diffusers pipeline (which loads from a path).
+
+A file is named by its content hash and lives only as long as its stored object: beside it, `<hash>.sources`
+lists the object URIs it came from, and a sweep (at start and every `IDLOCK_RENDER_LORA_CACHE_SWEEP_S`) deletes a
+file none of whose sources exists any more, and unloads its adapter. Erasing a character deletes its LoRA objects
+(the trainer), so no copy of its weights outlives the erasure on a render replica by more than one sweep, whether
+or not the replica was running when it happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from idlock import refs
+from idlock.errors import InvalidInput
+from idlock.files import replace_whole
+from idlock.storage import ObjectStore
+from idlock.v1 import common_pb2
+
+log = logging.getLogger("idlock.render")
+
+WEIGHTS = ".safetensors"
+SOURCES = ".sources"
+
+
+class LoraCache:
+    def __init__(
+        self,
+        store: ObjectStore,
+        folder: Path,
+        forget: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.store = store
+        self.folder = folder
+        #: unloads the adapter loaded from a path that the sweep deletes
+        self.forget = forget
+
+    async def path(self, lora: common_pb2.LoraRef) -> str:
+        """The local file holding `lora`'s weights (fetched, checked against its sha256, written when new)."""
+        data = await refs.fetch_ref(self.store, lora, "lora")
+        digest = hashlib.sha256(data).hexdigest()
+        weights = self.folder / f"{digest}{WEIGHTS}"
+        sources = self.folder / f"{digest}{SOURCES}"
+        known = await asyncio.to_thread(_read_sources, sources)
+        # two renders may fetch it at once: each writes a whole copy of its own, off the loop
+        if lora.uri not in known:
+            await asyncio.to_thread(
+                replace_whole, sources, "\n".join([*known, lora.uri]).encode(), durable=False
+            )
+        if not weights.exists():
+            await asyncio.to_thread(replace_whole, weights, data, durable=False)
+        return str(weights)
+
+    async def sweep(self) -> list[str]:
+        """Delete every cached file whose stored objects are all gone (and one whose sources were never
+        written); returns the hashes deleted."""
+        gone: list[str] = []
+        for weights in sorted(self.folder.glob(f"*{WEIGHTS}")):
+            digest = weights.name.removesuffix(WEIGHTS)
+            sources = self.folder / f"{digest}{SOURCES}"
+            if any([await self._exists(uri) for uri in await asyncio.to_thread(_read_sources, sources)]):
+                continue
+            if self.forget is not None:
+                await self.forget(str(weights))
+            weights.unlink(missing_ok=True)
+            sources.unlink(missing_ok=True)
+            gone.append(digest)
+        if gone:
+            log.info("LoRA cache: %d file(s) deleted, their stored weights are gone", len(gone))
+        return gone
+
+    async def _exists(self, uri: str) -> bool:
+        try:
+            return await self.store.exists(uri)
+        except InvalidInput:  # a URI this store cannot name (its settings changed): nothing here to keep
+            return False
+        except Exception as e:  # noqa: BLE001 - storage unreachable: keep the file, the next sweep decides
+            log.warning("LoRA cache: cannot tell whether %s exists (%s); kept", uri, e)
+            return True
+
+    async def sweep_every(self, interval_s: float) -> None:
+        """Sweep now and then every `interval_s` seconds, until cancelled."""
+        while True:
+            try:
+                await self.sweep()
+            except Exception:  # a failed sweep is retried at the next interval
+                log.exception("LoRA cache sweep failed")
+            await asyncio.sleep(interval_s)
+
+
+def _read_sources(path: Path) -> list[str]:
+    try:
+        return [line for line in path.read_text().splitlines() if line]
+    except FileNotFoundError:
+        return []
+
+
+__all__ = ["LoraCache"]
