@@ -1,8 +1,9 @@
 """LoRA weights on the render replica's disk, for the diffusers pipeline (which loads from a path).
 
-A file is named by its content hash and lives only as long as its stored object: beside it, `<hash>.sources`
-lists the object URIs it came from, and a sweep (at start and every `IDLOCK_RENDER_LORA_CACHE_SWEEP_S`) deletes a
-file none of whose sources exists any more, and unloads its adapter. Erasing a character deletes its LoRA objects
+A file is named by its content hash; a render whose reference names a cached hash asks object storage only whether
+the object still exists (LoRA weights run to hundreds of MB), not for its bytes. A file lives only as long as its
+stored object: beside it, `<hash>.sources` lists the object URIs it came from, and a sweep (at start and every
+`IDLOCK_RENDER_LORA_CACHE_SWEEP_S`) deletes a file none of whose sources exists any more, and unloads its adapter. Erasing a character deletes its LoRA objects
 (the trainer), so no copy of its weights outlives the erasure on a render replica by more than one sweep, whether
 or not the replica was running when it happened.
 """
@@ -40,20 +41,35 @@ class LoraCache:
         self.forget = forget
 
     async def path(self, lora: common_pb2.LoraRef) -> str:
-        """The local file holding `lora`'s weights (fetched, checked against its sha256, written when new)."""
+        """The local file holding `lora`'s weights. A file already cached under the reference's sha256 is used
+        once its stored object is seen to exist (an erased LoRA is not rendered with); otherwise the weights are
+        fetched, checked against the sha256, and written."""
+        cached = self._cached(lora.sha256)
+        if cached is not None and await self.store.exists(lora.uri):
+            await self._add_source(cached.name.removesuffix(WEIGHTS), lora.uri)
+            return str(cached)
         data = await refs.fetch_ref(self.store, lora, "lora")
         digest = hashlib.sha256(data).hexdigest()
+        await self._add_source(digest, lora.uri)
         weights = self.folder / f"{digest}{WEIGHTS}"
-        sources = self.folder / f"{digest}{SOURCES}"
-        known = await asyncio.to_thread(_read_sources, sources)
-        # two renders may fetch it at once: each writes a whole copy of its own, off the loop
-        if lora.uri not in known:
-            await asyncio.to_thread(
-                replace_whole, sources, "\n".join([*known, lora.uri]).encode(), durable=False
-            )
         if not weights.exists():
+            # two renders may fetch it at once: each writes a whole copy of its own, off the loop
             await asyncio.to_thread(replace_whole, weights, data, durable=False)
         return str(weights)
+
+    def _cached(self, sha256: str) -> Path | None:
+        digest = sha256.lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            return None
+        weights = self.folder / f"{digest}{WEIGHTS}"
+        return weights if weights.exists() else None
+
+    async def _add_source(self, digest: str, uri: str) -> None:
+        """List `uri` beside the file (before the file is written: a sweep never finds weights of no source)."""
+        sources = self.folder / f"{digest}{SOURCES}"
+        known = await asyncio.to_thread(_read_sources, sources)
+        if uri not in known:
+            await asyncio.to_thread(replace_whole, sources, "\n".join([*known, uri]).encode(), durable=False)
 
     async def sweep(self) -> list[str]:
         """Delete every cached file whose stored objects are all gone (and one whose sources were never

@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from idlock.errors import Unavailable
+import pytest
+
+from idlock.errors import InvalidInput, NotFound, Unavailable
 from idlock.settings import StorageSettings
 from idlock.storage import open_store
 from idlock.v1 import common_pb2
@@ -63,3 +65,26 @@ async def test_a_file_of_unknown_source_goes_and_an_unreachable_store_keeps_file
     store._exists = unreachable  # the sweep cannot tell: the file stays for the next one
     assert await cache.sweep() == []
     assert Path(kept).read_bytes() == b"weights"
+
+
+async def test_a_cached_lora_is_not_downloaded_again_but_an_erased_one_is_not_used(tmp_path) -> None:
+    store = await open_store(StorageSettings(), tmp_path / "objects")
+    cache = LoraCache(store, tmp_path / "cache")
+    lora = await _stored(store, "loras/c1/v1/w.safetensors", b"weights")
+    fetched: list[str] = []
+    get = store._get
+
+    async def counted(key: str) -> bytes:
+        fetched.append(key)
+        return await get(key)
+
+    store._get = counted
+    first = await cache.path(lora)
+    assert await cache.path(lora) == first and len(fetched) == 1  # the second only asks whether it exists
+    stale = common_pb2.LoraRef(lora_id="x", uri=lora.uri, sha256="0" * 64)  # not cached under that hash
+    with pytest.raises(InvalidInput, match="does not match the sha256"):
+        await cache.path(stale)
+    assert len(fetched) == 2
+    await store.delete(lora.uri)
+    with pytest.raises(NotFound):
+        await cache.path(lora)
