@@ -78,6 +78,10 @@ class Renderer:
             self._providers[name] = build_provider(name, self.settings)
         return self._providers[name]
 
+    def built(self, name: str) -> RenderProvider | None:
+        """The provider when one was made (a request or a status check asked for it), else None."""
+        return self._providers.get(name)
+
     def status(self) -> dict[str, str | None]:
         """Per configured provider: None when usable, else why not (for health/readiness and the CLI)."""
         return {name: self.provider(name).unavailable_reason() for name in self.settings.providers}

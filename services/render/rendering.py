@@ -100,10 +100,9 @@ class Rendering:
 
     async def _forget_adapter(self, path: str) -> None:
         """Unload the diffusers adapter loaded from `path` (its cached file is about to be deleted)."""
-        if "diffusers" in self.settings.providers:
-            pipeline = getattr(self.renderer.provider("diffusers"), "pipeline", None)
-            if pipeline is not None:
-                await asyncio.to_thread(pipeline.forget_lora, path)
+        pipeline = getattr(self.renderer.built("diffusers"), "pipeline", None)
+        if pipeline is not None:  # a request may name diffusers though the configured order does not
+            await asyncio.to_thread(pipeline.forget_lora, path)
 
     def _uses_diffusers(self, request: pb.RenderImageRequest) -> bool:
         try:

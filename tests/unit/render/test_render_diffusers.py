@@ -88,6 +88,27 @@ def test_a_forgotten_lora_is_unloaded(provider, tiny):
     assert provider.render_sync(_req(seed=7, lora_path=lora)).image == with_lora.image  # loaded again
 
 
+async def test_the_render_service_unloads_the_adapter_of_a_swept_lora(tiny, tmp_path, monkeypatch):
+    from services.render.rendering import Rendering
+
+    monkeypatch.setenv("IDLOCK_DATA_DIR", str(tmp_path))
+    settings = RenderSettings(
+        providers=["compositor"],  # diffusers only when a request names it
+        diffusers_model_path=tiny[0],
+        diffusers_steps=2,
+        diffusers_device="cpu",
+        diffusers_default_size=32,
+        watermark=False,
+    )
+    rendering = Rendering(settings)
+    await rendering._forget_adapter(str(tiny[1]))  # no diffusers pipeline made yet: nothing to unload
+    provider = rendering.renderer.provider("diffusers")
+    provider.render_sync(_req(seed=3, lora_path=str(tiny[1])))
+    assert provider.pipeline._adapters
+    await rendering._forget_adapter(str(tiny[1]))
+    assert not provider.pipeline._adapters
+
+
 def test_missing_or_bad_lora(provider, tmp_path):
     with pytest.raises(NotFound, match="LoRA adapter not found"):
         provider.render_sync(_req(seed=1, lora_path=str(tmp_path / "nope.safetensors")))
