@@ -123,11 +123,9 @@ class DiffusionPipeline:
             if self._adapters:
                 pipe.disable_lora()
             return
-        p = Path(lora_path)
-        if not p.exists():
+        if not Path(lora_path).exists():
             raise NotFound(f"LoRA adapter not found: {lora_path}")
-        if p.is_dir() and (p / "pytorch_lora_weights.safetensors").is_file():
-            p = p / "pytorch_lora_weights.safetensors"
+        p = _weights_file(lora_path)
         key = str(p.resolve())
         if key not in self._adapters:
             if len(self._adapters) >= MAX_LOADED_ADAPTERS:  # forget the oldest adapter
@@ -154,11 +152,9 @@ class DiffusionPipeline:
 
     def forget_lora(self, lora_path: str) -> bool:
         """Unload the adapter loaded from `lora_path` (waits for a generation under way); False: none was."""
-        p = Path(lora_path)
-        if p.is_dir():
-            p = p / "pytorch_lora_weights.safetensors"
+        key = str(_weights_file(lora_path).resolve())
         with self.lock:
-            name = self._adapters.pop(str(p.resolve()), None)
+            name = self._adapters.pop(key, None)
             if name is None:
                 return False
             try:
@@ -178,6 +174,14 @@ class DiffusionPipeline:
 
     def close(self) -> None:
         self._pipe = self._img2img = self._inpaint = None
+
+
+def _weights_file(lora_path: str) -> Path:
+    """The weights file a LoRA path names: the file itself, or a diffusers LoRA folder's weights."""
+    p = Path(lora_path)
+    if p.is_dir() and (p / "pytorch_lora_weights.safetensors").is_file():
+        return p / "pytorch_lora_weights.safetensors"
+    return p
 
 
 __all__ = ["MAX_LOADED_ADAPTERS", "DiffusionConfig", "DiffusionPipeline"]

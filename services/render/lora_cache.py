@@ -3,9 +3,9 @@
 A file is named by its content hash; a render whose reference names a cached hash asks object storage only whether
 the object still exists (LoRA weights run to hundreds of MB), not for its bytes. A file lives only as long as its
 stored object: beside it, `<hash>.sources` lists the object URIs it came from, and a sweep (at start and every
-`IDLOCK_RENDER_LORA_CACHE_SWEEP_S`) deletes a file none of whose sources exists any more, and unloads its adapter. Erasing a character deletes its LoRA objects
-(the trainer), so no copy of its weights outlives the erasure on a render replica by more than one sweep, whether
-or not the replica was running when it happened.
+`IDLOCK_RENDER_LORA_CACHE_SWEEP_S`) deletes a file none of whose sources exists any more, and unloads its adapter.
+Erasing a character deletes its LoRA objects (the trainer), so no copy of its weights outlives the erasure on a
+render replica by more than one sweep, whether or not the replica was running when it happened.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ class LoraCache:
         self.folder = folder
         #: unloads the adapter loaded from a path that the sweep deletes
         self.forget = forget
+        #: (hash, uri) pairs this process has seen listed: a render of a cached LoRA reads no sources file
+        self._listed: set[tuple[str, str]] = set()
 
     async def path(self, lora: common_pb2.LoraRef) -> str:
         """The local file holding `lora`'s weights. A file already cached under the reference's sha256 is used
@@ -66,10 +68,13 @@ class LoraCache:
 
     async def _add_source(self, digest: str, uri: str) -> None:
         """List `uri` beside the file (before the file is written: a sweep never finds weights of no source)."""
+        if (digest, uri) in self._listed:
+            return
         sources = self.folder / f"{digest}{SOURCES}"
         known = await asyncio.to_thread(_read_sources, sources)
         if uri not in known:
             await asyncio.to_thread(replace_whole, sources, "\n".join([*known, uri]).encode(), durable=False)
+        self._listed.add((digest, uri))
 
     async def sweep(self) -> list[str]:
         """Delete every cached file whose stored objects are all gone (and one whose sources were never
@@ -78,25 +83,28 @@ class LoraCache:
         for weights in sorted(self.folder.glob(f"*{WEIGHTS}")):
             digest = weights.name.removesuffix(WEIGHTS)
             sources = self.folder / f"{digest}{SOURCES}"
-            if any([await self._exists(uri) for uri in await asyncio.to_thread(_read_sources, sources)]):
+            if await self._any_exists(await asyncio.to_thread(_read_sources, sources)):
                 continue
             if self.forget is not None:
                 await self.forget(str(weights))
-            weights.unlink(missing_ok=True)
-            sources.unlink(missing_ok=True)
+            self._listed = {pair for pair in self._listed if pair[0] != digest}
+            await asyncio.to_thread(_unlink, weights, sources)
             gone.append(digest)
         if gone:
             log.info("LoRA cache: %d file(s) deleted, their stored weights are gone", len(gone))
         return gone
 
-    async def _exists(self, uri: str) -> bool:
-        try:
-            return await self.store.exists(uri)
-        except InvalidInput:  # a URI this store cannot name (its settings changed): nothing here to keep
-            return False
-        except Exception as e:  # noqa: BLE001 - storage unreachable: keep the file, the next sweep decides
-            log.warning("LoRA cache: cannot tell whether %s exists (%s); kept", uri, e)
-            return True
+    async def _any_exists(self, uris: list[str]) -> bool:
+        for uri in uris:
+            try:
+                if await self.store.exists(uri):
+                    return True
+            except InvalidInput:  # a URI this store cannot name (its settings changed): nothing here to keep
+                continue
+            except Exception as e:  # noqa: BLE001 - storage unreachable: keep the file, the next sweep decides
+                log.warning("LoRA cache: cannot tell whether %s exists (%s); kept", uri, e)
+                return True
+        return False
 
     async def sweep_every(self, interval_s: float) -> None:
         """Sweep now and then every `interval_s` seconds, until cancelled."""
@@ -106,6 +114,11 @@ class LoraCache:
             except Exception:  # a failed sweep is retried at the next interval
                 log.exception("LoRA cache sweep failed")
             await asyncio.sleep(interval_s)
+
+
+def _unlink(*paths: Path) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _read_sources(path: Path) -> list[str]:
