@@ -4,8 +4,8 @@ threads), as `workers.py` says; decoding videos into frames runs on a thread."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections import OrderedDict
 
 import numpy as np
 
@@ -13,6 +13,7 @@ from idlock import refs
 from idlock.errors import InvalidInput
 from idlock.faces.cast import PLACEMENTS
 from idlock.faces.proto import copy_pb, face_pb, idr_pb
+from idlock.faces.reference_cache import MISSING, ReferenceCache
 from idlock.grpc_server import ServiceSpec
 from idlock.images import encode_png
 from idlock.launch import servicer_spec
@@ -25,7 +26,8 @@ from services.identity.settings import IdentitySettings
 from services.identity.workers import EngineInfo, IdentityModels
 
 SETTINGS = IdentitySettings
-#: reference prints kept (by the image's sha256): a character's references are printed once, not per score
+#: reference prints kept (by the image's sha256): a character's references are printed once, not per score (each
+#: for at most IDLOCK_IDENTITY_REFERENCE_CACHE_MAX_AGE_S)
 PRINT_CACHE_SIZE = 1024
 
 
@@ -35,13 +37,21 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         self.models = IdentityModels(settings)
         self.info: EngineInfo | None = None
         self.store: ObjectStore | None = None
-        self._prints: OrderedDict[str, np.ndarray | None] = OrderedDict()
+        self.prints: ReferenceCache[str, np.ndarray | None] = ReferenceCache(
+            PRINT_CACHE_SIZE, settings.reference_cache_max_age_s
+        )
+        self._expiry: asyncio.Task[None] | None = None
 
     async def startup(self) -> None:
         self.info = await self.models.start()  # models load before the service reports SERVING
         self.store = await open_store(StorageSettings(), PathsSettings().data_dir)
+        self._expiry = asyncio.create_task(self.prints.expire_every(), name="reference-print-expiry")
 
     async def shutdown(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
         await self.models.close()
 
     @property
@@ -57,17 +67,15 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         out: list[np.ndarray | None] = []
         for i, image in enumerate(images):
             digest = image.ref.sha256 if image.HasField("ref") else ""
-            if digest and digest in self._prints:
-                self._prints.move_to_end(digest)
-                out.append(self._prints[digest])
-                continue
-            data = await self._image(image, f"reference image {i} of {key!r}")
-            digest = digest or hashlib.sha256(data).hexdigest()
-            if digest not in self._prints:
-                self._prints[digest] = (await self.models.run("reference_prints", [data]))[0]
-                while len(self._prints) > PRINT_CACHE_SIZE:
-                    self._prints.popitem(last=False)
-            out.append(self._prints[digest])
+            found = self.prints.get(digest) if digest else MISSING
+            if found is MISSING:
+                data = await self._image(image, f"reference image {i} of {key!r}")
+                digest = digest or hashlib.sha256(data).hexdigest()
+                found = self.prints.get(digest)
+                if found is MISSING:
+                    found = (await self.models.run("reference_prints", [data]))[0]
+                    self.prints.put(digest, found)
+            out.append(found)
         return out
 
     async def DetectFaces(self, request: pb.DetectFacesRequest, context) -> pb.DetectFacesResponse:

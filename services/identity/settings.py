@@ -43,3 +43,10 @@ class IdentitySettings(ModelServiceSettings, FaceSettings):
         description="A folder of photos (one face each; a sub-folder per person) of identities that may not "
         "become characters: a reference matching one at the pass level is refused (protected_identity).",
     )
+    reference_cache_max_age_s: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        description="How long a reference photo's face print stays in memory after it was computed (it is biometric "
+        "data, and an erasure cannot name it): a character's erasure leaves none of its prints here for longer.",
+    )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ import numpy as np
 from idlock.errors import InvalidInput, PreconditionFailed
 from idlock.faces.copies import CopyCheck
 from idlock.faces.engine import FaceInfo, IdentityEngine, IdentityMatch, cosine
+from idlock.faces.reference_cache import MISSING, ReferenceCache
 
 #: gradient magnitudes below this (per channel 0..255 Sobel/8 units) count as flat when normalising the seam
 _MIN_GRAD = 1.0
@@ -187,14 +187,22 @@ def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 class FaceRefiner:
     """Locates, repairs and measures faces with an in-process `IdentityEngine`. Thread-safe (the engine
-    serialises its model calls); reference faces are cached by content hash."""
+    serialises its model calls); reference faces are cached by content hash, each for at most `cache_max_age_s`."""
 
-    def __init__(self, engine: IdentityEngine, *, margin: float = 0.5, cache_size: int = 64) -> None:
+    def __init__(
+        self,
+        engine: IdentityEngine,
+        *,
+        margin: float = 0.5,
+        cache_size: int = 64,
+        cache_max_age_s: float = 300.0,
+    ) -> None:
         self.engine = engine
         self.margin = margin
-        self._refs: OrderedDict[bytes, tuple[np.ndarray, list[FaceInfo]]] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.Lock()
+        #: a reference photo's pixels and faces, by its sha256
+        self.references: ReferenceCache[bytes, tuple[np.ndarray, list[FaceInfo]]] = ReferenceCache(
+            cache_size, cache_max_age_s
+        )
 
     # ------------------------------------------------------------------------------------------- scoring
     def _score(self, identity: np.ndarray, face: FaceInfo) -> Score:
@@ -302,17 +310,12 @@ class FaceRefiner:
     # ------------------------------------------------------------------------------------------ references
     def _faces_of(self, data: bytes, name: str) -> tuple[np.ndarray, list[FaceInfo]]:
         key = hashlib.sha256(data).digest()
-        with self._lock:
-            hit = self._refs.get(key)
-            if hit is not None:
-                self._refs.move_to_end(key)
-                return hit
+        hit = self.references.get(key)
+        if hit is not MISSING:
+            return hit
         rgb = self.engine.pixels(data, name=name)
         faces = self.engine.detect_faces(rgb, embed=True)
-        with self._lock:
-            self._refs[key] = (rgb, faces)
-            while len(self._refs) > self._cache_size:
-                self._refs.popitem(last=False)
+        self.references.put(key, (rgb, faces))
         return rgb, faces
 
     def reference_faces(self, identity: np.ndarray, references: list[bytes]) -> list[RefFace]:

@@ -5,6 +5,7 @@ say which is best. Plain Python over the runtime; the servicer maps protos."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ class Refiner:
         self.upscaler: SuperResolution | None = None
         self.peers: RefinerPeers | None = None
         self._pool = model_executor(settings.workers, "refiner", settings.model_thread_priority)
+        self._expiry: asyncio.Task[None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
@@ -66,7 +68,13 @@ class Refiner:
         s = self.settings
         # the face models load before the service reports SERVING
         self.engine = await asyncio.get_running_loop().run_in_executor(self._pool, get_engine, FaceSettings())
-        self.refiner = FaceRefiner(self.engine, margin=s.warp_margin, cache_size=s.reference_cache)
+        self.refiner = FaceRefiner(
+            self.engine,
+            margin=s.warp_margin,
+            cache_size=s.reference_cache,
+            cache_max_age_s=s.reference_cache_max_age_s,
+        )
+        self._expiry = asyncio.create_task(self.refiner.references.expire_every(), name="reference-expiry")
         self.store = await open_store(StorageSettings(), PathsSettings().data_dir)
         if s.sr_model_path:
             self.upscaler = SuperResolution(s.sr_model_path)
@@ -80,6 +88,10 @@ class Refiner:
         )
 
     async def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
         if self.peers is not None:
             await self.peers.close()
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -75,6 +75,13 @@ class RefinerSettings(ModelServiceSettings):
     reference_cache: int = Field(
         64, ge=0, le=4096, description="Reference images whose faces are kept in memory (by content hash)."
     )
+    reference_cache_max_age_s: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        description="How long a reference image's pixels and faces stay in memory after they were read (they are "
+        "biometric data, and an erasure cannot name them): a character's erasure leaves none of them here for longer.",
+    )
 
     @field_validator("strategy_order")
     @classmethod

@@ -3,6 +3,7 @@ input answered with a clear status code and message."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import cv2
@@ -12,7 +13,10 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
+from idlock import refs
 from idlock.images import encode_png
+from idlock.settings import StorageSettings
+from idlock.storage import open_store
 from idlock.v1 import common_pb2
 from idlock.v1 import identity_service_pb2 as pb
 from idlock.v1 import identity_service_pb2_grpc as pb_grpc
@@ -110,6 +114,30 @@ async def test_scores_say_whether_the_face_is_a_copy_of_a_reference(tmp_path, as
         assert not bare.matches[0].copy.checked
         cmp = await stub.CompareImages(pb.CompareImagesRequest(a=_inline(ref), b=_inline(_png(copied))))
         assert cmp.copy.near_copy and cmp.copy.similarity > 0.95
+
+
+async def test_a_reference_print_is_kept_in_memory_at_most_its_max_age(tmp_path, astronaut) -> None:
+    """A face print is biometric data that a character's erasure cannot name: within its max age a score uses the
+    print it holds; after it, the print is gone and the deleted photo is needed again, so the score is refused."""
+    store = await open_store(StorageSettings(), tmp_path)
+    png = _png(astronaut)
+    ref = await refs.put_image(store, "characters/c/ref0.png", png, width=512, height=512)
+    async with running_service(
+        "identity", tmp_path, IDLOCK_IDENTITY_REFERENCE_CACHE_MAX_AGE_S="0.4"
+    ) as channel:
+        stub = pb_grpc.IdentityServiceStub(channel)
+        enc = await stub.EncodeReferences(pb.EncodeReferencesRequest(images=[_inline(png)]))
+        character = pb.CharacterIdentity(
+            character_id="c", identity=enc.identity, references=[common_pb2.ImageInput(ref=ref)]
+        )
+        scene = pb.ScoreIdentityRequest(characters=[character], image=_inline(png))
+        first = await stub.ScoreIdentity(scene)
+        assert first.matches[0].copy.checked and first.matches[0].copy.near_copy
+        assert await store.delete(ref.uri)  # the character is erased
+        again = await stub.ScoreIdentity(scene)  # the print held is used: the photo is not read
+        assert again.matches[0].copy.near_copy
+        await asyncio.sleep(0.6)  # past the max age (the expiry runs every quarter of it)
+        await _call_fails(stub.ScoreIdentity(scene), grpc.StatusCode.NOT_FOUND, "ref0.png")
 
 
 async def test_scene_without_a_face_says_so(tmp_path, astronaut) -> None:

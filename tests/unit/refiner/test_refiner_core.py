@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -146,3 +148,23 @@ async def test_no_face_is_a_precondition_failure(engine, astronaut):
             seam_bound=1.0,
             min_gain=0.01,
         )
+
+
+async def test_a_reference_photos_faces_leave_memory_after_their_max_age(tmp_path, monkeypatch, astronaut):
+    """The refiner keeps a reference photo's pixels and faces for the next attempt, but not past its max age, used
+    or not: an erased character's photo leaves nothing here (the service's periodic expiry runs on its own)."""
+    from services.refiner.refine import Refiner
+    from services.refiner.settings import RefinerSettings
+
+    monkeypatch.setenv("IDLOCK_DATA_DIR", str(tmp_path))
+    service = Refiner(RefinerSettings(reference_cache_max_age_s=0.2))
+    await service.open()
+    try:
+        png = encode_png(astronaut)
+        faces = service.refiner.reference_faces(np.ones(128) / np.sqrt(128), [png])
+        assert len(faces) == 1 and len(service.refiner.references) == 1
+        assert service.refiner.reference_faces(np.ones(128) / np.sqrt(128), [png])[0].face is faces[0].face
+        await asyncio.sleep(0.5)
+        assert len(service.refiner.references) == 0
+    finally:
+        await service.close()
