@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 
-from idlock.errors import IdlockError, InvalidInput
+from idlock.errors import IdlockError, InvalidInput, NotFound
 from idlock.storage import ObjectStore
 from idlock.v1 import common_pb2
 
@@ -49,7 +49,10 @@ async def fetch_ref(store: ObjectStore, ref: common_pb2.ImageRef | common_pb2.Vi
     """Bytes behind a reference; a sha256 given in the reference must match what is stored."""
     if not ref.uri:
         raise InvalidInput(f"{name} has no uri")
-    data = await store.get(ref.uri)
+    try:
+        data = await store.get(ref.uri)
+    except NotFound as e:  # which of the request's inputs is gone, not only which object
+        raise NotFound(f"{name}: {e.message}", details=e.details) from e
     if ref.sha256 and hashlib.sha256(data).hexdigest() != ref.sha256.lower():
         raise InvalidInput(f"{name}: stored object {ref.uri} does not match the sha256 in the reference")
     return data

@@ -137,7 +137,9 @@ async def test_a_reference_print_is_kept_in_memory_at_most_its_max_age(tmp_path,
         again = await stub.ScoreIdentity(scene)  # the print held is used: the photo is not read
         assert again.matches[0].copy.near_copy
         await asyncio.sleep(0.6)  # past the max age (the expiry runs every quarter of it)
-        await _call_fails(stub.ScoreIdentity(scene), grpc.StatusCode.NOT_FOUND, "ref0.png")
+        await _call_fails(
+            stub.ScoreIdentity(scene), grpc.StatusCode.NOT_FOUND, "reference image 0 of 'c'", "ref0.png"
+        )
 
 
 async def test_scene_without_a_face_says_so(tmp_path, astronaut) -> None:
