@@ -78,7 +78,10 @@ class Rendering:
         #: renders under way, by (output prefix, request fingerprint): a repeated request joins the running one
         self._inflight: dict[tuple[str, str], asyncio.Future] = {}
         #: rendered images whose saving failed, by the same key: the retry saves them (`paid.py`)
-        self._held: paid.Held[tuple[str, str], tuple[RenderResult, pb.RenderProvenance]] = paid.Held()
+        self._held: paid.Held[tuple[str, str], tuple[RenderResult, pb.RenderProvenance]] = paid.Held(
+            max_age_s=settings.held_render_max_age_s
+        )
+        self._expiring: asyncio.Task | None = None
 
     async def open(self) -> None:
         self.store = await open_store(StorageSettings(), self.data_dir)
@@ -86,15 +89,17 @@ class Rendering:
         self._sweeping = asyncio.create_task(
             self.loras.sweep_every(self.settings.lora_cache_sweep_s), name="lora-cache-sweep"
         )
+        self._expiring = asyncio.create_task(self._held.expire_every(), name="held-render-expiry")
         for name, why in self.renderer.status().items():
             if why:
                 log.info("provider %s unavailable: %s", name, why)
 
     async def close(self) -> None:
-        if self._sweeping is not None:
-            self._sweeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeping
+        for task in (self._sweeping, self._expiring):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.trainer.close()
         await self.renderer.aclose()
 

@@ -100,6 +100,14 @@ class RenderSettings(ModelServiceSettings):
         "(and at start): a file whose stored LoRA is gone (its character erased) is deleted and its adapter "
         "unloaded.",
     )
+    held_render_max_age_s: float = Field(
+        3600.0,
+        gt=0,
+        le=86400,
+        description="How long an image rendered but not saved (object storage failed) is kept in memory for the "
+        "job's retry, which saves it instead of paying for another render (seconds; at least the orchestrator's "
+        "job deadline). Past it, an erased character's render does not stay either.",
+    )
 
     # --- Veo video (google-genai, Vertex protocol: predictLongRunning + fetchPredictOperation) ---
     video_providers: list[str] = Field(

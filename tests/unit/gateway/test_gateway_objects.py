@@ -9,16 +9,9 @@ import pytest
 
 from gateway.errors import ApiError
 from gateway.objects import ObjectSigner, Ownership, content_type, derive_key
+from tests.clock import ManualClock
 
 KEY = b"k" * 32
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def _parts(url: str) -> tuple[str, dict[str, str]]:
@@ -27,7 +20,7 @@ def _parts(url: str) -> tuple[str, dict[str, str]]:
 
 
 def test_a_link_verifies_for_its_key_user_and_expiry_only() -> None:
-    clock = Clock(1_000_000.0)
+    clock = ManualClock(1_000_000.0)
     signer = ObjectSigner(KEY, 600, clock=clock)
     path, q = _parts(signer.url("https://idlock.example.com/", "jobs/j1/image.png", "usr_a"))
     assert path == "/objects/jobs/j1/image.png"
@@ -50,22 +43,22 @@ def test_a_link_verifies_for_its_key_user_and_expiry_only() -> None:
 
 
 def test_a_link_expires_and_says_so() -> None:
-    clock = Clock(1_000_000.0)
+    clock = ManualClock(1_000_000.0)
     signer = ObjectSigner(KEY, 600, clock=clock)
     s = signer.sign("jobs/j1/image.png", "usr_a")
-    clock.t = s.expires + 0.5
+    clock.now = s.expires + 0.5
     with pytest.raises(ApiError) as err:
         signer.verify(s.key, s.user_id, s.expires, s.signature)
     assert err.value.status == 403 and "expired" in err.value.message
 
 
 def test_the_same_object_keeps_its_link_for_a_while_so_browsers_cache_it() -> None:
-    clock = Clock(1_000_000.0)
+    clock = ManualClock(1_000_000.0)
     signer = ObjectSigner(KEY, 3600, clock=clock)
     first = signer.url("http://gw", "jobs/j1/image.png", "usr_a")
-    clock.t += signer.step_s / 2 - 1
+    clock.now += signer.step_s / 2 - 1
     assert signer.url("http://gw", "jobs/j1/image.png", "usr_a") == first
-    clock.t += signer.step_s
+    clock.now += signer.step_s
     assert signer.url("http://gw", "jobs/j1/image.png", "usr_a") != first
 
 
@@ -89,7 +82,7 @@ async def test_ownership_by_folder_with_a_short_cache() -> None:
 
         return check
 
-    clock = Clock(0.0)
+    clock = ManualClock(0.0)
     o = Ownership(owns("character", "usr_a"), owns("job", "usr_a"), ttl_s=30, clock=clock)
     await o.check("uploads/usr_a/pose.png", "usr_a")
     await o.check("characters/c1/ref_0.jpg", "usr_a")
@@ -109,6 +102,6 @@ async def test_ownership_by_folder_with_a_short_cache() -> None:
         with pytest.raises(ApiError) as err:
             await o.check(key, user)
         assert err.value.status == 404, key
-    clock.t = 31
+    clock.now = 31
     await o.check("characters/c1/ref_0.jpg", "usr_a")  # asked again once the answer is old
     assert asked.count(("character", "c1", "usr_a")) == 2

@@ -6,18 +6,11 @@ import pytest
 
 from gateway.errors import ApiError
 from gateway.ratelimit import TokenBucketLimiter
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests.clock import ManualClock
 
 
 def test_burst_then_refused_with_retry_after() -> None:
-    clock = Clock()
+    clock = ManualClock()
     limiter = TokenBucketLimiter(per_minute=6, burst=3, clock=clock)  # one token every 10 s
     assert [limiter.hit("u").allowed for _ in range(3)] == [True, True, True]
     refused = limiter.hit("u")
@@ -27,25 +20,25 @@ def test_burst_then_refused_with_retry_after() -> None:
 
 
 def test_refill_over_time_never_above_burst() -> None:
-    clock = Clock()
+    clock = ManualClock()
     limiter = TokenBucketLimiter(per_minute=60, burst=2, clock=clock)
     limiter.hit("u"), limiter.hit("u")
     assert not limiter.hit("u").allowed
-    clock.t += 1.0
+    clock.now += 1.0
     assert limiter.hit("u").allowed
-    clock.t += 3600
+    clock.now += 3600
     assert [limiter.hit("u").allowed for _ in range(3)] == [True, True, False]
 
 
 def test_keys_are_independent() -> None:
-    limiter = TokenBucketLimiter(per_minute=1, burst=1, clock=Clock())
+    limiter = TokenBucketLimiter(per_minute=1, burst=1, clock=ManualClock())
     assert limiter.hit("alice").allowed
     assert not limiter.hit("alice").allowed
     assert limiter.hit("bob").allowed
 
 
 def test_check_raises_429_with_retry_after_header() -> None:
-    limiter = TokenBucketLimiter(per_minute=2, burst=1, clock=Clock())
+    limiter = TokenBucketLimiter(per_minute=2, burst=1, clock=ManualClock())
     limiter.check("u")
     with pytest.raises(ApiError) as info:
         limiter.check("u", "generation requests")
@@ -56,15 +49,15 @@ def test_check_raises_429_with_retry_after_header() -> None:
 
 
 def test_retry_after_is_at_least_one_second() -> None:
-    clock = Clock()
+    clock = ManualClock()
     limiter = TokenBucketLimiter(per_minute=600, burst=1, clock=clock)  # 10 tokens a second
     limiter.hit("u")
-    clock.t += 0.09
+    clock.now += 0.09
     assert limiter.hit("u").retry_after_header == "1"
 
 
 def test_memory_is_bounded() -> None:
-    limiter = TokenBucketLimiter(per_minute=60, burst=5, clock=Clock(), max_keys=100)
+    limiter = TokenBucketLimiter(per_minute=60, burst=5, clock=ManualClock(), max_keys=100)
     for i in range(1000):
         limiter.hit(f"user{i}")
     assert len(limiter) == 100

@@ -8,18 +8,11 @@ import asyncio
 import pytest
 
 from idlock.faces.reference_cache import MISSING, ReferenceCache
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import ManualClock
 
 
 def test_an_entry_is_served_until_its_max_age_then_never_again() -> None:
-    clock = Clock()
+    clock = ManualClock()
     cache: ReferenceCache[str, object] = ReferenceCache(8, 300.0, clock=clock)
     cache.put("a", None)  # a photo with no face: None is a value, not a miss
     cache.put("b", [1.0, 2.0])
@@ -32,7 +25,7 @@ def test_an_entry_is_served_until_its_max_age_then_never_again() -> None:
 
 
 def test_expire_drops_old_entries_nobody_asks_for() -> None:
-    clock = Clock()
+    clock = ManualClock()
     cache: ReferenceCache[str, int] = ReferenceCache(8, 60.0, clock=clock)
     cache.put("old", 1)
     clock.now += 30.0

@@ -5,14 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from services.memory.text_embed import ScenePrompts
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import ManualClock
 
 
 def vec(i: int) -> np.ndarray:
@@ -31,7 +24,7 @@ def test_a_vector_is_taken_once_by_the_same_character_and_text() -> None:
 
 
 def test_vectors_expire_and_are_bounded() -> None:
-    clock = Clock()
+    clock = ManualClock(0.0)
     kept = ScenePrompts(max_entries=2, ttl_s=60, clock=clock)
     kept.keep("c1", "a", vec(0))
     clock.now = 61
