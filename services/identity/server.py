@@ -4,16 +4,15 @@ threads), as `workers.py` says; decoding videos into frames runs on a thread."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 
 import numpy as np
 
 from idlock import refs
+from idlock.aged_cache import MISSING, AgedCache
 from idlock.errors import InvalidInput
 from idlock.faces.cast import PLACEMENTS
 from idlock.faces.proto import copy_pb, face_pb, idr_pb
-from idlock.faces.reference_cache import MISSING, ReferenceCache
 from idlock.grpc_server import ServiceSpec
 from idlock.images import encode_png
 from idlock.launch import servicer_spec
@@ -37,21 +36,17 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         self.models = IdentityModels(settings)
         self.info: EngineInfo | None = None
         self.store: ObjectStore | None = None
-        self.prints: ReferenceCache[str, np.ndarray | None] = ReferenceCache(
+        self.prints: AgedCache[str, np.ndarray | None] = AgedCache(
             PRINT_CACHE_SIZE, settings.reference_cache_max_age_s
         )
-        self._expiry: asyncio.Task[None] | None = None
 
     async def startup(self) -> None:
         self.info = await self.models.start()  # models load before the service reports SERVING
         self.store = await open_store(StorageSettings(), PathsSettings().data_dir)
-        self._expiry = asyncio.create_task(self.prints.expire_every(), name="reference-print-expiry")
+        self.prints.start()
 
     async def shutdown(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry
+        await self.prints.close()
         await self.models.close()
 
     @property
@@ -66,15 +61,16 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         """Prints of a character's reference faces, from the cache when the image's sha256 is known."""
         out: list[np.ndarray | None] = []
         for i, image in enumerate(images):
-            digest = image.ref.sha256 if image.HasField("ref") else ""
-            found = self.prints.get(digest) if digest else MISSING
+            name = f"reference image {i} of {key!r}"
+            data, digest = None, image.ref.sha256 if image.HasField("ref") else ""
+            if not digest:
+                data = await self._image(image, name)
+                digest = hashlib.sha256(data).hexdigest()
+            found = self.prints.get(digest)
             if found is MISSING:
-                data = await self._image(image, f"reference image {i} of {key!r}")
-                digest = digest or hashlib.sha256(data).hexdigest()
-                found = self.prints.get(digest)
-                if found is MISSING:
-                    found = (await self.models.run("reference_prints", [data]))[0]
-                    self.prints.put(digest, found)
+                data = data if data is not None else await self._image(image, name)
+                found = (await self.models.run("reference_prints", [data]))[0]
+                self.prints.put(digest, found)
             out.append(found)
         return out
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from idlock.aged_cache import MISSING, AgedCache
 from idlock.errors import InvalidInput, PreconditionFailed
 from idlock.faces.copies import CopyCheck
 from idlock.faces.engine import FaceInfo, IdentityEngine, IdentityMatch, cosine
-from idlock.faces.reference_cache import MISSING, ReferenceCache
 
 #: gradient magnitudes below this (per channel 0..255 Sobel/8 units) count as flat when normalising the seam
 _MIN_GRAD = 1.0
@@ -200,7 +200,7 @@ class FaceRefiner:
         self.engine = engine
         self.margin = margin
         #: a reference photo's pixels and faces, by its sha256
-        self.references: ReferenceCache[bytes, tuple[np.ndarray, list[FaceInfo]]] = ReferenceCache(
+        self.references: AgedCache[bytes, tuple[np.ndarray, list[FaceInfo]]] = AgedCache(
             cache_size, cache_max_age_s
         )
 

@@ -5,7 +5,6 @@ say which is best. Plain Python over the runtime; the servicer maps protos."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -60,7 +59,6 @@ class Refiner:
         self.upscaler: SuperResolution | None = None
         self.peers: RefinerPeers | None = None
         self._pool = model_executor(settings.workers, "refiner", settings.model_thread_priority)
-        self._expiry: asyncio.Task[None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
@@ -74,7 +72,7 @@ class Refiner:
             cache_size=s.reference_cache,
             cache_max_age_s=s.reference_cache_max_age_s,
         )
-        self._expiry = asyncio.create_task(self.refiner.references.expire_every(), name="reference-expiry")
+        self.refiner.references.start()
         self.store = await open_store(StorageSettings(), PathsSettings().data_dir)
         if s.sr_model_path:
             self.upscaler = SuperResolution(s.sr_model_path)
@@ -88,10 +86,8 @@ class Refiner:
         )
 
     async def close(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry
+        if self.refiner is not None:
+            await self.refiner.references.close()
         if self.peers is not None:
             await self.peers.close()
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from idlock import refs
+from idlock.aged_cache import AgedCache
 from idlock.errors import DeadlineExceeded, IdlockError, InvalidInput, NotFound
 from idlock.nsfw import OutputClassifier, OutputModerationSettings
 from idlock.settings import MeshSettings, PathsSettings, StorageSettings
@@ -78,10 +79,9 @@ class Rendering:
         #: renders under way, by (output prefix, request fingerprint): a repeated request joins the running one
         self._inflight: dict[tuple[str, str], asyncio.Future] = {}
         #: rendered images whose saving failed, by the same key: the retry saves them (`paid.py`)
-        self._held: paid.Held[tuple[str, str], tuple[RenderResult, pb.RenderProvenance]] = paid.Held(
-            max_age_s=settings.held_render_max_age_s
+        self._held: AgedCache[tuple[str, str], tuple[RenderResult, pb.RenderProvenance]] = paid.held_renders(
+            settings.held_render_max_age_s
         )
-        self._expiring: asyncio.Task | None = None
 
     async def open(self) -> None:
         self.store = await open_store(StorageSettings(), self.data_dir)
@@ -89,17 +89,17 @@ class Rendering:
         self._sweeping = asyncio.create_task(
             self.loras.sweep_every(self.settings.lora_cache_sweep_s), name="lora-cache-sweep"
         )
-        self._expiring = asyncio.create_task(self._held.expire_every(), name="held-render-expiry")
+        self._held.start()
         for name, why in self.renderer.status().items():
             if why:
                 log.info("provider %s unavailable: %s", name, why)
 
     async def close(self) -> None:
-        for task in (self._sweeping, self._expiring):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeping
+        await self._held.close()
         await self.trainer.close()
         await self.renderer.aclose()
 
@@ -189,10 +189,10 @@ class Rendering:
         """Render once, then save (image, then the replay record); a save that fails keeps the rendered image
         here, and the retry saves it instead of paying for another render."""
         key = (prefix, fingerprint)
-        held = self._held.get(key)
+        held = self._held.get(key, None)
         if held is None:
             held = await self._render_only(request, deadline_s, prefix, count_paid=True)
-            self._held.hold(key, held)
+            self._held.put(key, held)
         else:
             log.info(
                 "job %s: saving the image rendered before storage failed; not rendering again", request.job_id
@@ -204,7 +204,7 @@ class Rendering:
         await paid.saving(
             lambda: self.store.put(f"{prefix}/render.json", json.dumps(record).encode(), "application/json")
         )
-        self._held.release(key)
+        self._held.pop(key)
         return response
 
     async def _render_image(
