@@ -40,6 +40,7 @@ if [ -n "${WHEELS:-}" ]; then
     exit 2
   fi
   SITE=$(mktemp -d -t idlock-gpu-site-XXXX)
+  trap 'rm -rf "$SITE"' EXIT
   if ! "$PY" -m pip install --quiet --no-index --no-deps --no-compile --target "$SITE" "$WHEELS"/*.whl; then
     echo "bench/gpu.sh: $PY could not install the wheels in $WHEELS" >&2
     exit 2

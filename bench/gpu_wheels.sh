@@ -27,9 +27,10 @@ done
 VENV_PY=${VENV_PYTHON:-.venv/bin/python}
 [ -x "$VENV_PY" ] || { echo "bench/gpu_wheels.sh: $VENV_PY not found: run ./setup.sh first (it pins the versions)" >&2; exit 2; }
 
-# what the three benches import that a PyTorch CUDA image lacks (found by running them in such an environment)
+# what the three benches import that a PyTorch CUDA image lacks (found by running them in such an environment),
+# and peft, which such images carry at versions of their own: the LoRA code is tested with this one
 PACKAGES=(diffusers importlib-metadata insightface pydantic pydantic-core pydantic-settings python-dotenv
-  typing-inspection annotated-types)
+  typing-inspection annotated-types peft)
 [ "$WITH_ORT" = 1 ] && PACKAGES+=(onnxruntime-gpu)
 
 pinned=()
