@@ -19,7 +19,7 @@ WITH_ORT=0
 for arg in "$@"; do
   case $arg in
     --onnxruntime-gpu) WITH_ORT=1 ;;
-    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     -*) echo "bench/gpu_wheels.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
     *) DIR=$arg ;;
   esac

@@ -137,3 +137,13 @@ def test_gpu_wheels_sh_takes_its_versions_from_the_venv_and_says_which_one_lacks
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"diffusers is not installed in {bare}/bin/python" in done.stderr
     assert not (tmp_path / "wheels").exists()  # nothing downloaded
+
+
+def test_gpu_wheels_sh_help_is_its_header() -> None:
+    done = gpu_wheels_sh("--help")
+    assert done.returncode == 0
+    assert (
+        "bash bench/gpu_wheels.sh [DIR] [--onnxruntime-gpu]" in done.stdout
+        and "--onnxruntime-gpu:" in done.stdout
+    )
+    assert "set -euo" not in done.stdout and "#" not in done.stdout
