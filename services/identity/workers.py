@@ -48,6 +48,8 @@ class EngineInfo:
     protected_faces: int
     #: the process that answered
     pid: int
+    #: where the models compute (`FaceEncoder.runs_on`)
+    runs_on: str = "CPU"
 
 
 class _Worker:
@@ -83,7 +85,8 @@ def _call(method: str, args: tuple) -> Any:
     engine = _Worker.engine
     assert engine is not None, "the models are not loaded"
     if method == "info":
-        return EngineInfo(engine.encoder.name, engine.encoder.dim, len(_Worker.gallery), os.getpid())
+        encoder = engine.encoder
+        return EngineInfo(encoder.name, encoder.dim, len(_Worker.gallery), os.getpid(), encoder.runs_on)
     if method == "gallery_check":
         return _Worker.gallery.check(engine, *args)
     if method == "detect":  # faces and the decoded size, from one decode
@@ -186,9 +189,10 @@ class IdentityModels:
             await loop.run_in_executor(self._pool, _start, s.model_dump_json(), True)
             self.info = await self._submit("info")
         log.info(
-            "identity models: %s (%d-d) in %d %s(es), %d protected faces",
+            "identity models: %s (%d-d) on %s in %d %s(es), %d protected faces",
             self.info.encoder,
             self.info.dim,
+            self.info.runs_on,
             s.workers,
             self.isolation,
             self.info.protected_faces,

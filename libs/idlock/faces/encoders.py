@@ -12,7 +12,11 @@ settings (`get_encoder` caches them at module level).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
+import io
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -26,6 +30,8 @@ import numpy as np
 from idlock.errors import PreconditionFailed, Unavailable
 
 from .settings import FaceSettings
+
+log = logging.getLogger("idlock.faces")
 
 
 @dataclass
@@ -95,6 +101,11 @@ class FaceEncoder(ABC):
     #: typical (nose below the eye line) / (inter-ocular distance) of a frontal face for this landmark scheme
     nose_drop_frontal: float = 0.6
 
+    @property
+    def runs_on(self) -> str:
+        """Where the models compute, as the runtime reports it (for operators: a GPU pod on its CPU is slow)."""
+        return "CPU"
+
 
 # --------------------------------------------------------------------------------------------------- dlib
 
@@ -150,6 +161,10 @@ class DlibEncoder(FaceEncoder):
             return [(d.rect, float(d.confidence)) for d in dets]
         rects, scores, _ = self._hog.run(small, upsample, 0.0)
         return list(zip(rects, (float(s) for s in scores)))
+
+    @property
+    def runs_on(self) -> str:
+        return "CUDA (dlib built with CUDA)" if getattr(self._dlib, "DLIB_USE_CUDA", False) else "CPU"
 
     def detect(self, rgb: np.ndarray) -> list[RawFace]:
         dlib = self._dlib
@@ -220,7 +235,24 @@ class DlibEncoder(FaceEncoder):
 # ------------------------------------------------------------------------------------------------ arcface
 
 
+CUDA = "CUDAExecutionProvider"
+
+
+def nvidia_driver() -> bool:
+    """Whether NVIDIA's driver library loads here. onnxruntime-gpu lists its CUDA provider on any machine; without
+    a driver the provider cannot start, and asking for it only logs errors."""
+    for name in ("libcuda.so.1", "nvcuda.dll"):
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False
+
+
 def onnx_providers(setting: str) -> list[str]:
+    """The providers to ask onnxruntime for: those named, or with "auto" CUDA (when onnxruntime has it and an NVIDIA
+    driver is here) before the CPU."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
@@ -230,7 +262,22 @@ def onnx_providers(setting: str) -> list[str]:
         if missing:
             raise Unavailable(f"onnxruntime providers {missing} are not available (available: {available})")
         return wanted
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    auto = [p for p in (CUDA, "CPUExecutionProvider") if p in available]
+    return auto if CUDA not in auto or nvidia_driver() else [p for p in auto if p != CUDA]
+
+
+def load_cuda_libraries() -> None:
+    """Load the CUDA and cuDNN libraries of the nvidia-* wheels (torch's), which are not on the loader's path by
+    themselves, before onnxruntime's CUDA provider looks for them. What onnxruntime prints is logged instead."""
+    import onnxruntime as ort
+
+    if not hasattr(ort, "preload_dlls"):  # before onnxruntime 1.21: the libraries must be on the path
+        return
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):
+        ort.preload_dlls()
+    if said.getvalue().strip():
+        log.info("onnxruntime's CUDA libraries: %s", " ".join(said.getvalue().split()))
 
 
 def _find_model(model_dir: Path, preferred: str, kind: str) -> Path:
@@ -262,13 +309,29 @@ class ArcFaceEncoder(FaceEncoder):
         model_dir = Path(settings.model_dir)
         if not model_dir.is_dir():
             raise Unavailable(f"arcface model folder {model_dir} does not exist")
-        self.providers = onnx_providers(settings.onnx_providers)
-        ctx = 0 if "CUDAExecutionProvider" in self.providers else -1
+        asked = onnx_providers(settings.onnx_providers)
+        if CUDA in asked:
+            load_cuda_libraries()
+        ctx = 0 if CUDA in asked else -1
         rec_path = _find_model(model_dir, "w600k_r50.onnx", "recognition")
-        self.rec = get_model(str(rec_path), providers=self.providers)
+        self.rec = get_model(str(rec_path), providers=asked)
         if self.rec is None or getattr(self.rec, "taskname", "") != "recognition":
             raise Unavailable(f"{rec_path} is not an ArcFace recognition model")
         self.rec.prepare(ctx)
+        #: what the sessions run on: onnxruntime falls back to the CPU, with a log line only, when CUDA cannot start
+        self.providers = list(self.rec.session.get_providers())
+        if CUDA in asked and CUDA not in self.providers:
+            why = (
+                "onnxruntime could not start its CUDA provider (no GPU visible to this process, or its CUDA and "
+                "cuDNN libraries not found)"
+            )
+            if settings.onnx_providers not in ("", "auto"):
+                raise Unavailable(
+                    f"IDLOCK_IDENTITY_ONNX_PROVIDERS={settings.onnx_providers} asks for {CUDA}, but {why}; "
+                    f"the ArcFace models would run on {', '.join(self.providers)}"
+                )
+            log.warning("arcface: %s: the models run on %s", why, ", ".join(self.providers))
+            asked, ctx = self.providers, -1
         self.dim = int(self.rec.output_shape[-1]) if isinstance(self.rec.output_shape[-1], int) else 512
         self.det = None
         try:
@@ -276,13 +339,17 @@ class ArcFaceEncoder(FaceEncoder):
         except Unavailable:
             det_path = None
         if det_path is not None:
-            self.det = get_model(str(det_path), providers=self.providers)
+            self.det = get_model(str(det_path), providers=asked)
             if self.det is None or getattr(self.det, "taskname", "") != "detection":
                 raise Unavailable(f"{det_path} is not an SCRFD detection model")
             self.det.prepare(
                 ctx, input_size=(settings.det_size, settings.det_size), det_thresh=settings.det_threshold
             )
         self._lock = threading.Lock()
+
+    @property
+    def runs_on(self) -> str:
+        return ", ".join(self.providers)
 
     def detect(self, rgb: np.ndarray) -> list[RawFace]:
         if self.det is None:

@@ -32,7 +32,11 @@ class FaceSettings(IdlockSettings):
     )
     onnx_providers: str = Field(
         "auto",
-        description="arcface only: onnxruntime providers, comma separated; auto = CUDA when present, else CPU.",
+        description=(
+            "arcface only: onnxruntime providers, comma separated. auto = CUDA when onnxruntime has it and an "
+            "NVIDIA driver is present (falling back to the CPU with a warning when CUDA cannot start), else the "
+            "CPU; naming CUDAExecutionProvider makes the service refuse to start when CUDA cannot be used."
+        ),
     )
     detector: Literal["hog", "cnn"] = Field(
         "hog",

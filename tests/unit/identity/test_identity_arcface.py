@@ -7,12 +7,15 @@ is meaningless as face recognition; what is tested is our loading, routing, pre/
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 from skimage import data as skdata
 
 from idlock.errors import PreconditionFailed, Unavailable
+from idlock.faces import encoders
 from idlock.faces.encoders import ArcFaceEncoder, get_encoder, onnx_providers
 from idlock.faces.engine import IdentityEngine
 from services.identity.settings import IdentitySettings
@@ -106,13 +109,63 @@ def test_missing_model_dir(tmp_path) -> None:
         ArcFaceEncoder(IdentitySettings(encoder="arcface", model_dir=tmp_path))
 
 
-def test_providers() -> None:
-    auto = onnx_providers("auto")
-    assert auto[-1] == "CPUExecutionProvider"
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        assert auto[0] == "CUDAExecutionProvider"
+def test_providers(monkeypatch) -> None:
+    cuda_built = "CUDAExecutionProvider" in ort.get_available_providers()
+    for driver in (True, False):
+        monkeypatch.setattr(encoders, "nvidia_driver", lambda driver=driver: driver)
+        auto = onnx_providers("auto")
+        assert auto[-1] == "CPUExecutionProvider"
+        # CUDA first when onnxruntime has it and a driver is here; without a driver it is not asked for at all
+        assert (auto[0] == "CUDAExecutionProvider") == (cuda_built and driver)
+    assert onnx_providers("CPUExecutionProvider") == ["CPUExecutionProvider"]
     with pytest.raises(Unavailable, match="not available"):
         onnx_providers("NoSuchExecutionProvider")
+
+
+def _cuda_cannot_start(rec_only_dir) -> None:
+    """Skip unless this onnxruntime lists CUDA and cannot start it (a CUDA build on a machine without a GPU, or
+    without its libraries): the case of a GPU pod whose CUDA is broken."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime has no CUDA provider")
+    session = ort.InferenceSession(
+        str(rec_only_dir / "w600k_r50.onnx"), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    if "CUDAExecutionProvider" in session.get_providers():
+        pytest.skip("CUDA works here")
+
+
+def test_an_explicit_cuda_provider_that_cannot_start_stops_the_encoder(rec_only_dir) -> None:
+    _cuda_cannot_start(rec_only_dir)
+    for setting in ("CUDAExecutionProvider", "CUDAExecutionProvider,CPUExecutionProvider"):
+        with pytest.raises(Unavailable) as refused:
+            ArcFaceEncoder(
+                IdentitySettings(encoder="arcface", model_dir=rec_only_dir, onnx_providers=setting)
+            )
+        said = str(refused.value)
+        assert f"IDLOCK_IDENTITY_ONNX_PROVIDERS={setting} asks for CUDAExecutionProvider" in said
+        assert "could not start its CUDA provider" in said and "would run on CPUExecutionProvider" in said
+
+
+def test_auto_says_when_cuda_falls_back_to_the_cpu(rec_only_dir, monkeypatch, caplog) -> None:
+    _cuda_cannot_start(rec_only_dir)
+    monkeypatch.setattr(encoders, "nvidia_driver", lambda: True)  # a driver, but CUDA cannot start
+    with caplog.at_level(logging.WARNING, logger="idlock.faces"):
+        enc = ArcFaceEncoder(
+            IdentitySettings(encoder="arcface", model_dir=rec_only_dir, onnx_providers="auto")
+        )
+    # what the encoder reports is what its session runs on, not what was asked for
+    assert enc.providers == ["CPUExecutionProvider"] and enc.runs_on == "CPUExecutionProvider"
+    assert any("could not start its CUDA provider" in r.getMessage() for r in caplog.records)
+    assert enc.embed_aligned([np.zeros((112, 112, 3), np.uint8)]).shape == (1, 512)
+
+
+def test_without_a_driver_auto_asks_for_the_cpu_only(rec_only_dir, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(encoders, "nvidia_driver", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="idlock.faces"):
+        enc = ArcFaceEncoder(
+            IdentitySettings(encoder="arcface", model_dir=rec_only_dir, onnx_providers="auto")
+        )
+    assert enc.providers == ["CPUExecutionProvider"] and not caplog.records
 
 
 @pytest.mark.gpu
