@@ -39,7 +39,7 @@ if [ -n "${WHEELS:-}" ]; then
     echo "bench/gpu.sh: WHEELS=$WHEELS holds no .whl files (bench/gpu_wheels.sh downloads them)" >&2
     exit 2
   fi
-  SITE=$(mktemp -d -t idlock-gpu-site-XXXX)
+  SITE=$(mktemp -d)
   trap 'rm -rf "$SITE"' EXIT
   if ! "$PY" -m pip install --quiet --no-index --no-deps --no-compile --target "$SITE" "$WHEELS"/*.whl; then
     echo "bench/gpu.sh: $PY could not install the wheels in $WHEELS" >&2

@@ -174,10 +174,6 @@ def cpu(args) -> dict:
 def gpu(args) -> dict:
     import tempfile
 
-    try:  # first: a CUDA build of torch loads the CUDA and cuDNN libraries onnxruntime's CUDA provider links to
-        import torch  # noqa: F401
-    except ImportError:
-        pass
     import onnxruntime as ort
 
     from idlock.faces.encoders import ArcFaceEncoder, onnx_providers

@@ -262,8 +262,8 @@ def onnx_providers(setting: str) -> list[str]:
         if missing:
             raise Unavailable(f"onnxruntime providers {missing} are not available (available: {available})")
         return wanted
-    auto = [p for p in (CUDA, "CPUExecutionProvider") if p in available]
-    return auto if CUDA not in auto or nvidia_driver() else [p for p in auto if p != CUDA]
+    cuda = [CUDA] if CUDA in available and nvidia_driver() else []
+    return cuda + [p for p in ("CPUExecutionProvider",) if p in available]
 
 
 def load_cuda_libraries() -> None:
